@@ -1,0 +1,68 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let upcoming: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let package = Package(
+    name: "sluice",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "sluice", targets: ["sluice"]),
+        .library(name: "SluiceCLI", targets: ["SluiceCLI"]),
+        .library(name: "Kafka", targets: ["Kafka"]),
+        .library(name: "Pipelines", targets: ["Pipelines"]),
+        .library(name: "Serving", targets: ["Serving"]),
+        .library(name: "Lineage", targets: ["Lineage"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CRdKafka",
+            pkgConfig: "rdkafka",
+            providers: [.apt(["librdkafka-dev"])]
+        ),
+        .target(name: "CSystemSupport", linkerSettings: [.linkedLibrary("dl")]),
+        .target(
+            name: "Kafka",
+            dependencies: [
+                "CRdKafka",
+                "CSystemSupport",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "DequeModule", package: "swift-collections"),
+            ],
+            swiftSettings: upcoming
+        ),
+        .target(name: "Pipelines", swiftSettings: upcoming),
+        .target(name: "Serving", dependencies: ["Kafka", "Pipelines"], swiftSettings: upcoming),
+        .target(name: "Lineage", dependencies: ["Kafka", "Pipelines"], swiftSettings: upcoming),
+        .target(name: "Examples", dependencies: ["Pipelines"], swiftSettings: upcoming),
+        .target(
+            name: "SluiceCLI",
+            dependencies: [
+                "Kafka", "Pipelines", "Serving", "Lineage", "Examples",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: upcoming
+        ),
+        .executableTarget(name: "sluice", dependencies: ["SluiceCLI"], swiftSettings: upcoming),
+        .testTarget(
+            name: "KafkaTests",
+            dependencies: ["Kafka", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: upcoming
+        ),
+        .testTarget(
+            name: "SluiceCLITests",
+            dependencies: ["Kafka"],
+            swiftSettings: upcoming
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

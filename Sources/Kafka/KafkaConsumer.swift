@@ -1,0 +1,115 @@
+import Logging
+
+/// A member of a consumer group: subscribes to topics and reads their records through ``messages``.
+///
+/// Offsets are stored by hand (`enable.auto.offset.store=false` is forced): a record counts as done only once
+/// ``storeOffset(_:nextOffset:)`` says so, and librdkafka's auto-commit (or ``commit()``) commits what is stored.
+/// Tombstones (`nil` value) and records without a key are ordinary records.
+///
+/// Rebalancing is cooperative (`partition.assignment.strategy=cooperative-sticky`) unless the configuration names
+/// another strategy: a member keeps the partitions it is not asked to give up, and the revoke hook runs while the
+/// group is stable, so the offsets it stores can be committed (with the eager protocol a coordinator may refuse that
+/// commit with `REBALANCE_IN_PROGRESS`; the mock broker always does).
+///
+/// Records pass through a buffer of `bufferCapacity` records; when the reader falls behind, the consumer pauses its
+/// partitions instead of buffering more (see ``ConsumerClient``). Call ``close()`` to leave the group cleanly.
+public final class KafkaConsumer: Sendable {
+    private let client: ConsumerClient
+
+    /// Creates a consumer and subscribes it to `topics`.
+    /// - Parameters:
+    ///   - configuration: librdkafka properties; `bootstrap.servers` and `group.id` at least.
+    ///   - topics: the topics to subscribe to.
+    ///   - bufferCapacity: records held for the reader before partitions are paused.
+    ///   - rebalanceHandler: hooks run when the group moves partitions (see ``RebalanceHandler``).
+    ///   - logger: receives librdkafka's log lines.
+    ///   - onError: called with client-level and consume errors (on librdkafka's or the poll thread).
+    /// - Throws: ``KafkaError`` naming a property librdkafka refuses, or when subscribing fails.
+    public init(
+        configuration: KafkaConfiguration,
+        topics: [String],
+        bufferCapacity: Int = 1024,
+        rebalanceHandler: RebalanceHandler = RebalanceHandler(),
+        logger: Logger = Logger(label: "sluice.kafka.consumer"),
+        onError: @escaping @Sendable (KafkaError) -> Void = { _ in }
+    ) throws {
+        if let stored = configuration["enable.auto.offset.store"], stored != "false" {
+            throw KafkaError(
+                code: .invalidArgument,
+                message: "enable.auto.offset.store=\(stored) is not supported: the consumer stores offsets by hand")
+        }
+        guard configuration["group.id"] != nil else {
+            throw KafkaError(code: .invalidArgument, message: "a group consumer needs the property group.id")
+        }
+        var configuration = configuration
+        if configuration["partition.assignment.strategy"] == nil {
+            try configuration.set("partition.assignment.strategy", "cooperative-sticky")
+        }
+        client = try ConsumerClient(
+            configuration: configuration, topics: topics, capacity: bufferCapacity,
+            rebalanceHandler: rebalanceHandler, logger: logger, onError: onError)
+    }
+
+    deinit { client.shutdown(leaveGroup: false) }
+
+    /// The records, in order per partition. Ends when the consumer is closed. Iterate it from one task.
+    public var messages: Messages { Messages(client: client) }
+
+    /// Marks every record of `partition` before `nextOffset` as done; the next commit commits `nextOffset`.
+    /// - Throws: ``KafkaError`` if the partition is not assigned to this consumer.
+    public func storeOffset(_ partition: TopicPartition, nextOffset: Int64) throws {
+        try client.storeOffsets([(partition, nextOffset)])
+    }
+
+    /// ``storeOffset(_:nextOffset:)`` for several partitions at once.
+    public func storeOffsets(_ offsets: [TopicPartition: Int64]) throws {
+        try client.storeOffsets(offsets.map { ($0.key, $0.value) })
+    }
+
+    /// Commits the stored offsets now and waits for the group coordinator's answer.
+    /// - Throws: ``KafkaError`` if the commit fails.
+    public func commit() async throws {
+        try await client.commit()
+    }
+
+    /// The group's committed offsets for `partitions` (`-1001`, librdkafka's `RD_KAFKA_OFFSET_INVALID`, where none).
+    public func committedOffsets(
+        _ partitions: [TopicPartition], timeout: Duration = .seconds(10)
+    ) async throws -> [TopicPartition: Int64] {
+        try await client.committedOffsets(partitions, timeout: timeout)
+    }
+
+    /// Stops fetching `partitions` until ``resume(_:)``; records already buffered are still delivered.
+    public func pause(_ partitions: [TopicPartition]) {
+        client.setPausedByUser(partitions, true)
+    }
+
+    /// Undoes ``pause(_:)``.
+    public func resume(_ partitions: [TopicPartition]) {
+        client.setPausedByUser(partitions, false)
+    }
+
+    /// The partitions assigned to this consumer now.
+    public var assignment: Set<TopicPartition> { client.assignment }
+
+    /// The partitions librdkafka has paused now, by ``pause(_:)`` or because the buffer is full.
+    public var pausedPartitions: Set<TopicPartition> { client.pausedPartitions }
+
+    /// Leaves the group: the revoke hook runs, stored offsets are committed, ``messages`` ends.
+    public func close() async {
+        _ = try? await DedicatedThread.run(name: "sluice-kclose") { [client] in client.shutdown(leaveGroup: true) }
+    }
+
+    /// The consumer's records as an `AsyncSequence`.
+    public struct Messages: AsyncSequence, Sendable {
+        public typealias Element = KafkaMessage
+        fileprivate let client: ConsumerClient
+
+        public struct AsyncIterator: AsyncIteratorProtocol {
+            fileprivate let client: ConsumerClient
+            public mutating func next() async -> KafkaMessage? { await client.next() }
+        }
+
+        public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(client: client) }
+    }
+}

@@ -1,0 +1,99 @@
+import Logging
+import Synchronization
+
+/// Produces records to Kafka. Batching is librdkafka's (`linger.ms`, `batch.size`, ...).
+///
+/// Delivery reports are served on a thread of the producer's own; ``send(_:)`` returns the report, and
+/// ``send(_:onDelivery:)`` calls a handler on that thread without a hop through the cooperative pool.
+/// Call ``close(timeout:)`` when done: it waits for outstanding records, then releases the thread and the handle.
+public final class KafkaProducer: Sendable {
+    private let client: ProducerClient
+
+    /// Creates a producer.
+    /// - Parameters:
+    ///   - configuration: librdkafka properties; `bootstrap.servers` at least.
+    ///   - logger: receives librdkafka's log lines.
+    ///   - onError: called on the poll thread with client-level errors (brokers unreachable, ...), which librdkafka
+    ///     also retries on its own.
+    /// - Throws: ``KafkaError`` naming a property librdkafka refuses.
+    public init(
+        configuration: KafkaConfiguration,
+        logger: Logger = Logger(label: "sluice.kafka.producer"),
+        onError: @escaping @Sendable (KafkaError) -> Void = { _ in }
+    ) throws {
+        client = try ProducerClient(configuration: configuration, logger: logger, onError: onError)
+    }
+
+    deinit { client.shutdown() }
+
+    /// Produces `message` and returns where Kafka stored it.
+    /// - Throws: ``KafkaError``: the record could not be enqueued, or its delivery failed (for example
+    ///   ``KafkaError/Code/messageTimedOut``, or an error the broker returned).
+    public func send(_ message: OutgoingMessage) async throws -> DeliveryReport {
+        let outcome = DeliveryOutcome()
+        try await client.produce(message) { outcome.fulfil($0) }
+        return try await outcome.value
+    }
+
+    /// Enqueues `message` and returns once librdkafka holds it; `onDelivery` is called exactly once with its
+    /// delivery report.
+    /// - Important: `onDelivery` runs on the producer's poll thread: keep it short and never block in it.
+    /// - Throws: ``KafkaError`` if the record cannot be enqueued; `onDelivery` is then not called.
+    public func send(
+        _ message: OutgoingMessage,
+        onDelivery: @escaping @Sendable (Result<DeliveryReport, KafkaError>) -> Void
+    ) async throws {
+        try await client.produce(message, onDelivery: onDelivery)
+    }
+
+    /// Records enqueued or in flight that have no delivery report yet.
+    public var outstanding: Int { client.outstanding }
+
+    /// Waits until every record sent so far has its delivery report.
+    /// - Throws: ``KafkaError`` with ``KafkaError/Code/timedOut`` if some have none after `timeout`.
+    public func flush(timeout: Duration) async throws {
+        try await client.flush(timeout: timeout)
+    }
+
+    /// Flushes for at most `timeout`, then stops: records still undelivered fail with a `_PURGE_*` error.
+    public func close(timeout: Duration = .seconds(10)) async {
+        do {
+            try await client.flush(timeout: timeout)
+        } catch {
+            client.logger.warning("closing producer: \(error)")
+        }
+        _ = try? await DedicatedThread.run(name: "sluice-kclose") { [client] in client.shutdown() }
+    }
+}
+
+/// One delivery report awaited by ``KafkaProducer/send(_:)``: fulfilled on the poll thread, read by the sender.
+private final class DeliveryOutcome: Sendable {
+    private enum State {
+        case pending
+        case waiting(CheckedContinuation<DeliveryReport, any Error>)
+        case done(Result<DeliveryReport, KafkaError>)
+    }
+    private let state = Mutex(State.pending)
+
+    func fulfil(_ result: Result<DeliveryReport, KafkaError>) {
+        let waiter = state.withLock { state -> CheckedContinuation<DeliveryReport, any Error>? in
+            defer { state = .done(result) }
+            if case .waiting(let continuation) = state { return continuation }
+            return nil
+        }
+        waiter?.resume(with: result.mapError { $0 as any Error })
+    }
+
+    var value: DeliveryReport {
+        get async throws {
+            try await withCheckedThrowingContinuation { continuation in
+                let done = state.withLock { state -> Result<DeliveryReport, KafkaError>? in
+                    if case .done(let result) = state { return result }
+                    state = .waiting(continuation)
+                    return nil
+                }
+                if let done { continuation.resume(with: done.mapError { $0 as any Error }) }
+            }
+        }
+    }
+}

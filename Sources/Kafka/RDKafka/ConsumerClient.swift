@@ -1,0 +1,357 @@
+import CRdKafka
+import DequeModule
+import Dispatch
+import Logging
+import Synchronization
+
+/// A group consumer handle with its poll thread and a bounded buffer of records for the Swift side.
+///
+/// The poll thread blocks in `rd_kafka_consumer_poll` until a record or event arrives, copies records into the
+/// buffer and serves rebalances. When the buffer holds `capacity` records, the thread pauses every assigned
+/// partition (librdkafka then drops what it prefetched and resumes from the next record not yet returned) and goes on
+/// serving rebalances; when the reader has taken the buffer down to half, it resumes them. Only the poll thread
+/// calls pause/resume, so the paused set librdkafka holds is the one recorded here.
+final class ConsumerClient: RDKafkaClient, @unchecked Sendable {
+    // @unchecked Sendable: mutable state is in `state` (a Mutex); `pollThread` and `queue` are written in `init`
+    // only; librdkafka's handle and queue are thread-safe.
+
+    private struct Waiter {
+        let id: UInt64
+        let continuation: CheckedContinuation<KafkaMessage?, Never>
+    }
+
+    private struct State {
+        var buffer = Deque<KafkaMessage>()
+        var waiters = Deque<Waiter>()
+        var nextWaiterID: UInt64 = 0
+        var assignment: Set<TopicPartition> = []
+        var pausedByUser: Set<TopicPartition> = []
+        /// What librdkafka has paused now; only the poll thread (or the closing thread, once it has stopped) changes it.
+        var pausedNow: Set<TopicPartition> = []
+        var backpressure = false
+        /// Something that decides the paused set changed; the poll thread reconciles before it polls again.
+        var pauseStale = false
+        var stopping = false
+        var closed = false
+    }
+
+    let capacity: Int
+    private let resumeLevel: Int
+    private let rebalanceHandler: RebalanceHandler
+    private let state = Mutex(State())
+    private var queue: OpaquePointer!
+    private var pollThread: DedicatedThread?
+
+    init(
+        configuration: KafkaConfiguration, topics: [String], capacity: Int, rebalanceHandler: RebalanceHandler,
+        logger: Logger, onError: @escaping @Sendable (KafkaError) -> Void
+    ) throws {
+        self.capacity = max(1, capacity)
+        resumeLevel = self.capacity / 2
+        self.rebalanceHandler = rebalanceHandler
+        try super.init(type: RD_KAFKA_CONSUMER, configuration: configuration, logger: logger, onError: onError) {
+            try KafkaConfiguration.apply("enable.auto.offset.store", "false", to: $0)
+            rd_kafka_conf_set_rebalance_cb($0, rebalanceCallback)
+        }
+        rd_kafka_poll_set_consumer(handle)
+        queue = rd_kafka_queue_get_consumer(handle)
+        do {
+            let subscription = topics.map { (TopicPartition($0, RD_KAFKA_PARTITION_UA), Int64?.none) }
+            try TopicPartition.withNativeList(subscription) {
+                try KafkaError.check(rd_kafka_subscribe(handle, $0), "subscribing to \(topics)")
+            }
+            pollThread = try DedicatedThread.start(name: "sluice-kcons") { [self] in pollLoop() }
+        } catch {
+            rd_kafka_queue_destroy(queue)
+            destroyHandle(flags: Int32(RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE))
+            throw error
+        }
+    }
+
+    // MARK: - Poll thread
+
+    private func pollLoop() {
+        var decoder = MessageDecoder()
+        var batch = [UnsafeMutablePointer<rd_kafka_message_t>?](repeating: nil, count: 256)
+        while !state.withLock({ $0.stopping }) {
+            reconcilePauses()
+            // Blocks until a record or event; rd_kafka_queue_yield wakes it for a stop or a resume.
+            guard let first = rd_kafka_consumer_poll(handle, 1000) else { continue }
+            accept(first, &decoder)
+            // Take what else is ready without waiting, up to the room left in the buffer.
+            let room = min(batch.count, state.withLock { capacity - $0.buffer.count })
+            guard room > 0 else { continue }
+            let count = batch.withUnsafeMutableBufferPointer {
+                rd_kafka_consume_batch_queue(queue, 0, $0.baseAddress, room)
+            }
+            for index in 0..<max(0, count) { accept(batch[index]!, &decoder) }
+        }
+    }
+
+    private func accept(_ native: UnsafeMutablePointer<rd_kafka_message_t>, _ decoder: inout MessageDecoder) {
+        defer { rd_kafka_message_destroy(native) }
+        let err = native.pointee.err
+        guard err == RD_KAFKA_RESP_ERR_NO_ERROR else {
+            if err != RD_KAFKA_RESP_ERR__PARTITION_EOF {
+                let error = KafkaError(err, "consuming")
+                logger.warning("\(error)")
+                onError(error)
+            }
+            return
+        }
+        let message = decoder.decode(native)
+        let waiter = state.withLock { state -> Waiter? in
+            if let waiter = state.waiters.popFirst() { return waiter }
+            state.buffer.append(message)
+            if state.buffer.count >= capacity && !state.backpressure { state.pauseStale = true }
+            return nil
+        }
+        waiter?.continuation.resume(returning: message)
+    }
+
+    /// Brings librdkafka's paused set to what backpressure and the user ask for. Poll thread only (or the closing
+    /// thread once the poll thread has ended).
+    private func reconcilePauses() {
+        let change = state.withLock { state -> (pause: [TopicPartition], resume: [TopicPartition])? in
+            guard state.pauseStale else { return nil }
+            state.pauseStale = false
+            if state.buffer.count >= capacity {
+                state.backpressure = true
+            } else if state.buffer.count <= resumeLevel {
+                state.backpressure = false
+            }
+            let wanted = state.backpressure ? state.assignment : state.pausedByUser.intersection(state.assignment)
+            defer { state.pausedNow = wanted }
+            return (Array(wanted.subtracting(state.pausedNow)), Array(state.pausedNow.subtracting(wanted)))
+        }
+        guard let change else { return }
+        setPaused(change.pause, true)
+        setPaused(change.resume, false)
+    }
+
+    private func setPaused(_ partitions: [TopicPartition], _ paused: Bool) {
+        guard !partitions.isEmpty else { return }
+        let err = TopicPartition.withNativeList(partitions.map { ($0, nil) }) {
+            paused ? rd_kafka_pause_partitions(handle, $0) : rd_kafka_resume_partitions(handle, $0)
+        }
+        if err != RD_KAFKA_RESP_ERR_NO_ERROR {
+            logger.warning("\(KafkaError(err, "\(paused ? "pausing" : "resuming") \(partitions.sorted())"))")
+        }
+    }
+
+    private func wakePollThread() {
+        rd_kafka_queue_yield(queue)
+    }
+
+    // MARK: - Rebalance (poll thread, or the closing thread inside rd_kafka_consumer_close)
+
+    fileprivate func rebalance(_ err: rd_kafka_resp_err_t, _ list: UnsafeMutablePointer<rd_kafka_topic_partition_list_t>?) {
+        let partitions = TopicPartition.array(from: list)
+        let cooperative = String(cString: rd_kafka_rebalance_protocol(handle)) == "COOPERATIVE"
+        switch err {
+        case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS:
+            let context = "assigning \(partitions.sorted())"
+            var failure: KafkaError?
+            if cooperative {
+                failure = rd_kafka_incremental_assign(handle, list).map { KafkaError.consuming($0, context) }
+            } else {
+                let err = rd_kafka_assign(handle, list)
+                if err != RD_KAFKA_RESP_ERR_NO_ERROR { failure = KafkaError(err, context) }
+            }
+            if let failure {
+                logger.error("\(failure)")
+                onError(failure)
+            }
+            state.withLock { state in
+                state.assignment.formUnion(partitions)
+                state.pauseStale = true
+            }
+            reconcilePauses()
+            logger.info("assigned \(partitions.sorted())")
+            rebalanceHandler.partitionsAssigned(partitions)
+        case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS:
+            let lost = rd_kafka_assignment_lost(handle) != 0
+            let revoked = Set(partitions)
+            // Buffered records of these partitions are not handed out any more: their next owner reads them.
+            state.withLock { $0.buffer.removeAll { revoked.contains($0.topicPartition) } }
+            logger.info("revoking \(partitions.sorted())\(lost ? " (lost)" : "")")
+            // The partitions are still assigned while the hook runs, so it can store offsets for them.
+            runBlocking { await self.rebalanceHandler.partitionsRevoked(partitions, lost) }
+            let stillPaused = state.withLock { state -> [TopicPartition] in
+                state.assignment.subtract(revoked)
+                state.pausedByUser.subtract(revoked)
+                defer { state.pausedNow.subtract(revoked) }
+                return Array(state.pausedNow.intersection(revoked))
+            }
+            // librdkafka keeps a partition's pause across reassignment; clear it so a later assignment starts clean.
+            setPaused(stillPaused, false)
+            if !lost { commitStoredOffsets(context: "committing on revoke") }
+            if cooperative {
+                if let error = rd_kafka_incremental_unassign(handle, list) {
+                    logger.error("\(KafkaError.consuming(error, "unassigning \(partitions.sorted())"))")
+                }
+            } else {
+                let err = rd_kafka_assign(handle, nil)
+                if err != RD_KAFKA_RESP_ERR_NO_ERROR { logger.error("\(KafkaError(err, "unassigning"))") }
+            }
+        default:
+            let error = KafkaError(err, "rebalance")
+            logger.error("\(error)")
+            onError(error)
+            _ = rd_kafka_assign(handle, nil)
+            state.withLock { state in
+                state.assignment.removeAll()
+                state.pauseStale = true
+            }
+        }
+    }
+
+    /// Runs an async hook to completion from a dedicated thread (which may block; the hook runs on the pool).
+    private func runBlocking(_ hook: @escaping @Sendable () async -> Void) {
+        let done = DispatchSemaphore(value: 0)
+        Task {
+            await hook()
+            done.signal()
+        }
+        done.wait()
+    }
+
+    /// Commits the stored offsets of the current assignment, synchronously. Blocking: poll or closing thread, or a
+    /// ``DedicatedThread``.
+    @discardableResult
+    private func commitStoredOffsets(context: String) -> KafkaError? {
+        let err = rd_kafka_commit(handle, nil, 0)
+        // Nothing stored since the last commit is not a failure.
+        guard err != RD_KAFKA_RESP_ERR_NO_ERROR, err != RD_KAFKA_RESP_ERR__NO_OFFSET else { return nil }
+        let error = KafkaError(err, context)
+        logger.warning("\(error)")
+        return error
+    }
+
+    // MARK: - Reading records
+
+    /// The next record, waiting for one if the buffer is empty; `nil` once the consumer is closed or the calling task
+    /// is cancelled.
+    func next() async -> KafkaMessage? {
+        if let ready = takeBuffered() { return ready }
+        let id = state.withLock { state in
+            defer { state.nextWaiterID &+= 1 }
+            return state.nextWaiterID
+        }
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                let ready = state.withLock { state -> KafkaMessage?? in
+                    if let message = state.buffer.popFirst() { return .some(message) }
+                    if state.closed { return .some(nil) }
+                    state.waiters.append(Waiter(id: id, continuation: continuation))
+                    return .none
+                }
+                if let ready { continuation.resume(returning: ready) }
+            }
+        } onCancel: {
+            let waiter = state.withLock { state -> Waiter? in
+                guard let index = state.waiters.firstIndex(where: { $0.id == id }) else { return nil }
+                return state.waiters.remove(at: index)
+            }
+            waiter?.continuation.resume(returning: nil)
+        }
+    }
+
+    private func takeBuffered() -> KafkaMessage? {
+        let (message, wake) = state.withLock { state -> (KafkaMessage?, Bool) in
+            guard let message = state.buffer.popFirst() else { return (nil, false) }
+            let wake = state.backpressure && !state.pauseStale && state.buffer.count <= resumeLevel
+            if wake { state.pauseStale = true }
+            return (message, wake)
+        }
+        if wake { wakePollThread() }
+        return message
+    }
+
+    // MARK: - Offsets, pausing, assignment
+
+    func storeOffsets(_ offsets: [(TopicPartition, Int64)]) throws {
+        try TopicPartition.withNativeList(offsets.map { ($0.0, $0.1) }) { list in
+            try KafkaError.check(rd_kafka_offsets_store(handle, list), "storing offsets")
+            for index in 0..<Int(list.pointee.cnt) where list.pointee.elems[index].err != RD_KAFKA_RESP_ERR_NO_ERROR {
+                let element = list.pointee.elems[index]
+                throw KafkaError(
+                    element.err, "storing offset \(element.offset) for \(String(cString: element.topic))[\(element.partition)]")
+            }
+        }
+    }
+
+    func commit() async throws {
+        try await DedicatedThread.run(name: "sluice-kcommit") { [self] in
+            guard !state.withLock({ $0.closed }) else { throw KafkaError.closed("committing") }
+            if let error = commitStoredOffsets(context: "committing") { throw error }
+        }
+    }
+
+    func committedOffsets(_ partitions: [TopicPartition], timeout: Duration) async throws -> [TopicPartition: Int64] {
+        let milliseconds = ProducerClient.milliseconds(timeout)
+        return try await DedicatedThread.run(name: "sluice-kcommitted") { [self] in
+            guard !state.withLock({ $0.closed }) else { throw KafkaError.closed("reading committed offsets") }
+            return try TopicPartition.withNativeList(partitions.map { ($0, nil) }) { list in
+                try KafkaError.check(rd_kafka_committed(handle, list, milliseconds), "reading committed offsets")
+                var offsets: [TopicPartition: Int64] = [:]
+                for index in 0..<Int(list.pointee.cnt) {
+                    let element = list.pointee.elems[index]
+                    offsets[TopicPartition(String(cString: element.topic), element.partition)] = element.offset
+                }
+                return offsets
+            }
+        }
+    }
+
+    func setPausedByUser(_ partitions: [TopicPartition], _ paused: Bool) {
+        state.withLock { state in
+            if paused { state.pausedByUser.formUnion(partitions) } else { state.pausedByUser.subtract(partitions) }
+            state.pauseStale = true
+        }
+        wakePollThread()
+    }
+
+    var assignment: Set<TopicPartition> { state.withLock { $0.assignment } }
+
+    var pausedPartitions: Set<TopicPartition> { state.withLock { $0.pausedNow } }
+
+    // MARK: - Close
+
+    /// Stops the poll thread, leaves the group (running the revoke hook and committing, when `leaveGroup`), ends the
+    /// record sequence and destroys the handle. Blocks; idempotent.
+    func shutdown(leaveGroup: Bool) {
+        let first = state.withLock { state in
+            defer { state.stopping = true }
+            return !state.stopping
+        }
+        guard first else { return }
+        wakePollThread()
+        pollThread?.join()
+        if leaveGroup {
+            // Serves the final revoke on this thread: the hook runs and stored offsets are committed.
+            let err = rd_kafka_consumer_close(handle)
+            if err != RD_KAFKA_RESP_ERR_NO_ERROR { logger.warning("\(KafkaError(err, "leaving the group"))") }
+        }
+        let waiters = state.withLock { state in
+            state.closed = true
+            state.buffer.removeAll()
+            defer { state.waiters.removeAll() }
+            return state.waiters
+        }
+        for waiter in waiters { waiter.continuation.resume(returning: nil) }
+        rd_kafka_queue_destroy(queue)
+        destroyHandle(flags: leaveGroup ? 0 : Int32(RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE))
+    }
+}
+
+private let rebalanceCallback:
+    @convention(c) (
+        OpaquePointer?, rd_kafka_resp_err_t, UnsafeMutablePointer<rd_kafka_topic_partition_list_t>?,
+        UnsafeMutableRawPointer?
+    ) -> Void = { _, err, list, opaque in
+        guard let opaque else { return }
+        let client = unsafeDowncast(
+            Unmanaged<RDKafkaClient>.fromOpaque(opaque).takeUnretainedValue(), to: ConsumerClient.self)
+        client.rebalance(err, list)
+    }

@@ -1,0 +1,205 @@
+import CRdKafka
+import Logging
+import Synchronization
+
+/// The outcome of one produced record, as its delivery report says.
+typealias DeliveryHandler = @Sendable (Result<DeliveryReport, KafkaError>) -> Void
+
+/// A producer handle with its poll thread. The thread serves delivery reports (calling each record's handler) and
+/// client errors; it blocks in `rd_kafka_poll` until an event arrives, and `rd_kafka_yield` wakes it to stop.
+///
+/// Also the handle behind ``KafkaAdmin``: librdkafka runs admin requests on a producer-type handle.
+final class ProducerClient: RDKafkaClient, @unchecked Sendable {
+    // @unchecked Sendable: mutable state is in `state` (a Mutex); `pollThread` is written once in `init`.
+
+    private struct State {
+        var closed = false
+        /// Counts poll rounds that served events; a sender that saw `QUEUE_FULL` waits for it to change.
+        var servedRounds: UInt64 = 0
+        var spaceWaiters: [CheckedContinuation<Void, Never>] = []
+    }
+
+    private let state = Mutex(State())
+    private var pollThread: DedicatedThread?
+
+    init(configuration: KafkaConfiguration, logger: Logger, onError: @escaping @Sendable (KafkaError) -> Void) throws {
+        try super.init(type: RD_KAFKA_PRODUCER, configuration: configuration, logger: logger, onError: onError) {
+            rd_kafka_conf_set_dr_msg_cb($0, deliveryReportCallback)
+        }
+        do {
+            pollThread = try DedicatedThread.start(name: "sluice-kprod") { [self] in pollLoop() }
+        } catch {
+            destroyHandle()
+            throw error
+        }
+    }
+
+    private func pollLoop() {
+        while !state.withLock({ $0.closed }) {
+            // Blocks until a delivery report or error arrives; the timeout only bounds how long a stop can go
+            // unnoticed if the wake-up were lost.
+            if rd_kafka_poll(handle, 1000) > 0 {
+                let waiters = state.withLock { state in
+                    state.servedRounds &+= 1
+                    defer { state.spaceWaiters.removeAll() }
+                    return state.spaceWaiters
+                }
+                for waiter in waiters { waiter.resume() }
+            }
+        }
+    }
+
+    // MARK: - Producing
+
+    /// Enqueues `message`; `onDelivery` runs once with its delivery report, on the poll thread. When librdkafka's
+    /// queue is full, waits for delivery reports to make room and tries again.
+    /// - Throws: ``KafkaError`` if the record cannot be enqueued (unknown partition, too large, client closed);
+    ///   `onDelivery` is then not called.
+    func produce(_ message: OutgoingMessage, onDelivery: @escaping DeliveryHandler) async throws {
+        let token = Unmanaged.passRetained(DeliveryToken(onDelivery)).toOpaque()
+        while true {
+            guard let round = state.withLock({ $0.closed ? nil : $0.servedRounds }) else {
+                _ = Unmanaged<DeliveryToken>.fromOpaque(token).takeRetainedValue()
+                throw KafkaError.closed("producing to \(message.topic)")
+            }
+            let err = enqueue(message, token: token)
+            if err == RD_KAFKA_RESP_ERR_NO_ERROR { return }
+            guard err == RD_KAFKA_RESP_ERR__QUEUE_FULL else {
+                _ = Unmanaged<DeliveryToken>.fromOpaque(token).takeRetainedValue()
+                throw KafkaError(err, "producing to \(message.topic)")
+            }
+            await waitForSpace(after: round)
+        }
+    }
+
+    private func waitForSpace(after round: UInt64) async {
+        await withCheckedContinuation { continuation in
+            let waitNow = state.withLock { state in
+                // Delivery reports already served since the failed attempt: try again at once.
+                guard !state.closed, state.servedRounds == round else { return false }
+                state.spaceWaiters.append(continuation)
+                return true
+            }
+            if !waitNow { continuation.resume() }
+        }
+    }
+
+    /// One `rd_kafka_produceva` call. librdkafka copies key and value (`RD_KAFKA_MSG_F_COPY`); the headers list is
+    /// ours and passes to librdkafka only when the call succeeds (librdkafka #4627: never `RD_KAFKA_VTYPE_HEADER`).
+    private func enqueue(_ message: OutgoingMessage, token: UnsafeMutableRawPointer) -> rd_kafka_resp_err_t {
+        var headers: OpaquePointer?
+        if !message.headers.isEmpty {
+            headers = rd_kafka_headers_new(message.headers.count)
+            for header in message.headers {
+                if let value = header.value {
+                    value.withUnsafeBytes { _ = rd_kafka_header_add(headers, header.name, -1, $0.baseAddress, $0.count) }
+                } else {
+                    _ = rd_kafka_header_add(headers, header.name, -1, nil, 0)
+                }
+            }
+        }
+        let err = message.topic.withCString { topic in
+            withOptionalBytes(message.key) { key in
+                withOptionalBytes(message.value) { value in
+                    var fields = [rd_kafka_vu_t](repeating: rd_kafka_vu_t(), count: 7)
+                    var count = 0
+                    func add(_ type: rd_kafka_vtype_t, _ fill: (inout rd_kafka_vu_t) -> Void) {
+                        fields[count].vtype = type
+                        fill(&fields[count])
+                        count += 1
+                    }
+                    add(RD_KAFKA_VTYPE_TOPIC) { $0.u.cstr = topic }
+                    add(RD_KAFKA_VTYPE_MSGFLAGS) { $0.u.i = RD_KAFKA_MSG_F_COPY }
+                    add(RD_KAFKA_VTYPE_OPAQUE) { $0.u.ptr = token }
+                    if let partition = message.partition { add(RD_KAFKA_VTYPE_PARTITION) { $0.u.i32 = partition } }
+                    if let key { add(RD_KAFKA_VTYPE_KEY) { $0.u.mem = .init(ptr: UnsafeMutableRawPointer(mutating: key.baseAddress), size: key.count) } }
+                    if let value { add(RD_KAFKA_VTYPE_VALUE) { $0.u.mem = .init(ptr: UnsafeMutableRawPointer(mutating: value.baseAddress), size: value.count) } }
+                    if let headers { add(RD_KAFKA_VTYPE_HEADERS) { $0.u.headers = headers } }
+                    guard let error = rd_kafka_produceva(handle, &fields, count) else { return RD_KAFKA_RESP_ERR_NO_ERROR }
+                    defer { rd_kafka_error_destroy(error) }
+                    return rd_kafka_error_code(error)
+                }
+            }
+        }
+        if err != RD_KAFKA_RESP_ERR_NO_ERROR, let headers { rd_kafka_headers_destroy(headers) }
+        return err
+    }
+
+    // MARK: - Flush and close
+
+    /// Records enqueued or in flight whose delivery report has not been served yet.
+    var outstanding: Int { Int(rd_kafka_outq_len(handle)) }
+
+    /// Waits until every enqueued record has its delivery report, or `timeout` passes.
+    /// - Throws: ``KafkaError`` with ``KafkaError/Code/timedOut`` saying how many records are still waiting.
+    func flush(timeout: Duration) async throws {
+        let milliseconds = Self.milliseconds(timeout)
+        try await DedicatedThread.run(name: "sluice-kflush") { [self] in
+            guard !state.withLock({ $0.closed }) else { return }
+            let err = rd_kafka_flush(handle, milliseconds)
+            if err != RD_KAFKA_RESP_ERR_NO_ERROR {
+                throw KafkaError(err, "flush: \(outstanding) records still without a delivery report after \(timeout)")
+            }
+        }
+    }
+
+    /// Stops the client: records not yet delivered are purged (their handlers get a `_PURGE_*` error), the poll
+    /// thread ends and the handle is destroyed. Blocks; idempotent.
+    func shutdown() {
+        let first = state.withLock { state in
+            defer { state.closed = true }
+            return !state.closed
+        }
+        guard first else { return }
+        rd_kafka_purge(handle, Int32(RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT))
+        // Serve the purged records' reports so every handler runs exactly once (bounded: purging is local).
+        for _ in 0..<100 where rd_kafka_outq_len(handle) > 0 {
+            rd_kafka_poll(handle, 50)
+        }
+        rd_kafka_yield(handle)
+        pollThread?.join()
+        let waiters = state.withLock { state in
+            defer { state.spaceWaiters.removeAll() }
+            return state.spaceWaiters
+        }
+        for waiter in waiters { waiter.resume() }
+        destroyHandle()
+    }
+
+    static func milliseconds(_ duration: Duration) -> Int32 {
+        let (seconds, attoseconds) = duration.components
+        let total = seconds * 1000 + attoseconds / 1_000_000_000_000_000
+        return Int32(clamping: max(0, total))
+    }
+}
+
+/// Carries a record's delivery handler through librdkafka as the record's opaque pointer: retained when the record
+/// is enqueued, released by the delivery report (or by the failed enqueue).
+private final class DeliveryToken {
+    let handler: DeliveryHandler
+    init(_ handler: @escaping DeliveryHandler) { self.handler = handler }
+}
+
+/// Calls `body` with `bytes`, `nil` for `nil`. An empty array gets a non-null address, so that librdkafka keeps an
+/// empty key or value apart from a missing one (a null value is a tombstone).
+private func withOptionalBytes<R>(_ bytes: [UInt8]?, _ body: (UnsafeRawBufferPointer?) -> R) -> R {
+    guard let bytes else { return body(nil) }
+    if bytes.isEmpty {
+        return withUnsafeTemporaryAllocation(byteCount: 1, alignment: 1) { body(UnsafeRawBufferPointer(rebasing: $0[0..<0])) }
+    }
+    return bytes.withUnsafeBytes { body($0) }
+}
+
+private let deliveryReportCallback:
+    @convention(c) (OpaquePointer?, UnsafePointer<rd_kafka_message_t>?, UnsafeMutableRawPointer?) -> Void = {
+        _, native, _ in
+        guard let native, let opaque = native.pointee._private else { return }
+        let token = Unmanaged<DeliveryToken>.fromOpaque(opaque).takeRetainedValue()
+        let record = native.pointee
+        let topic = record.rkt.map { String(cString: rd_kafka_topic_name($0)) } ?? ""
+        if record.err == RD_KAFKA_RESP_ERR_NO_ERROR {
+            token.handler(.success(DeliveryReport(topic: topic, partition: record.partition, offset: record.offset)))
+        } else {
+            token.handler(.failure(KafkaError(record.err, "delivering to \(topic)[\(record.partition)]")))
+        }
+    }

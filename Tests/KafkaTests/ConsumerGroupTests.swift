@@ -1,0 +1,196 @@
+import Kafka
+import Synchronization
+import Testing
+
+@Suite("Consumer groups: assignment, rebalance, offsets, backpressure")
+struct ConsumerGroupTests {
+    /// What a revoke hook saw when it ran.
+    struct Revocation: Sendable {
+        var partitions: [TopicPartition]
+        var lost: Bool
+        var assignmentDuringHook: Set<TopicPartition>
+        var storeSucceeded: Bool
+    }
+
+    private func produce(_ values: Range<Int>, to topic: String, _ test: TestCluster) async throws {
+        let producer = try KafkaProducer(configuration: test.producerConfiguration(), logger: testLogger)
+        for index in values {
+            try await producer.send(OutgoingMessage(topic: topic, key: "\(index)".bytes, value: "\(index)".bytes)) {
+                _ in
+            }
+        }
+        try await producer.flush(timeout: .seconds(20))
+        await producer.close()
+    }
+
+    @Test func twoMembersSplitThePartitionsAndRevokeRunsBeforeHandOff() async throws {
+        let test = try TestCluster()
+        let topic = try test.topic("group", partitions: 4)
+        try await produce(0..<40, to: topic, test)
+
+        let revocations = Collector<Revocation>()
+        let progress = Mutex<[TopicPartition: Int64]>([:])
+        let firstBox = Mutex<KafkaConsumer?>(nil)
+        let first = try KafkaConsumer(
+            configuration: test.consumerConfiguration(group: "split"), topics: [topic],
+            rebalanceHandler: RebalanceHandler(partitionsRevoked: { partitions, lost in
+                // The partitions are still this member's while the hook runs: it stores its progress for them.
+                let consumer = firstBox.withLock { $0 }
+                let finished = progress.withLock { $0 }.filter { partitions.contains($0.key) }
+                var stored = true
+                do { try consumer?.storeOffsets(finished) } catch { stored = false }
+                revocations.append(Revocation(
+                    partitions: partitions, lost: lost, assignmentDuringHook: consumer?.assignment ?? [],
+                    storeSucceeded: stored))
+            }),
+            logger: testLogger)
+        firstBox.withLock { $0 = first }
+        #expect(await eventually { first.assignment.count == 4 })
+
+        let early = await read(40, from: first)
+        #expect(early.count == 40)
+        progress.withLock { progress in
+            for record in early {
+                progress[record.topicPartition] = max(progress[record.topicPartition] ?? 0, record.offset + 1)
+            }
+        }
+
+        let second = try KafkaConsumer(
+            configuration: test.consumerConfiguration(group: "split"), topics: [topic], logger: testLogger)
+        #expect(await eventually {
+            let a = first.assignment
+            let b = second.assignment
+            return a.count == 2 && b.count == 2 && a.isDisjoint(with: b)
+        })
+        let all = Set((0..<4).map { TopicPartition(topic, Int32($0)) })
+        #expect(first.assignment.union(second.assignment) == all)
+
+        let revocation = try #require(revocations.all.first)
+        #expect(!revocation.lost)
+        #expect(!revocation.partitions.isEmpty)
+        #expect(Set(revocation.partitions).isSubset(of: revocation.assignmentDuringHook))
+        #expect(revocation.storeSucceeded)
+
+        // New records reach the two members; nothing read before the rebalance is read again.
+        try await produce(40..<80, to: topic, test)
+        let later = await read(40, from: [first, second])
+        let (firstRecords, secondRecords) = (later[0], later[1])
+        await first.close()
+        await second.close()
+        #expect(!firstRecords.isEmpty)
+        #expect(!secondRecords.isEmpty)
+        let values = (firstRecords + secondRecords).compactMap { $0.value?.text }.compactMap(Int.init)
+        #expect(values.sorted() == Array(40..<80))
+    }
+
+    @Test func offsetsStoredInTheRevokeHookAreCommittedBeforeHandOff() async throws {
+        let test = try TestCluster()
+        let topic = try test.topic("handoff", partitions: 2)
+        try await produce(0..<20, to: topic, test)
+
+        let progress = Mutex<[TopicPartition: Int64]>([:])
+        let firstBox = Mutex<KafkaConsumer?>(nil)
+        let first = try KafkaConsumer(
+            configuration: test.consumerConfiguration(group: "handoff", ["enable.auto.commit": "false"]),
+            topics: [topic],
+            rebalanceHandler: RebalanceHandler(partitionsRevoked: { partitions, _ in
+                // A worker drains here: it stores what it finished, and the consumer commits it.
+                let finished = progress.withLock { $0 }.filter { partitions.contains($0.key) }
+                try? firstBox.withLock { $0 }?.storeOffsets(finished)
+            }),
+            logger: testLogger)
+        firstBox.withLock { $0 = first }
+        let early = await read(20, from: first)
+        #expect(early.count == 20)
+        progress.withLock { progress in
+            for record in early {
+                progress[record.topicPartition] = max(progress[record.topicPartition] ?? 0, record.offset + 1)
+            }
+        }
+
+        // A second member joins: the first gives up partitions, committing what the hook stored.
+        let second = try KafkaConsumer(
+            configuration: test.consumerConfiguration(group: "handoff", ["enable.auto.commit": "false"]),
+            topics: [topic], logger: testLogger)
+        #expect(await eventually { !second.assignment.isEmpty })
+        try await produce(20..<40, to: topic, test)
+        let later = await read(20, from: [first, second]).flatMap { $0 }
+        await first.close()
+        await second.close()
+
+        // Nothing read before the hand-off is read again, and nothing after it is missing.
+        let values = later.compactMap { $0.value?.text }.compactMap(Int.init)
+        #expect(values.sorted() == Array(20..<40))
+    }
+
+    @Test func committedOffsetsAreWhereARestartResumes() async throws {
+        let test = try TestCluster()
+        let topic = try test.topic("resume", partitions: 1)
+        try await produce(0..<20, to: topic, test)
+        let partition = TopicPartition(topic, 0)
+
+        let first = try KafkaConsumer(
+            configuration: test.consumerConfiguration(group: "resume", ["enable.auto.commit": "false"]),
+            topics: [topic], logger: testLogger)
+        let records = await read(20, from: first)
+        #expect(records.count == 20)
+        try first.storeOffset(partition, nextOffset: 10)
+        try await first.commit()
+        #expect(try await first.committedOffsets([partition]) == [partition: 10])
+        await first.close()
+
+        let second = try KafkaConsumer(
+            configuration: test.consumerConfiguration(group: "resume"), topics: [topic], logger: testLogger)
+        let resumed = await read(10, from: second)
+        await second.close()
+        #expect(resumed.map(\.offset) == Array(10..<20))
+    }
+
+    @Test func storingAnOffsetForAPartitionNotAssignedIsAnError() async throws {
+        let test = try TestCluster()
+        let topic = try test.topic("unassigned", partitions: 1)
+        let consumer = try KafkaConsumer(
+            configuration: test.consumerConfiguration(group: "unassigned"), topics: [topic], logger: testLogger)
+        #expect(throws: KafkaError.self) { try consumer.storeOffset(TopicPartition("elsewhere", 3), nextOffset: 1) }
+        await consumer.close()
+    }
+
+    @Test func fullBufferPausesPartitionsAndDrainingResumesThemWithNothingLost() async throws {
+        let test = try TestCluster()
+        let topic = try test.topic("backpressure", partitions: 2)
+        try await produce(0..<400, to: topic, test)
+
+        let consumer = try KafkaConsumer(
+            configuration: test.consumerConfiguration(group: "backpressure"), topics: [topic], bufferCapacity: 8,
+            logger: testLogger)
+        // Nobody reads: the buffer fills and the consumer pauses what it is assigned.
+        #expect(await eventually { consumer.pausedPartitions.count == 2 })
+        let records = await read(400, from: consumer)
+        #expect(await eventually { consumer.pausedPartitions.isEmpty })
+        await consumer.close()
+
+        #expect(records.count == 400)
+        #expect(Set(records.compactMap { $0.value?.text }).count == 400)
+        for partition in Set(records.map(\.partition)) {
+            let offsets = records.filter { $0.partition == partition }.map(\.offset)
+            #expect(offsets == Array(0..<Int64(offsets.count)))
+        }
+    }
+
+    @Test func pausedPartitionDeliversNothingUntilResumed() async throws {
+        let test = try TestCluster()
+        let topic = try test.topic("pause", partitions: 1)
+        let partition = TopicPartition(topic, 0)
+        let consumer = try KafkaConsumer(
+            configuration: test.consumerConfiguration(group: "pause"), topics: [topic], logger: testLogger)
+        #expect(await eventually { consumer.assignment == [partition] })
+        consumer.pause([partition])
+        #expect(await eventually { consumer.pausedPartitions == [partition] })
+        try await produce(0..<5, to: topic, test)
+        #expect(await read(1, from: consumer, timeout: .seconds(1)).isEmpty)
+        consumer.resume([partition])
+        let records = await read(5, from: consumer)
+        await consumer.close()
+        #expect(records.map(\.offset) == Array(0..<5))
+    }
+}

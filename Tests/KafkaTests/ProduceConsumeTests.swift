@@ -1,0 +1,103 @@
+import Kafka
+import Testing
+
+@Suite("Producing and consuming through the mock cluster")
+struct ProduceConsumeTests {
+    @Test func recordsKeepTheirKeysValuesAndHeaders() async throws {
+        let test = try TestCluster()
+        let topic = try test.topic("records", partitions: 3)
+        let producer = try KafkaProducer(configuration: test.producerConfiguration(), logger: testLogger)
+        var reports: [Int: DeliveryReport] = [:]
+        for index in 0..<30 {
+            let message = OutgoingMessage(
+                topic: topic, partition: index % 5 == 0 ? 2 : nil, key: "key-\(index)".bytes,
+                value: "value-\(index)".bytes,
+                headers: [KafkaHeader("id", "\(index)"), KafkaHeader("empty", []), KafkaHeader("absent", nil)])
+            reports[index] = try await producer.send(message)
+        }
+        #expect(reports[5]?.partition == 2)
+        await producer.close()
+
+        let consumer = try KafkaConsumer(
+            configuration: test.consumerConfiguration(group: "records"), topics: [topic], logger: testLogger)
+        let records = await read(30, from: consumer)
+        await consumer.close()
+
+        #expect(records.count == 30)
+        for record in records {
+            let index = try #require(record.headers.string(named: "id").flatMap(Int.init))
+            #expect(record.key == "key-\(index)".bytes)
+            #expect(record.value == "value-\(index)".bytes)
+            #expect(record.headers.map(\.name) == ["id", "empty", "absent"])
+            #expect(record.headers.value(named: "empty") == [])
+            #expect(record.headers.value(named: "absent") == nil)
+            #expect(record.partition == reports[index]?.partition)
+            #expect(record.offset == reports[index]?.offset)
+            #expect(record.timestampMilliseconds != nil)
+        }
+        // Within a partition, records arrive in offset order.
+        for partition in Set(records.map(\.partition)) {
+            let offsets = records.filter { $0.partition == partition }.map(\.offset)
+            #expect(offsets == offsets.sorted())
+        }
+    }
+
+    @Test func tombstonesAndMissingKeysAreOrdinaryRecords() async throws {
+        let test = try TestCluster()
+        let topic = try test.topic("tombstones", partitions: 1)
+        let producer = try KafkaProducer(configuration: test.producerConfiguration(), logger: testLogger)
+        _ = try await producer.send(OutgoingMessage(topic: topic, key: "gone".bytes, value: nil))
+        _ = try await producer.send(OutgoingMessage(topic: topic, key: nil, value: "no key".bytes))
+        _ = try await producer.send(OutgoingMessage(topic: topic, key: [], value: []))
+        _ = try await producer.send(OutgoingMessage(topic: topic, key: nil, value: nil))
+        await producer.close()
+
+        let consumer = try KafkaConsumer(
+            configuration: test.consumerConfiguration(group: "tombstones"), topics: [topic], logger: testLogger)
+        let records = await read(4, from: consumer)
+        await consumer.close()
+
+        try #require(records.count == 4)
+        #expect(records[0].key == "gone".bytes && records[0].value == nil)
+        #expect(records[1].key == nil && records[1].value == "no key".bytes)
+        #expect(records[2].key == [] && records[2].value == [])
+        #expect(records[3].key == nil && records[3].value == nil)
+        #expect(records.map(\.headers.isEmpty) == [true, true, true, true])
+    }
+
+    @Test func deliveryHandlerRunsOnceForEveryRecord() async throws {
+        let test = try TestCluster()
+        let topic = try test.topic("handlers", partitions: 2)
+        // A small queue, so that sends wait for room (QUEUE_FULL) instead of failing.
+        let producer = try KafkaProducer(
+            configuration: test.producerConfiguration(["queue.buffering.max.messages": "16"]), logger: testLogger)
+        let delivered = Collector<Result<DeliveryReport, KafkaError>>()
+        for index in 0..<500 {
+            try await producer.send(OutgoingMessage(topic: topic, value: "\(index)".bytes)) { delivered.append($0) }
+        }
+        try await producer.flush(timeout: .seconds(20))
+        #expect(producer.outstanding == 0)
+        await producer.close()
+        let reports = delivered.all.compactMap { try? $0.get() }
+        #expect(delivered.all.count == 500)
+        #expect(reports.count == 500)
+        #expect(Set(reports.map { "\($0.partition)/\($0.offset)" }).count == 500)
+    }
+
+    @Test func closingEndsTheRecordSequence() async throws {
+        let test = try TestCluster()
+        let topic = try test.topic("close", partitions: 1)
+        let consumer = try KafkaConsumer(
+            configuration: test.consumerConfiguration(group: "close"), topics: [topic], logger: testLogger)
+        let reader = Task { () -> Int in
+            var count = 0
+            for await _ in consumer.messages { count += 1 }
+            return count
+        }
+        try await Task.sleep(for: .milliseconds(200))
+        await consumer.close()
+        #expect(await reader.value == 0)
+        var iterator = consumer.messages.makeAsyncIterator()
+        #expect(await iterator.next() == nil)
+    }
+}
