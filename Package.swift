@@ -61,6 +61,7 @@ let package = Package(
         .testTarget(
             name: "SluiceCLITests",
             dependencies: ["Kafka"],
+            exclude: ["python"],
             swiftSettings: upcoming
         ),
     ],

@@ -41,7 +41,10 @@ public final class MockCluster: @unchecked Sendable {
         guard (1...16).contains(brokers) else {
             throw KafkaError(code: .invalidArgument, message: "mock broker count \(brokers) is outside 1...16")
         }
-        owner = try RDKafkaClient(type: RD_KAFKA_PRODUCER, configuration: KafkaConfiguration(), logger: logger, onError: { _ in })
+        // The handle only hosts the cluster and connects nowhere: its notices (no bootstrap.servers) are noise.
+        owner = try RDKafkaClient(
+            type: RD_KAFKA_PRODUCER, configuration: KafkaConfiguration(["log_level": "4"]), logger: logger,
+            onError: { _ in })
         guard let cluster = rd_kafka_mock_cluster_new(owner.handle, Int32(brokers)) else {
             owner.destroyHandle()
             throw KafkaError(code: .invalidArgument, message: "librdkafka could not start a mock cluster")

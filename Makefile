@@ -1,0 +1,40 @@
+# Sluice: `make demo` and `make test` set up everything they need on a fresh Debian machine with Swift.
+SWIFT ?= swift
+# CI builds with warnings as errors (CI=true is set by the CI runner).
+ifeq ($(CI),true)
+SWIFT_FLAGS += -Xswiftc -warnings-as-errors
+endif
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all deps build release test demo clean
+
+all: build
+
+# librdkafka (Debian's librdkafka-dev 2.0.2) and pkg-config for the build; Python's confluent-kafka, the foreign
+# client the tests talk to the broker with.
+deps:
+	@pkg-config --exists rdkafka || { \
+		echo "installing librdkafka-dev and pkg-config"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq librdkafka-dev pkg-config >/dev/null; }
+	@python3 -c 'import confluent_kafka' 2>/dev/null || { \
+		echo "installing confluent-kafka (pip)"; \
+		python3 -m pip install -q confluent-kafka 2>/dev/null || \
+		python3 -m pip install -q --break-system-packages confluent-kafka; }
+
+build: deps
+	$(SWIFT) build $(SWIFT_FLAGS)
+
+release: deps
+	$(SWIFT) build -c release $(SWIFT_FLAGS)
+
+test: deps
+	$(SWIFT) build --build-tests $(SWIFT_FLAGS)
+	$(SWIFT) test --skip-build $(SWIFT_FLAGS)
+
+# Until the worker lands (issue 5) the demo shows the embedded broker serving a foreign client.
+demo: build
+	@scripts/demo.sh
+
+clean:
+	rm -rf .build

@@ -1,0 +1,95 @@
+import Foundation
+import Kafka
+
+/// A process started by a test: stdout is readable line by line, stderr goes to a file; stopped by PID.
+final class ChildProcess: @unchecked Sendable {
+    // @unchecked Sendable: `process` is thread-safe for the calls made here; `pending` is used only by
+    // `readLine`, which callers do not run concurrently.
+    private let process = Process()
+    private let output = Pipe()
+    private var pending: [UInt8] = []
+    let stderrPath: String
+
+    init(_ executable: String, _ arguments: [String]) throws {
+        stderrPath = NSTemporaryDirectory() + "sluice-test-\(UUID().uuidString).err"
+        _ = FileManager.default.createFile(atPath: stderrPath, contents: nil)
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.standardOutput = output
+        process.standardError = FileHandle(forWritingAtPath: stderrPath)
+        try process.run()
+    }
+
+    deinit {
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        try? FileManager.default.removeItem(atPath: stderrPath)
+    }
+
+    var pid: Int32 { process.processIdentifier }
+
+    /// The next line of standard output, or `nil` at its end.
+    func readLine() async throws -> String? {
+        try await DedicatedThread.run(name: "test-readline") { [self] in
+            while true {
+                if let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
+                    defer { pending.removeSubrange(...newline) }
+                    return String(decoding: pending[..<newline], as: UTF8.self)
+                }
+                let chunk = output.fileHandleForReading.availableData
+                if chunk.isEmpty { return nil }
+                pending += chunk
+            }
+        }
+    }
+
+    /// All of standard output from here to its end.
+    func readRest() async throws -> String {
+        var lines: [String] = []
+        while let line = try await readLine() { lines.append(line) }
+        return lines.joined(separator: "\n")
+    }
+
+    var standardError: String { (try? String(contentsOfFile: stderrPath, encoding: .utf8)) ?? "" }
+
+    func signal(_ signal: Int32) { kill(process.processIdentifier, signal) }
+
+    /// Waits for the process to end, at most `timeout` (then kills it), and returns its exit status.
+    func wait(timeout: Duration = .seconds(30)) async -> Int32 {
+        let deadline = ContinuousClock.now + timeout
+        while process.isRunning && ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            return -1
+        }
+        return process.terminationStatus
+    }
+}
+
+/// The `sluice` executable built alongside the tests: `SLUICE_BIN`, or the one next to the test bundle.
+let sluiceExecutable: String = {
+    if let path = ProcessInfo.processInfo.environment["SLUICE_BIN"] { return path }
+    let bundleDirectory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    return bundleDirectory.appendingPathComponent("sluice").path
+}()
+
+/// A `sluice broker` process and the bootstrap servers it printed.
+struct BrokerProcess {
+    let process: ChildProcess
+    let bootstrapServers: String
+
+    static func start(_ arguments: [String] = []) async throws -> BrokerProcess {
+        let process = try ChildProcess(sluiceExecutable, ["broker"] + arguments)
+        guard let first = try await process.readLine(), !first.isEmpty else {
+            throw KafkaError(code: .invalidArgument, message: "sluice broker printed nothing: \(process.standardError)")
+        }
+        return BrokerProcess(process: process, bootstrapServers: first)
+    }
+
+    func stop() async -> Int32 {
+        process.signal(SIGTERM)
+        return await process.wait()
+    }
+}
