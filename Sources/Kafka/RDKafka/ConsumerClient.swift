@@ -242,7 +242,8 @@ final class ConsumerClient: RDKafkaClient, @unchecked Sendable {
             await withCheckedContinuation { continuation in
                 let ready = state.withLock { state -> KafkaMessage?? in
                     if let message = state.buffer.popFirst() { return .some(message) }
-                    if state.closed { return .some(nil) }
+                    // A task cancelled before it got here would never be woken by the cancellation handler.
+                    if state.closed || Task.isCancelled { return .some(nil) }
                     state.waiters.append(Waiter(id: id, continuation: continuation))
                     return .none
                 }

@@ -87,42 +87,61 @@ final class ProducerClient: RDKafkaClient, @unchecked Sendable {
     /// One `rd_kafka_produceva` call. librdkafka copies key and value (`RD_KAFKA_MSG_F_COPY`); the headers list is
     /// ours and passes to librdkafka only when the call succeeds (librdkafka #4627: never `RD_KAFKA_VTYPE_HEADER`).
     private func enqueue(_ message: OutgoingMessage, token: UnsafeMutableRawPointer) -> rd_kafka_resp_err_t {
-        var headers: OpaquePointer?
-        if !message.headers.isEmpty {
-            headers = rd_kafka_headers_new(message.headers.count)
-            for header in message.headers {
-                if let value = header.value {
-                    value.withUnsafeBytes { _ = rd_kafka_header_add(headers, header.name, -1, $0.baseAddress, $0.count) }
-                } else {
-                    _ = rd_kafka_header_add(headers, header.name, -1, nil, 0)
-                }
-            }
-        }
+        let headers = Self.nativeHeaders(message.headers)
         let err = message.topic.withCString { topic in
             withOptionalBytes(message.key) { key in
                 withOptionalBytes(message.value) { value in
-                    var fields = [rd_kafka_vu_t](repeating: rd_kafka_vu_t(), count: 7)
-                    var count = 0
-                    func add(_ type: rd_kafka_vtype_t, _ fill: (inout rd_kafka_vu_t) -> Void) {
-                        fields[count].vtype = type
-                        fill(&fields[count])
-                        count += 1
-                    }
-                    add(RD_KAFKA_VTYPE_TOPIC) { $0.u.cstr = topic }
-                    add(RD_KAFKA_VTYPE_MSGFLAGS) { $0.u.i = RD_KAFKA_MSG_F_COPY }
-                    add(RD_KAFKA_VTYPE_OPAQUE) { $0.u.ptr = token }
-                    if let partition = message.partition { add(RD_KAFKA_VTYPE_PARTITION) { $0.u.i32 = partition } }
-                    if let key { add(RD_KAFKA_VTYPE_KEY) { $0.u.mem = .init(ptr: UnsafeMutableRawPointer(mutating: key.baseAddress), size: key.count) } }
-                    if let value { add(RD_KAFKA_VTYPE_VALUE) { $0.u.mem = .init(ptr: UnsafeMutableRawPointer(mutating: value.baseAddress), size: value.count) } }
-                    if let headers { add(RD_KAFKA_VTYPE_HEADERS) { $0.u.headers = headers } }
-                    guard let error = rd_kafka_produceva(handle, &fields, count) else { return RD_KAFKA_RESP_ERR_NO_ERROR }
-                    defer { rd_kafka_error_destroy(error) }
-                    return rd_kafka_error_code(error)
+                    produceva(
+                        topic: topic, partition: message.partition, key: key, value: value, headers: headers,
+                        token: token)
                 }
             }
         }
         if err != RD_KAFKA_RESP_ERR_NO_ERROR, let headers { rd_kafka_headers_destroy(headers) }
         return err
+    }
+
+    private static func nativeHeaders(_ headers: [KafkaHeader]) -> OpaquePointer? {
+        guard !headers.isEmpty else { return nil }
+        let native = rd_kafka_headers_new(headers.count)
+        for header in headers {
+            if let value = header.value {
+                value.withUnsafeBytes { _ = rd_kafka_header_add(native, header.name, -1, $0.baseAddress, $0.count) }
+            } else {
+                _ = rd_kafka_header_add(native, header.name, -1, nil, 0)
+            }
+        }
+        return native
+    }
+
+    private func produceva(
+        topic: UnsafePointer<CChar>, partition: Int32?, key: UnsafeRawBufferPointer?, value: UnsafeRawBufferPointer?,
+        headers: OpaquePointer?, token: UnsafeMutableRawPointer
+    ) -> rd_kafka_resp_err_t {
+        withUnsafeTemporaryAllocation(of: rd_kafka_vu_t.self, capacity: 7) { fields in
+            var count = 0
+            func add(_ type: rd_kafka_vtype_t, _ fill: (inout rd_kafka_vu_t) -> Void) {
+                fields[count] = rd_kafka_vu_t()
+                fields[count].vtype = type
+                fill(&fields[count])
+                count += 1
+            }
+            func bytes(_ buffer: UnsafeRawBufferPointer) -> rd_kafka_vu_t.__Unnamed_union_u.__Unnamed_struct_mem {
+                .init(ptr: UnsafeMutableRawPointer(mutating: buffer.baseAddress), size: buffer.count)
+            }
+            add(RD_KAFKA_VTYPE_TOPIC) { $0.u.cstr = topic }
+            add(RD_KAFKA_VTYPE_MSGFLAGS) { $0.u.i = RD_KAFKA_MSG_F_COPY }
+            add(RD_KAFKA_VTYPE_OPAQUE) { $0.u.ptr = token }
+            if let partition { add(RD_KAFKA_VTYPE_PARTITION) { $0.u.i32 = partition } }
+            if let key { add(RD_KAFKA_VTYPE_KEY) { $0.u.mem = bytes(key) } }
+            if let value { add(RD_KAFKA_VTYPE_VALUE) { $0.u.mem = bytes(value) } }
+            if let headers { add(RD_KAFKA_VTYPE_HEADERS) { $0.u.headers = headers } }
+            guard let error = rd_kafka_produceva(handle, fields.baseAddress, count) else {
+                return RD_KAFKA_RESP_ERR_NO_ERROR
+            }
+            defer { rd_kafka_error_destroy(error) }
+            return rd_kafka_error_code(error)
+        }
     }
 
     // MARK: - Flush and close
