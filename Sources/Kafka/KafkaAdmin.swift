@@ -77,7 +77,8 @@ public final class KafkaAdmin: Sendable {
             }
             requests.append(request)
             for (key, value) in topic.config.sorted(by: { $0.key < $1.key }) {
-                try KafkaError.check(rd_kafka_NewTopic_set_config(request, key, value), "topic \(topic.name): \(key)=\(value)")
+                try KafkaError.check(
+                    rd_kafka_NewTopic_set_config(request, key, value), "topic \(topic.name): \(key)=\(value)")
             }
         }
         let options = rd_kafka_AdminOptions_new(handle, RD_KAFKA_ADMIN_OP_CREATETOPICS)

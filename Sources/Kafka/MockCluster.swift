@@ -1,5 +1,5 @@
-import CSystemSupport
 import CRdKafka
+import CSystemSupport
 import Logging
 
 /// A Kafka protocol request type, for ``MockCluster/pushRequestErrors(_:_:)``.

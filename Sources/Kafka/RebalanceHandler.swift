@@ -13,7 +13,8 @@ public struct RebalanceHandler: Sendable {
 
     public init(
         partitionsAssigned: @escaping @Sendable ([TopicPartition]) -> Void = { _ in },
-        partitionsRevoked: @escaping @Sendable (_ partitions: [TopicPartition], _ lost: Bool) async -> Void = { _, _ in }
+        partitionsRevoked: @escaping @Sendable (_ partitions: [TopicPartition], _ lost: Bool) async -> Void = { _, _ in
+        }
     ) {
         self.partitionsAssigned = partitionsAssigned
         self.partitionsRevoked = partitionsRevoked

@@ -11,7 +11,9 @@ enum TerminationSignals {
     /// - Throws: an error naming the errno value if the handlers cannot be installed.
     static func install() throws {
         let status = sluice_termination_signals_install()
-        if status != 0 { throw KafkaError(code: .invalidArgument, message: "installing signal handlers: errno \(status)") }
+        if status != 0 {
+            throw KafkaError(code: .invalidArgument, message: "installing signal handlers: errno \(status)")
+        }
     }
 
     /// Waits, on a thread of its own, for the next termination signal and returns its number.

@@ -39,9 +39,10 @@ struct ConsumerGroupTests {
                 let finished = progress.withLock { $0 }.filter { partitions.contains($0.key) }
                 var stored = true
                 do { try consumer?.storeOffsets(finished) } catch { stored = false }
-                revocations.append(Revocation(
-                    partitions: partitions, lost: lost, assignmentDuringHook: consumer?.assignment ?? [],
-                    storeSucceeded: stored))
+                revocations.append(
+                    Revocation(
+                        partitions: partitions, lost: lost, assignmentDuringHook: consumer?.assignment ?? [],
+                        storeSucceeded: stored))
             }),
             logger: testLogger)
         firstBox.withLock { $0 = first }
@@ -57,11 +58,12 @@ struct ConsumerGroupTests {
 
         let second = try KafkaConsumer(
             configuration: test.consumerConfiguration(group: "split"), topics: [topic], logger: testLogger)
-        #expect(await eventually {
-            let a = first.assignment
-            let b = second.assignment
-            return a.count == 2 && b.count == 2 && a.isDisjoint(with: b)
-        })
+        #expect(
+            await eventually {
+                let a = first.assignment
+                let b = second.assignment
+                return a.count == 2 && b.count == 2 && a.isDisjoint(with: b)
+            })
         let all = Set((0..<4).map { TopicPartition(topic, Int32($0)) })
         #expect(first.assignment.union(second.assignment) == all)
 

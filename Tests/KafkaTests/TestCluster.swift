@@ -47,7 +47,8 @@ struct TestCluster {
 
 let testLogger: Logger = {
     var logger = Logger(label: "sluice.tests")
-    logger.logLevel = ProcessInfo.processInfo.environment["SLUICE_TEST_LOG"].flatMap { Logger.Level(rawValue: $0) } ?? .critical
+    logger.logLevel =
+        ProcessInfo.processInfo.environment["SLUICE_TEST_LOG"].flatMap { Logger.Level(rawValue: $0) } ?? .critical
     return logger
 }()
 

@@ -15,7 +15,9 @@ struct BrokerCommandTests {
     }
 
     @Test func badArgumentsAreRefusedNamingTheValue() async throws {
-        for (arguments, named) in [(["--topic", "x:0"], "x:0"), (["--brokers", "40"], "40"), (["--partitions", "0"], "0")] {
+        for (arguments, named) in [
+            (["--topic", "x:0"], "x:0"), (["--brokers", "40"], "40"), (["--partitions", "0"], "0"),
+        ] {
             let process = try ChildProcess(sluiceExecutable, ["broker"] + arguments)
             let status = await process.wait()
             #expect(status != 0)

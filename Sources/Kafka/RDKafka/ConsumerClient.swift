@@ -145,7 +145,9 @@ final class ConsumerClient: RDKafkaClient, @unchecked Sendable {
 
     // MARK: - Rebalance (poll thread, or the closing thread inside rd_kafka_consumer_close)
 
-    fileprivate func rebalance(_ err: rd_kafka_resp_err_t, _ list: UnsafeMutablePointer<rd_kafka_topic_partition_list_t>?) {
+    fileprivate func rebalance(
+        _ err: rd_kafka_resp_err_t, _ list: UnsafeMutablePointer<rd_kafka_topic_partition_list_t>?
+    ) {
         let partitions = TopicPartition.array(from: list)
         let cooperative = String(cString: rd_kafka_rebalance_protocol(handle)) == "COOPERATIVE"
         switch err {
@@ -277,7 +279,8 @@ final class ConsumerClient: RDKafkaClient, @unchecked Sendable {
             for index in 0..<Int(list.pointee.cnt) where list.pointee.elems[index].err != RD_KAFKA_RESP_ERR_NO_ERROR {
                 let element = list.pointee.elems[index]
                 throw KafkaError(
-                    element.err, "storing offset \(element.offset) for \(String(cString: element.topic))[\(element.partition)]")
+                    element.err,
+                    "storing offset \(element.offset) for \(String(cString: element.topic))[\(element.partition)]")
             }
         }
     }

@@ -1,9 +1,9 @@
 import CSystemSupport
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// An OS thread of its own, outside Swift's cooperative pool, for blocking calls.
@@ -49,12 +49,14 @@ public final class DedicatedThread: @unchecked Sendable {
 
     private func launch(_ body: Body) throws {
         let argument = Unmanaged.passRetained(body).toOpaque()
-        let status = pthread_create(&thread, nil, { argument in
-            let body = Unmanaged<Body>.fromOpaque(argument!).takeRetainedValue()
-            sluice_set_thread_name(body.name)
-            body.run()
-            return nil
-        }, argument)
+        let status = pthread_create(
+            &thread, nil,
+            { argument in
+                let body = Unmanaged<Body>.fromOpaque(argument!).takeRetainedValue()
+                sluice_set_thread_name(body.name)
+                body.run()
+                return nil
+            }, argument)
         if status != 0 {
             _ = Unmanaged<Body>.fromOpaque(argument).takeRetainedValue()
             throw KafkaError(code: .invalidArgument, message: "could not start thread \(body.name): errno \(status)")

@@ -1,6 +1,7 @@
 import CRdKafka
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 // MARK: - Partition lists

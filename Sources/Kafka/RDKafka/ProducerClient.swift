@@ -204,7 +204,9 @@ private final class DeliveryToken {
 private func withOptionalBytes<R>(_ bytes: [UInt8]?, _ body: (UnsafeRawBufferPointer?) -> R) -> R {
     guard let bytes else { return body(nil) }
     if bytes.isEmpty {
-        return withUnsafeTemporaryAllocation(byteCount: 1, alignment: 1) { body(UnsafeRawBufferPointer(rebasing: $0[0..<0])) }
+        return withUnsafeTemporaryAllocation(byteCount: 1, alignment: 1) {
+            body(UnsafeRawBufferPointer(rebasing: $0[0..<0]))
+        }
     }
     return bytes.withUnsafeBytes { body($0) }
 }

@@ -39,7 +39,8 @@ class RDKafkaClient: @unchecked Sendable {
         // rd_kafka_new takes ownership of conf only when it succeeds.
         guard let rk = rd_kafka_new(type, conf, &reason, reason.count) else {
             rd_kafka_conf_destroy(conf)
-            throw KafkaError(code: .invalidArgument, message: "librdkafka refused the configuration: \(String(errorBuffer: reason))")
+            throw KafkaError(
+                code: .invalidArgument, message: "librdkafka refused the configuration: \(String(errorBuffer: reason))")
         }
         handle = rk
     }
@@ -77,31 +78,33 @@ private func client(_ rk: OpaquePointer?) -> RDKafkaClient? {
 }
 
 /// librdkafka's log lines (syslog levels) to swift-log. Called on librdkafka's own threads.
-private let logCallback: @convention(c) (OpaquePointer?, Int32, UnsafePointer<CChar>?, UnsafePointer<CChar>?) -> Void = {
-    rk, level, facility, line in
-    guard let client = client(rk), let line else { return }
-    let swiftLevel: Logger.Level =
-        switch level {
-        case ...2: .critical
-        case 3: .error
-        case 4: .warning
-        case 5: .notice
-        case 6: .info
-        default: .debug
-        }
-    client.logger.log(
-        level: swiftLevel, "\(String(cString: line))",
-        metadata: ["facility": .string(facility.map { String(cString: $0) } ?? "")]
-    )
-}
+private let logCallback: @convention(c) (OpaquePointer?, Int32, UnsafePointer<CChar>?, UnsafePointer<CChar>?) -> Void =
+    {
+        rk, level, facility, line in
+        guard let client = client(rk), let line else { return }
+        let swiftLevel: Logger.Level =
+            switch level {
+            case ...2: .critical
+            case 3: .error
+            case 4: .warning
+            case 5: .notice
+            case 6: .info
+            default: .debug
+            }
+        client.logger.log(
+            level: swiftLevel, "\(String(cString: line))",
+            metadata: ["facility": .string(facility.map { String(cString: $0) } ?? "")]
+        )
+    }
 
 /// Client-level errors (a broker unreachable, all brokers down, ...). librdkafka retries on its own; these are
 /// reported so that they surface, and logged.
-private let errorCallback: @convention(c) (OpaquePointer?, Int32, UnsafePointer<CChar>?, UnsafeMutableRawPointer?) -> Void = {
-    _, code, reason, opaque in
-    guard let opaque else { return }
-    let client = Unmanaged<RDKafkaClient>.fromOpaque(opaque).takeUnretainedValue()
-    let error = KafkaError(code: KafkaError.Code(rawValue: code), message: reason.map { String(cString: $0) } ?? "")
-    client.logger.warning("librdkafka: \(error)")
-    client.onError(error)
-}
+private let errorCallback:
+    @convention(c) (OpaquePointer?, Int32, UnsafePointer<CChar>?, UnsafeMutableRawPointer?) -> Void = {
+        _, code, reason, opaque in
+        guard let opaque else { return }
+        let client = Unmanaged<RDKafkaClient>.fromOpaque(opaque).takeUnretainedValue()
+        let error = KafkaError(code: KafkaError.Code(rawValue: code), message: reason.map { String(cString: $0) } ?? "")
+        client.logger.warning("librdkafka: \(error)")
+        client.onError(error)
+    }
