@@ -23,6 +23,13 @@ struct ConsumerGroupTests {
         await producer.close()
     }
 
+    /// The offset to commit for each partition once `records` are done: one past the highest offset read.
+    private func nextOffsets(after records: [KafkaMessage]) -> [TopicPartition: Int64] {
+        records.reduce(into: [:]) { next, record in
+            next[record.topicPartition] = max(next[record.topicPartition] ?? 0, record.offset + 1)
+        }
+    }
+
     @Test func twoMembersSplitThePartitionsAndRevokeRunsBeforeHandOff() async throws {
         let test = try TestCluster()
         let topic = try test.topic("group", partitions: 4)
@@ -50,11 +57,7 @@ struct ConsumerGroupTests {
 
         let early = await read(40, from: first)
         #expect(early.count == 40)
-        progress.withLock { progress in
-            for record in early {
-                progress[record.topicPartition] = max(progress[record.topicPartition] ?? 0, record.offset + 1)
-            }
-        }
+        progress.withLock { $0 = nextOffsets(after: early) }
 
         let second = try KafkaConsumer(
             configuration: test.consumerConfiguration(group: "split"), topics: [topic], logger: testLogger)
@@ -104,11 +107,7 @@ struct ConsumerGroupTests {
         firstBox.withLock { $0 = first }
         let early = await read(20, from: first)
         #expect(early.count == 20)
-        progress.withLock { progress in
-            for record in early {
-                progress[record.topicPartition] = max(progress[record.topicPartition] ?? 0, record.offset + 1)
-            }
-        }
+        progress.withLock { $0 = nextOffsets(after: early) }
 
         // A second member joins: the first gives up partitions, committing what the hook stored.
         let second = try KafkaConsumer(
