@@ -48,9 +48,9 @@ public final class KafkaAdmin: Sendable {
 
     /// Creates `topics`.
     /// - Parameter ifNotExists: when true, a topic that already exists is not an error.
-    /// - Throws: ``KafkaError`` naming the first topic the cluster refused, or the request's own failure (a broker
-    ///   without the CreateTopics API, such as the embedded mock broker, answers
-    ///   ``KafkaError/Code/unsupportedFeature``).
+    /// - Throws: ``KafkaError`` naming the first topic the cluster refused, or the request's own failure. A cluster
+    ///   without the CreateTopics API, such as the embedded mock broker, gives ``KafkaError/Code/timedOut`` after
+    ///   `timeout`: librdkafka waits for a broker that offers the API.
     public func createTopics(
         _ topics: [NewTopic], ifNotExists: Bool = true, timeout: Duration = .seconds(30)
     ) async throws {
@@ -97,7 +97,14 @@ public final class KafkaAdmin: Sendable {
         }
         defer { rd_kafka_event_destroy(event) }
         let names = topics.map(\.name)
-        try KafkaError.check(rd_kafka_event_error(event), "creating topics \(names)")
+        let err = rd_kafka_event_error(event)
+        if err == RD_KAFKA_RESP_ERR__TIMED_OUT {
+            throw KafkaError(
+                code: .timedOut,
+                message: "creating topics \(names): no broker offered CreateTopics within \(milliseconds) ms "
+                    + "(the embedded broker never does: create topics with `sluice broker --topic`)")
+        }
+        try KafkaError.check(err, "creating topics \(names)")
         var count = 0
         guard let result = rd_kafka_event_CreateTopics_result(event),
             let topicResults = rd_kafka_CreateTopics_result_topics(result, &count)

@@ -5,7 +5,8 @@ import Synchronization
 ///
 /// Delivery reports are served on a thread of the producer's own; ``send(_:)`` returns the report, and
 /// ``send(_:onDelivery:)`` calls a handler on that thread without a hop through the cooperative pool.
-/// Call ``close(timeout:)`` when done: it waits for outstanding records, then releases the thread and the handle.
+/// Call ``close(timeout:)`` when done: it waits for outstanding records, then releases the thread and the handle. A
+/// producer released without `close` purges the records still outstanding (their handlers get a `_PURGE_*` error).
 public final class KafkaProducer: Sendable {
     private let client: ProducerClient
 
