@@ -21,6 +21,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
     targets: [
         .systemLibrary(
@@ -39,7 +40,11 @@ let package = Package(
             ],
             swiftSettings: upcoming
         ),
-        .target(name: "Pipelines", swiftSettings: upcoming),
+        .target(
+            name: "Pipelines",
+            dependencies: [.product(name: "Yams", package: "Yams")],
+            swiftSettings: upcoming
+        ),
         .target(name: "Serving", dependencies: ["Kafka", "Pipelines"], swiftSettings: upcoming),
         .target(name: "Lineage", dependencies: ["Kafka", "Pipelines"], swiftSettings: upcoming),
         .target(name: "Examples", dependencies: ["Pipelines"], swiftSettings: upcoming),

@@ -1,0 +1,120 @@
+/// How much of a run is tracked and whether the response waits for it: the pipeline's capture mode and its knobs.
+///
+/// Each mode sets every knob (see ``init(mode:)``); a mapping may then set knobs one by one. See docs/capture.md.
+public struct CaptureConfiguration: Sendable, Hashable {
+    /// The capture modes of DESIGN.md. Memory-only is REALTIME with `runs: off` or `persistence: memory`.
+    public enum Mode: String, Sendable, Hashable, CaseIterable {
+        case batch = "BATCH"
+        case realtime = "REALTIME"
+        case off = "OFF"
+        case custom = "CUSTOM"
+    }
+
+    /// Which log lines a step's run keeps.
+    public enum Logs: String, Sendable, Hashable, CaseIterable {
+        /// Every line.
+        case all
+        /// Warnings and errors only.
+        case errors
+        /// None.
+        case off
+    }
+
+    /// Where tracking goes. `memory` keeps nothing: the run is memory-only.
+    public enum Persistence: String, Sendable, Hashable, CaseIterable {
+        case durable
+        case memory
+    }
+
+    public var mode: Mode
+    /// Whether runs and step runs are tracked at all; `false` makes the run memory-only.
+    public var runs: Bool
+    public var persistence: Persistence
+    /// Whether the response waits until every event of the run is acknowledged (BATCH).
+    public var waitForTracking: Bool
+    /// Whether each step waits until its events are acknowledged before the next step runs.
+    public var flushOnStepEnd: Bool
+    /// Whether step runs carry their input and output artifacts (`false`: ids, status and timings only).
+    public var artifacts: Bool
+    public var metadata: Bool
+    public var logs: Logs
+    /// Whether steps that ask for caching are cached.
+    public var caching: Bool
+    /// Artifact values up to this many bytes of canonical JSON travel inside events; larger ones by hash and size.
+    public var inlineLimit: Int
+
+    /// The defaults of `mode`; CUSTOM starts from BATCH's.
+    public init(mode: Mode) {
+        self.mode = mode
+        runs = true
+        persistence = .durable
+        waitForTracking = mode == .batch || mode == .custom
+        flushOnStepEnd = false
+        artifacts = true
+        metadata = mode != .off
+        logs = mode == .off ? .off : .all
+        caching = mode != .off
+        inlineLimit = 4096
+    }
+
+    public static let batch = CaptureConfiguration(mode: .batch)
+    public static let realtime = CaptureConfiguration(mode: .realtime)
+    public static let off = CaptureConfiguration(mode: .off)
+    /// Nothing tracked, nothing published: REALTIME with `runs: off`.
+    public static let memoryOnly: CaptureConfiguration = {
+        var configuration = CaptureConfiguration(mode: .realtime)
+        configuration.runs = false
+        return configuration
+    }()
+
+    /// REALTIME with `flush_on_step_end` as given.
+    public static func realtime(flushOnStepEnd: Bool) -> CaptureConfiguration {
+        var configuration = CaptureConfiguration.realtime
+        configuration.flushOnStepEnd = flushOnStepEnd
+        return configuration
+    }
+
+    /// Nothing is tracked or published: `runs: off` or `persistence: memory`. No run id, no events, no caching.
+    public var isMemoryOnly: Bool { !runs || persistence == .memory }
+
+    /// Whether steps that ask for caching are cached under this configuration.
+    public var cachesSteps: Bool { caching && !isMemoryOnly }
+
+    /// The mode as recorded on runs and responses: `BATCH`, `REALTIME`, `OFF`, `CUSTOM`, or `MEMORY` for memory-only.
+    public var label: String { isMemoryOnly ? "MEMORY" : mode.rawValue }
+}
+
+// MARK: - Knobs as text
+
+extension CaptureConfiguration {
+    /// The knobs a mapping may set, in the order they are printed.
+    public static let knobNames = [
+        "mode", "runs", "persistence", "wait_for_tracking", "flush_on_step_end", "artifacts", "metadata", "logs",
+        "caching", "inline_limit",
+    ]
+
+    /// Every knob and its value, as recorded on runs and printed at start-up.
+    public var knobs: [(name: String, value: JSONValue)] {
+        [
+            ("mode", .string(mode.rawValue)), ("runs", .string(runs ? "on" : "off")),
+            ("persistence", .string(persistence.rawValue)), ("wait_for_tracking", .bool(waitForTracking)),
+            ("flush_on_step_end", .bool(flushOnStepEnd)), ("artifacts", .bool(artifacts)),
+            ("metadata", .bool(metadata)), ("logs", .string(logs.rawValue)), ("caching", .bool(caching)),
+            ("inline_limit", .int(Int64(inlineLimit))),
+        ]
+    }
+
+    /// One line: `REALTIME (runs=on, persistence=durable, ...)`.
+    public var summary: String {
+        "\(label) (" + knobs.dropFirst().map { "\($0.name)=\(Self.text($0.value))" }.joined(separator: ", ") + ")"
+    }
+
+    private static func text(_ value: JSONValue) -> String {
+        switch value {
+        case .string(let text): text
+        case .bool(let flag): String(flag)
+        case .int(let number): String(number)
+        default: "\(value)"
+        }
+    }
+}
