@@ -1,25 +1,31 @@
-import Foundation
+import Synchronization
 
 /// A reference to an artifact as lineage records it: which value, of what type, with what content.
 ///
-/// `sha256` is the digest of the value's canonical JSON (keys sorted, no whitespace), so equal values have equal
-/// hashes wherever they were produced. Lineage edges follow hashes: a step consumed the artifact whose hash an earlier
-/// step of the run produced.
-public struct ArtifactRef: Sendable, Hashable, Codable {
-    /// Unique within the run: `<step>#<invocation>/out` for an output, `input` for the run's input.
+/// `sha256` is the digest of the value's canonical JSON (``CanonicalJSON``), so equal values have equal hashes
+/// wherever they were produced. Lineage edges follow hashes: a step consumed the artifact of its run whose hash it
+/// was given, and `producedBy` names that artifact.
+public struct ArtifactRef: Sendable, Hashable {
+    /// Unique within the run: `input` for the run's input, `<step run>/out` for a step's output, `<step run>/in<k>`
+    /// for a step's k-th input.
     public var id: String
     /// The Swift type's name, for readers.
     public var type: String
-    public var sha256: String
+    /// The SHA-256 of the canonical JSON, or `nil` when the value cannot be encoded (see `error`).
+    public var sha256: String?
     /// Size of the canonical JSON in bytes.
     public var size: Int
-    /// The canonical JSON itself when it is at most the capture's inline limit; `nil` for larger values.
+    /// The value itself when its canonical JSON is at most the capture's inline limit and no earlier artifact of the
+    /// run carries it already; `nil` otherwise.
     public var value: JSONValue?
-    /// For a step input: the id of the artifact of this run it came from (by hash), if any.
+    /// For a step's input or the run's output: the id of the artifact of this run it is (by hash), if any.
     public var producedBy: String?
+    /// Why the value could not be encoded (a non-finite number, for example); `nil` when it was.
+    public var error: String?
 
     public init(
-        id: String, type: String, sha256: String, size: Int, value: JSONValue? = nil, producedBy: String? = nil
+        id: String, type: String, sha256: String?, size: Int, value: JSONValue? = nil, producedBy: String? = nil,
+        error: String? = nil
     ) {
         self.id = id
         self.type = type
@@ -27,49 +33,94 @@ public struct ArtifactRef: Sendable, Hashable, Codable {
         self.size = size
         self.value = value
         self.producedBy = producedBy
-    }
-
-    enum CodingKeys: String, CodingKey {
-        case id, type, sha256, size, value
-        case producedBy = "produced_by"
+        self.error = error
     }
 }
 
-/// A value a run produced or consumed, before it is serialised: the runner hands these to the tracker, which
-/// encodes them off the critical path (REALTIME) or before the response (BATCH).
-public struct PendingArtifact: Sendable {
-    public let id: String
-    public let value: any Encodable & Sendable
-
-    public init(id: String, value: any Encodable & Sendable) {
-        self.id = id
-        self.value = value
-    }
-
-    /// The artifact's canonical JSON.
-    /// - Throws: `EncodingError` when the value cannot be encoded (a non-finite `Double`, for example).
-    public func canonicalJSON() throws -> [UInt8] {
-        try CanonicalJSON.encode(value)
-    }
-
-    /// The type's name as lineage records it.
-    public var typeName: String { String(describing: Swift.type(of: value)) }
-
-    /// Serialises and hashes the value.
-    /// - Parameter inlineLimit: values whose canonical JSON is at most this many bytes travel inline.
-    public func reference(inlineLimit: Int) throws -> (ref: ArtifactRef, json: [UInt8]) {
-        let json = try canonicalJSON()
-        let inline = json.count <= inlineLimit ? try JSONDecoder().decode(JSONValue.self, from: Data(json)) : nil
-        let ref = ArtifactRef(id: id, type: typeName, sha256: SHA256.hex(json), size: json.count, value: inline)
-        return (ref, json)
-    }
-}
-
-/// Canonical JSON of a value: keys sorted, no insignificant whitespace, slashes unescaped.
+/// Canonical JSON of a value: object keys sorted by their UTF-8 bytes, no insignificant whitespace, integers as
+/// integers, other numbers in Swift's shortest round-trip form. Written by Sluice itself, so it is stable.
 public enum CanonicalJSON {
+    /// - Throws: `EncodingError` when the value cannot be encoded (a non-finite `Double`, for example).
     public static func encode(_ value: some Encodable) throws -> [UInt8] {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return Array(try encoder.encode(value))
+        bytes(of: try JSONValueEncoder.encode(value))
+    }
+
+    /// The canonical bytes of a JSON tree.
+    public static func bytes(of tree: JSONValue) -> [UInt8] {
+        var writer = JSONWriter()
+        writer.value(tree)
+        return writer.bytes
+    }
+}
+
+// MARK: - Pending artifacts
+
+/// A value a run produced or consumed, before it is serialised: the runner hands these to the tracker inside
+/// ``PendingEvent``s, and the tracker resolves them (serialises, hashes, finds lineage edges) off the critical path
+/// in REALTIME or before the response in BATCH.
+public struct PendingArtifact: Sendable {
+    /// Whether a step produced the value (an output, or the run's input) or consumed it (a step's input, the run's
+    /// output).
+    public enum Role: Sendable {
+        case produced
+        case consumed
+    }
+
+    public let id: String
+    public let role: Role
+    public let value: any Encodable & Sendable
+    let ledger: ArtifactLedger
+
+    init(id: String, role: Role, value: any Encodable & Sendable, ledger: ArtifactLedger) {
+        self.id = id
+        self.role = role
+        self.value = value
+        self.ledger = ledger
+    }
+
+    /// Serialises and hashes the value and finds its producer in the run.
+    ///
+    /// - Important: The artifacts of one run must be resolved in the order of their events' `seq`, as the run
+    ///   emitted them: a consumer finds its producer only when the producer was resolved first.
+    public func resolve() -> ArtifactRef {
+        let typeName = String(describing: Swift.type(of: value))
+        let tree: JSONValue
+        do {
+            tree = try JSONValueEncoder.encode(value)
+        } catch {
+            return ArtifactRef(id: id, type: typeName, sha256: nil, size: 0, error: "\(error)")
+        }
+        let json = CanonicalJSON.bytes(of: tree)
+        let sha256 = SHA256.hex(json)
+        var ref = ArtifactRef(id: id, type: typeName, sha256: sha256, size: json.count)
+        switch role {
+        case .produced:
+            ledger.register(sha256, as: id)
+            if json.count <= ledger.inlineLimit { ref.value = tree }
+        case .consumed:
+            ref.producedBy = ledger.producer(of: sha256)
+            if ref.producedBy == nil && json.count <= ledger.inlineLimit { ref.value = tree }
+        }
+        return ref
+    }
+}
+
+/// The artifacts one run produced so far, by hash: how a consumer finds its producer.
+///
+/// A value produced twice in a run (two steps with equal outputs) is attributed to the latest producer.
+final class ArtifactLedger: Sendable {
+    let inlineLimit: Int
+    private let producers = Mutex<[String: String]>([:])
+
+    init(inlineLimit: Int) {
+        self.inlineLimit = inlineLimit
+    }
+
+    func register(_ sha256: String, as id: String) {
+        producers.withLock { $0[sha256] = id }
+    }
+
+    func producer(of sha256: String) -> String? {
+        producers.withLock { $0[sha256] }
     }
 }

@@ -1,0 +1,280 @@
+// The JSON form of lineage events v1 (docs/protocol.md, "Lineage events"): written with `JSONWriter` in a fixed key
+// order, read with the JSON parser. Foundation's coders are not used: they cost microseconds per event.
+
+/// A lineage event that cannot be read, naming the field.
+public struct LineageEventDecodingError: Error, Sendable, Hashable, CustomStringConvertible {
+    public let message: String
+    public var description: String { "lineage event: \(message)" }
+}
+
+// MARK: - Writing
+
+extension TrackingEvent where Artifact == ArtifactRef {
+    /// The event as one JSON object.
+    public func json() -> [UInt8] {
+        var writer = JSONWriter(capacity: 384)
+        write(to: &writer)
+        return writer.bytes
+    }
+
+    /// Writes the event as one JSON object.
+    public func write(to writer: inout JSONWriter) {
+        writer.object { out in
+            out.field("v", Self.schemaVersion)
+            out.field("event_id", eventID)
+            out.field("seq", seq)
+            out.field("type", type.rawValue)
+            out.field("ts", timestamp)
+            out.field("run_id", runID)
+            out.field("pipeline", pipeline)
+            out.field("request_id", requestID)
+            out.field("capture", capture)
+            out.field("attempt", attempt)
+            switch body {
+            case .runStarted(let configuration, let input, let traceparent):
+                out.key("configuration")
+                out.value(configuration)
+                out.key("input")
+                out.artifact(input)
+                out.field("traceparent", traceparent)
+            case .stepStarted(let step, let attempt, let inputs):
+                out.stepRun(step)
+                out.field("step_attempt", attempt)
+                out.key("inputs")
+                out.array { list in for input in inputs { list.artifact(input) } }
+            case .stepCompleted(let step, let attempt, let duration, let output):
+                out.stepRun(step)
+                out.field("step_attempt", attempt)
+                out.field("duration_us", duration)
+                out.key("output")
+                out.artifact(output)
+            case .stepCached(let step, let inputs, let output, let cachedFrom):
+                out.stepRun(step)
+                out.key("inputs")
+                out.array { list in for input in inputs { list.artifact(input) } }
+                out.key("output")
+                out.artifact(output)
+                out.key("cached_from")
+                out.object { source in
+                    source.field("run_id", cachedFrom.runID)
+                    source.field("step_run", cachedFrom.stepRun)
+                }
+            case .stepFailed(let step, let attempt, let duration, let error, let retrying):
+                out.stepRun(step)
+                out.field("step_attempt", attempt)
+                out.field("duration_us", duration)
+                out.errorDetail(error)
+                out.field("retrying", retrying)
+            case .log(let stepRun, let level, let message):
+                out.field("step_run", stepRun)
+                out.field("level", level.rawValue)
+                out.field("message", message)
+            case .metadata(let stepRun, let values):
+                out.field("step_run", stepRun)
+                out.key("values")
+                out.value(.object(values))
+            case .runCompleted(let duration, let output):
+                out.field("status", "completed")
+                out.field("duration_us", duration)
+                out.key("output")
+                out.artifact(output)
+            case .runFailed(let duration, let error):
+                out.field("status", "failed")
+                out.field("duration_us", duration)
+                out.errorDetail(error)
+            }
+        }
+    }
+}
+
+extension JSONWriter {
+    fileprivate mutating func stepRun(_ step: StepRunID) {
+        field("step", step.step)
+        field("step_run", step.id)
+        field("version", step.version)
+    }
+
+    fileprivate mutating func errorDetail(_ error: ErrorDetail) {
+        key("error")
+        object { out in
+            out.field("code", error.code)
+            out.field("message", error.message)
+            out.field("step", error.step)
+        }
+    }
+
+    /// An artifact reference; optional members are left out when absent.
+    mutating func artifact(_ ref: ArtifactRef?) {
+        guard let ref else { return null() }
+        object { out in
+            out.field("id", ref.id)
+            out.field("type", ref.type)
+            out.field("sha256", ref.sha256)
+            out.field("size", ref.size)
+            if let value = ref.value {
+                out.key("value")
+                out.value(value)
+            }
+            if let producedBy = ref.producedBy { out.field("produced_by", producedBy) }
+            if let error = ref.error { out.field("error", error) }
+        }
+    }
+}
+
+// MARK: - Reading
+
+extension TrackingEvent where Artifact == ArtifactRef {
+    /// Reads an event written by ``json()`` (or by any writer following docs/protocol.md). Unknown members are
+    /// ignored, so a newer writer's additions do not break an older reader.
+    /// - Throws: ``LineageEventDecodingError`` naming the missing or malformed field, or ``JSONParseError``.
+    public init(json: some Collection<UInt8>) throws {
+        try self.init(object: JSONValue(parsing: json))
+    }
+
+    /// Reads an event from its parsed JSON object.
+    /// - Throws: ``LineageEventDecodingError`` naming the missing or malformed field.
+    public init(object: JSONValue) throws {
+        let fields = try Fields(object, "event")
+        let version = try fields.int("v")
+        guard version == Self.schemaVersion else {
+            throw LineageEventDecodingError(message: "schema version \(version) is not \(Self.schemaVersion)")
+        }
+        let typeName = try fields.string("type")
+        guard let type = LineageEventType(rawValue: typeName) else {
+            throw LineageEventDecodingError(message: "unknown type '\(typeName)'")
+        }
+        let body: LineageEventBody<ArtifactRef>
+        switch type {
+        case .runStarted:
+            body = .runStarted(
+                configuration: try fields.member("configuration"), input: try fields.optionalArtifact("input"),
+                traceparent: try fields.optionalString("traceparent"))
+        case .stepStarted:
+            body = .stepStarted(
+                step: try fields.stepRun(), attempt: try fields.int("step_attempt"),
+                inputs: try fields.artifacts("inputs"))
+        case .stepCompleted:
+            body = .stepCompleted(
+                step: try fields.stepRun(), attempt: try fields.int("step_attempt"),
+                durationMicros: try fields.int64("duration_us"), output: try fields.optionalArtifact("output"))
+        case .stepCached:
+            let source = try Fields(fields.member("cached_from"), "cached_from")
+            body = .stepCached(
+                step: try fields.stepRun(), inputs: try fields.artifacts("inputs"),
+                output: try fields.optionalArtifact("output"),
+                cachedFrom: CachedStepRun(runID: try source.string("run_id"), stepRun: try source.string("step_run")))
+        case .stepFailed:
+            body = .stepFailed(
+                step: try fields.stepRun(), attempt: try fields.int("step_attempt"),
+                durationMicros: try fields.int64("duration_us"), error: try fields.errorDetail(),
+                retrying: try fields.bool("retrying"))
+        case .log:
+            let levelName = try fields.string("level")
+            guard let level = LogLevel(rawValue: levelName) else {
+                throw LineageEventDecodingError(message: "unknown log level '\(levelName)'")
+            }
+            body = .log(
+                stepRun: try fields.optionalString("step_run"), level: level, message: try fields.string("message"))
+        case .metadata:
+            guard case .object(let values) = try fields.member("values") else {
+                throw LineageEventDecodingError(message: "metadata 'values' is not an object")
+            }
+            body = .metadata(stepRun: try fields.optionalString("step_run"), values: values)
+        case .runCompleted:
+            body = .runCompleted(
+                durationMicros: try fields.int64("duration_us"), output: try fields.optionalArtifact("output"))
+        case .runFailed:
+            body = .runFailed(durationMicros: try fields.int64("duration_us"), error: try fields.errorDetail())
+        }
+        self.init(
+            seq: try fields.int("seq"), timestamp: try fields.int64("ts"), runID: try fields.string("run_id"),
+            pipeline: try fields.string("pipeline"), requestID: try fields.optionalString("request_id"),
+            capture: try fields.string("capture"), attempt: try fields.int("attempt"), body: body)
+        let eventID = try fields.string("event_id")
+        guard eventID == self.eventID else {
+            throw LineageEventDecodingError(message: "event_id '\(eventID)' is not '\(self.eventID)'")
+        }
+    }
+}
+
+/// The members of a JSON object, read with errors that name the member.
+private struct Fields {
+    let members: [String: JSONValue]
+    let context: String
+
+    init(_ value: JSONValue, _ context: String) throws {
+        guard case .object(let members) = value else {
+            throw LineageEventDecodingError(message: "\(context) is not a JSON object")
+        }
+        self.members = members
+        self.context = context
+    }
+
+    func fail(_ name: String, _ expected: String) -> LineageEventDecodingError {
+        LineageEventDecodingError(message: "\(context) field '\(name)' is missing or not \(expected)")
+    }
+
+    func member(_ name: String) throws -> JSONValue {
+        guard let value = members[name] else { throw fail(name, "present") }
+        return value
+    }
+
+    func string(_ name: String) throws -> String {
+        guard case .string(let text)? = members[name] else { throw fail(name, "a string") }
+        return text
+    }
+
+    func optionalString(_ name: String) throws -> String? {
+        switch members[name] {
+        case nil, .null?: return nil
+        case .string(let text)?: return text
+        default: throw fail(name, "a string or null")
+        }
+    }
+
+    func int64(_ name: String) throws -> Int64 {
+        guard case .int(let number)? = members[name] else { throw fail(name, "an integer") }
+        return number
+    }
+
+    func int(_ name: String) throws -> Int {
+        guard let number = Int(exactly: try int64(name)) else { throw fail(name, "an integer") }
+        return number
+    }
+
+    func bool(_ name: String) throws -> Bool {
+        guard case .bool(let flag)? = members[name] else { throw fail(name, "true or false") }
+        return flag
+    }
+
+    func stepRun() throws -> StepRunID {
+        StepRunID(step: try string("step"), id: try string("step_run"), version: try int("version"))
+    }
+
+    func errorDetail() throws -> ErrorDetail {
+        let error = try Fields(member("error"), "error")
+        return ErrorDetail(
+            code: try error.string("code"), message: try error.string("message"),
+            step: try error.optionalString("step"))
+    }
+
+    func optionalArtifact(_ name: String) throws -> ArtifactRef? {
+        switch members[name] {
+        case nil, .null?: return nil
+        case let value?: return try Self.artifact(value, name)
+        }
+    }
+
+    func artifacts(_ name: String) throws -> [ArtifactRef] {
+        guard case .array(let elements)? = members[name] else { throw fail(name, "an array") }
+        return try elements.map { try Self.artifact($0, name) }
+    }
+
+    static func artifact(_ value: JSONValue, _ name: String) throws -> ArtifactRef {
+        let fields = try Fields(value, "artifact '\(name)'")
+        return ArtifactRef(
+            id: try fields.string("id"), type: try fields.string("type"), sha256: try fields.optionalString("sha256"),
+            size: try fields.int("size"), value: fields.members["value"],
+            producedBy: try fields.optionalString("produced_by"), error: try fields.optionalString("error"))
+    }
+}

@@ -1,0 +1,112 @@
+/// Options of one run, set by whoever starts it (the worker sets them from the request).
+public struct RunOptions: Sendable {
+    /// The capture configuration; `nil` means the pipeline's own (from code), else BATCH. The worker passes the
+    /// configuration it resolved at start-up.
+    public var capture: CaptureConfiguration?
+    /// The run's id; `nil` makes a random one. The worker derives it from the request's topic, partition and offset.
+    public var runID: String?
+    public var requestID: String?
+    /// Which delivery of the same request this is, from 1.
+    public var attempt: Int
+    /// The W3C trace context of the request, recorded on `run_started`.
+    public var traceparent: String?
+
+    public init(
+        capture: CaptureConfiguration? = nil, runID: String? = nil, requestID: String? = nil, attempt: Int = 1,
+        traceparent: String? = nil
+    ) {
+        self.capture = capture
+        self.runID = runID
+        self.requestID = requestID
+        self.attempt = attempt
+        self.traceparent = traceparent
+    }
+}
+
+/// What a run returned.
+public struct RunResult<Output: Sendable>: Sendable {
+    /// `nil` for a memory-only run, which is not tracked.
+    public let runID: String?
+    public let capture: CaptureConfiguration
+    /// The output, or why the run failed (``ErrorDetail``: `step_failed` with the step, a ``CodedError``'s code,
+    /// `internal` when lineage a BATCH run waits for is not durable).
+    public let outcome: Result<Output, ErrorDetail>
+    public let durationMicros: Int64
+}
+
+/// Runs pipelines, reporting tracked runs to a tracker and sharing one step cache among them.
+public struct PipelineRunner: Sendable {
+    public let tracker: any Tracker
+    public let cache: StepCache
+
+    public init(tracker: any Tracker, cache: StepCache = StepCache()) {
+        self.tracker = tracker
+        self.cache = cache
+    }
+
+    /// Runs `pipeline` on `input` with the capture configuration of `options` (else the pipeline's, else BATCH).
+    ///
+    /// Memory-only runs bind no ``RunContext`` and report nothing. Tracked runs emit `run_started`, their steps'
+    /// events and `run_completed` or `run_failed`; BATCH (`wait_for_tracking`) returns only after the tracker says
+    /// every event is durable.
+    public func run<Input, Output>(
+        _ pipeline: Pipeline<Input, Output>, _ input: Input, options: RunOptions = RunOptions()
+    ) async -> RunResult<Output> {
+        let configuration = options.capture ?? pipeline.capture ?? .batch
+        let started = Timestamps.monotonicMicros()
+        if configuration.isMemoryOnly {
+            let outcome: Result<Output, ErrorDetail>
+            do {
+                outcome = .success(try await pipeline.run(input))
+            } catch {
+                outcome = .failure(ErrorDetail(describing: error))
+            }
+            return RunResult(
+                runID: nil, capture: configuration, outcome: outcome,
+                durationMicros: Timestamps.monotonicMicros() - started)
+        }
+
+        let runID = options.runID ?? Self.randomRunID()
+        let run = RunRecorder(
+            runID: runID, pipeline: pipeline.name, options: options, configuration: configuration, tracker: tracker,
+            cache: cache)
+        run.emit(
+            .runStarted(
+                configuration: .object(Dictionary(uniqueKeysWithValues: configuration.knobs.map { ($0.name, $0.value) })),
+                input: run.artifact("input", .produced, input), traceparent: options.traceparent))
+        var outcome: Result<Output, ErrorDetail>
+        do {
+            let output = try await RunContext.$current.withValue(RunContext(run: run, stepRun: nil)) {
+                try await pipeline.body(input)
+            }
+            run.emit(
+                .runCompleted(
+                    durationMicros: Timestamps.monotonicMicros() - started,
+                    output: run.artifact("output", .consumed, output)))
+            outcome = .success(output)
+        } catch {
+            let detail = ErrorDetail(describing: error)
+            run.emit(.runFailed(durationMicros: Timestamps.monotonicMicros() - started, error: detail))
+            outcome = .failure(detail)
+        }
+        if configuration.waitForTracking {
+            do {
+                try await tracker.flush(runID: runID)
+            } catch {
+                outcome = .failure(ErrorDetail(code: "internal", message: "the run's lineage is not durable: \(error)"))
+            }
+        }
+        return RunResult(
+            runID: runID, capture: configuration, outcome: outcome,
+            durationMicros: Timestamps.monotonicMicros() - started)
+    }
+
+    /// 128 random bits as 32 hexadecimal digits.
+    private static func randomRunID() -> String {
+        var generator = SystemRandomNumberGenerator()
+        let high = String(generator.next() as UInt64, radix: 16)
+        let low = String(generator.next() as UInt64, radix: 16)
+        return String(repeating: "0", count: 16 - high.count) + high + String(repeating: "0", count: 16 - low.count)
+            + low
+    }
+}

@@ -1,0 +1,81 @@
+import Synchronization
+
+/// The state of one tracked run: numbers its events and step runs and reports the events to the tracker in order.
+final class RunRecorder: Sendable {
+    let runID: String
+    let pipeline: String
+    let requestID: String?
+    let attempt: Int
+    let configuration: CaptureConfiguration
+    let tracker: any Tracker
+    let cache: StepCache
+    let ledger: ArtifactLedger
+    private let label: String
+
+    private struct Counters {
+        var seq = 0
+        var invocations: [String: Int] = [:]
+    }
+
+    private let counters = Mutex(Counters())
+
+    init(
+        runID: String, pipeline: String, options: RunOptions, configuration: CaptureConfiguration,
+        tracker: any Tracker, cache: StepCache
+    ) {
+        self.runID = runID
+        self.pipeline = pipeline
+        self.requestID = options.requestID
+        self.attempt = options.attempt
+        self.configuration = configuration
+        self.tracker = tracker
+        self.cache = cache
+        self.ledger = ArtifactLedger(inlineLimit: configuration.inlineLimit)
+        self.label = configuration.label
+    }
+
+    /// Numbers the event and hands it to the tracker; the lock keeps `seq` order and tracker order the same.
+    func emit(_ body: LineageEventBody<PendingArtifact>) {
+        let timestamp = Timestamps.wallMicros()
+        counters.withLock { counters in
+            tracker.record(
+                PendingEvent(
+                    seq: counters.seq, timestamp: timestamp, runID: runID, pipeline: pipeline, requestID: requestID,
+                    capture: label, attempt: attempt, body: body))
+            counters.seq += 1
+        }
+    }
+
+    /// The id of the next invocation of `step` in this run: `<step>#<n>`, from 1.
+    func nextStepRun(of step: String) -> String {
+        let number = counters.withLock { counters in
+            let next = counters.invocations[step, default: 0] + 1
+            counters.invocations[step] = next
+            return next
+        }
+        return "\(step)#\(number)"
+    }
+
+    /// A value as an artifact of this run, or `nil` when the configuration does not capture artifacts.
+    func artifact(_ id: String, _ role: PendingArtifact.Role, _ value: any Encodable & Sendable) -> PendingArtifact? {
+        configuration.artifacts ? PendingArtifact(id: id, role: role, value: value, ledger: ledger) : nil
+    }
+
+    func keepsLog(_ level: LogLevel) -> Bool {
+        switch configuration.logs {
+        case .all: true
+        case .errors: level >= .warning
+        case .off: false
+        }
+    }
+
+    /// Waits for the tracker when the configuration makes each step wait for its events.
+    func flushStepIfAsked(_ step: String) async throws {
+        guard configuration.flushOnStepEnd else { return }
+        do {
+            try await tracker.flush(runID: runID)
+        } catch {
+            throw ErrorDetail(code: "internal", message: "lineage of step '\(step)' is not durable: \(error)", step: step)
+        }
+    }
+}

@@ -1,0 +1,70 @@
+// MARK: - Running a step inside a tracked run
+
+extension RunRecorder {
+    /// Runs one step as a step run: cache lookup, attempts with their events, cache store, flush on step end.
+    func runStep<Output: Codable & Sendable>(
+        _ step: StepDescription, inputs: [any Codable & Sendable], invoke: () async throws -> Output
+    ) async throws -> Output {
+        let stepRun = nextStepRun(of: step.name)
+        let identity = StepRunID(step: step.name, id: stepRun, version: step.version)
+        let inputArtifacts = inputs.enumerated().compactMap { index, value in
+            artifact("\(stepRun)/in\(index)", .consumed, value)
+        }
+        let cacheKey = step.cache && configuration.cachesSteps ? Self.cacheKey(step, inputs) : nil
+        if let cacheKey, let hit = cache.lookup(cacheKey), let output = hit.output as? Output {
+            emit(
+                .stepCached(
+                    step: identity, inputs: inputArtifacts, output: artifact("\(stepRun)/out", .produced, output),
+                    cachedFrom: hit.source))
+            try await flushStepIfAsked(step.name)
+            return output
+        }
+
+        var attempt = 1
+        while true {
+            emit(.stepStarted(step: identity, attempt: attempt, inputs: inputArtifacts))
+            let started = Timestamps.monotonicMicros()
+            do {
+                let output = try await RunContext.$current.withValue(RunContext(run: self, stepRun: stepRun)) {
+                    try await invoke()
+                }
+                emit(
+                    .stepCompleted(
+                        step: identity, attempt: attempt, durationMicros: Timestamps.monotonicMicros() - started,
+                        output: artifact("\(stepRun)/out", .produced, output)))
+                if let cacheKey {
+                    cache.store(cacheKey, StepCache.Entry(output: output, source: CachedStepRun(runID: runID, stepRun: stepRun)))
+                }
+                try await flushStepIfAsked(step.name)
+                return output
+            } catch {
+                // A step that failed because a step it called failed reports that step's failure.
+                let failure = error as? StepError ?? StepError(step: step.name, stepRun: stepRun, underlying: error)
+                let retrying = step.retry.retries(after: attempt)
+                emit(
+                    .stepFailed(
+                        step: identity, attempt: attempt, durationMicros: Timestamps.monotonicMicros() - started,
+                        error: ErrorDetail(code: failure.code, message: failure.message), retrying: retrying))
+                guard retrying else {
+                    try await flushStepIfAsked(step.name)
+                    throw failure
+                }
+                await step.retry.wait(after: attempt)
+                attempt += 1
+            }
+        }
+    }
+
+    /// `<step>@<version>:<sha256 of the inputs' canonical JSON>`, or `nil` when an input cannot be encoded.
+    private static func cacheKey(_ step: StepDescription, _ inputs: [any Codable & Sendable]) -> String? {
+        var bytes: [UInt8] = []
+        for input in inputs {
+            guard let json = try? CanonicalJSON.encode(input) else { return nil }
+            // Each input's length first, so that different splits of the same bytes differ.
+            bytes.append(contentsOf: String(json.count).utf8)
+            bytes.append(UInt8(ascii: ":"))
+            bytes.append(contentsOf: json)
+        }
+        return "\(step.name)@\(step.version):\(SHA256.hex(bytes))"
+    }
+}

@@ -1,0 +1,73 @@
+/// A typed step of a pipeline: a named, versioned async function whose inputs and output are artifacts.
+///
+/// ```swift
+/// let tokenize = Step("tokenize") { (review: Review) in review.text.split(separator: " ").map(String.init) }
+/// let score = Step("score", version: 2, cache: true, retry: .attempts(3)) { (tokens: [String]) in model.score(tokens) }
+/// let merge = Step("merge") { (left: [Double], right: [Double]) in zip(left, right).map(+) }
+/// ```
+/// Calling a step inside a tracked run records a step run: its inputs, output, timings, logs and metadata, as the
+/// run's capture configuration says. Outside a run, or in a memory-only run, it calls the body directly (with its
+/// retries). Either way a failure is thrown as a ``StepError``.
+public struct Step<each Input: Codable & Sendable, Output: Codable & Sendable>: Sendable {
+    /// The step's name: recorded on its step runs and part of its cache key.
+    public let name: String
+    /// Part of the cache key: bump it when the step's behaviour changes.
+    public let version: Int
+    /// Whether the step's output may be reused for equal inputs where the capture configuration caches.
+    public let cache: Bool
+    public let retry: RetryPolicy
+    private let body: @Sendable (repeat each Input) async throws -> Output
+
+    /// - Parameters:
+    ///   - name: the step's name.
+    ///   - version: part of the cache key.
+    ///   - cache: opt in to caching (BATCH and REALTIME cache; OFF and memory-only never do).
+    ///   - retry: how often to try, and the wait between tries.
+    ///   - body: the step's work.
+    public init(
+        _ name: String, version: Int = 1, cache: Bool = false, retry: RetryPolicy = .none,
+        _ body: @escaping @Sendable (repeat each Input) async throws -> Output
+    ) {
+        self.name = name
+        self.version = version
+        self.cache = cache
+        self.retry = retry
+        self.body = body
+    }
+
+    /// Runs the step on `input`, as a step run of the current tracked run if there is one.
+    /// - Throws: ``StepError`` wrapping what the body threw on its last attempt.
+    public func callAsFunction(_ input: repeat each Input) async throws -> Output {
+        guard let context = RunContext.current else {
+            return try await runUntracked(repeat each input)
+        }
+        var inputs: [any Codable & Sendable] = []
+        for value in repeat each input { inputs.append(value) }
+        return try await context.run.runStep(
+            StepDescription(name: name, version: version, cache: cache, retry: retry), inputs: inputs
+        ) { try await body(repeat each input) }
+    }
+
+    private func runUntracked(_ input: repeat each Input) async throws -> Output {
+        var attempt = 1
+        while true {
+            do {
+                return try await body(repeat each input)
+            } catch {
+                guard retry.retries(after: attempt) else {
+                    throw StepError(step: name, stepRun: nil, underlying: error)
+                }
+                await retry.wait(after: attempt)
+                attempt += 1
+            }
+        }
+    }
+}
+
+/// What the runner needs to know of a step, whatever its types.
+struct StepDescription: Sendable {
+    let name: String
+    let version: Int
+    let cache: Bool
+    let retry: RetryPolicy
+}
