@@ -63,6 +63,7 @@ let package = Package(
             dependencies: ["Kafka", .product(name: "Logging", package: "swift-log")],
             swiftSettings: upcoming
         ),
+        .testTarget(name: "PipelinesTests", dependencies: ["Pipelines"], swiftSettings: upcoming),
         .testTarget(
             name: "SluiceCLITests",
             dependencies: ["Kafka"],

@@ -70,7 +70,7 @@ public struct RunConfiguration: Sendable, Hashable {
     public init(yaml: String) throws {
         let document: JSONValue
         do {
-            document = try JSONValue(yaml: Yams.load(yaml: yaml))
+            document = try JSONValue(yamlText: yaml)
         } catch let error as CaptureConfigurationError {
             throw error
         } catch {
@@ -100,7 +100,7 @@ extension CaptureConfiguration {
     public static func parse(_ text: String, source: CaptureSource) throws -> CaptureConfiguration {
         let value: JSONValue
         do {
-            value = try JSONValue(yaml: Yams.load(yaml: text))
+            value = try JSONValue(yamlText: text)
         } catch {
             throw CaptureConfigurationError(message: "capture '\(text)' from \(source.rawValue) does not parse: \(error)")
         }
@@ -170,15 +170,15 @@ extension CaptureConfiguration {
         return mode
     }
 
-    /// A yes/no knob: a boolean, or the text true/false/on/off (YAML reads bare on/off as booleans already).
+    /// A yes/no knob: a JSON boolean, or the text true/false/on/off/yes/no in any case.
     private static func flag(_ value: JSONValue, _ key: String, _ from: String) throws -> Bool {
         switch value {
         case .bool(let flag): return flag
-        case .string(let text) where ["true", "on"].contains(text.lowercased()): return true
-        case .string(let text) where ["false", "off"].contains(text.lowercased()): return false
+        case .string(let text) where ["true", "on", "yes"].contains(text.lowercased()): return true
+        case .string(let text) where ["false", "off", "no"].contains(text.lowercased()): return false
         default:
             throw CaptureConfigurationError(
-                message: "capture \(key) \(value.display) from \(from) is not one of true, false, on, off")
+                message: "capture \(key) \(value.display) from \(from) is not one of true, false, on, off, yes, no")
         }
     }
 
@@ -197,6 +197,13 @@ extension CaptureConfiguration {
 // MARK: - YAML values
 
 extension JSONValue {
+    /// Loads YAML (JSON is YAML too) without YAML 1.1's implicit booleans and timestamps, so that `capture: OFF`
+    /// is the mode OFF and not `false`; yes/no knobs accept the words themselves (see `flag`).
+    init(yamlText: String) throws {
+        let resolver = Resolver.default.removing(.bool).removing(.timestamp)
+        try self.init(yaml: Yams.load(yaml: yamlText, resolver))
+    }
+
     /// The value Yams loaded (strings, numbers, booleans, sequences, mappings, null).
     /// - Throws: ``CaptureConfigurationError`` for a mapping key that is not text, or a value of another kind.
     init(yaml: Any?) throws {

@@ -1,0 +1,231 @@
+import Pipelines
+import Testing
+
+@Suite("What each capture mode records")
+struct CaptureModeTests {
+    let input = Document(text: "the quick brown fox")
+    let expectedOutput = Stats(tokens: 4, first: "the", last: "fox")
+
+    @Test func batchRecordsEveryEventOfTheRun() async throws {
+        let (result, events) = await track(textStats, input, capture: .batch)
+        #expect(try result.outcome.get() == expectedOutput)
+        #expect(
+            shape(events) == [
+                "run_started",
+                "step_started tokenize#1", "log tokenize#1", "step_completed tokenize#1",
+                "step_started count#1", "metadata count#1", "step_completed count#1",
+                "step_started summarize#1", "step_completed summarize#1",
+                "run_completed",
+            ])
+        #expect(events.map(\.seq) == Array(0..<events.count))
+        #expect(Set(events.map(\.runID)) == [try #require(result.runID)])
+        #expect(events.allSatisfy { $0.capture == "BATCH" && $0.pipeline == "text-stats" && $0.attempt == 1 })
+        #expect(Set(events.map(\.eventID)).count == events.count)
+        guard case .runStarted(let configuration, let runInput?, _) = events[0].body else {
+            Issue.record("run_started carries no input")
+            return
+        }
+        #expect(configuration["mode"] == "BATCH")
+        #expect(configuration["wait_for_tracking"] == true)
+        #expect(runInput.value == ["text": "the quick brown fox"])
+        guard case .runCompleted(_, let output?) = events.last?.body else {
+            Issue.record("run_completed carries no output")
+            return
+        }
+        // The run's output is the last step's: it names that artifact and does not repeat the value.
+        #expect(output.producedBy == "summarize#1/out")
+        #expect(output.value == nil)
+        guard case .stepCompleted(_, _, _, let summary?) = events[8].body else { return }
+        #expect(summary.value == ["tokens": 4, "first": "the", "last": "fox"])
+        #expect(summary.sha256 == output.sha256)
+    }
+
+    @Test func realtimeRecordsTheSameEventsWithoutWaiting() async throws {
+        let tracker = GatedTracker()
+        let result = await PipelineRunner(tracker: tracker).run(textStats, input, options: RunOptions(capture: .realtime))
+        // The gate was never opened: a REALTIME run returns without waiting for any flush.
+        #expect(try result.outcome.get() == expectedOutput)
+        #expect(!tracker.log.contains("flush"))
+        #expect(shape(tracker.recorder.events).count == 10)
+        #expect(tracker.recorder.events.allSatisfy { $0.capture == "REALTIME" })
+    }
+
+    @Test func offRecordsRunsStepsAndArtifactsButNoLogsOrMetadata() async throws {
+        let (result, events) = await track(textStats, input, capture: .off)
+        #expect(try result.outcome.get() == expectedOutput)
+        #expect(
+            shape(events) == [
+                "run_started",
+                "step_started tokenize#1", "step_completed tokenize#1",
+                "step_started count#1", "step_completed count#1",
+                "step_started summarize#1", "step_completed summarize#1",
+                "run_completed",
+            ])
+        guard case .stepCompleted(_, _, _, let output?) = events[2].body else {
+            Issue.record("OFF keeps artifacts")
+            return
+        }
+        #expect(output.value == ["the", "quick", "brown", "fox"])
+    }
+
+    @Test(arguments: [
+        CaptureConfiguration.memoryOnly,
+        try CaptureConfiguration.parse(#"{"mode": "REALTIME", "persistence": "memory"}"#, source: .code),
+    ])
+    func memoryOnlyRecordsNothing(capture: CaptureConfiguration) async throws {
+        let tracker = GatedTracker()
+        let result = await PipelineRunner(tracker: tracker).run(textStats, input, options: RunOptions(capture: capture))
+        #expect(try result.outcome.get() == expectedOutput)
+        #expect(result.runID == nil)
+        #expect(tracker.log.isEmpty)
+    }
+
+    @Test func memoryOnlyStepsSeeNoRunContext() async throws {
+        let probe = Step("probe") { (_: Int) in RunContext.current == nil }
+        let pipeline = Pipeline("probe") { (value: Int) in try await probe(value) }
+        let memory = await PipelineRunner(tracker: RecordingTracker()).run(
+            pipeline, 1, options: RunOptions(capture: .memoryOnly))
+        let tracked = await PipelineRunner(tracker: RecordingTracker()).run(
+            pipeline, 1, options: RunOptions(capture: .realtime))
+        #expect(try memory.outcome.get() == true)
+        #expect(try tracked.outcome.get() == false)
+        #expect(try await pipeline.run(1) == true)
+    }
+
+    @Test func batchReturnsOnlyAfterTheTrackerFlushed() async throws {
+        let tracker = GatedTracker()
+        let running = Task { await PipelineRunner(tracker: tracker).run(textStats, input, options: RunOptions(capture: .batch)) }
+        // The run's events are all recorded, then it waits in flush.
+        while tracker.waitingFlushes == 0 { await Task.yield() }
+        #expect(tracker.log.last == "flush")
+        #expect(tracker.log.dropLast().last == "run_completed")
+        tracker.release()
+        let result = await running.value
+        #expect(try result.outcome.get() == expectedOutput)
+    }
+
+    @Test func batchFailsTheRunWhenItsLineageIsNotDurable() async throws {
+        let tracker = GatedTracker(failing: TrackingError("broker down"))
+        let result = await PipelineRunner(tracker: tracker).run(textStats, input, options: RunOptions(capture: .batch))
+        guard case .failure(let error) = result.outcome else {
+            Issue.record("a BATCH run whose lineage failed must not succeed")
+            return
+        }
+        #expect(error.code == "internal")
+        #expect(error.message.contains("broker down"))
+    }
+
+    @Test func flushOnStepEndWaitsAfterEveryStep() async throws {
+        let tracker = GatedTracker()
+        tracker.release()
+        let result = await PipelineRunner(tracker: tracker).run(
+            textStats, input, options: RunOptions(capture: .realtime(flushOnStepEnd: true)))
+        #expect(try result.outcome.get() == expectedOutput)
+        #expect(
+            tracker.log == [
+                "run_started",
+                "step_started", "log", "step_completed", "flush",
+                "step_started", "metadata", "step_completed", "flush",
+                "step_started", "step_completed", "flush",
+                "run_completed",
+            ])
+    }
+
+    @Test func logsKnobFiltersByLevel() async throws {
+        let chatty = Step("chatty") { (value: Int) in
+            for level in LogLevel.allCases { RunContext.current?.log("at \(level)", level: level) }
+            return value
+        }
+        let pipeline = Pipeline("chatty") { (value: Int) in try await chatty(value) }
+        func levels(_ logs: String) async throws -> [LogLevel] {
+            let capture = try CaptureConfiguration.parse(#"{"mode": "BATCH", "logs": "\#(logs)"}"#, source: .code)
+            let (_, events) = await track(pipeline, 1, capture: capture)
+            return events.compactMap { event in
+                if case .log(let stepRun, let level, let message) = event.body {
+                    #expect(stepRun == "chatty#1")
+                    #expect(message == "at \(level)")
+                    return level
+                }
+                return nil
+            }
+        }
+        #expect(try await levels("all") == [.debug, .info, .warning, .error])
+        #expect(try await levels("errors") == [.warning, .error])
+        #expect(try await levels("off") == [])
+    }
+
+    @Test func metadataGoesToTheStepRunOrTheRunAndFollowsItsKnob() async throws {
+        let annotate = Step("annotate") { (value: Int) in
+            RunContext.current?.addMetadata(["step": "yes"])
+            RunContext.current?.addRunMetadata(["model": "v3"])
+            return value
+        }
+        let pipeline = Pipeline("annotated") { (value: Int) in
+            RunContext.current?.addMetadata(["body": true])
+            return try await annotate(value)
+        }
+        let (_, events) = await track(pipeline, 1, capture: .realtime)
+        let metadata = events.compactMap { event -> String? in
+            guard case .metadata(let stepRun, let values) = event.body else { return nil }
+            return "\(stepRun ?? "run") \(values.keys.sorted())"
+        }
+        #expect(metadata == ["run [\"body\"]", "annotate#1 [\"step\"]", "run [\"model\"]"])
+
+        var quiet = CaptureConfiguration.realtime
+        quiet.metadata = false
+        let (_, silent) = await track(pipeline, 1, capture: quiet)
+        #expect(!silent.contains { $0.type == .metadata })
+    }
+
+    @Test func artifactsOffKeepsRunsAndStepsWithoutValues() async throws {
+        let capture = try CaptureConfiguration.parse(#"{"artifacts": false}"#, source: .code)
+        #expect(capture.mode == .custom)
+        let (_, events) = await track(textStats, input, capture: capture)
+        #expect(events.count == 10)
+        for event in events {
+            switch event.body {
+            case .runStarted(_, let input, _): #expect(input == nil)
+            case .stepStarted(_, _, let inputs): #expect(inputs.isEmpty)
+            case .stepCompleted(_, _, _, let output), .runCompleted(_, let output): #expect(output == nil)
+            default: break
+            }
+        }
+    }
+
+    @Test func largeValuesTravelByHashAndSize() async throws {
+        let big = Document(text: String(repeating: "word ", count: 2000))
+        var capture = CaptureConfiguration.batch
+        capture.inlineLimit = 64
+        let (_, events) = await track(textStats, big, capture: capture)
+        guard case .runStarted(_, let runInput?, _) = events[0].body,
+            case .stepCompleted(_, _, _, let tokens?) = events[3].body,
+            case .stepStarted(_, _, let countInputs) = events[4].body
+        else {
+            Issue.record("unexpected events \(shape(events))")
+            return
+        }
+        #expect(runInput.value == nil)
+        #expect(runInput.size == #"{"text":"\#(big.text)"}"#.utf8.count)
+        #expect(runInput.sha256 == SHA256.hex(Array(#"{"text":"\#(big.text)"}"#.utf8)))
+        #expect(tokens.value == nil)
+        #expect(tokens.size > 64)
+        // The consumer's input names its producer and does not repeat the value.
+        #expect(countInputs.first?.producedBy == "tokenize#1/out")
+        #expect(countInputs.first?.sha256 == tokens.sha256)
+        #expect(countInputs.first?.value == nil)
+    }
+
+    @Test func traceparentRequestIDAndAttemptAreRecorded() async throws {
+        let tracker = RecordingTracker()
+        let options = RunOptions(
+            capture: .realtime, runID: "run-7", requestID: "req-7", attempt: 2,
+            traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        let result = await PipelineRunner(tracker: tracker).run(textStats, input, options: options)
+        #expect(result.runID == "run-7")
+        let events = tracker.events
+        #expect(events.allSatisfy { $0.runID == "run-7" && $0.requestID == "req-7" && $0.attempt == 2 })
+        #expect(events.first?.eventID == "run-7/2/0")
+        guard case .runStarted(_, _, let traceparent) = events[0].body else { return }
+        #expect(traceparent == options.traceparent)
+    }
+}

@@ -1,0 +1,121 @@
+import Pipelines
+import Testing
+
+@Suite("JSON, canonical artifacts, SHA-256 and the lineage event codec")
+struct JSONAndEventCodecTests {
+    @Test func sha256MatchesKnownVectors() {
+        #expect(SHA256.hex([UInt8]()) == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+        #expect(SHA256.hex(Array("abc".utf8)) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        #expect(
+            SHA256.hex(Array("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq".utf8))
+                == "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1")
+        #expect(
+            SHA256.hex([UInt8](repeating: UInt8(ascii: "a"), count: 1_000_000))
+                == "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0")
+    }
+
+    struct Nested: Codable, Sendable {
+        var zeta: Int
+        var alpha: [Double]
+        var name: String?
+        var flags: [String: Bool]
+    }
+
+    @Test func canonicalJSONSortsKeysAndIsStable() throws {
+        let value = Nested(zeta: -3, alpha: [1.5, 2, 1e-7], name: "tab\there \"q\" é", flags: ["b": true, "a": false])
+        let json = String(decoding: try CanonicalJSON.encode(value), as: UTF8.self)
+        #expect(json == #"{"alpha":[1.5,2.0,1e-07],"flags":{"a":false,"b":true},"name":"tab\there \"q\" é","zeta":-3}"#)
+        #expect(try CanonicalJSON.encode(value) == CanonicalJSON.encode(value))
+        #expect(throws: EncodingError.self) { try CanonicalJSON.encode([Double.nan]) }
+        #expect(throws: EncodingError.self) { try CanonicalJSON.encode(UInt64.max) }
+        #expect(String(decoding: try CanonicalJSON.encode(Optional<Int>.none), as: UTF8.self) == "null")
+    }
+
+    @Test func parserReadsWhatTheWriterWrites() throws {
+        let tree: JSONValue = [
+            "s": "line\nbreak \u{1} \u{1F600}", "i": -9_223_372_036_854_775_807, "d": 0.25, "b": true, "n": nil,
+            "a": [1, "two", [:], []], "o": ["nested": ["deep": 1]],
+        ]
+        let bytes = CanonicalJSON.bytes(of: tree)
+        #expect(try JSONValue(parsing: bytes) == tree)
+        #expect(try JSONValue(parsing: Array(#" {"a" : [ 1 , 2.5e3 , "\u00e9\ud83d\ude00\/" ] } "#.utf8)) == ["a": [1, 2500.0, "é😀/"]])
+    }
+
+    @Test(arguments: [
+        "", " ", "{", "[1,]", "{\"a\":1,}", "01", "1.", "-", "tru", "nul", "\"open", "\"\\x\"", "\"\\ud800\"",
+        "{\"a\" 1}", "[1] 2", "{1:2}", "1e999", "\"\u{1}\"", String(repeating: "[", count: 600),
+    ])
+    func parserRefusesMalformedJSON(text: String) {
+        #expect(throws: JSONParseError.self) { try JSONValue(parsing: Array(text.utf8)) }
+    }
+
+    @Test func parserRefusesInvalidUTF8() {
+        #expect(throws: JSONParseError.self) { try JSONValue(parsing: [0x22, 0xFF, 0x22]) }
+    }
+
+    @Test func everyEventTypeRoundTrips() async throws {
+        let calls = Counter()
+        let flaky = Step("flaky", cache: true, retry: .attempts(2)) { (value: Int) in
+            RunContext.current?.log("trying", level: .warning)
+            RunContext.current?.addMetadata(["value": .int(Int64(value)), "ratio": 0.5])
+            if calls.next() == 1 { throw Flaky(attempt: 1) }
+            return value
+        }
+        let fail = Step("fail") { (_: Int) -> Int in throw Rejected() }
+        let pipeline = Pipeline("all-types") { (value: Int) in
+            let first = try await flaky(value)
+            let again = try await flaky(value)
+            return try await fail(first + again)
+        }
+        let tracker = RecordingTracker()
+        _ = await PipelineRunner(tracker: tracker).run(
+            pipeline, -1, options: RunOptions(capture: .batch, requestID: "r1", traceparent: "00-aa-bb-01"))
+        let events = tracker.events
+        #expect(Set(events.map(\.type)) == Set(LineageEventType.allCases).subtracting([.runCompleted]))
+        for event in events {
+            let json = event.json()
+            #expect(try LineageEvent(json: json) == event)
+            let object = try JSONValue(parsing: json)
+            #expect(object["v"] == 1 && object["type"]?.stringValue == event.type.rawValue)
+        }
+        let completed = LineageEvent(
+            seq: 0, timestamp: 1, runID: "r", pipeline: "p", requestID: nil, capture: "OFF", attempt: 1,
+            body: .runCompleted(durationMicros: 5, output: nil))
+        #expect(try LineageEvent(json: completed.json()) == completed)
+    }
+
+    @Test func theWireFormIsDocumented() throws {
+        let event = LineageEvent(
+            seq: 2, timestamp: 1_700_000_000_000_000, runID: "run-1", pipeline: "text-stats", requestID: "req-1",
+            capture: "BATCH", attempt: 1,
+            body: .stepCompleted(
+                step: StepRunID(step: "count", id: "count#1", version: 1), attempt: 1, durationMicros: 12,
+                output: ArtifactRef(id: "count#1/out", type: "Int", sha256: SHA256.hex(Array("4".utf8)), size: 1, value: 4)))
+        #expect(
+            String(decoding: event.json(), as: UTF8.self)
+                == #"{"v":1,"event_id":"run-1/1/2","seq":2,"type":"step_completed","ts":1700000000000000,"run_id":"run-1","#
+                + #""pipeline":"text-stats","request_id":"req-1","capture":"BATCH","attempt":1,"step":"count","#
+                + #""step_run":"count#1","version":1,"step_attempt":1,"duration_us":12,"output":{"id":"count#1/out","#
+                + #""type":"Int","sha256":"4b227777d4dd1fc61c6f884f48641d02b4d121d3fd328cb08b5531fcacdabf8a","size":1,"#
+                + #""value":4}}"#)
+    }
+
+    @Test(arguments: [
+        (#"[]"#, "not a JSON object"),
+        (#"{"v":2,"type":"log"}"#, "schema version 2"),
+        (#"{"v":1,"type":"party"}"#, "unknown type 'party'"),
+        (#"{"v":1,"type":"log","seq":0,"ts":1,"run_id":"r","pipeline":"p","capture":"BATCH","attempt":1,"event_id":"r/1/0","level":"loud","message":"m"}"#, "unknown log level"),
+        (#"{"v":1,"type":"run_failed","seq":0,"ts":1,"run_id":"r","pipeline":"p","capture":"BATCH","attempt":1,"event_id":"r/1/0","duration_us":1}"#, "'error'"),
+        (#"{"v":1,"type":"run_completed","seq":"0","ts":1,"run_id":"r","pipeline":"p","capture":"BATCH","attempt":1,"event_id":"r/1/0","duration_us":1}"#, "'seq'"),
+        (#"{"v":1,"type":"run_completed","seq":0,"ts":1,"run_id":"r","pipeline":"p","capture":"BATCH","attempt":1,"event_id":"x","duration_us":1}"#, "event_id 'x'"),
+        (#"{"v":1,"type":"step_started","seq":0,"ts":1,"run_id":"r","pipeline":"p","capture":"BATCH","attempt":1,"event_id":"r/1/0","step":"s","step_run":"s#1","version":1,"step_attempt":1,"inputs":[{"id":1}]}"#, "'id'"),
+    ])
+    func malformedEventsAreErrorsNamingTheField(json: String, words: String) {
+        do {
+            _ = try LineageEvent(json: Array(json.utf8))
+            Issue.record("accepted \(json)")
+        } catch {
+            #expect("\(error)".contains(words), "\(error) lacks \(words)")
+        }
+    }
+}

@@ -1,0 +1,239 @@
+import Pipelines
+import Synchronization
+import Testing
+
+struct Rejected: CodedError, CustomStringConvertible {
+    var code: String { "invalid_input" }
+    var description: String { "text is empty" }
+}
+
+struct Flaky: Error, CustomStringConvertible {
+    let attempt: Int
+    var description: String { "flaked on attempt \(attempt)" }
+}
+
+/// Counts calls across tasks.
+final class Counter: Sendable {
+    private let value = Mutex(0)
+    func next() -> Int { value.withLock { $0 += 1; return $0 } }
+    var current: Int { value.withLock { $0 } }
+}
+
+@Suite("Running pipelines: DAGs, failures, retries, caching")
+struct RunnerTests {
+    @Test func fanOutAndFanInRecordTheirEdges() async throws {
+        let split = Step("split") { (text: String) in text.split(separator: " ").map(String.init) }
+        let lengths = Step("lengths") { (words: [String]) in words.map(\.count) }
+        let upper = Step("upper") { (words: [String]) in words.map { $0.uppercased() } }
+        let join = Step("join") { (counts: [Int], words: [String]) in zip(words, counts).map { "\($0)=\($1)" } }
+        let pipeline = Pipeline("fan") { (text: String) in
+            let words = try await split(text)
+            async let counts = lengths(words)
+            async let shouted = upper(words)
+            return try await join(counts, shouted)
+        }
+        let (result, events) = await track(pipeline, "a bb ccc", capture: .batch)
+        #expect(try result.outcome.get() == ["A=1", "BB=2", "CCC=3"])
+
+        var produced: [String: String] = [:]  // artifact id -> step run
+        var edges: Set<String> = []
+        for event in events {
+            switch event.body {
+            case .stepStarted(let step, _, let inputs):
+                for input in inputs { edges.insert("\(input.producedBy ?? "?") -> \(step.id)") }
+            case .stepCompleted(let step, _, _, let output?):
+                produced[output.id] = step.id
+            default: break
+            }
+        }
+        #expect(
+            edges == [
+                "input -> split#1", "split#1/out -> lengths#1", "split#1/out -> upper#1",
+                "lengths#1/out -> join#1", "upper#1/out -> join#1",
+            ])
+        #expect(produced.count == 4)
+        // Fan-in keeps the order of the step's parameters.
+        guard case .stepStarted(_, _, let joinInputs) = events.first(where: { shape([$0]) == ["step_started join#1"] })?.body
+        else { return }
+        #expect(joinInputs.map(\.id) == ["join#1/in0", "join#1/in1"])
+        #expect(joinInputs.map(\.producedBy) == ["lengths#1/out", "upper#1/out"])
+    }
+
+    @Test func aFailingStepFailsTheRunAndStopsDownstreamSteps() async throws {
+        let downstream = Counter()
+        let check = Step("check") { (text: String) in
+            if text.isEmpty { throw Rejected() }
+            return text
+        }
+        let after = Step("after") { (text: String) in
+            _ = downstream.next()
+            return text.count
+        }
+        let pipeline = Pipeline("checked") { (text: String) in try await after(check(text)) }
+        for capture in [CaptureConfiguration.batch, .realtime, .off, .memoryOnly] {
+            let (result, events) = await track(pipeline, "", capture: capture)
+            guard case .failure(let error) = result.outcome else {
+                Issue.record("the run must fail in \(capture.label)")
+                continue
+            }
+            #expect(error == ErrorDetail(code: "invalid_input", message: "text is empty", step: "check"))
+            if capture.isMemoryOnly {
+                #expect(events.isEmpty)
+            } else {
+                #expect(shape(events) == ["run_started", "step_started check#1", "step_failed check#1", "run_failed"])
+                guard case .stepFailed(_, _, _, let stepError, let retrying) = events[2].body,
+                    case .runFailed(_, let runError) = events[3].body
+                else { continue }
+                #expect(stepError.code == "invalid_input")
+                #expect(!retrying)
+                #expect(runError == error)
+            }
+        }
+        #expect(downstream.current == 0)
+    }
+
+    @Test func anErrorWithoutACodeIsAStepFailure() async throws {
+        let broken = Step("broken") { (_: Int) -> Int in throw Flaky(attempt: 1) }
+        let pipeline = Pipeline("broken") { (value: Int) in try await broken(value) }
+        let (result, _) = await track(pipeline, 1, capture: .realtime)
+        guard case .failure(let error) = result.outcome else { return }
+        #expect(error == ErrorDetail(code: "step_failed", message: "flaked on attempt 1", step: "broken"))
+        // Untracked, the same failure is thrown as a StepError.
+        await #expect(throws: StepError.self) { try await pipeline.run(1) }
+    }
+
+    @Test func retriesRecordEveryAttempt() async throws {
+        let attempts = Counter()
+        let flaky = Step("flaky", retry: .attempts(3)) { (value: Int) in
+            let attempt = attempts.next()
+            if attempt < 3 { throw Flaky(attempt: attempt) }
+            return value * 2
+        }
+        let pipeline = Pipeline("flaky") { (value: Int) in try await flaky(value) }
+        let (result, events) = await track(pipeline, 21, capture: .batch)
+        #expect(try result.outcome.get() == 42)
+        #expect(
+            shape(events) == [
+                "run_started",
+                "step_started flaky#1", "step_failed flaky#1",
+                "step_started flaky#1", "step_failed flaky#1",
+                "step_started flaky#1", "step_completed flaky#1",
+                "run_completed",
+            ])
+        let failures = events.compactMap { event -> String? in
+            guard case .stepFailed(_, let attempt, _, let error, let retrying) = event.body else { return nil }
+            return "\(attempt) \(retrying) \(error.message)"
+        }
+        #expect(failures == ["1 true flaked on attempt 1", "2 true flaked on attempt 2"])
+        guard case .stepCompleted(_, let attempt, _, _) = events[6].body else { return }
+        #expect(attempt == 3)
+    }
+
+    @Test func exhaustedRetriesFailTheRunWithTheLastError() async throws {
+        let attempts = Counter()
+        let hopeless = Step("hopeless", retry: .attempts(2, backoffMilliseconds: 1)) { (_: Int) -> Int in
+            throw Flaky(attempt: attempts.next())
+        }
+        let pipeline = Pipeline("hopeless") { (value: Int) in try await hopeless(value) }
+        let (result, events) = await track(pipeline, 1, capture: .off)
+        #expect(attempts.current == 2)
+        guard case .failure(let error) = result.outcome else { return }
+        #expect(error.message == "flaked on attempt 2")
+        #expect(events.filter { $0.type == .stepFailed }.count == 2)
+        // Memory-only retries too.
+        _ = await track(pipeline, 1, capture: .memoryOnly)
+        #expect(attempts.current == 4)
+    }
+
+    @Test(arguments: [
+        (CaptureConfiguration.batch, true), (.realtime, true), (.off, false), (.memoryOnly, false),
+    ])
+    func cachingFollowsTheMode(capture: CaptureConfiguration, caches: Bool) async throws {
+        let calls = Counter()
+        let expensive = Step("expensive", version: 3, cache: true) { (value: Int) in
+            _ = calls.next()
+            return value * value
+        }
+        let pipeline = Pipeline("cached") { (value: Int) in try await expensive(value) }
+        let cache = StepCache()
+        let (first, _) = await track(pipeline, 7, capture: capture, cache: cache)
+        let (second, events) = await track(pipeline, 7, capture: capture, cache: cache)
+        #expect(try first.outcome.get() == 49)
+        #expect(try second.outcome.get() == 49)
+        #expect(calls.current == (caches ? 1 : 2))
+        if caches {
+            #expect(shape(events) == ["run_started", "step_cached expensive#1", "run_completed"])
+            guard case .stepCached(let step, let inputs, let output?, let source) = events[1].body else { return }
+            #expect(step.version == 3)
+            #expect(source == CachedStepRun(runID: try #require(first.runID), stepRun: "expensive#1"))
+            #expect(inputs.first?.producedBy == "input")
+            #expect(output.value == 49)
+            guard case .runCompleted(_, let runOutput?) = events[2].body else { return }
+            #expect(runOutput.producedBy == "expensive#1/out")
+        }
+        // A different input is not a hit.
+        let (third, _) = await track(pipeline, 8, capture: capture, cache: cache)
+        #expect(try third.outcome.get() == 64)
+        #expect(calls.current == (caches ? 2 : 3))
+    }
+
+    @Test func stepsThatDoNotAskAreNeverCached() async throws {
+        let calls = Counter()
+        let plain = Step("plain") { (value: Int) in calls.next() + value * 0 }
+        let pipeline = Pipeline("plain") { (value: Int) in try await plain(value) }
+        let cache = StepCache()
+        _ = await track(pipeline, 1, capture: .batch, cache: cache)
+        _ = await track(pipeline, 1, capture: .batch, cache: cache)
+        #expect(calls.current == 2)
+        #expect(cache.count == 0)
+    }
+
+    @Test func theCacheIsBoundedAndDropsTheLeastRecentlyUsed() async throws {
+        let calls = Counter()
+        let square = Step("square", cache: true) { (value: Int) in
+            _ = calls.next()
+            return value * value
+        }
+        let pipeline = Pipeline("squares") { (value: Int) in try await square(value) }
+        let cache = StepCache(capacity: 3)
+        for value in [1, 2, 3, 1, 4] { _ = await track(pipeline, value, capture: .realtime, cache: cache) }
+        #expect(cache.count == 3)
+        #expect(calls.current == 4)  // 1 was a hit
+        // 2 was least recently used and dropped; 1 (used again) and 3, 4 are kept.
+        for value in [1, 3, 4] { _ = await track(pipeline, value, capture: .realtime, cache: cache) }
+        #expect(calls.current == 4)
+        _ = await track(pipeline, 2, capture: .realtime, cache: cache)
+        #expect(calls.current == 5)
+        for value in 10..<1000 { _ = await track(pipeline, value, capture: .realtime, cache: cache) }
+        #expect(cache.count == 3)
+    }
+
+    @Test func aStepCalledOutsideARunJustRuns() async throws {
+        #expect(try await tokenize(Document(text: "a b")) == ["a", "b"])
+        #expect(try await textStats.run(Document(text: "x y z")) == Stats(tokens: 3, first: "x", last: "z"))
+    }
+
+    @Test func repeatedStepsGetNumberedStepRuns() async throws {
+        let double = Step("double") { (value: Int) in value * 2 }
+        let pipeline = Pipeline("twice") { (value: Int) in try await double(double(value)) }
+        let (result, events) = await track(pipeline, 3, capture: .realtime)
+        #expect(try result.outcome.get() == 12)
+        #expect(
+            shape(events) == [
+                "run_started", "step_started double#1", "step_completed double#1", "step_started double#2",
+                "step_completed double#2", "run_completed",
+            ])
+    }
+
+    @Test func unencodableOutputsAreRecordedAsSuch() async throws {
+        let divide = Step("divide") { (value: Double) in value / 0 }
+        let pipeline = Pipeline("divide") { (value: Double) in try await divide(value) }
+        let (result, events) = await track(pipeline, 1, capture: .batch)
+        #expect(try result.outcome.get() == .infinity)
+        guard case .stepCompleted(_, _, _, let output?) = events[2].body else { return }
+        #expect(output.sha256 == nil)
+        #expect(output.error != nil)
+        // The event still encodes and decodes.
+        #expect(try LineageEvent(json: events[2].json()) == events[2])
+    }
+}
