@@ -58,6 +58,10 @@ let package = Package(
             swiftSettings: upcoming
         ),
         .executableTarget(name: "sluice", dependencies: ["SluiceCLI"], swiftSettings: upcoming),
+        .executableTarget(
+            name: "pipelines-benchmark", dependencies: ["Pipelines"], path: "Benchmarks/PipelinesBenchmark",
+            swiftSettings: upcoming
+        ),
         .testTarget(
             name: "KafkaTests",
             dependencies: ["Kafka", .product(name: "Logging", package: "swift-log")],

@@ -83,7 +83,7 @@ public struct PendingArtifact: Sendable {
     /// - Important: The artifacts of one run must be resolved in the order of their events' `seq`, as the run
     ///   emitted them: a consumer finds its producer only when the producer was resolved first.
     public func resolve() -> ArtifactRef {
-        let typeName = String(describing: Swift.type(of: value))
+        let typeName = TypeNames.name(of: Swift.type(of: value))
         let tree: JSONValue
         do {
             tree = try JSONValueEncoder.encode(value)
@@ -122,5 +122,21 @@ final class ArtifactLedger: Sendable {
 
     func producer(of sha256: String) -> String? {
         producers.withLock { $0[sha256] }
+    }
+}
+
+/// Type names as lineage records them, computed once per type: `String(describing:)` costs about a microsecond.
+enum TypeNames {
+    private static let names = Mutex<[ObjectIdentifier: String]>([:])
+
+    static func name(of type: any Any.Type) -> String {
+        let key = ObjectIdentifier(type)
+        if let name = names.withLock({ $0[key] }) { return name }
+        let name = String(describing: type)
+        names.withLock { names in
+            if names.count >= 4096 { names.removeAll() }
+            names[key] = name
+        }
+        return name
     }
 }

@@ -3,46 +3,49 @@ public enum SHA256 {
     /// The digest of `bytes` as 64 lowercase hexadecimal characters.
     public static func hex<Bytes: Collection>(_ bytes: Bytes) -> String where Bytes.Element == UInt8 {
         let digest = hash(bytes)
-        var text = [UInt8]()
-        text.reserveCapacity(64)
-        let digits = Array("0123456789abcdef".utf8)
-        for byte in digest {
-            text.append(digits[Int(byte >> 4)])
-            text.append(digits[Int(byte & 0x0f)])
+        return String(unsafeUninitializedCapacity: 64) { text in
+            for (index, byte) in digest.enumerated() {
+                text[2 * index] = hexDigits[Int(byte >> 4)]
+                text[2 * index + 1] = hexDigits[Int(byte & 0x0f)]
+            }
+            return 64
         }
-        return String(decoding: text, as: UTF8.self)
     }
 
     /// The 32-byte digest of `bytes`.
     public static func hash<Bytes: Collection>(_ bytes: Bytes) -> [UInt8] where Bytes.Element == UInt8 {
-        var state: (UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32) = (
+        if let digest = bytes.withContiguousStorageIfAvailable(hash(buffer:)) { return digest }
+        return Array(bytes).withUnsafeBufferPointer(hash(buffer:))
+    }
+
+    private typealias State = (UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32)
+
+    private static func hash(buffer: UnsafeBufferPointer<UInt8>) -> [UInt8] {
+        var state: State = (
             0x6a09_e667, 0xbb67_ae85, 0x3c6e_f372, 0xa54f_f53a, 0x510e_527f, 0x9b05_688c, 0x1f83_d9ab, 0x5be0_cd19
         )
-        var block = [UInt8](repeating: 0, count: 64)
-        var filled = 0
-        var length: UInt64 = 0
-        for byte in bytes {
-            block[filled] = byte
-            filled += 1
-            length &+= 1
-            if filled == 64 {
-                compress(&state, block)
-                filled = 0
+        withUnsafeTemporaryAllocation(of: UInt32.self, capacity: 64) { schedule in
+            let whole = buffer.count / 64
+            for index in 0..<whole {
+                compress(&state, UnsafeBufferPointer(rebasing: buffer[(64 * index)..<(64 * index + 64)]), schedule)
+            }
+            // The rest, then padding: 0x80, zeros, and the length in bits as a big-endian 64-bit number.
+            withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 128) { tail in
+                let rest = buffer.count - 64 * whole
+                for index in 0..<rest { tail[index] = buffer[64 * whole + index] }
+                tail[rest] = 0x80
+                let blocks = rest + 1 + 8 <= 64 ? 1 : 2
+                for index in (rest + 1)..<(64 * blocks - 8) { tail[index] = 0 }
+                let bits = UInt64(buffer.count) &* 8
+                for index in 0..<8 {
+                    tail[64 * blocks - 8 + index] = UInt8(truncatingIfNeeded: bits >> (56 - 8 * UInt64(index)))
+                }
+                for block in 0..<blocks {
+                    compress(
+                        &state, UnsafeBufferPointer(rebasing: tail[(64 * block)..<(64 * block + 64)]), schedule)
+                }
             }
         }
-        // Padding: 0x80, zeros, then the length in bits as a big-endian 64-bit number.
-        block[filled] = 0x80
-        filled += 1
-        if filled > 56 {
-            for index in filled..<64 { block[index] = 0 }
-            compress(&state, block)
-            filled = 0
-        }
-        for index in filled..<56 { block[index] = 0 }
-        let bits = length &* 8
-        for index in 0..<8 { block[56 + index] = UInt8(truncatingIfNeeded: bits >> (56 - 8 * UInt64(index))) }
-        compress(&state, block)
-
         var digest = [UInt8]()
         digest.reserveCapacity(32)
         for word in [state.0, state.1, state.2, state.3, state.4, state.5, state.6, state.7] {
@@ -53,6 +56,8 @@ public enum SHA256 {
         }
         return digest
     }
+
+    private static let hexDigits = Array("0123456789abcdef".utf8)
 
     private static let roundConstants: [UInt32] = [
         0x428a_2f98, 0x7137_4491, 0xb5c0_fbcf, 0xe9b5_dba5, 0x3956_c25b, 0x59f1_11f1, 0x923f_82a4, 0xab1c_5ed5,
@@ -66,9 +71,8 @@ public enum SHA256 {
     ]
 
     private static func compress(
-        _ state: inout (UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32), _ block: [UInt8]
+        _ state: inout State, _ block: UnsafeBufferPointer<UInt8>, _ schedule: UnsafeMutableBufferPointer<UInt32>
     ) {
-        var schedule = [UInt32](repeating: 0, count: 64)
         for index in 0..<16 {
             schedule[index] =
                 UInt32(block[4 * index]) << 24 | UInt32(block[4 * index + 1]) << 16

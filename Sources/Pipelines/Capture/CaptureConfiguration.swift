@@ -1,3 +1,5 @@
+import Synchronization
+
 /// How much of a run is tracked and whether the response waits for it: the pipeline's capture mode and its knobs.
 ///
 /// Each mode sets every knob (see ``init(mode:)``); a mapping may then set knobs one by one. See docs/capture.md.
@@ -103,6 +105,19 @@ extension CaptureConfiguration {
             ("inline_limit", .int(Int64(inlineLimit))),
         ]
     }
+
+    /// The knobs as one JSON object, as `run_started` records them. Computed once per distinct configuration.
+    public var knobsObject: JSONValue {
+        if let known = Self.knobObjects.withLock({ $0[self] }) { return known }
+        let object = JSONValue.object(Dictionary(uniqueKeysWithValues: knobs.map { ($0.name, $0.value) }))
+        Self.knobObjects.withLock { objects in
+            if objects.count >= 64 { objects.removeAll() }
+            objects[self] = object
+        }
+        return object
+    }
+
+    private static let knobObjects = Mutex<[CaptureConfiguration: JSONValue]>([:])
 
     /// One line: `REALTIME (runs=on, persistence=durable, ...)`.
     public var summary: String {

@@ -1,3 +1,5 @@
+import Synchronization
+
 /// Options of one run, set by whoever starts it (the worker sets them from the request).
 public struct RunOptions: Sendable {
     /// The capture configuration; `nil` means the pipeline's own (from code), else BATCH. The worker passes the
@@ -72,7 +74,7 @@ public struct PipelineRunner: Sendable {
             cache: cache)
         run.emit(
             .runStarted(
-                configuration: .object(Dictionary(uniqueKeysWithValues: configuration.knobs.map { ($0.name, $0.value) })),
+                configuration: configuration.knobsObject,
                 input: run.artifact("input", .produced, input), traceparent: options.traceparent))
         var outcome: Result<Output, ErrorDetail>
         do {
@@ -101,12 +103,22 @@ public struct PipelineRunner: Sendable {
             durationMicros: Timestamps.monotonicMicros() - started)
     }
 
-    /// 128 random bits as 32 hexadecimal digits.
+    /// 32 hexadecimal digits: 64 random bits drawn once per process, then a counter, so ids are unique without a
+    /// system call per run.
     private static func randomRunID() -> String {
+        let number = runCounter.add(1, ordering: .relaxed).newValue
+        return hex(processPrefix) + hex(number)
+    }
+
+    private static let processPrefix: UInt64 = {
         var generator = SystemRandomNumberGenerator()
-        let high = String(generator.next() as UInt64, radix: 16)
-        let low = String(generator.next() as UInt64, radix: 16)
-        return String(repeating: "0", count: 16 - high.count) + high + String(repeating: "0", count: 16 - low.count)
-            + low
+        return generator.next()
+    }()
+
+    private static let runCounter = Atomic<UInt64>(0)
+
+    private static func hex(_ number: UInt64) -> String {
+        let digits = String(number, radix: 16)
+        return String(repeating: "0", count: 16 - digits.count) + digits
     }
 }

@@ -1,0 +1,124 @@
+// The runner's own overhead per step, in process: `swift run -c release pipelines-benchmark`.
+//
+// Each figure is the median of several rounds of many runs of a 3-step pipeline whose steps do almost nothing, so
+// what is measured is the runner and the tracking on the critical path, not the work. docs/benchmarks.md has the
+// figures and how to read them.
+import Foundation
+import Pipelines
+import Synchronization
+
+struct Document: Codable, Sendable {
+    var text: String
+}
+
+struct Stats: Codable, Sendable {
+    var tokens: Int
+    var first: String?
+    var last: String?
+}
+
+let tokenize = Step("tokenize") { (document: Document) in document.text.split(separator: " ").map(String.init) }
+let count = Step("count") { (tokens: [String]) in tokens.count }
+let summarize = Step("summarize") { (tokens: [String]) in
+    Stats(tokens: tokens.count, first: tokens.first, last: tokens.last)
+}
+let textStats = Pipeline("text-stats") { (document: Document) in
+    let tokens = try await tokenize(document)
+    _ = try await count(tokens)
+    return try await summarize(tokens)
+}
+
+/// The same work as plain async functions: the baseline the runner is compared with.
+@inline(never) func plainTokenize(_ document: Document) async throws -> [String] {
+    document.text.split(separator: " ").map(String.init)
+}
+@inline(never) func plainCount(_ tokens: [String]) async throws -> Int { tokens.count }
+@inline(never) func plainSummarize(_ tokens: [String]) async throws -> Stats {
+    Stats(tokens: tokens.count, first: tokens.first, last: tokens.last)
+}
+@inline(never) func plainPipeline(_ document: Document) async throws -> Stats {
+    let tokens = try await plainTokenize(document)
+    _ = try await plainCount(tokens)
+    return try await plainSummarize(tokens)
+}
+
+/// Takes events on the critical path as a real tracker does (hand-off under a lock), and drops them in batches.
+final class HandOffTracker: Tracker {
+    private let buffer = Mutex<[PendingEvent]>([])
+    func record(_ event: PendingEvent) {
+        buffer.withLock { buffer in
+            buffer.append(event)
+            if buffer.count >= 4096 { buffer.removeAll(keepingCapacity: true) }
+        }
+    }
+    func flush(runID: String) async throws {}
+}
+
+let steps = 3
+let input = Document(text: "the quick brown fox jumps over the lazy dog")
+let runsPerRound = 100_000
+let rounds = 7
+
+/// Nanoseconds per run: the median over `rounds`.
+func measure(_ name: String, runs: Int = runsPerRound, _ body: () async throws -> Void) async rethrows -> Double {
+    for _ in 0..<1000 { try await body() }
+    var samples: [Double] = []
+    for _ in 0..<rounds {
+        let clock = ContinuousClock()
+        let start = clock.now
+        for _ in 0..<runs { try await body() }
+        let elapsed = start.duration(to: clock.now)
+        let nanoseconds = Double(elapsed.components.seconds) * 1e9 + Double(elapsed.components.attoseconds) / 1e9
+        samples.append(nanoseconds / Double(runs))
+    }
+    let median = samples.sorted()[rounds / 2]
+    print(name.padding(toLength: 44, withPad: " ", startingAt: 0), String(format: "%9.0f ns/run", median))
+    return median
+}
+
+func format(_ value: Double) -> String { String(format: "%.0f", value) }
+
+/// Keeps every pending event, to measure what a tracker does with them later.
+final class KeepingTracker: Tracker {
+    let events = Mutex<[PendingEvent]>([])
+    func record(_ event: PendingEvent) { events.withLock { $0.append(event) } }
+    func flush(runID: String) async throws {}
+}
+
+/// Everything runs in this nonisolated function: top-level code is on the main actor, and every call from there into
+/// the pipeline would hop threads.
+func runBenchmarks() async throws {
+    let runner = PipelineRunner(tracker: HandOffTracker())
+    let memoryOnly = RunOptions(capture: .memoryOnly)
+    let realtime = RunOptions(capture: .realtime)
+
+    print("3-step text-stats pipeline, \(rounds) rounds of \(runsPerRound) runs, median")
+    let plain = try await measure("plain async functions") { _ = try await plainPipeline(input) }
+    let direct = try await measure("Pipeline.run (untracked)") { _ = try await textStats.run(input) }
+    let memory = await measure("runner, memory-only") { _ = await runner.run(textStats, input, options: memoryOnly) }
+    let tracked = await measure("runner, REALTIME (critical path)") {
+        _ = await runner.run(textStats, input, options: realtime)
+    }
+
+    // What a tracker does off the critical path: resolve each event (serialise, hash artifacts) and write its JSON.
+    let keeping = KeepingTracker()
+    let sampleRuns = 20_000
+    for _ in 0..<sampleRuns { _ = await PipelineRunner(tracker: keeping).run(textStats, input, options: realtime) }
+    let pending = keeping.events.withLock { $0 }
+    let clock = ContinuousClock()
+    let started = clock.now
+    var bytes = 0
+    for event in pending { bytes += event.resolve().json().count }
+    let elapsed = started.duration(to: clock.now)
+    let perEvent = (Double(elapsed.components.seconds) * 1e9 + Double(elapsed.components.attoseconds) / 1e9)
+        / Double(pending.count)
+    let eventsPerRun = pending.count / sampleRuns
+
+    print("")
+    print("memory-only overhead per step:   \(format((memory - plain) / Double(steps))) ns over a plain async call")
+    print("Pipeline.run overhead per step:  \(format((direct - plain) / Double(steps))) ns")
+    print("REALTIME critical path per step: \(format((tracked - plain) / Double(steps))) ns (\(eventsPerRun) events a run)")
+    print("off the critical path:           \(format(perEvent)) ns per event to resolve and write (\(bytes / pending.count) bytes)")
+}
+
+try await runBenchmarks()
