@@ -110,15 +110,20 @@ func runBenchmarks() async throws {
     var bytes = 0
     for event in pending { bytes += event.resolve().json().count }
     let elapsed = started.duration(to: clock.now)
-    let perEvent = (Double(elapsed.components.seconds) * 1e9 + Double(elapsed.components.attoseconds) / 1e9)
+    let perEvent =
+        (Double(elapsed.components.seconds) * 1e9 + Double(elapsed.components.attoseconds) / 1e9)
         / Double(pending.count)
     let eventsPerRun = pending.count / sampleRuns
 
     print("")
     print("memory-only overhead per step:   \(format((memory - plain) / Double(steps))) ns over a plain async call")
     print("Pipeline.run overhead per step:  \(format((direct - plain) / Double(steps))) ns")
-    print("REALTIME critical path per step: \(format((tracked - plain) / Double(steps))) ns (\(eventsPerRun) events a run)")
-    print("off the critical path:           \(format(perEvent)) ns per event to resolve and write (\(bytes / pending.count) bytes)")
+    print(
+        "REALTIME critical path per step: \(format((tracked - plain) / Double(steps))) ns (\(eventsPerRun) events a run)"
+    )
+    print(
+        "off the critical path:           \(format(perEvent)) ns per event to resolve and write (\(bytes / pending.count) bytes)"
+    )
 }
 
 try await runBenchmarks()

@@ -42,7 +42,8 @@ struct CaptureModeTests {
 
     @Test func realtimeRecordsTheSameEventsWithoutWaiting() async throws {
         let tracker = GatedTracker()
-        let result = await PipelineRunner(tracker: tracker).run(textStats, input, options: RunOptions(capture: .realtime))
+        let result = await PipelineRunner(tracker: tracker).run(
+            textStats, input, options: RunOptions(capture: .realtime))
         // The gate was never opened: a REALTIME run returns without waiting for any flush.
         #expect(try result.outcome.get() == expectedOutput)
         #expect(!tracker.log.contains("flush"))
@@ -94,7 +95,9 @@ struct CaptureModeTests {
 
     @Test func batchReturnsOnlyAfterTheTrackerFlushed() async throws {
         let tracker = GatedTracker()
-        let running = Task { await PipelineRunner(tracker: tracker).run(textStats, input, options: RunOptions(capture: .batch)) }
+        let running = Task {
+            await PipelineRunner(tracker: tracker).run(textStats, input, options: RunOptions(capture: .batch))
+        }
         // The run's events are all recorded, then it waits in flush.
         while tracker.waitingFlushes == 0 { await Task.yield() }
         #expect(tracker.log.last == "flush")

@@ -50,7 +50,10 @@ struct CaptureResolutionTests {
                 commandLine: commandLine, runConfig: runConfig, code: code, environment: environment)
             return (resolved.configuration.label, resolved.source)
         }
-        #expect(try resolve(#"{"mode":"REALTIME","runs":"off"}"#, runConfig, .batch, environment) == ("MEMORY", .commandLine))
+        #expect(
+            try resolve(#"{"mode":"REALTIME","runs":"off"}"#, runConfig, .batch, environment) == (
+                "MEMORY", .commandLine
+            ))
         #expect(try resolve(nil, runConfig, .batch, environment) == ("OFF", .runConfig))
         #expect(try resolve(nil, nil, .batch, environment) == ("BATCH", .code))
         #expect(try resolve(nil, nil, nil, environment) == ("REALTIME", .captureModeVariable))

@@ -38,7 +38,10 @@ struct JSONAndEventCodecTests {
         ]
         let bytes = CanonicalJSON.bytes(of: tree)
         #expect(try JSONValue(parsing: bytes) == tree)
-        #expect(try JSONValue(parsing: Array(#" {"a" : [ 1 , 2.5e3 , "\u00e9\ud83d\ude00\/" ] } "#.utf8)) == ["a": [1, 2500.0, "é😀/"]])
+        #expect(
+            try JSONValue(parsing: Array(#" {"a" : [ 1 , 2.5e3 , "\u00e9\ud83d\ude00\/" ] } "#.utf8)) == [
+                "a": [1, 2500.0, "é😀/"]
+            ])
     }
 
     @Test(arguments: [
@@ -90,7 +93,8 @@ struct JSONAndEventCodecTests {
             capture: "BATCH", attempt: 1,
             body: .stepCompleted(
                 step: StepRunID(step: "count", id: "count#1", version: 1), attempt: 1, durationMicros: 12,
-                output: ArtifactRef(id: "count#1/out", type: "Int", sha256: SHA256.hex(Array("4".utf8)), size: 1, value: 4)))
+                output: ArtifactRef(
+                    id: "count#1/out", type: "Int", sha256: SHA256.hex(Array("4".utf8)), size: 1, value: 4)))
         #expect(
             String(decoding: event.json(), as: UTF8.self)
                 == #"{"v":1,"event_id":"run-1/1/2","seq":2,"type":"step_completed","ts":1700000000000000,"run_id":"run-1","#
@@ -104,11 +108,26 @@ struct JSONAndEventCodecTests {
         (#"[]"#, "not a JSON object"),
         (#"{"v":2,"type":"log"}"#, "schema version 2"),
         (#"{"v":1,"type":"party"}"#, "unknown type 'party'"),
-        (#"{"v":1,"type":"log","seq":0,"ts":1,"run_id":"r","pipeline":"p","capture":"BATCH","attempt":1,"event_id":"r/1/0","level":"loud","message":"m"}"#, "unknown log level"),
-        (#"{"v":1,"type":"run_failed","seq":0,"ts":1,"run_id":"r","pipeline":"p","capture":"BATCH","attempt":1,"event_id":"r/1/0","duration_us":1}"#, "'error'"),
-        (#"{"v":1,"type":"run_completed","seq":"0","ts":1,"run_id":"r","pipeline":"p","capture":"BATCH","attempt":1,"event_id":"r/1/0","duration_us":1}"#, "'seq'"),
-        (#"{"v":1,"type":"run_completed","seq":0,"ts":1,"run_id":"r","pipeline":"p","capture":"BATCH","attempt":1,"event_id":"x","duration_us":1}"#, "event_id 'x'"),
-        (#"{"v":1,"type":"step_started","seq":0,"ts":1,"run_id":"r","pipeline":"p","capture":"BATCH","attempt":1,"event_id":"r/1/0","step":"s","step_run":"s#1","version":1,"step_attempt":1,"inputs":[{"id":1}]}"#, "'id'"),
+        (
+            #"{"v":1,"type":"log","seq":0,"ts":1,"run_id":"r","pipeline":"p","capture":"BATCH","attempt":1,"event_id":"r/1/0","level":"loud","message":"m"}"#,
+            "unknown log level"
+        ),
+        (
+            #"{"v":1,"type":"run_failed","seq":0,"ts":1,"run_id":"r","pipeline":"p","capture":"BATCH","attempt":1,"event_id":"r/1/0","duration_us":1}"#,
+            "'error'"
+        ),
+        (
+            #"{"v":1,"type":"run_completed","seq":"0","ts":1,"run_id":"r","pipeline":"p","capture":"BATCH","attempt":1,"event_id":"r/1/0","duration_us":1}"#,
+            "'seq'"
+        ),
+        (
+            #"{"v":1,"type":"run_completed","seq":0,"ts":1,"run_id":"r","pipeline":"p","capture":"BATCH","attempt":1,"event_id":"x","duration_us":1}"#,
+            "event_id 'x'"
+        ),
+        (
+            #"{"v":1,"type":"step_started","seq":0,"ts":1,"run_id":"r","pipeline":"p","capture":"BATCH","attempt":1,"event_id":"r/1/0","step":"s","step_run":"s#1","version":1,"step_attempt":1,"inputs":[{"id":1}]}"#,
+            "'id'"
+        ),
     ])
     func malformedEventsAreErrorsNamingTheField(json: String, words: String) {
         do {

@@ -15,7 +15,12 @@ struct Flaky: Error, CustomStringConvertible {
 /// Counts calls across tasks.
 final class Counter: Sendable {
     private let value = Mutex(0)
-    func next() -> Int { value.withLock { $0 += 1; return $0 } }
+    func next() -> Int {
+        value.withLock {
+            $0 += 1
+            return $0
+        }
+    }
     var current: Int { value.withLock { $0 } }
 }
 
@@ -53,7 +58,9 @@ struct RunnerTests {
             ])
         #expect(produced.count == 4)
         // Fan-in keeps the order of the step's parameters.
-        guard case .stepStarted(_, _, let joinInputs) = events.first(where: { shape([$0]) == ["step_started join#1"] })?.body
+        guard
+            case .stepStarted(_, _, let joinInputs) = events.first(where: { shape([$0]) == ["step_started join#1"] })?
+                .body
         else { return }
         #expect(joinInputs.map(\.id) == ["join#1/in0", "join#1/in1"])
         #expect(joinInputs.map(\.producedBy) == ["lengths#1/out", "upper#1/out"])

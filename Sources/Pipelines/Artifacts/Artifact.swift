@@ -71,13 +71,6 @@ public struct PendingArtifact: Sendable {
     public let value: any Encodable & Sendable
     let ledger: ArtifactLedger
 
-    init(id: String, role: Role, value: any Encodable & Sendable, ledger: ArtifactLedger) {
-        self.id = id
-        self.role = role
-        self.value = value
-        self.ledger = ledger
-    }
-
     /// Serialises and hashes the value and finds its producer in the run.
     ///
     /// - Important: The artifacts of one run must be resolved in the order of their events' `seq`, as the run

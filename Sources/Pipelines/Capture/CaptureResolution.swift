@@ -102,7 +102,8 @@ extension CaptureConfiguration {
         do {
             value = try JSONValue(yamlText: text)
         } catch {
-            throw CaptureConfigurationError(message: "capture '\(text)' from \(source.rawValue) does not parse: \(error)")
+            throw CaptureConfigurationError(
+                message: "capture '\(text)' from \(source.rawValue) does not parse: \(error)")
         }
         return try parse(value, source: source)
     }

@@ -75,7 +75,8 @@ final class RunRecorder: Sendable {
         do {
             try await tracker.flush(runID: runID)
         } catch {
-            throw ErrorDetail(code: "internal", message: "lineage of step '\(step)' is not durable: \(error)", step: step)
+            throw ErrorDetail(
+                code: "internal", message: "lineage of step '\(step)' is not durable: \(error)", step: step)
         }
     }
 }

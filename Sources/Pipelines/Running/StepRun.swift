@@ -33,7 +33,9 @@ extension RunRecorder {
                         step: identity, attempt: attempt, durationMicros: Timestamps.monotonicMicros() - started,
                         output: artifact("\(stepRun)/out", .produced, output)))
                 if let cacheKey {
-                    cache.store(cacheKey, StepCache.Entry(output: output, source: CachedStepRun(runID: runID, stepRun: stepRun)))
+                    cache.store(
+                        cacheKey, StepCache.Entry(output: output, source: CachedStepRun(runID: runID, stepRun: stepRun))
+                    )
                 }
                 try await flushStepIfAsked(step.name)
                 return output
