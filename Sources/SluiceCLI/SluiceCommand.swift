@@ -1,11 +1,12 @@
 import ArgumentParser
+import Pipelines
 
 /// The `sluice` command line. A user's own executable gets the same commands from ``start(arguments:)``.
 public struct SluiceCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "sluice",
         abstract: "Pipeline serving over Kafka.",
-        subcommands: [BrokerCommand.self, TopicsCommand.self]
+        subcommands: [BrokerCommand.self, TopicsCommand.self, RunCommand.self]
     )
 
     public init() {}
@@ -14,7 +15,9 @@ public struct SluiceCommand: AsyncParsableCommand {
 extension SluiceCommand {
     /// Parses the command line (`arguments`, or the process's own) and runs the command it names; exits the process
     /// with the command's status.
-    public static func start(arguments: [String]? = nil) async {
+    /// - Parameter pipelines: the pipelines the commands serve by name; `nil` keeps the examples (`text-stats`).
+    public static func start(pipelines: [AnyPipeline]? = nil, arguments: [String]? = nil) async {
+        if let pipelines { PipelineRegistry.register(pipelines) }
         await main(arguments)
     }
 }

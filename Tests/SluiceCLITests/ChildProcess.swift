@@ -10,11 +10,15 @@ final class ChildProcess: @unchecked Sendable {
     private var pending: [UInt8] = []
     let stderrPath: String
 
-    init(_ executable: String, _ arguments: [String]) throws {
+    /// Starts `executable`; `environment` is added to this process's own.
+    init(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws {
         stderrPath = NSTemporaryDirectory() + "sluice-test-\(UUID().uuidString).err"
         _ = FileManager.default.createFile(atPath: stderrPath, contents: nil)
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, added in added }
+        }
         process.standardOutput = output
         process.standardError = FileHandle(forWritingAtPath: stderrPath)
         try process.run()

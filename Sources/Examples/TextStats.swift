@@ -1,0 +1,50 @@
+import Pipelines
+
+/// The benchmark pipeline of DESIGN.md: tokenize `text`, count the tokens, build `{tokens, first, last}`.
+public enum TextStats {
+    public struct Request: Codable, Sendable, Hashable {
+        public var text: String
+
+        public init(text: String) {
+            self.text = text
+        }
+    }
+
+    public struct Summary: Codable, Sendable, Hashable {
+        public var tokens: Int
+        public var first: String?
+        public var last: String?
+
+        public init(tokens: Int, first: String?, last: String?) {
+            self.tokens = tokens
+            self.first = first
+            self.last = last
+        }
+    }
+
+    /// Splits on whitespace.
+    public static let tokenize = Step("tokenize") { (request: Request) in
+        request.text.split(whereSeparator: \.isWhitespace).map(String.init)
+    }
+
+    /// The number of tokens, also attached to the step run as metadata.
+    public static let count = Step("count") { (tokens: [String]) in
+        RunContext.current?.addMetadata(["tokens": .int(Int64(tokens.count))])
+        return tokens.count
+    }
+
+    public static let summarize = Step("summarize") { (tokens: [String], count: Int) in
+        Summary(tokens: count, first: tokens.first, last: tokens.last)
+    }
+
+    /// The pipeline; its capture comes from outside (the default is BATCH).
+    public static let pipeline = Pipeline("text-stats") { (request: Request) in
+        let tokens = try await tokenize(request)
+        return try await summarize(tokens, count(tokens))
+    }
+}
+
+/// The example pipelines, by name: what `sluice` serves when no other pipelines are registered.
+public enum ExamplePipelines {
+    public static let all: [AnyPipeline] = [AnyPipeline(TextStats.pipeline)]
+}
