@@ -243,4 +243,38 @@ struct RunnerTests {
         // The event still encodes and decodes.
         #expect(try LineageEvent(json: events[2].json()) == events[2])
     }
+
+    @Test func aStepCalledInsideAStepIsItsOwnStepRunAndItsFailureIsReported() async throws {
+        let inner = Step("inner") { (value: Int) -> Int in
+            if value < 0 { throw Rejected() }
+            return value + 1
+        }
+        let outer = Step("outer") { (value: Int) in try await inner(value) * 10 }
+        let pipeline = Pipeline("nested") { (value: Int) in try await outer(value) }
+        let (result, events) = await track(pipeline, 1, capture: .batch)
+        #expect(try result.outcome.get() == 20)
+        #expect(
+            shape(events) == [
+                "run_started", "step_started outer#1", "step_started inner#1", "step_completed inner#1",
+                "step_completed outer#1", "run_completed",
+            ])
+        let (failed, failedEvents) = await track(pipeline, -1, capture: .batch)
+        guard case .failure(let error) = failed.outcome else { return }
+        #expect(error.step == "inner" && error.code == "invalid_input")
+        #expect(
+            shape(failedEvents) == [
+                "run_started", "step_started outer#1", "step_started inner#1", "step_failed inner#1",
+                "step_failed outer#1", "run_failed",
+            ])
+    }
+
+    @Test func aPipelineRunFromAStepDoesNotJoinTheRun() async throws {
+        let inside = Step("inside") { (value: Int) in value * 2 }
+        let helper = Pipeline("helper") { (value: Int) in try await inside(value) }
+        let caller = Step("caller") { (value: Int) in try await helper.run(value) }
+        let pipeline = Pipeline("caller") { (value: Int) in try await caller(value) }
+        let (result, events) = await track(pipeline, 4, capture: .realtime)
+        #expect(try result.outcome.get() == 8)
+        #expect(!shape(events).contains { $0.contains("inside") })
+    }
 }

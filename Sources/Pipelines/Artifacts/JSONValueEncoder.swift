@@ -63,15 +63,18 @@ private final class TreeEncoder: Encoder {
     }
 }
 
-/// Encodes one value into a box: leaves directly, anything else through a nested encoder.
-private func encodeValue(_ value: some Encodable, into box: ValueBox, codingPath: [any CodingKey]) throws {
+/// Encodes one value into a box: leaves directly, anything else through a nested encoder. The coding path is built
+/// only when it is needed, since building it allocates.
+private func encodeValue(
+    _ value: some Encodable, into box: ValueBox, codingPath: @autoclosure () -> [any CodingKey]
+) throws {
     switch value {
     case let text as String: box.value = .string(text)
     case let flag as Bool: box.value = .bool(flag)
     case let number as Int: box.value = .int(Int64(number))
-    case let number as Double: box.value = try finite(number, codingPath)
-    case let number as Float: box.value = try finite(Double(number), codingPath)
-    default: try value.encode(to: TreeEncoder(codingPath: codingPath, box: box))
+    case let number as Double: box.value = try finite(number, codingPath())
+    case let number as Float: box.value = try finite(Double(number), codingPath())
+    default: try value.encode(to: TreeEncoder(codingPath: codingPath(), box: box))
     }
 }
 
@@ -191,8 +194,8 @@ private struct UnkeyedTreeContainer: UnkeyedEncodingContainer {
     mutating func encode(_ value: UInt32) throws { next().value = .int(Int64(value)) }
     mutating func encode(_ value: UInt64) throws { next().value = try integer(value, nextPath) }
     mutating func encode(_ value: some Encodable) throws {
-        let path = nextPath
-        try encodeValue(value, into: next(), codingPath: path)
+        let index = count
+        try encodeValue(value, into: next(), codingPath: codingPath + [IndexKey(intValue: index)])
     }
 
     mutating func nestedContainer<NestedKey: CodingKey>(

@@ -12,7 +12,7 @@ public struct LineageEventDecodingError: Error, Sendable, Hashable, CustomString
 extension TrackingEvent where Artifact == ArtifactRef {
     /// The event as one JSON object.
     public func json() -> [UInt8] {
-        var writer = JSONWriter(capacity: 384)
+        var writer = JSONWriter(capacity: 1024)
         write(to: &writer)
         return writer.bytes
     }

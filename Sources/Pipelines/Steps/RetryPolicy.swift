@@ -31,11 +31,13 @@ public struct RetryPolicy: Sendable, Hashable {
     }
 
     /// Whether a failure of `attempt` is followed by another try.
+    @usableFromInline
     func retries(after attempt: Int) -> Bool {
         attempt < attempts && !Task.isCancelled
     }
 
     /// Waits out the backoff after `attempt`; returns early (and the loop ends) when the task is cancelled.
+    @usableFromInline
     func wait(after attempt: Int) async {
         let milliseconds = backoff(after: attempt)
         if milliseconds > 0 { try? await Task.sleep(for: .milliseconds(milliseconds)) }

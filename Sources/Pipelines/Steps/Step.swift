@@ -16,7 +16,7 @@ public struct Step<each Input: Codable & Sendable, Output: Codable & Sendable>: 
     /// Whether the step's output may be reused for equal inputs where the capture configuration caches.
     public let cache: Bool
     public let retry: RetryPolicy
-    private let body: @Sendable (repeat each Input) async throws -> Output
+    @usableFromInline let body: @Sendable (repeat each Input) async throws -> Output
 
     /// - Parameters:
     ///   - name: the step's name.
@@ -37,18 +37,10 @@ public struct Step<each Input: Codable & Sendable, Output: Codable & Sendable>: 
 
     /// Runs the step on `input`, as a step run of the current tracked run if there is one.
     /// - Throws: ``StepError`` wrapping what the body threw on its last attempt.
+    @inlinable
     public func callAsFunction(_ input: repeat each Input) async throws -> Output {
-        guard let context = RunContext.current else {
-            return try await runUntracked(repeat each input)
-        }
-        var inputs: [any Codable & Sendable] = []
-        for value in repeat each input { inputs.append(value) }
-        return try await context.run.runStep(
-            StepDescription(name: name, version: version, cache: cache, retry: retry), inputs: inputs
-        ) { try await body(repeat each input) }
-    }
-
-    private func runUntracked(_ input: repeat each Input) async throws -> Output {
+        if let context = RunContext.current { return try await runTracked(in: context, repeat each input) }
+        // Untracked (memory-only, or outside a run): the body and its retries, inlined into the caller.
         var attempt = 1
         while true {
             do {
@@ -61,6 +53,15 @@ public struct Step<each Input: Codable & Sendable, Output: Codable & Sendable>: 
                 attempt += 1
             }
         }
+    }
+
+    @usableFromInline
+    func runTracked(in context: RunContext, _ input: repeat each Input) async throws -> Output {
+        var inputs: [any Codable & Sendable] = []
+        for value in repeat each input { inputs.append(value) }
+        return try await context.run.runStep(
+            StepDescription(name: name, version: version, cache: cache, retry: retry), inputs: inputs
+        ) { try await body(repeat each input) }
     }
 }
 

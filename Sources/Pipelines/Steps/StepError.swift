@@ -14,6 +14,13 @@ public struct StepError: Error, CustomStringConvertible {
     /// What the step's body threw (its last attempt's error when it was retried).
     public let underlying: any Error
 
+    @usableFromInline
+    init(step: String, stepRun: String?, underlying: any Error) {
+        self.step = step
+        self.stepRun = stepRun
+        self.underlying = underlying
+    }
+
     /// `step_failed`, or the code of a ``CodedError``.
     public var code: String { (underlying as? any CodedError)?.code ?? "step_failed" }
     public var message: String { String(describing: underlying) }
