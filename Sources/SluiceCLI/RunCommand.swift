@@ -57,7 +57,7 @@ struct RunCommand: AsyncParsableCommand {
     }
 
     /// The result as one JSON object, shaped like the worker's response.
-    static func resultLine(_ result: RunResult<JSONValue>, pipeline: String) -> [UInt8] {
+    static func resultLine(_ result: RunResult<[UInt8]>, pipeline: String) -> [UInt8] {
         var writer = JSONWriter()
         writer.object { out in
             out.field("pipeline", pipeline)
@@ -65,7 +65,7 @@ struct RunCommand: AsyncParsableCommand {
             case .success(let output):
                 out.field("status", "ok")
                 out.key("output")
-                out.value(output)
+                out.raw(output)
                 out.key("error")
                 out.null()
             case .failure(let error):

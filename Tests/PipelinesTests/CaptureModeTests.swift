@@ -209,7 +209,7 @@ struct CaptureModeTests {
         }
         #expect(runInput.value == nil)
         #expect(runInput.size == #"{"text":"\#(big.text)"}"#.utf8.count)
-        #expect(runInput.sha256 == SHA256.hex(Array(#"{"text":"\#(big.text)"}"#.utf8)))
+        #expect(runInput.sha256 == ContentHash.sha256(Array(#"{"text":"\#(big.text)"}"#.utf8)))
         #expect(tokens.value == nil)
         #expect(tokens.size > 64)
         // The consumer's input names its producer and does not repeat the value.

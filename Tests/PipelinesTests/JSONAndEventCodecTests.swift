@@ -4,13 +4,14 @@ import Testing
 @Suite("JSON, canonical artifacts, SHA-256 and the lineage event codec")
 struct JSONAndEventCodecTests {
     @Test func sha256MatchesKnownVectors() {
-        #expect(SHA256.hex([UInt8]()) == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
-        #expect(SHA256.hex(Array("abc".utf8)) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        #expect(ContentHash.sha256([UInt8]()) == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
         #expect(
-            SHA256.hex(Array("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq".utf8))
+            ContentHash.sha256(Array("abc".utf8)) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        #expect(
+            ContentHash.sha256(Array("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq".utf8))
                 == "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1")
         #expect(
-            SHA256.hex([UInt8](repeating: UInt8(ascii: "a"), count: 1_000_000))
+            ContentHash.sha256([UInt8](repeating: UInt8(ascii: "a"), count: 1_000_000))
                 == "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0")
     }
 
@@ -94,7 +95,8 @@ struct JSONAndEventCodecTests {
             body: .stepCompleted(
                 step: StepRunID(step: "count", id: "count#1", version: 1), attempt: 1, durationMicros: 12,
                 output: ArtifactRef(
-                    id: "count#1/out", type: "Int", sha256: SHA256.hex(Array("4".utf8)), size: 1, value: 4)))
+                    id: "count#1/out", type: "Int", sha256: ContentHash.sha256(Array("4".utf8)), size: 1,
+                    inlineJSON: Array("4".utf8))))
         #expect(
             String(decoding: event.json(), as: UTF8.self)
                 == #"{"v":1,"event_id":"run-1/1/2","seq":2,"type":"step_completed","ts":1700000000000000,"run_id":"run-1","#

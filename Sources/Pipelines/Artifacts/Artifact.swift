@@ -15,42 +15,29 @@ public struct ArtifactRef: Sendable, Hashable {
     public var sha256: String?
     /// Size of the canonical JSON in bytes.
     public var size: Int
-    /// The value itself when its canonical JSON is at most the capture's inline limit and no earlier artifact of the
-    /// run carries it already; `nil` otherwise.
-    public var value: JSONValue?
+    /// The value's canonical JSON when it travels inline: at most the capture's inline limit, and not on an input
+    /// that names its producer (whose artifact carries it); `nil` otherwise.
+    public var inlineJSON: [UInt8]?
     /// For a step's input or the run's output: the id of the artifact of this run it is (by hash), if any.
     public var producedBy: String?
     /// Why the value could not be encoded (a non-finite number, for example); `nil` when it was.
     public var error: String?
 
     public init(
-        id: String, type: String, sha256: String?, size: Int, value: JSONValue? = nil, producedBy: String? = nil,
+        id: String, type: String, sha256: String?, size: Int, inlineJSON: [UInt8]? = nil, producedBy: String? = nil,
         error: String? = nil
     ) {
         self.id = id
         self.type = type
         self.sha256 = sha256
         self.size = size
-        self.value = value
+        self.inlineJSON = inlineJSON
         self.producedBy = producedBy
         self.error = error
     }
-}
 
-/// Canonical JSON of a value: object keys sorted by their UTF-8 bytes, no insignificant whitespace, integers as
-/// integers, other numbers in Swift's shortest round-trip form. Written by Sluice itself, so it is stable.
-public enum CanonicalJSON {
-    /// - Throws: `EncodingError` when the value cannot be encoded (a non-finite `Double`, for example).
-    public static func encode(_ value: some Encodable) throws -> [UInt8] {
-        bytes(of: try JSONValueEncoder.encode(value))
-    }
-
-    /// The canonical bytes of a JSON tree.
-    public static func bytes(of tree: JSONValue) -> [UInt8] {
-        var writer = JSONWriter()
-        writer.value(tree)
-        return writer.bytes
-    }
+    /// The inline value, parsed.
+    public var value: JSONValue? { inlineJSON.flatMap { try? JSONValue(parsing: $0) } }
 }
 
 // MARK: - Pending artifacts
@@ -77,44 +64,62 @@ public struct PendingArtifact: Sendable {
     ///   emitted them: a consumer finds its producer only when the producer was resolved first.
     public func resolve() -> ArtifactRef {
         let typeName = TypeNames.name(of: Swift.type(of: value))
-        let tree: JSONValue
+        let json: [UInt8]
         do {
-            tree = try JSONValueEncoder.encode(value)
+            json = try CanonicalJSON.encode(value)
         } catch {
             return ArtifactRef(id: id, type: typeName, sha256: nil, size: 0, error: "\(error)")
         }
-        let json = CanonicalJSON.bytes(of: tree)
-        let sha256 = SHA256.hex(json)
-        var ref = ArtifactRef(id: id, type: typeName, sha256: sha256, size: json.count)
         switch role {
         case .produced:
-            ledger.register(sha256, as: id)
-            if json.count <= ledger.inlineLimit { ref.value = tree }
+            let sha256 = ContentHash.sha256(json)
+            ledger.register(json, sha256: sha256, as: id)
+            return ArtifactRef(
+                id: id, type: typeName, sha256: sha256, size: json.count,
+                inlineJSON: json.count <= ledger.inlineLimit ? json : nil)
         case .consumed:
-            ref.producedBy = ledger.producer(of: sha256)
-            if ref.producedBy == nil && json.count <= ledger.inlineLimit { ref.value = tree }
+            // A value the run produced before is found by its bytes, and needs no hashing again.
+            if let producer = ledger.producer(of: json) {
+                return ArtifactRef(
+                    id: id, type: typeName, sha256: producer.sha256, size: json.count, producedBy: producer.id)
+            }
+            return ArtifactRef(
+                id: id, type: typeName, sha256: ContentHash.sha256(json), size: json.count,
+                inlineJSON: json.count <= ledger.inlineLimit ? json : nil)
         }
-        return ref
     }
 }
 
-/// The artifacts one run produced so far, by hash: how a consumer finds its producer.
+/// The artifacts one run produced so far, by their canonical bytes: how a consumer finds its producer.
 ///
 /// A value produced twice in a run (two steps with equal outputs) is attributed to the latest producer.
 final class ArtifactLedger: Sendable {
     let inlineLimit: Int
-    private let producers = Mutex<[String: String]>([:])
+    private let producers = Mutex<[CanonicalBytes: (id: String, sha256: String)]>([:])
 
     init(inlineLimit: Int) {
         self.inlineLimit = inlineLimit
     }
 
-    func register(_ sha256: String, as id: String) {
-        producers.withLock { $0[sha256] = id }
+    func register(_ json: [UInt8], sha256: String, as id: String) {
+        producers.withLock { $0[CanonicalBytes(json)] = (id, sha256) }
     }
 
-    func producer(of sha256: String) -> String? {
-        producers.withLock { $0[sha256] }
+    func producer(of json: [UInt8]) -> (id: String, sha256: String)? {
+        producers.withLock { $0[CanonicalBytes(json)] }
+    }
+}
+
+/// Canonical JSON bytes as a dictionary key, hashed in one pass over the buffer.
+private struct CanonicalBytes: Hashable {
+    let bytes: [UInt8]
+
+    init(_ bytes: [UInt8]) {
+        self.bytes = bytes
+    }
+
+    func hash(into hasher: inout Hasher) {
+        bytes.withUnsafeBytes { hasher.combine(bytes: $0) }
     }
 }
 

@@ -82,9 +82,23 @@ public struct JSONWriter: Sendable {
     }
 
     /// Writes `json`, which must already be one complete JSON value.
-    public mutating func raw(_ json: [UInt8]) {
+    public mutating func raw(_ json: some Collection<UInt8>) {
         beginValue()
         bytes.append(contentsOf: json)
+    }
+
+    // MARK: - Assembling from pieces
+
+    /// Forgets the container the writer is in: the next value is written without a separator. For code that writes
+    /// values one by one and assembles them afterwards.
+    mutating func startPiece() {
+        first = true
+        afterKey = false
+    }
+
+    /// Drops everything from byte `count` on.
+    mutating func truncate(to count: Int) {
+        bytes.removeSubrange(count...)
     }
 
     public mutating func value(_ value: JSONValue) {
@@ -97,7 +111,7 @@ public struct JSONWriter: Sendable {
         case .array(let elements): array { writer in for element in elements { writer.value(element) } }
         case .object(let members):
             object { writer in
-                for name in members.keys.sorted() {
+                for name in members.keys.sorted(by: { $0.utf8.lexicographicallyPrecedes($1.utf8) }) {
                     writer.key(name)
                     writer.value(members[name]!)
                 }
@@ -154,16 +168,41 @@ public struct JSONWriter: Sendable {
         bytes.append(UInt8(ascii: "\""))
         var text = value
         text.withUTF8 { utf8 in
+            // Copy runs of bytes that need no escape at once, finding them eight bytes at a time.
             var clean = 0
-            for (index, byte) in utf8.enumerated()
-            where byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") {
-                bytes.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[clean..<index]))
-                appendEscaped(byte)
-                clean = index + 1
+            var index = 0
+            let count = utf8.count
+            if let base = utf8.baseAddress {
+                while index + 8 <= count {
+                    let word = UnsafeRawPointer(base + index).loadUnaligned(as: UInt64.self)
+                    if Self.mayNeedEscape(word) { break }
+                    index += 8
+                }
+            }
+            while index < count {
+                let byte = utf8[index]
+                if byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") {
+                    bytes.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[clean..<index]))
+                    appendEscaped(byte)
+                    clean = index + 1
+                }
+                index += 1
             }
             bytes.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[clean...]))
         }
         bytes.append(UInt8(ascii: "\""))
+    }
+
+    /// Whether one of the eight bytes of `word` is below 0x20, a quote or a backslash (it may say yes when none is).
+    private static func mayNeedEscape(_ word: UInt64) -> Bool {
+        let ones: UInt64 = 0x0101_0101_0101_0101
+        let highs: UInt64 = 0x8080_8080_8080_8080
+        let control = (word &- ones &* 0x20) & ~word & highs
+        let quote = word ^ (ones &* 0x22)
+        let backslash = word ^ (ones &* 0x5C)
+        let hasQuote = (quote &- ones) & ~quote & highs
+        let hasBackslash = (backslash &- ones) & ~backslash & highs
+        return control | hasQuote | hasBackslash != 0
     }
 
     private mutating func appendEscaped(_ byte: UInt8) {

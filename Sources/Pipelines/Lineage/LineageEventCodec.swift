@@ -111,9 +111,9 @@ extension JSONWriter {
             out.field("type", ref.type)
             out.field("sha256", ref.sha256)
             out.field("size", ref.size)
-            if let value = ref.value {
+            if let value = ref.inlineJSON {
                 out.key("value")
-                out.value(value)
+                out.raw(value)
             }
             if let producedBy = ref.producedBy { out.field("produced_by", producedBy) }
             if let error = ref.error { out.field("error", error) }
@@ -274,7 +274,7 @@ private struct Fields {
         let fields = try Fields(value, "artifact '\(name)'")
         return ArtifactRef(
             id: try fields.string("id"), type: try fields.string("type"), sha256: try fields.optionalString("sha256"),
-            size: try fields.int("size"), value: fields.members["value"],
+            size: try fields.int("size"), inlineJSON: fields.members["value"].map(CanonicalJSON.bytes(of:)),
             producedBy: try fields.optionalString("produced_by"), error: try fields.optionalString("error"))
     }
 }

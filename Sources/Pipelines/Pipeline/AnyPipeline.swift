@@ -9,7 +9,7 @@ public struct AnyPipeline: Sendable {
     /// The Swift names of the input and output types, for help and errors.
     public let inputType: String
     public let outputType: String
-    private let runJSON: @Sendable (_ input: [UInt8], PipelineRunner, RunOptions) async -> RunResult<JSONValue>
+    private let runJSON: @Sendable (_ input: [UInt8], PipelineRunner, RunOptions) async -> RunResult<[UInt8]>
 
     public init<Input, Output>(_ pipeline: Pipeline<Input, Output>) {
         name = pipeline.name
@@ -29,7 +29,7 @@ public struct AnyPipeline: Sendable {
             let result = await runner.run(pipeline, input, options: options)
             return result.mapOutput { output in
                 do {
-                    return .success(try JSONValueEncoder.encode(output))
+                    return .success(try CanonicalJSON.encode(output))
                 } catch {
                     return .failure(ErrorDetail(code: "internal", message: "the output cannot be encoded: \(error)"))
                 }
@@ -37,14 +37,14 @@ public struct AnyPipeline: Sendable {
         }
     }
 
-    /// Decodes `input` as the pipeline's input type and runs it.
+    /// Decodes `input` as the pipeline's input type and runs it; the output is its canonical JSON.
     ///
     /// Input that is not JSON, or not of the input type, is not run: the result's error is `invalid_input`, naming
     /// the path of the offending field. An output that cannot be written as JSON fails as `internal`.
     public func run(
         json input: [UInt8], runner: PipelineRunner, options: RunOptions = RunOptions()
     ) async
-        -> RunResult<JSONValue>
+        -> RunResult<[UInt8]>
     {
         await runJSON(input, runner, options)
     }

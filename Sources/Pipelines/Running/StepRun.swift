@@ -67,6 +67,6 @@ extension RunRecorder {
             bytes.append(UInt8(ascii: ":"))
             bytes.append(contentsOf: json)
         }
-        return "\(step.name)@\(step.version):\(SHA256.hex(bytes))"
+        return "\(step.name)@\(step.version):\(ContentHash.sha256(bytes))"
     }
 }

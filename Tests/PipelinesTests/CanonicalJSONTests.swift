@@ -1,0 +1,118 @@
+import Foundation
+import Pipelines
+import Testing
+
+@Suite("Canonical JSON straight from Encodable values")
+struct CanonicalJSONTests {
+    enum Shape: Codable, Hashable {
+        case circle(radius: Double)
+        case polygon(points: [[Int]], label: String?)
+        case empty
+    }
+
+    class Base: Codable {
+        var id = 7
+    }
+
+    final class Derived: Base, @unchecked Sendable {
+        var extra = "x"
+        enum CodingKeys: String, CodingKey { case extra }
+        override init() { super.init() }
+        required init(from decoder: any Decoder) throws { fatalError("not decoded in these tests") }
+        override func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(extra, forKey: .extra)
+            try super.encode(to: container.superEncoder())
+        }
+    }
+
+    /// Fills a nested container after a later sibling member: the pieces must still come out whole.
+    struct Interleaved: Encodable {
+        enum Keys: String, CodingKey { case b, a, c }
+        func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: Keys.self)
+            var nested = container.nestedUnkeyedContainer(forKey: .b)
+            try container.encode("last", forKey: .c)
+            try nested.encode(1)
+            var deeper = nested.nestedContainer(keyedBy: Keys.self, )
+            try container.encode(true, forKey: .a)
+            try deeper.encode("z", forKey: .c)
+            try nested.encode(2)
+        }
+    }
+
+    struct Nothing: Encodable {
+        func encode(to encoder: any Encoder) throws {}
+    }
+
+    struct Everything: Codable {
+        var text = "héllo \"world\"\n\u{0}"
+        var optional: Int? = nil
+        var present: Int? = 3
+        var numbers: [Double] = [0.1, 2.5, -1e300, 1e-300]  // integral doubles differ on purpose: see below
+        var small: [Int8] = [-128, 127]
+        var big: UInt64 = 18_446_744_073_709_551
+        var flags: [String: Bool] = ["b": true, "a": false, "é": true, "Z": false]
+        var byNumber: [Int: String] = [2: "two"]
+        var shapes: [Shape] = [.circle(radius: 1.5), .polygon(points: [[0, 0], [1, 1]], label: nil), .empty]
+        var float: Float = 0.5
+    }
+
+    @Test func matchesFoundationsJSONTreeForTheSameValue() throws {
+        let value = Everything()
+        let ours = try CanonicalJSON.encode(value)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let foundation = try encoder.encode(value)
+        #expect(
+            try JSONValue(parsing: ours) == JSONValue(parsing: Array(foundation)),
+            "\(String(decoding: ours, as: UTF8.self))\n\(String(decoding: foundation, as: UTF8.self))")
+        // And the bytes are canonical: writing the parsed tree again gives the same bytes.
+        #expect(CanonicalJSON.bytes(of: try JSONValue(parsing: ours)) == ours)
+    }
+
+    @Test func numbersKeepTheirKind() throws {
+        // Foundation writes 2.0 as 2; canonical JSON keeps a Double a double, so equal values hash equally whatever
+        // their digits, and an Int an integer.
+        let json = String(decoding: try CanonicalJSON.encode([2.0, -0.0, 1e21, 0.1]), as: UTF8.self)
+        #expect(json == "[2.0,-0.0,1e+21,0.1]")
+        #expect(
+            String(decoding: try CanonicalJSON.encode([2, -9_223_372_036_854_775_807]), as: UTF8.self)
+                == "[2,-9223372036854775807]")
+        #expect(try JSONValue(parsing: Array(json.utf8)) == [2.0, -0.0, 1e21, 0.1])
+    }
+
+    @Test func interleavedNestedContainersComeOutWhole() throws {
+        let json = String(decoding: try CanonicalJSON.encode(Interleaved()), as: UTF8.self)
+        #expect(json == #"{"a":true,"b":[1,{"c":"z"},2],"c":"last"}"#)
+    }
+
+    @Test func superEncodersAndEmptyValues() throws {
+        #expect(
+            String(decoding: try CanonicalJSON.encode(Derived()), as: UTF8.self) == #"{"extra":"x","super":{"id":7}}"#)
+        #expect(String(decoding: try CanonicalJSON.encode(Nothing()), as: UTF8.self) == "{}")
+        #expect(String(decoding: try CanonicalJSON.encode([Nothing(), Nothing()]), as: UTF8.self) == "[{},{}]")
+        #expect(String(decoding: try CanonicalJSON.encode([String: Int]()), as: UTF8.self) == "{}")
+        #expect(String(decoding: try CanonicalJSON.encode([[Int]]()), as: UTF8.self) == "[]")
+    }
+
+    @Test func keysSortByTheirUTF8Bytes() throws {
+        let json = String(decoding: try CanonicalJSON.encode(["é": 1, "z": 2, "Z": 3, "a": 4]), as: UTF8.self)
+        #expect(json == #"{"Z":3,"a":4,"z":2,"é":1}"#)
+        let tree: JSONValue = ["é": 1, "z": 2, "Z": 3, "a": 4]
+        #expect(String(decoding: CanonicalJSON.bytes(of: tree), as: UTF8.self) == json)
+    }
+
+    @Test func valuesJSONCannotHoldAreErrorsWithTheirPath() throws {
+        struct Reading: Encodable {
+            var values: [Double]
+        }
+        let error = try #require(throws: EncodingError.self) {
+            try CanonicalJSON.encode(Reading(values: [1, .infinity]))
+        }
+        guard case .invalidValue(_, let context) = error else { return }
+        #expect(context.codingPath.map(\.stringValue) == ["values", "1"])
+        #expect(throws: EncodingError.self) { try CanonicalJSON.encode(["big": UInt64.max]) }
+        #expect(throws: EncodingError.self) { try CanonicalJSON.encode(Float.nan) }
+    }
+}
