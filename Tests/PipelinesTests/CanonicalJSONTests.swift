@@ -115,4 +115,22 @@ struct CanonicalJSONTests {
         #expect(throws: EncodingError.self) { try CanonicalJSON.encode(["big": UInt64.max]) }
         #expect(throws: EncodingError.self) { try CanonicalJSON.encode(Float.nan) }
     }
+
+    @Test func writtenStringsReadBackExactlyWhateverTheyHold() throws {
+        // Characters that must be escaped at every position, so the eight-bytes-at-a-time scan is tested at and across
+        // word boundaries; long enough for the buffer to grow several times.
+        let alphabet: [Character] = ["a", "\"", "\\", "\n", "\u{1}", "\u{1F}", " ", "é", "😀", "/", "\u{7F}", "~"]
+        var generator = SystemRandomNumberGenerator()
+        var writer = JSONWriter(capacity: 16)
+        var expected: [String] = []
+        for length in 0..<200 {
+            let text = String((0..<length).map { _ in alphabet.randomElement(using: &generator)! })
+            expected.append(text)
+        }
+        writer.array { out in for text in expected { out.string(text) } }
+        let bytes = writer.bytes
+        let foundation = try #require(try JSONSerialization.jsonObject(with: Data(bytes)) as? [String])
+        #expect(foundation == expected)
+        #expect(try JSONValue(parsing: bytes) == .array(expected.map(JSONValue.string)))
+    }
 }

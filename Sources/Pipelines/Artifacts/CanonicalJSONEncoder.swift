@@ -29,26 +29,31 @@ private final class ByteSink {
     // exclusivity checks were a quarter of the cost of encoding.
     @exclusivity(unchecked) var writer = JSONWriter(capacity: 128)
     var bytes: [UInt8] { writer.bytes }
-    var count: Int { writer.bytes.count }
+    var count: Int { writer.count }
 }
 
 /// Writes one value: leaves directly, anything else through an encoder that is finished when the value's
 /// `encode(to:)` returns. The coding path is built only when needed, since building it allocates.
-private func write(
-    _ value: some Encodable, to sink: ByteSink, codingPath: @autoclosure () -> [any CodingKey]
+private func write<Value: Encodable>(
+    _ value: Value, to sink: ByteSink, codingPath: @autoclosure () -> [any CodingKey]
 ) throws {
-    switch value {
-    case let text as String: sink.writer.string(text)
-    case let flag as Bool: sink.writer.bool(flag)
-    case let number as Int: sink.writer.int(Int64(number))
-    case let number as Double: try sink.writer.finite(number, codingPath())
-    // Arrays of leaves, common artifacts, skip the per-element encoder machinery.
-    case let texts as [String]: sink.writer.array { out in for text in texts { out.string(text) } }
-    case let numbers as [Int]: sink.writer.array { out in for number in numbers { out.int(Int64(number)) } }
-    case let numbers as [Double]:
-        guard numbers.allSatisfy(\.isFinite) else { fallthrough }
-        sink.writer.array { out in for number in numbers { out.double(number) } }
-    default:
+    // Leaves and arrays of leaves, the common artifacts, skip the encoder machinery. Comparing metatypes is much
+    // cheaper than a failed dynamic cast; the bit casts are between identical types.
+    if Value.self == String.self {
+        sink.writer.string(unsafeBitCast(value, to: String.self))
+    } else if Value.self == Int.self {
+        sink.writer.int(Int64(unsafeBitCast(value, to: Int.self)))
+    } else if Value.self == Bool.self {
+        sink.writer.bool(unsafeBitCast(value, to: Bool.self))
+    } else if Value.self == Double.self {
+        try sink.writer.finite(unsafeBitCast(value, to: Double.self), codingPath())
+    } else if Value.self == [String].self {
+        sink.writer.array { out in for text in unsafeBitCast(value, to: [String].self) { out.string(text) } }
+    } else if Value.self == [Int].self {
+        sink.writer.array { out in for number in unsafeBitCast(value, to: [Int].self) { out.int(Int64(number)) } }
+    } else if Value.self == [Double].self, unsafeBitCast(value, to: [Double].self).allSatisfy(\.isFinite) {
+        sink.writer.array { out in for number in unsafeBitCast(value, to: [Double].self) { out.double(number) } }
+    } else {
         let encoder = ByteEncoder(sink: sink, codingPath: codingPath())
         try value.encode(to: encoder)
         encoder.finish()
@@ -149,22 +154,29 @@ private final class ByteEncoder: Encoder {
         case .none:
             return
         case .object:
-            let region = Array(sink.writer.bytes[start...])
+            let region = sink.writer.bytes(from: start)
             sink.writer.truncate(to: start)
-            // Stable sort: a key encoded twice keeps its last value (the later one wins, as Foundation's does).
-            var seen: [String: Int] = [:]
-            for (index, member) in members.enumerated() { seen[member.key] = index }
-            let kept = members.enumerated().filter { seen[$0.element.key] == $0.offset }.map(\.element)
-            let sorted = kept.sorted { $0.key.utf8.lexicographicallyPrecedes($1.key.utf8) }
+            // Insertion sort (objects are small), stable: of a key encoded twice the later value is kept, as
+            // Foundation keeps it.
+            for index in members.indices.dropFirst() {
+                var position = index
+                let member = members[index]
+                while position > 0, member.key.utf8.lexicographicallyPrecedes(members[position - 1].key.utf8) {
+                    members[position] = members[position - 1]
+                    position -= 1
+                }
+                members[position] = member
+            }
             sink.writer.startPiece()
             sink.writer.object { out in
-                for member in sorted {
+                for (index, member) in members.enumerated()
+                where index + 1 == members.count || members[index + 1].key != member.key {
                     out.key(member.key)
                     out.raw(Self.bytes(of: member.piece, in: region, from: start))
                 }
             }
         case .array:
-            let region = Array(sink.writer.bytes[start...])
+            let region = sink.writer.bytes(from: start)
             sink.writer.truncate(to: start)
             sink.writer.startPiece()
             sink.writer.array { out in
@@ -178,7 +190,7 @@ private final class ByteEncoder: Encoder {
         case .span(let span): return region[(span.lowerBound - start)..<(span.upperBound - start)]
         case .deferred(let encoder):
             encoder.finish()
-            return encoder.sink.writer.bytes[...]
+            return encoder.sink.bytes[...]
         }
     }
 }
@@ -330,26 +342,21 @@ private struct UnkeyedByteContainer: UnkeyedEncodingContainer {
 private struct SingleByteContainer: SingleValueEncodingContainer {
     let encoder: ByteEncoder
     var codingPath: [any CodingKey] { encoder.codingPath }
-    private var writer: JSONWriter {
-        get { encoder.sink.writer }
-        nonmutating _modify { yield &encoder.sink.writer }
-    }
-
-    mutating func encodeNil() throws { writer.null() }
-    mutating func encode(_ value: Bool) throws { writer.bool(value) }
-    mutating func encode(_ value: String) throws { writer.string(value) }
-    mutating func encode(_ value: Double) throws { try writer.finite(value, codingPath) }
-    mutating func encode(_ value: Float) throws { try writer.finite(Double(value), codingPath) }
-    mutating func encode(_ value: Int) throws { writer.int(Int64(value)) }
-    mutating func encode(_ value: Int8) throws { writer.int(Int64(value)) }
-    mutating func encode(_ value: Int16) throws { writer.int(Int64(value)) }
-    mutating func encode(_ value: Int32) throws { writer.int(Int64(value)) }
-    mutating func encode(_ value: Int64) throws { writer.int(value) }
-    mutating func encode(_ value: UInt) throws { try writer.exact(value, codingPath) }
-    mutating func encode(_ value: UInt8) throws { writer.int(Int64(value)) }
-    mutating func encode(_ value: UInt16) throws { writer.int(Int64(value)) }
-    mutating func encode(_ value: UInt32) throws { writer.int(Int64(value)) }
-    mutating func encode(_ value: UInt64) throws { try writer.exact(value, codingPath) }
+    mutating func encodeNil() throws { encoder.sink.writer.null() }
+    mutating func encode(_ value: Bool) throws { encoder.sink.writer.bool(value) }
+    mutating func encode(_ value: String) throws { encoder.sink.writer.string(value) }
+    mutating func encode(_ value: Double) throws { try encoder.sink.writer.finite(value, codingPath) }
+    mutating func encode(_ value: Float) throws { try encoder.sink.writer.finite(Double(value), codingPath) }
+    mutating func encode(_ value: Int) throws { encoder.sink.writer.int(Int64(value)) }
+    mutating func encode(_ value: Int8) throws { encoder.sink.writer.int(Int64(value)) }
+    mutating func encode(_ value: Int16) throws { encoder.sink.writer.int(Int64(value)) }
+    mutating func encode(_ value: Int32) throws { encoder.sink.writer.int(Int64(value)) }
+    mutating func encode(_ value: Int64) throws { encoder.sink.writer.int(value) }
+    mutating func encode(_ value: UInt) throws { try encoder.sink.writer.exact(value, codingPath) }
+    mutating func encode(_ value: UInt8) throws { encoder.sink.writer.int(Int64(value)) }
+    mutating func encode(_ value: UInt16) throws { encoder.sink.writer.int(Int64(value)) }
+    mutating func encode(_ value: UInt32) throws { encoder.sink.writer.int(Int64(value)) }
+    mutating func encode(_ value: UInt64) throws { try encoder.sink.writer.exact(value, codingPath) }
     mutating func encode(_ value: some Encodable) throws {
         try write(value, to: encoder.sink, codingPath: codingPath)
     }

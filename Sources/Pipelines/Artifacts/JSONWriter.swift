@@ -1,41 +1,50 @@
 /// Writes JSON into a byte buffer, in the order it is told: the lineage events' encoder, fast and deterministic.
 ///
 /// Strings are escaped as RFC 8259 requires; non-finite numbers become `null`.
-public struct JSONWriter: Sendable {
-    public private(set) var bytes: [UInt8] = []
+public struct JSONWriter: ~Copyable, Sendable {
+    private var buffer: ByteBuffer
     private var first = true
     private var afterKey = false
 
     public init(capacity: Int = 256) {
-        bytes.reserveCapacity(capacity)
+        buffer = ByteBuffer(capacity: capacity)
     }
+
+    /// What was written.
+    public var bytes: [UInt8] { buffer.array }
+
+    /// How many bytes were written.
+    public var count: Int { buffer.count }
+
+    /// A copy of what was written from byte `start` on.
+    func bytes(from start: Int) -> [UInt8] { buffer.suffix(from: start) }
 
     // MARK: - Containers
 
     public mutating func object(_ body: (inout JSONWriter) -> Void) {
         beginValue()
-        bytes.append(UInt8(ascii: "{"))
+        buffer.append(UInt8(ascii: "{"))
         first = true
         body(&self)
-        bytes.append(UInt8(ascii: "}"))
+        buffer.append(UInt8(ascii: "}"))
         first = false
     }
 
     public mutating func array(_ body: (inout JSONWriter) -> Void) {
         beginValue()
-        bytes.append(UInt8(ascii: "["))
+        buffer.append(UInt8(ascii: "["))
         first = true
         body(&self)
-        bytes.append(UInt8(ascii: "]"))
+        buffer.append(UInt8(ascii: "]"))
         first = false
     }
 
     /// Starts the member `name` of an object: the next value written is its value.
     public mutating func key(_ name: String) {
-        if !first { bytes.append(UInt8(ascii: ",")) }
+        if !first { buffer.append(UInt8(ascii: ",")) }
         first = false
         writeString(name)
-        bytes.append(UInt8(ascii: ":"))
+        buffer.append(UInt8(ascii: ":"))
         afterKey = true
     }
 
@@ -48,43 +57,60 @@ public struct JSONWriter: Sendable {
 
     public mutating func int(_ value: Int64) {
         beginValue()
-        if value < 0 { bytes.append(UInt8(ascii: "-")) }
+        writeDigits(value)
+    }
+
+    /// A string made of `text`, `/`, `first`, `/`, `second`, without building it first: a lineage event's id.
+    mutating func string(_ text: String, slash first: Int, slash second: Int) {
+        beginValue()
+        buffer.append(UInt8(ascii: "\""))
+        writeEscaped(text)
+        buffer.append(UInt8(ascii: "/"))
+        writeDigits(Int64(first))
+        buffer.append(UInt8(ascii: "/"))
+        writeDigits(Int64(second))
+        buffer.append(UInt8(ascii: "\""))
+    }
+
+    private mutating func writeDigits(_ value: Int64) {
+        if value < 0 { buffer.append(UInt8(ascii: "-")) }
         var magnitude = value.magnitude
         // At most 20 digits, written backwards into a small buffer then copied.
-        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 20) { digits in
-            var count = 0
+        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)
+        withUnsafeMutableBytes(of: &digits) { raw in
+            var start = 20
             repeat {
-                digits[19 - count] = UInt8(ascii: "0") + UInt8(magnitude % 10)
+                start -= 1
+                raw[start] = UInt8(ascii: "0") + UInt8(magnitude % 10)
                 magnitude /= 10
-                count += 1
             } while magnitude > 0
-            bytes.append(contentsOf: UnsafeBufferPointer(rebasing: digits[(20 - count)...]))
+            buffer.append(contentsOf: UnsafeBufferPointer(rebasing: raw.bindMemory(to: UInt8.self)[start..<20]))
         }
     }
 
     public mutating func double(_ value: Double) {
         beginValue()
         if value.isFinite {
-            bytes.append(contentsOf: value.description.utf8)
+            buffer.append(contentsOf: value.description.utf8)
         } else {
-            bytes.append(contentsOf: "null".utf8)
+            buffer.append(contentsOf: "null".utf8)
         }
     }
 
     public mutating func bool(_ value: Bool) {
         beginValue()
-        bytes.append(contentsOf: (value ? "true" : "false").utf8)
+        buffer.append(contentsOf: (value ? "true" : "false").utf8)
     }
 
     public mutating func null() {
         beginValue()
-        bytes.append(contentsOf: "null".utf8)
+        buffer.append(contentsOf: "null".utf8)
     }
 
     /// Writes `json`, which must already be one complete JSON value.
     public mutating func raw(_ json: some Collection<UInt8>) {
         beginValue()
-        bytes.append(contentsOf: json)
+        buffer.append(contentsOf: json)
     }
 
     // MARK: - Assembling from pieces
@@ -98,7 +124,7 @@ public struct JSONWriter: Sendable {
 
     /// Drops everything from byte `count` on.
     mutating func truncate(to count: Int) {
-        bytes.removeSubrange(count...)
+        buffer.truncate(to: count)
     }
 
     public mutating func value(_ value: JSONValue) {
@@ -157,7 +183,7 @@ public struct JSONWriter: Sendable {
         if afterKey {
             afterKey = false
         } else if !first {
-            bytes.append(UInt8(ascii: ","))
+            buffer.append(UInt8(ascii: ","))
         }
         first = false
     }
@@ -165,7 +191,12 @@ public struct JSONWriter: Sendable {
     private static let hexDigits = Array("0123456789abcdef".utf8)
 
     private mutating func writeString(_ value: String) {
-        bytes.append(UInt8(ascii: "\""))
+        buffer.append(UInt8(ascii: "\""))
+        writeEscaped(value)
+        buffer.append(UInt8(ascii: "\""))
+    }
+
+    private mutating func writeEscaped(_ value: String) {
         var text = value
         text.withUTF8 { utf8 in
             // Copy runs of bytes that need no escape at once, finding them eight bytes at a time.
@@ -182,15 +213,14 @@ public struct JSONWriter: Sendable {
             while index < count {
                 let byte = utf8[index]
                 if byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") {
-                    bytes.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[clean..<index]))
+                    buffer.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[clean..<index]))
                     appendEscaped(byte)
                     clean = index + 1
                 }
                 index += 1
             }
-            bytes.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[clean...]))
+            buffer.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[clean...]))
         }
-        bytes.append(UInt8(ascii: "\""))
     }
 
     /// Whether one of the eight bytes of `word` is below 0x20, a quote or a backslash (it may say yes when none is).
@@ -206,18 +236,18 @@ public struct JSONWriter: Sendable {
     }
 
     private mutating func appendEscaped(_ byte: UInt8) {
-        bytes.append(UInt8(ascii: "\\"))
+        buffer.append(UInt8(ascii: "\\"))
         switch byte {
-        case UInt8(ascii: "\""), UInt8(ascii: "\\"): bytes.append(byte)
-        case UInt8(ascii: "\n"): bytes.append(UInt8(ascii: "n"))
-        case UInt8(ascii: "\r"): bytes.append(UInt8(ascii: "r"))
-        case UInt8(ascii: "\t"): bytes.append(UInt8(ascii: "t"))
+        case UInt8(ascii: "\""), UInt8(ascii: "\\"): buffer.append(byte)
+        case UInt8(ascii: "\n"): buffer.append(UInt8(ascii: "n"))
+        case UInt8(ascii: "\r"): buffer.append(UInt8(ascii: "r"))
+        case UInt8(ascii: "\t"): buffer.append(UInt8(ascii: "t"))
         default:
-            bytes.append(UInt8(ascii: "u"))
-            bytes.append(UInt8(ascii: "0"))
-            bytes.append(UInt8(ascii: "0"))
-            bytes.append(Self.hexDigits[Int(byte >> 4)])
-            bytes.append(Self.hexDigits[Int(byte & 0x0f)])
+            buffer.append(UInt8(ascii: "u"))
+            buffer.append(UInt8(ascii: "0"))
+            buffer.append(UInt8(ascii: "0"))
+            buffer.append(Self.hexDigits[Int(byte >> 4)])
+            buffer.append(Self.hexDigits[Int(byte & 0x0f)])
         }
     }
 }

@@ -21,7 +21,8 @@ extension TrackingEvent where Artifact == ArtifactRef {
     public func write(to writer: inout JSONWriter) {
         writer.object { out in
             out.field("v", Self.schemaVersion)
-            out.field("event_id", eventID)
+            out.key("event_id")
+            out.string(runID, slash: attempt, slash: seq)
             out.field("seq", seq)
             out.field("type", type.rawValue)
             out.field("ts", timestamp)
