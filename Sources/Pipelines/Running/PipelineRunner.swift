@@ -107,8 +107,17 @@ public struct PipelineRunner: Sendable {
     /// system call per run.
     private static func randomRunID() -> String {
         let number = runCounter.add(1, ordering: .relaxed).newValue
-        return hex(processPrefix) + hex(number)
+        return String(unsafeUninitializedCapacity: 32) { text in
+            for (offset, word) in [(0, processPrefix), (16, number)] {
+                for digit in 0..<16 {
+                    text[offset + digit] = hexDigits[Int((word >> UInt64(60 - 4 * digit)) & 0xF)]
+                }
+            }
+            return 32
+        }
     }
+
+    private static let hexDigits = Array("0123456789abcdef".utf8)
 
     private static let processPrefix: UInt64 = {
         var generator = SystemRandomNumberGenerator()
@@ -116,9 +125,4 @@ public struct PipelineRunner: Sendable {
     }()
 
     private static let runCounter = Atomic<UInt64>(0)
-
-    private static func hex(_ number: UInt64) -> String {
-        let digits = String(number, radix: 16)
-        return String(repeating: "0", count: 16 - digits.count) + digits
-    }
 }
