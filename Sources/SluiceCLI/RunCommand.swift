@@ -34,7 +34,6 @@ struct RunCommand: AsyncParsableCommand {
         let tracker = RecordingTracker()
         let runner = PipelineRunner(tracker: tracker)
         var failures = 0
-        var handled = 0
         func handle(_ input: String) async {
             let result = await pipeline.run(
                 json: Array(input.utf8), runner: runner, options: RunOptions(capture: resolved.configuration))
@@ -43,7 +42,6 @@ struct RunCommand: AsyncParsableCommand {
             if events, let runID = result.runID {
                 for event in tracker.events(ofRun: runID) { print(String(decoding: event.json(), as: UTF8.self)) }
             }
-            handled += 1
         }
         if let data {
             await handle(data)

@@ -277,4 +277,25 @@ struct RunnerTests {
         #expect(try result.outcome.get() == 8)
         #expect(!shape(events).contains { $0.contains("inside") })
     }
+
+    @Test func nothingIsRecordedAfterTheRunEnds() async throws {
+        let leftovers = Mutex<Task<Void, Never>?>(nil)
+        let leaky = Step("leaky") { (value: Int) in
+            // A task the step does not wait for, logging after the run has ended.
+            let context = RunContext.current
+            leftovers.withLock {
+                $0 = Task {
+                    try? await Task.sleep(for: .milliseconds(50))
+                    context?.log("late")
+                }
+            }
+            return value
+        }
+        let pipeline = Pipeline("leaky") { (value: Int) in try await leaky(value) }
+        let tracker = RecordingTracker()
+        _ = await PipelineRunner(tracker: tracker).run(pipeline, 1, options: RunOptions(capture: .realtime))
+        await leftovers.withLock { $0 }?.value
+        #expect(tracker.events.last?.type == .runCompleted)
+        #expect(!tracker.events.contains { $0.type == .log })
+    }
 }

@@ -21,21 +21,22 @@ public struct JSONWriter: ~Copyable, Sendable {
 
     // MARK: - Containers
 
+    /// An object whose members `body` writes, each with ``key(_:)`` and a value.
     public mutating func object(_ body: (inout JSONWriter) -> Void) {
-        beginValue()
-        buffer.append(UInt8(ascii: "{"))
-        first = true
-        body(&self)
-        buffer.append(UInt8(ascii: "}"))
-        first = false
+        container(UInt8(ascii: "{"), UInt8(ascii: "}"), body)
     }
 
+    /// An array whose elements `body` writes.
     public mutating func array(_ body: (inout JSONWriter) -> Void) {
+        container(UInt8(ascii: "["), UInt8(ascii: "]"), body)
+    }
+
+    private mutating func container(_ open: UInt8, _ close: UInt8, _ body: (inout JSONWriter) -> Void) {
         beginValue()
-        buffer.append(UInt8(ascii: "["))
+        buffer.append(open)
         first = true
         body(&self)
-        buffer.append(UInt8(ascii: "]"))
+        buffer.append(close)
         first = false
     }
 

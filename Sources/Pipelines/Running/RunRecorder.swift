@@ -15,6 +15,9 @@ final class RunRecorder: Sendable {
     private struct Counters {
         var seq = 0
         var invocations: [String: Int] = [:]
+        /// Set by the run's terminal event: what a leftover task reports after it is dropped, so that the run's
+        /// last event stays its terminal one.
+        var finished = false
     }
 
     private let counters = Mutex(Counters())
@@ -35,9 +38,12 @@ final class RunRecorder: Sendable {
     }
 
     /// Numbers the event and hands it to the tracker; the lock keeps `seq` order and tracker order the same.
+    /// Events after the run's terminal event (from a task the pipeline left running) are dropped.
     func emit(_ body: LineageEventBody<PendingArtifact>) {
         let timestamp = Timestamps.wallMicros()
         counters.withLock { counters in
+            guard !counters.finished else { return }
+            counters.finished = body.type.isTerminal
             tracker.record(
                 PendingEvent(
                     seq: counters.seq, timestamp: timestamp, runID: runID, pipeline: pipeline, requestID: requestID,

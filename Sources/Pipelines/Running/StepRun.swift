@@ -48,7 +48,8 @@ extension RunRecorder {
                         step: identity, attempt: attempt, durationMicros: Timestamps.monotonicMicros() - started,
                         error: ErrorDetail(code: failure.code, message: failure.message), retrying: retrying))
                 guard retrying else {
-                    try await flushStepIfAsked(step.name)
+                    // The step's failure is what the run reports, even if waiting for its events fails too.
+                    try? await flushStepIfAsked(step.name)
                     throw failure
                 }
                 await step.retry.wait(after: attempt)
