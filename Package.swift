@@ -49,7 +49,15 @@ let package = Package(
             ],
             swiftSettings: upcoming
         ),
-        .target(name: "Serving", dependencies: ["Kafka", "Pipelines"], swiftSettings: upcoming),
+        .target(
+            name: "Serving",
+            dependencies: [
+                "Kafka", "Pipelines",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "DequeModule", package: "swift-collections"),
+            ],
+            swiftSettings: upcoming
+        ),
         .target(name: "Lineage", dependencies: ["Kafka", "Pipelines"], swiftSettings: upcoming),
         .target(name: "Examples", dependencies: ["Pipelines"], swiftSettings: upcoming),
         .target(

@@ -4,15 +4,15 @@
     import Darwin
 #endif
 
-/// Clock readings for events and durations, in microseconds, without Foundation.
-enum Timestamps {
-    /// Wall-clock time since 1970: an event's `ts`.
-    static func wallMicros() -> Int64 {
+/// Clock readings for events, durations and deadlines, in microseconds, without Foundation.
+public enum Timestamps {
+    /// Wall-clock time since 1970: an event's `ts`, and what a request's deadline is compared with.
+    public static func wallMicros() -> Int64 {
         read(CLOCK_REALTIME)
     }
 
     /// A monotonic reading: durations are differences of two of these.
-    static func monotonicMicros() -> Int64 {
+    public static func monotonicMicros() -> Int64 {
         read(CLOCK_MONOTONIC)
     }
 

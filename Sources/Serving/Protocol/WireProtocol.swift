@@ -1,0 +1,233 @@
+import Kafka
+import Pipelines
+
+/// Wire protocol v1 (docs/protocol.md): topic names, header names, error codes.
+public enum WireProtocol {
+    /// Header names of requests and responses.
+    public enum Header {
+        public static let requestID = "sluice-request-id"
+        public static let replyTo = "sluice-reply-to"
+        public static let deadline = "sluice-deadline"
+        public static let traceparent = "traceparent"
+        public static let status = "sluice-status"
+        public static let errorCode = "sluice-error-code"
+        public static let errorMessage = "sluice-error-message"
+        public static let originalTopic = "sluice-original-topic"
+        public static let originalPartition = "sluice-original-partition"
+        public static let originalOffset = "sluice-original-offset"
+    }
+
+    /// The error codes a response can carry (a pipeline's ``CodedError`` may add its own).
+    public enum ErrorCode {
+        /// The value is not JSON, or not the pipeline's input type, or a header is malformed.
+        public static let invalidInput = "invalid_input"
+        /// The value is larger than the worker accepts.
+        public static let payloadTooLarge = "payload_too_large"
+        /// The request's deadline passed before it ran: it was not run.
+        public static let deadlineExceeded = "deadline_exceeded"
+        /// A step threw.
+        public static let stepFailed = "step_failed"
+        /// The worker failed (an output that cannot be written, lineage a BATCH run waits for not durable).
+        public static let `internal` = "internal"
+        /// The reply-to header names a topic the worker may not write to.
+        public static let replyToNotAllowed = "reply_to_not_allowed"
+    }
+
+    /// The default topics of a pipeline.
+    public static func requestsTopic(_ pipeline: String) -> String { "\(pipeline).requests" }
+    public static func responsesTopic(_ pipeline: String) -> String { "\(pipeline).responses" }
+    public static func deadLetterTopic(_ pipeline: String) -> String { "\(pipeline).dlq" }
+    public static let lineageTopic = "sluice.lineage"
+
+    /// The run of a request message: the same for a redelivery of the same message, different for a new message.
+    /// 32 hexadecimal digits of SHA-256 over the topic, partition and offset.
+    public static func runID(topic: String, partition: Int32, offset: Int64) -> String {
+        String(ContentHash.sha256(Array("sluice-run-v1\u{0}\(topic)\u{0}\(partition)\u{0}\(offset)".utf8)).prefix(32))
+    }
+}
+
+/// A request as the worker reads it from a message: everything but the pipeline input's decoding.
+public struct Request: Sendable {
+    public let message: KafkaMessage
+    /// The client's `sluice-request-id`, or `<topic>/<partition>/<offset>`.
+    public let requestID: String
+    /// The `sluice-reply-to` header, if given (not yet checked against the allowed topics).
+    public let replyTo: String?
+    /// `sluice-deadline` in epoch milliseconds, if given.
+    public let deadlineMilliseconds: Int64?
+    public let traceparent: String?
+    /// Why a header cannot be used, if one cannot: the request then gets an `invalid_input` response.
+    public let headerError: String?
+
+    public init(_ message: KafkaMessage) {
+        self.message = message
+        let headers = message.headers
+        var problems: [String] = []
+        func text(_ name: String) -> String? {
+            guard let bytes = headers.value(named: name) else { return nil }
+            guard let text = String(validating: bytes, as: UTF8.self) else {
+                problems.append("header \(name) is not UTF-8")
+                return nil
+            }
+            return text
+        }
+        let fallbackID = "\(message.topic)/\(message.partition)/\(message.offset)"
+        let requestID = text(WireProtocol.Header.requestID)
+        self.requestID = requestID.flatMap { $0.isEmpty ? nil : $0 } ?? fallbackID
+        replyTo = text(WireProtocol.Header.replyTo).flatMap { $0.isEmpty ? nil : $0 }
+        if let deadline = text(WireProtocol.Header.deadline) {
+            if let milliseconds = Int64(deadline.trimmingWhitespace), milliseconds >= 0 {
+                deadlineMilliseconds = milliseconds
+            } else {
+                deadlineMilliseconds = nil
+                problems.append("header \(WireProtocol.Header.deadline) '\(deadline)' is not epoch milliseconds")
+            }
+        } else {
+            deadlineMilliseconds = nil
+        }
+        traceparent = text(WireProtocol.Header.traceparent)
+        headerError = problems.isEmpty ? nil : problems.joined(separator: "; ")
+    }
+
+    /// The request message's run id (``WireProtocol/runID(topic:partition:offset:)``).
+    public var runID: String {
+        WireProtocol.runID(topic: message.topic, partition: message.partition, offset: message.offset)
+    }
+}
+
+extension String {
+    fileprivate var trimmingWhitespace: Substring {
+        let start = firstIndex { !$0.isWhitespace } ?? endIndex
+        let end = lastIndex { !$0.isWhitespace }.map(index(after:)) ?? start
+        return self[start..<end]
+    }
+}
+
+/// The response to one request (docs/protocol.md, "Response").
+public struct Response: Sendable {
+    public var requestID: String
+    public var pipeline: String
+    /// The output's JSON on success.
+    public var output: [UInt8]?
+    public var error: ErrorDetail?
+    public var runID: String?
+    /// The capture mode's label (`BATCH`, `REALTIME`, `OFF`, `CUSTOM`, `MEMORY`).
+    public var capture: String
+    public var durationMicros: Int64
+
+    public init(
+        requestID: String, pipeline: String, output: [UInt8]?, error: ErrorDetail?, runID: String?, capture: String,
+        durationMicros: Int64
+    ) {
+        self.requestID = requestID
+        self.pipeline = pipeline
+        self.output = output
+        self.error = error
+        self.runID = runID
+        self.capture = capture
+        self.durationMicros = durationMicros
+    }
+
+    /// `ok` or `error`.
+    public var status: String { error == nil ? "ok" : "error" }
+
+    /// The response's JSON value.
+    public func json() -> [UInt8] {
+        var writer = JSONWriter(capacity: 256 + (output?.count ?? 0))
+        writer.object { out in
+            out.field("request_id", requestID)
+            out.field("pipeline", pipeline)
+            out.field("status", status)
+            out.key("output")
+            if let output { out.raw(output) } else { out.null() }
+            out.key("error")
+            if let error {
+                out.object { detail in
+                    detail.field("code", error.code)
+                    detail.field("message", error.message)
+                    detail.field("step", error.step)
+                }
+            } else {
+                out.null()
+            }
+            out.field("run_id", runID)
+            out.field("capture", capture)
+            out.field("duration_ms", Double(durationMicros) / 1000)
+        }
+        return writer.bytes
+    }
+
+    /// The response as a message to `topic`, keyed like its request.
+    public func message(topic: String, key: [UInt8]?) -> OutgoingMessage {
+        OutgoingMessage(
+            topic: topic, key: key, value: json(),
+            headers: [
+                KafkaHeader(WireProtocol.Header.requestID, requestID), KafkaHeader(WireProtocol.Header.status, status),
+            ])
+    }
+
+    /// Reads a response's JSON value.
+    /// - Throws: an error naming the member that is missing or malformed.
+    public init(json: [UInt8]) throws {
+        let object = try JSONValue(parsing: json)
+        func string(_ name: String) throws -> String {
+            guard case .string(let text)? = object[name] else { throw ResponseDecodingError(member: name) }
+            return text
+        }
+        func optionalString(_ name: String) throws -> String? {
+            switch object[name] {
+            case nil, .null?: return nil
+            case .string(let text)?: return text
+            default: throw ResponseDecodingError(member: name)
+            }
+        }
+        requestID = try string("request_id")
+        pipeline = try string("pipeline")
+        capture = try string("capture")
+        runID = try optionalString("run_id")
+        switch object["output"] {
+        case nil, .null?: output = nil
+        case let value?: output = CanonicalJSON.bytes(of: value)
+        }
+        switch object["error"] {
+        case nil, .null?:
+            error = nil
+        case .object(let members)?:
+            guard case .string(let code)? = members["code"], case .string(let message)? = members["message"] else {
+                throw ResponseDecodingError(member: "error")
+            }
+            error = ErrorDetail(code: code, message: message, step: members["step"]?.stringValue)
+        default:
+            throw ResponseDecodingError(member: "error")
+        }
+        switch object["duration_ms"] {
+        case .double(let milliseconds)?: durationMicros = Int64(milliseconds * 1000)
+        case .int(let milliseconds)?: durationMicros = milliseconds * 1000
+        default: durationMicros = 0
+        }
+        guard try string("status") == status else { throw ResponseDecodingError(member: "status") }
+    }
+}
+
+/// A response value that does not follow docs/protocol.md.
+public struct ResponseDecodingError: Error, Sendable, CustomStringConvertible {
+    public let member: String
+    public var description: String { "response member '\(member)' is missing or malformed" }
+}
+
+/// The copy of a failed request sent to the dead-letter topic: the request's key, value and headers, with headers
+/// saying why it failed and where it came from.
+public enum DeadLetter {
+    public static func message(for request: Request, error: ErrorDetail, topic: String) -> OutgoingMessage {
+        let original = request.message
+        let reasons = [
+            KafkaHeader(WireProtocol.Header.errorCode, error.code),
+            KafkaHeader(WireProtocol.Header.errorMessage, String(error.message.prefix(1024))),
+            KafkaHeader(WireProtocol.Header.originalTopic, original.topic),
+            KafkaHeader(WireProtocol.Header.originalPartition, String(original.partition)),
+            KafkaHeader(WireProtocol.Header.originalOffset, String(original.offset)),
+        ]
+        return OutgoingMessage(
+            topic: topic, key: original.key, value: original.value, headers: original.headers + reasons)
+    }
+}

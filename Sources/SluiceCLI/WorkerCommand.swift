@@ -1,0 +1,172 @@
+import ArgumentParser
+import Foundation
+import Kafka
+import Logging
+import Pipelines
+import Serving
+
+/// `sluice worker`: serves one pipeline from its requests topic (docs/operations.md, docs/protocol.md).
+struct WorkerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "worker",
+        abstract: "Serve a pipeline: consume requests, run the pipeline, produce responses and lineage.",
+        discussion: """
+            Members of one --group share the requests topic's partitions. SIGTERM (or SIGINT) stops taking \
+            requests, drains those in flight, publishes all lineage, commits and exits 0; a second signal exits at \
+            once with status 2.
+            """
+    )
+
+    @Option(name: .long, help: "Bootstrap servers of the Kafka cluster (host:port,...).")
+    var brokers: String
+
+    @Option(name: .long, help: "The pipeline to serve.")
+    var pipeline: String
+
+    @Option(name: .long, help: "Consumer group (default: sluice.<pipeline>).")
+    var group: String?
+
+    @Option(name: .customLong("requests-topic"), help: "Default: <pipeline>.requests.")
+    var requestsTopic: String?
+
+    @Option(name: .customLong("responses-topic"), help: "Default: <pipeline>.responses.")
+    var responsesTopic: String?
+
+    @Option(name: .customLong("dlq-topic"), help: "Dead-letter topic. Default: <pipeline>.dlq.")
+    var deadLetterTopic: String?
+
+    @Option(name: .customLong("lineage-topic"), help: "Default: sluice.lineage.")
+    var lineageTopic: String?
+
+    @OptionGroup var capture: CaptureOptions
+
+    @Option(
+        name: .customLong("kafka"), help: "A librdkafka property as key=value, for consumer and producer. Repeatable.")
+    var kafka: [String] = []
+
+    @Option(name: .long, help: "Requests run at once, at most.")
+    var concurrency = 64
+
+    @Option(name: .customLong("max-payload-bytes"), help: "Larger request values get payload_too_large.")
+    var maxPayloadBytes = 1 << 20
+
+    @Option(
+        name: .customLong("allow-reply-prefix"),
+        help: "A reply-to topic prefix requests may name, besides the responses topic. Repeatable.")
+    var allowedReplyPrefixes: [String] = []
+
+    @Option(name: .customLong("drain-seconds"), help: "How long a stop or a revoke waits for requests in flight.")
+    var drainSeconds = 30.0
+
+    @Option(name: .long, help: "Serve GET /health and GET /metrics on HOST:PORT.")
+    var http: String?
+
+    @Flag(name: .customLong("create-topics"), help: "Create missing topics instead of refusing to start.")
+    var createTopics = false
+
+    @Option(name: .long, help: "Partitions of topics --create-topics creates.")
+    var partitions = 8
+
+    func validate() throws {
+        guard concurrency >= 1 else { throw ValidationError("--concurrency \(concurrency) must be at least 1") }
+        guard maxPayloadBytes >= 1 else { throw ValidationError("--max-payload-bytes \(maxPayloadBytes) must be >= 1") }
+        guard drainSeconds >= 0 else { throw ValidationError("--drain-seconds \(drainSeconds) must be >= 0") }
+        guard partitions >= 1 else { throw ValidationError("--partitions \(partitions) must be at least 1") }
+    }
+
+    func run() async throws {
+        let logger = Logger(label: "sluice.worker")
+        let pipeline = try PipelineRegistry.pipeline(named: pipeline)
+        let resolved = try capture.resolve(for: pipeline)
+        logger.info("\(pipeline.name): capture \(resolved.configuration.summary) from \(resolved.source.rawValue)")
+
+        var settings: KafkaConfiguration
+        do {
+            settings = try KafkaConfiguration(assignments: kafka)
+            try settings.set("bootstrap.servers", brokers)
+        } catch let error as KafkaError {
+            throw ValidationError("\(error)")
+        }
+        var configuration = WorkerConfiguration(pipeline: pipeline, capture: resolved.configuration, kafka: settings)
+        if let group { configuration.group = group }
+        if let requestsTopic { configuration.requestsTopic = requestsTopic }
+        if let responsesTopic {
+            configuration.responsesTopic = responsesTopic
+            configuration.allowedReplyPrefixes = [responsesTopic]
+        }
+        if let deadLetterTopic { configuration.deadLetterTopic = deadLetterTopic }
+        if let lineageTopic { configuration.lineageTopic = lineageTopic }
+        configuration.allowedReplyPrefixes += allowedReplyPrefixes
+        configuration.concurrency = concurrency
+        configuration.maxPayloadBytes = maxPayloadBytes
+        configuration.drainTimeout = .milliseconds(Int(drainSeconds * 1000))
+
+        try await checkTopics(configuration, settings: settings, logger: logger)
+        let captureLabel = configuration.capture.label
+        try TerminationSignals.install()
+        let worker = try Worker(configuration: configuration, logger: logger)
+        let server = try http.map { address in
+            try StatusServer(address: address, logger: logger) { path in
+                switch path {
+                case "/health":
+                    let health = worker.health
+                    return (
+                        health.status == "stopping" ? 503 : 200, "application/json",
+                        #"{"status":"\#(health.status)","assigned_partitions":\#(health.assignedPartitions),"#
+                            + #""in_flight":\#(health.inFlight),"pipeline":"\#(pipeline.name)","#
+                            + #""capture":"\#(captureLabel)"}"# + "\n"
+                    )
+                case "/metrics":
+                    return (200, "text/plain; version=0.0.4", worker.metricsText)
+                default:
+                    return nil
+                }
+            }
+        }
+        if let server { logger.info("health and metrics on http://\(http ?? ""): port \(server.port)") }
+        let signals = Task {
+            let first = await TerminationSignals.next()
+            logger.info("signal \(first): draining")
+            worker.stop()
+            let second = await TerminationSignals.next()
+            logger.warning("signal \(second) while draining: exiting now")
+            Foundation.exit(2)
+        }
+        try await worker.run()
+        signals.cancel()
+        server?.stop()
+    }
+
+    /// Refuses to start when a topic the worker uses is missing, naming it, unless `--create-topics`.
+    private func checkTopics(
+        _ configuration: WorkerConfiguration, settings: KafkaConfiguration, logger: Logger
+    )
+        async throws
+    {
+        var needed = [configuration.requestsTopic, configuration.responsesTopic, configuration.deadLetterTopic]
+        if !configuration.capture.isMemoryOnly { needed.append(configuration.lineageTopic) }
+        let admin = try KafkaAdmin(configuration: settings, logger: logger)
+        let existing: Set<String>
+        do {
+            existing = Set(try await admin.listTopics(timeout: .seconds(10)).map(\.name))
+        } catch {
+            throw ValidationError("the Kafka cluster at \(brokers) does not answer: \(error)")
+        }
+        let missing = needed.filter { !existing.contains($0) }
+        guard !missing.isEmpty else { return }
+        guard createTopics else {
+            throw ValidationError(
+                "topic(s) \(missing.joined(separator: ", ")) do not exist on \(brokers): create them, or pass --create-topics"
+            )
+        }
+        do {
+            try await admin.createTopics(
+                missing.map { NewTopic($0, partitions: partitions) }, ifNotExists: true, timeout: .seconds(10))
+            logger.info("created topic(s) \(missing.joined(separator: ", ")) with \(partitions) partitions")
+        } catch let error as KafkaError where error.code == .timedOut {
+            // The embedded broker has no CreateTopics; it creates a topic on first use instead.
+            logger.warning(
+                "the cluster did not create \(missing.joined(separator: ", ")) (\(error)); relying on auto-creation")
+        }
+    }
+}
