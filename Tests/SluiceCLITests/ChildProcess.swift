@@ -31,6 +31,8 @@ final class ChildProcess: @unchecked Sendable {
 
     var pid: Int32 { process.processIdentifier }
 
+    var isRunning: Bool { process.isRunning }
+
     /// The next line of standard output, or `nil` at its end.
     func readLine() async throws -> String? {
         try await DedicatedThread.run(name: "test-readline") { [self] in

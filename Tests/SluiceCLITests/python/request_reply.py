@@ -4,7 +4,7 @@ Reads request specs, one JSON object per line of standard input: {"id", "value" 
 sent as is), "headers" (optional object), "key" (optional)}. Produces each to REQUESTS with `sluice-request-id` and
 `sluice-reply-to: RESPONSES` (unless the spec's headers say otherwise), then reads RESPONSES until every id has a
 response or TIMEOUT seconds pass. Prints one JSON line per response received, in arrival order:
-{"id", "headers", "value" (the parsed response), "key"}; then exits 0 if every request was answered, 1 otherwise.
+{"id", "headers", "value" (the parsed response), "key", "timestamp"}; then exits 0 if every request was answered, 1 otherwise.
 
 usage: python3 request_reply.py BOOTSTRAP REQUESTS RESPONSES [TIMEOUT]
 """
@@ -52,6 +52,7 @@ while wanted - seen and time.monotonic() < deadline:
     body = json.loads(message.value())
     seen.add(headers.get("sluice-request-id"))
     print(json.dumps({"id": headers.get("sluice-request-id"), "headers": headers, "value": body,
-                      "key": message.key().decode() if message.key() else None}), flush=True)
+                      "key": message.key().decode() if message.key() else None,
+                      "timestamp": message.timestamp()[1]}), flush=True)
 consumer.close()
 sys.exit(0 if not wanted - seen else 1)

@@ -1,0 +1,143 @@
+import Foundation
+import Kafka
+import Testing
+
+/// A `sluice broker` with a pipeline's topics, and helpers to drive `sluice worker` processes and Python clients
+/// against it.
+struct ServingCluster {
+    let broker: BrokerProcess
+    let pipeline: String
+
+    var bootstrap: String { broker.bootstrapServers }
+    var requests: String { "\(pipeline).requests" }
+    var responses: String { "\(pipeline).responses" }
+    var deadLetters: String { "\(pipeline).dlq" }
+    let lineage = "sluice.lineage"
+
+    static func start(pipeline: String = "text-stats", partitions: Int = 4) async throws -> ServingCluster {
+        let broker = try await BrokerProcess.start([
+            "--topic", "\(pipeline).requests:\(partitions)", "--topic", "\(pipeline).responses:\(partitions)",
+            "--topic", "\(pipeline).dlq:2", "--topic", "sluice.lineage:4",
+        ])
+        return ServingCluster(broker: broker, pipeline: pipeline)
+    }
+
+    /// Starts a worker and waits until it owns partitions (`/health`), at most 60 s.
+    func startWorker(_ arguments: [String] = [], waitForPartitions: Bool = true) async throws -> WorkerProcess {
+        let process = try ChildProcess(
+            sluiceExecutable,
+            [
+                "worker", "--brokers", bootstrap, "--pipeline", pipeline, "--http", "127.0.0.1:0",
+                "--kafka", "session.timeout.ms=6000", "--kafka", "heartbeat.interval.ms=200",
+                "--kafka", "fetch.wait.max.ms=10", "--kafka", "linger.ms=1", "--kafka", "socket.nagle.disable=true",
+            ] + arguments)
+        let worker = try await WorkerProcess(process: process)
+        if waitForPartitions {
+            try await worker.waitUntil { $0.assignedPartitions > 0 }
+        }
+        return worker
+    }
+
+    /// Produces `specs` with the Python client and returns the responses it read (see request_reply.py).
+    func call(_ specs: [[String: Any]], timeout: Int = 60) async throws -> (status: Int32, responses: [[String: Any]]) {
+        let input = try specs.map { String(decoding: try JSONSerialization.data(withJSONObject: $0), as: UTF8.self) }
+            .joined(separator: "\n")
+        let script = pythonScript("request_reply.py")
+        let shell = try ChildProcess(
+            "/bin/sh",
+            [
+                "-c", "printf '%s\\n' \"$1\" | python3 \"$0\" \"$2\" \"$3\" \"$4\" \"$5\"", script, input,
+                bootstrap, requests, responses, String(timeout),
+            ])
+        let lines = try await shell.readRest().split(separator: "\n")
+        let status = await shell.wait(timeout: .seconds(timeout + 30))
+        let responses = try lines.map { line in
+            try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+        }
+        return (status, responses)
+    }
+
+    /// Every message of `topic` (see read_topic.py).
+    func read(_ topic: String) async throws -> [[String: Any]] {
+        let reader = try ChildProcess("/usr/bin/env", ["python3", pythonScript("read_topic.py"), bootstrap, topic])
+        let lines = try await reader.readRest().split(separator: "\n")
+        _ = await reader.wait(timeout: .seconds(60))
+        return try lines.map { line in
+            try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+        }
+    }
+
+    func stop() async {
+        _ = await broker.stop()
+    }
+}
+
+func pythonScript(_ name: String) -> String {
+    URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("python/\(name)").path
+}
+
+/// A `sluice worker` process and its `/health` and `/metrics`.
+struct WorkerProcess {
+    let process: ChildProcess
+    let port: Int
+
+    init(process: ChildProcess) async throws {
+        self.process = process
+        // The worker logs the port it serves /health on; wait for that line (at most 30 s).
+        let deadline = ContinuousClock.now + .seconds(30)
+        while true {
+            if let match = process.standardError.firstMatch(of: /health and metrics on .* port (\d+)/) {
+                port = Int(match.1)!
+                return
+            }
+            guard ContinuousClock.now < deadline, process.isRunning else {
+                throw KafkaError(code: .timedOut, message: "worker did not start: \(process.standardError)")
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
+    struct Health {
+        var status: String
+        var assignedPartitions: Int
+        var inFlight: Int
+    }
+
+    func health() async throws -> Health? {
+        guard let body = try await httpGet("/health"),
+            let object = try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any]
+        else { return nil }
+        return Health(
+            status: object["status"] as? String ?? "", assignedPartitions: object["assigned_partitions"] as? Int ?? -1,
+            inFlight: object["in_flight"] as? Int ?? -1)
+    }
+
+    func metrics() async throws -> String? { try await httpGet("/metrics") }
+
+    /// Polls `/health` until `condition` holds, at most `timeout`.
+    func waitUntil(timeout: Duration = .seconds(60), _ condition: (Health) -> Bool) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if let health = try? await health(), condition(health) { return }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw KafkaError(code: .timedOut, message: "worker health never matched: \(process.standardError.suffix(2000))")
+    }
+
+    private func httpGet(_ path: String) async throws -> String? {
+        let curl = try ChildProcess(
+            "/usr/bin/env",
+            [
+                "python3", "-c",
+                "import sys,urllib.request;print(urllib.request.urlopen(sys.argv[1],timeout=5).read().decode(),end='')",
+                "http://127.0.0.1:\(port)\(path)",
+            ])
+        let body = try await curl.readRest()
+        return await curl.wait(timeout: .seconds(10)) == 0 ? body : nil
+    }
+
+    func stop() async -> Int32 {
+        process.signal(SIGTERM)
+        return await process.wait(timeout: .seconds(60))
+    }
+}

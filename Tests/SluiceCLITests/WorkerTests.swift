@@ -1,0 +1,203 @@
+import Foundation
+import Testing
+
+/// `sluice worker` as a process, called by Python's confluent-kafka over the documented protocol.
+@Suite("sluice worker, end to end", .serialized)
+struct WorkerTests {
+    @Test func everyRequestIsAnsweredOnceWithTheRightOutput() async throws {
+        let cluster = try await ServingCluster.start()
+        let worker = try await cluster.startWorker(["--capture", "REALTIME"])
+        let specs: [[String: Any]] = (0..<200).map { index in
+            ["id": "r\(index)", "value": ["text": "word\(index) and more words \(index)"], "key": "k\(index % 7)"]
+        }
+        let (status, responses) = try await cluster.call(specs)
+        #expect(status == 0)
+        #expect(responses.count == 200)
+        #expect(Set(responses.compactMap { $0["id"] as? String }).count == 200)
+        for response in responses {
+            let id = try #require(response["id"] as? String)
+            let index = try #require(Int(id.dropFirst()))
+            let value = try #require(response["value"] as? [String: Any])
+            #expect(value["status"] as? String == "ok")
+            #expect(value["request_id"] as? String == id)
+            #expect(value["capture"] as? String == "REALTIME")
+            let output = try #require(value["output"] as? [String: Any])
+            #expect(output["tokens"] as? Int == 5)
+            #expect(output["first"] as? String == "word\(index)")
+            #expect(output["last"] as? String == "\(index)")
+            #expect(response["key"] as? String == "k\(index % 7)")
+            #expect((response["headers"] as? [String: String])?["sluice-status"] == "ok")
+        }
+        #expect(await worker.stop() == 0)
+        await cluster.stop()
+    }
+
+    @Test func badInputGetsItsErrorCodeAndADeadLetterAndTheNextRequestIsServed() async throws {
+        let cluster = try await ServingCluster.start()
+        let worker = try await cluster.startWorker(["--max-payload-bytes", "200", "--capture", "OFF"])
+        let specs: [[String: Any]] = [
+            ["id": "not-json", "raw": "{not json"],
+            ["id": "wrong-type", "value": ["text": 42]],
+            ["id": "too-large", "value": ["text": String(repeating: "x", count: 300)]],
+            ["id": "expired", "value": ["text": "late"], "headers": ["sluice-deadline": "1000"]],
+            ["id": "bad-deadline", "value": ["text": "a"], "headers": ["sluice-deadline": "soon"]],
+            ["id": "elsewhere", "value": ["text": "a"], "headers": ["sluice-reply-to": "somebody.else"]],
+            ["id": "fine", "value": ["text": "still served"]],
+        ]
+        let (status, responses) = try await cluster.call(specs)
+        #expect(status == 0, "\(responses)")
+        var codes: [String: String] = [:]
+        for response in responses {
+            let value = try #require(response["value"] as? [String: Any])
+            let error = value["error"] as? [String: Any]
+            codes[response["id"] as? String ?? "?"] = error?["code"] as? String ?? "ok"
+        }
+        #expect(
+            codes == [
+                "not-json": "invalid_input", "wrong-type": "invalid_input", "too-large": "payload_too_large",
+                "expired": "deadline_exceeded", "bad-deadline": "invalid_input", "elsewhere": "reply_to_not_allowed",
+                "fine": "ok",
+            ])
+        // Failed requests (not the expired one, not the good one) are copied to the DLQ with why and whence.
+        let letters = try await cluster.read(cluster.deadLetters)
+        let byID = Dictionary(
+            letters.map { (($0["headers"] as? [String: String])?["sluice-request-id"] ?? "?", $0) },
+            uniquingKeysWith: { first, _ in first })
+        #expect(Set(byID.keys) == ["not-json", "wrong-type", "too-large", "bad-deadline", "elsewhere"])
+        let copy = try #require(byID["not-json"])
+        let headers = try #require(copy["headers"] as? [String: String])
+        #expect(headers["sluice-error-code"] == "invalid_input")
+        #expect(headers["sluice-original-topic"] == cluster.requests)
+        #expect(headers["sluice-original-partition"].flatMap(Int.init) != nil)
+        #expect(headers["sluice-original-offset"].flatMap(Int.init) != nil)
+        #expect(copy["value"] as? String == "{not json")
+        let metrics = try #require(try await worker.metrics())
+        #expect(
+            metrics.contains(#"sluice_requests_total{pipeline="text-stats",status="error",code="invalid_input"} 3"#))
+        #expect(metrics.contains(#"sluice_dead_letters_total{pipeline="text-stats"} 5"#))
+        #expect(await worker.stop() == 0)
+        await cluster.stop()
+    }
+
+    @Test func batchLineageIsInKafkaBeforeTheResponse() async throws {
+        let cluster = try await ServingCluster.start()
+        let worker = try await cluster.startWorker(["--capture", "BATCH"])
+        let specs: [[String: Any]] = (0..<20).map { ["id": "b\($0)", "value": ["text": "one two three \($0)"]] }
+        let (status, responses) = try await cluster.call(specs)
+        #expect(status == 0)
+        let events = try await cluster.read(cluster.lineage)
+        for response in responses {
+            let value = try #require(response["value"] as? [String: Any])
+            let runID = try #require(value["run_id"] as? String)
+            let runEvents = events.filter { ($0["value"] as? [String: Any])?["run_id"] as? String == runID }
+            let types = runEvents.compactMap { ($0["value"] as? [String: Any])?["type"] as? String }
+            #expect(types.first == "run_started" && types.last == "run_completed" && types.count == 9, "\(types)")
+            // Keyed by run id: one partition holds the whole run, in order.
+            #expect(Set(runEvents.compactMap { $0["partition"] as? Int }).count == 1)
+            #expect(Set(runEvents.compactMap { $0["key"] as? String }) == [runID])
+            // Produced (create time) no later than the response: the response waited for their acknowledgement.
+            let lastEvent = runEvents.compactMap { $0["timestamp"] as? Int }.max() ?? .max
+            #expect(lastEvent <= response["timestamp"] as? Int ?? 0)
+        }
+        #expect(await worker.stop() == 0)
+        await cluster.stop()
+    }
+
+    @Test func memoryOnlyPublishesNoLineage() async throws {
+        let cluster = try await ServingCluster.start()
+        let worker = try await cluster.startWorker(["--capture", #"{"mode": "REALTIME", "runs": "off"}"#])
+        let (status, responses) = try await cluster.call((0..<20).map { ["id": "m\($0)", "value": ["text": "a b"]] })
+        #expect(status == 0)
+        for response in responses {
+            let value = try #require(response["value"] as? [String: Any])
+            #expect(value["run_id"] is NSNull)
+            #expect(value["capture"] as? String == "MEMORY")
+        }
+        #expect(await worker.stop() == 0)
+        #expect(try await cluster.read(cluster.lineage).isEmpty)
+        await cluster.stop()
+    }
+
+    @Test func missingTopicsAreAStartUpErrorNamingThem() async throws {
+        let broker = try await BrokerProcess.start(["--topic", "text-stats.requests:2"])
+        let process = try ChildProcess(
+            sluiceExecutable, ["worker", "--brokers", broker.bootstrapServers, "--pipeline", "text-stats"])
+        #expect(await process.wait() != 0)
+        #expect(process.standardError.contains("text-stats.responses"), "\(process.standardError)")
+        #expect(process.standardError.contains("--create-topics"))
+        _ = await broker.stop()
+    }
+}
+
+/// Consumer-group behaviour under failure: workers joining, killed hard, stopped under load.
+@Suite("sluice worker fleets: rebalances, kill -9, SIGTERM", .serialized)
+struct WorkerFleetTests {
+    /// Every id answered at least once, and every response right; duplicates (a redelivery) keep their request id.
+    private func checkAnswered(_ responses: [[String: Any]], ids: Set<String>) throws {
+        let answered = Set(responses.compactMap { $0["id"] as? String })
+        #expect(answered == ids, "missing: \(ids.subtracting(answered).sorted().prefix(10))")
+        for response in responses {
+            let value = try #require(response["value"] as? [String: Any])
+            #expect(value["status"] as? String == "ok", "\(value)")
+            #expect(value["request_id"] as? String == response["id"] as? String)
+        }
+    }
+
+    @Test func workersInAGroupShareThePartitionsAndAThirdJoiningLosesNothing() async throws {
+        let cluster = try await ServingCluster.start(partitions: 6)
+        let first = try await cluster.startWorker()
+        let second = try await cluster.startWorker()
+        try await first.waitUntil { $0.assignedPartitions > 0 && $0.assignedPartitions < 6 }
+        try await second.waitUntil { $0.assignedPartitions > 0 }
+        let ids = (0..<600).map { "g\($0)" }
+        async let load = cluster.call(ids.map { ["id": $0, "value": ["text": "x y \($0)"], "key": $0] }, timeout: 90)
+        try await Task.sleep(for: .milliseconds(300))
+        let third = try await cluster.startWorker()
+        let (status, responses) = try await load
+        #expect(status == 0)
+        try checkAnswered(responses, ids: Set(ids))
+        try await third.waitUntil { $0.assignedPartitions > 0 }
+        // Once the cooperative rebalance settles, the three own the six partitions between them.
+        var owned: [Int] = []
+        let deadline = ContinuousClock.now + .seconds(30)
+        repeat {
+            owned = try await [first.health(), second.health(), third.health()].map { $0?.assignedPartitions ?? 0 }
+            if owned.reduce(0, +) == 6 { break }
+            try await Task.sleep(for: .milliseconds(200))
+        } while ContinuousClock.now < deadline
+        #expect(owned.reduce(0, +) == 6 && owned.allSatisfy { $0 > 0 }, "\(owned)")
+        for worker in [first, second, third] { #expect(await worker.stop() == 0) }
+        await cluster.stop()
+    }
+
+    @Test func killingAWorkerUnderLoadLosesNoRequest() async throws {
+        let cluster = try await ServingCluster.start()
+        let victim = try await cluster.startWorker(["--capture", "BATCH", "--concurrency", "8"])
+        let survivor = try await cluster.startWorker(["--capture", "BATCH", "--concurrency", "8"])
+        let ids = (0..<400).map { "k\($0)" }
+        async let load = cluster.call(ids.map { ["id": $0, "value": ["text": "p q \($0)"], "key": $0] }, timeout: 120)
+        try await victim.waitUntil { $0.inFlight > 0 }
+        kill(victim.process.pid, SIGKILL)
+        let (status, responses) = try await load
+        #expect(status == 0)
+        try checkAnswered(responses, ids: Set(ids))
+        #expect(await survivor.stop() == 0)
+        await cluster.stop()
+    }
+
+    @Test func sigtermUnderLoadDrainsAndCommits() async throws {
+        let cluster = try await ServingCluster.start()
+        let draining = try await cluster.startWorker(["--capture", "REALTIME"])
+        let ids = (0..<300).map { "t\($0)" }
+        async let load = cluster.call(ids.map { ["id": $0, "value": ["text": "s t \($0)"], "key": $0] }, timeout: 120)
+        try await draining.waitUntil { $0.inFlight > 0 }
+        #expect(await draining.stop() == 0)
+        // What it did not take is served by the next worker; what it took was answered before it exited.
+        let next = try await cluster.startWorker(["--capture", "REALTIME"])
+        let (status, responses) = try await load
+        #expect(status == 0)
+        try checkAnswered(responses, ids: Set(ids))
+        #expect(await next.stop() == 0)
+        await cluster.stop()
+    }
+}
