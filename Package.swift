@@ -81,6 +81,11 @@ let package = Package(
         ),
         .testTarget(name: "PipelinesTests", dependencies: ["Pipelines"], swiftSettings: upcoming),
         .testTarget(
+            name: "ServingTests",
+            dependencies: ["Serving", "Kafka", "Pipelines", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: upcoming
+        ),
+        .testTarget(
             name: "SluiceCLITests",
             dependencies: ["Kafka"],
             exclude: ["python"],

@@ -1,0 +1,144 @@
+import Foundation
+import Kafka
+import Logging
+import Pipelines
+import Serving
+import Testing
+
+private let quiet: Logger = {
+    var logger = Logger(label: "sluice.tests")
+    logger.logLevel = .critical
+    return logger
+}()
+
+@Suite("Wire protocol codecs and in-order offsets")
+struct ProtocolTests {
+    private func message(headers: [KafkaHeader], value: String? = "{}") -> KafkaMessage {
+        KafkaMessage(
+            topic: "p.requests", partition: 3, offset: 41, key: Array("k".utf8), value: value.map { Array($0.utf8) },
+            headers: headers)
+    }
+
+    @Test func requestsReadTheirHeadersAndFallBackToTheirPosition() {
+        let plain = Request(message(headers: []))
+        #expect(plain.requestID == "p.requests/3/41")
+        #expect(plain.replyTo == nil && plain.deadlineMilliseconds == nil && plain.headerError == nil)
+        let full = Request(
+            message(headers: [
+                KafkaHeader("sluice-request-id", "abc"), KafkaHeader("sluice-reply-to", "p.responses.me"),
+                KafkaHeader("sluice-deadline", " 1700000000000 "), KafkaHeader("traceparent", "00-a-b-01"),
+            ]))
+        #expect(full.requestID == "abc" && full.replyTo == "p.responses.me")
+        #expect(full.deadlineMilliseconds == 1_700_000_000_000 && full.traceparent == "00-a-b-01")
+        let bad = Request(
+            message(headers: [KafkaHeader("sluice-deadline", "tomorrow"), KafkaHeader("sluice-reply-to", [0xFF])]))
+        #expect(bad.headerError?.contains("'tomorrow' is not epoch milliseconds") == true)
+        #expect(bad.headerError?.contains("sluice-reply-to is not UTF-8") == true)
+    }
+
+    @Test func runIDsAreDeterministicPerMessage() {
+        let once = WireProtocol.runID(topic: "p.requests", partition: 3, offset: 41)
+        #expect(once == WireProtocol.runID(topic: "p.requests", partition: 3, offset: 41))
+        #expect(once != WireProtocol.runID(topic: "p.requests", partition: 3, offset: 42))
+        #expect(once != WireProtocol.runID(topic: "p.requests", partition: 4, offset: 41))
+        #expect(once.count == 32 && once.allSatisfy(\.isHexDigit))
+        #expect(Request(message(headers: [])).runID == once)
+    }
+
+    @Test func responsesRoundTrip() throws {
+        let ok = Response(
+            requestID: "r1", pipeline: "p", output: Array(#"{"a":1}"#.utf8), error: nil, runID: "run", capture: "BATCH",
+            durationMicros: 1500)
+        #expect(
+            String(decoding: ok.json(), as: UTF8.self)
+                == #"{"request_id":"r1","pipeline":"p","status":"ok","output":{"a":1},"error":null,"run_id":"run","capture":"BATCH","duration_ms":1.5}"#
+        )
+        let decoded = try Response(json: ok.json())
+        #expect(decoded.requestID == "r1" && decoded.output == ok.output && decoded.runID == "run")
+        let failed = Response(
+            requestID: "r2", pipeline: "p", output: nil,
+            error: ErrorDetail(code: "step_failed", message: "m", step: "s"),
+            runID: nil, capture: "MEMORY", durationMicros: 0)
+        let message = failed.message(topic: "p.responses", key: Array("k".utf8))
+        #expect(message.headers.string(named: "sluice-status") == "error")
+        #expect(message.headers.string(named: "sluice-request-id") == "r2")
+        #expect(try Response(json: failed.json()).error == ErrorDetail(code: "step_failed", message: "m", step: "s"))
+        #expect(throws: ResponseDecodingError.self) { try Response(json: Array(#"{"request_id":1}"#.utf8)) }
+    }
+
+    @Test func deadLettersCarryTheRequestAndWhy() {
+        let request = Request(message(headers: [KafkaHeader("sluice-request-id", "x")], value: "nope"))
+        let letter = DeadLetter.message(
+            for: request, error: ErrorDetail(code: "invalid_input", message: "not JSON"), topic: "p.dlq")
+        #expect(letter.topic == "p.dlq" && letter.value == Array("nope".utf8) && letter.key == Array("k".utf8))
+        #expect(letter.headers.string(named: "sluice-request-id") == "x")
+        #expect(letter.headers.string(named: "sluice-error-code") == "invalid_input")
+        #expect(letter.headers.string(named: "sluice-original-topic") == "p.requests")
+        #expect(letter.headers.string(named: "sluice-original-partition") == "3")
+        #expect(letter.headers.string(named: "sluice-original-offset") == "41")
+    }
+
+    @Test func replyTopicsMustStartWithAnAllowedPrefix() {
+        var configuration = WorkerConfiguration(
+            pipeline: AnyPipeline(Pipeline("p") { (value: Int) in value }), capture: .batch,
+            kafka: try! KafkaConfiguration())
+        #expect(configuration.allowsReply(to: "p.responses") && configuration.allowsReply(to: "p.responses.client-7"))
+        #expect(!configuration.allowsReply(to: "q.responses") && !configuration.allowsReply(to: "p.request"))
+        configuration.allowedReplyPrefixes.append("replies.")
+        #expect(configuration.allowsReply(to: "replies.team-a"))
+    }
+}
+
+@Suite("The request-reply client against an embedded cluster")
+struct ClientTests {
+    @Test func responsesFindTheirCallersAndDuplicatesAreDropped() async throws {
+        let cluster = try MockCluster(logger: quiet)
+        try cluster.createTopic("echo.requests", partitions: 2)
+        try cluster.createTopic("echo.responses", partitions: 2)
+        let settings = try KafkaConfiguration([
+            "bootstrap.servers": cluster.bootstrapServers, "fetch.wait.max.ms": "10", "socket.nagle.disable": "true",
+            "session.timeout.ms": "6000", "heartbeat.interval.ms": "200",
+        ])
+        // A stand-in worker that answers every request twice, as a worker killed after producing would.
+        let requests = try KafkaConsumer(
+            configuration: settings.merging(["group.id": "echo", "auto.offset.reset": "earliest"]),
+            topics: ["echo.requests"], logger: quiet)
+        let replies = try KafkaProducer(configuration: settings, logger: quiet)
+        let echo = Task {
+            for await message in requests.messages {
+                let request = Request(message)
+                let response = Response(
+                    requestID: request.requestID, pipeline: "echo", output: message.value, error: nil, runID: nil,
+                    capture: "MEMORY", durationMicros: 1)
+                for _ in 0..<2 { _ = try? await replies.send(response.message(topic: request.replyTo ?? "", key: nil)) }
+            }
+        }
+        let client = try PipelineClient(kafka: settings, pipeline: "echo", logger: quiet)
+        let answers = try await withThrowingTaskGroup(of: (Int, Response).self) { group in
+            for index in 0..<20 {
+                group.addTask { (index, try await client.call(Array("[\(index)]".utf8), timeout: .seconds(60))) }
+            }
+            var answers: [Int: Response] = [:]
+            for try await (index, response) in group { answers[index] = response }
+            return answers
+        }
+        #expect(answers.count == 20)
+        for (index, response) in answers { #expect(response.output == Array("[\(index)]".utf8)) }
+        #expect(try await eventuallyTrue { client.duplicatesDropped == 20 })
+        await #expect(throws: PipelineClient.Timeout.self) {
+            _ = try await client.call(Array("1".utf8), requestID: "nobody-answers", timeout: .milliseconds(1))
+        }
+        echo.cancel()
+        await client.close()
+        await requests.close()
+        await replies.close()
+    }
+
+    private func eventuallyTrue(_ condition: () -> Bool) async throws -> Bool {
+        for _ in 0..<500 {
+            if condition() { return true }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        return condition()
+    }
+}
