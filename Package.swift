@@ -59,7 +59,10 @@ let package = Package(
             swiftSettings: upcoming
         ),
         .target(name: "Lineage", dependencies: ["Kafka", "Pipelines"], swiftSettings: upcoming),
-        .target(name: "Examples", dependencies: ["Pipelines"], swiftSettings: upcoming),
+        .target(
+            name: "Examples", dependencies: ["Pipelines"], resources: [.embedInCode("Resources/digits-model.json")],
+            swiftSettings: upcoming
+        ),
         .target(
             name: "SluiceCLI",
             dependencies: [
@@ -80,6 +83,7 @@ let package = Package(
             swiftSettings: upcoming
         ),
         .testTarget(name: "PipelinesTests", dependencies: ["Pipelines"], swiftSettings: upcoming),
+        .testTarget(name: "ExamplesTests", dependencies: ["Examples", "Pipelines"], swiftSettings: upcoming),
         .testTarget(
             name: "ServingTests",
             dependencies: ["Serving", "Kafka", "Pipelines", .product(name: "Logging", package: "swift-log")],
