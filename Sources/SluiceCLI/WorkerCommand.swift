@@ -143,7 +143,7 @@ struct WorkerCommand: AsyncParsableCommand {
     )
         async throws
     {
-        var needed = [configuration.requestsTopic, configuration.responsesTopic, configuration.deadLetterTopic]
+        var needed = [configuration.requestsTopic, configuration.responsesTopic]
         if !configuration.capture.isMemoryOnly { needed.append(configuration.lineageTopic) }
         let admin = try KafkaAdmin(configuration: settings, logger: logger)
         let existing: Set<String>
@@ -152,6 +152,13 @@ struct WorkerCommand: AsyncParsableCommand {
         } catch {
             throw ValidationError("the Kafka cluster at \(brokers) does not answer: \(error)")
         }
+        // The dead-letter topic is written only when a request fails: its absence is worth a warning, not a refusal
+        // (a failed request then waits, unanswered and uncommitted, until the topic exists).
+        if !existing.contains(configuration.deadLetterTopic) && !createTopics {
+            logger.warning(
+                "dead-letter topic \(configuration.deadLetterTopic) does not exist: failed requests will wait for it")
+        }
+        if createTopics, !existing.contains(configuration.deadLetterTopic) { needed.append(configuration.deadLetterTopic) }
         let missing = needed.filter { !existing.contains($0) }
         guard !missing.isEmpty else { return }
         guard createTopics else {
