@@ -6,7 +6,10 @@ public struct SluiceCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "sluice",
         abstract: "Pipeline serving over Kafka.",
-        subcommands: [BrokerCommand.self, TopicsCommand.self, WorkerCommand.self, CallCommand.self, RunCommand.self]
+        subcommands: [
+            BrokerCommand.self, TopicsCommand.self, WorkerCommand.self, CallCommand.self, BenchCommand.self,
+            RunCommand.self,
+        ]
     )
 
     public init() {}

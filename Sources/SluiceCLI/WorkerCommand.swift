@@ -45,7 +45,7 @@ struct WorkerCommand: AsyncParsableCommand {
     var kafka: [String] = []
 
     @Option(name: .long, help: "Requests run at once, at most.")
-    var concurrency = 64
+    var concurrency = 1024
 
     @Option(name: .customLong("max-payload-bytes"), help: "Larger request values get payload_too_large.")
     var maxPayloadBytes = 1 << 20
@@ -158,7 +158,9 @@ struct WorkerCommand: AsyncParsableCommand {
             logger.warning(
                 "dead-letter topic \(configuration.deadLetterTopic) does not exist: failed requests will wait for it")
         }
-        if createTopics, !existing.contains(configuration.deadLetterTopic) { needed.append(configuration.deadLetterTopic) }
+        if createTopics, !existing.contains(configuration.deadLetterTopic) {
+            needed.append(configuration.deadLetterTopic)
+        }
         let missing = needed.filter { !existing.contains($0) }
         guard !missing.isEmpty else { return }
         guard createTopics else {

@@ -7,10 +7,14 @@ import Synchronization
 /// A group consumer handle with its poll thread and a bounded buffer of records for the Swift side.
 ///
 /// The poll thread blocks in `rd_kafka_consumer_poll` until a record or event arrives, copies records into the
-/// buffer and serves rebalances. When the buffer holds `capacity` records, the thread pauses every assigned
-/// partition (librdkafka then drops what it prefetched and resumes from the next record not yet returned) and goes on
-/// serving rebalances; when the reader has taken the buffer down to half, it resumes them. Only the poll thread
-/// calls pause/resume, so the paused set librdkafka holds is the one recorded here.
+/// buffer and serves rebalances. When the buffer holds `capacity` records, the thread stops polling and waits for
+/// the reader to take it down to half: records wait in librdkafka's own bounded queue (`queued.max.messages.kbytes`),
+/// and nothing is fetched twice. Only when the buffer stays full for ``pauseAfter`` does the thread pause every
+/// assigned partition (librdkafka then drops what it prefetched and resumes from the next record not yet returned)
+/// and go on serving rebalances; when the reader has taken the buffer down to half, it resumes them. Pausing is for
+/// a reader that stalls: in librdkafka 2.0.2 a resumed partition's fetcher restarts only on its broker thread's next
+/// wake-up, up to about a second later, so a reader that merely keeps up slowly must not pause on every burst. Only
+/// the poll thread calls pause/resume, so the paused set librdkafka holds is the one recorded here.
 final class ConsumerClient: RDKafkaClient, @unchecked Sendable {
     // @unchecked Sendable: mutable state is in `state` (a Mutex); `pollThread` and `queue` are written in `init`
     // only; librdkafka's handle and queue are thread-safe.
@@ -33,12 +37,19 @@ final class ConsumerClient: RDKafkaClient, @unchecked Sendable {
         var pauseStale = false
         var stopping = false
         var closed = false
+        /// The poll thread waits on `drained` for the reader to make room.
+        var waitingForRoom = false
     }
+
+    /// How long the buffer may stay full before the partitions are paused.
+    static let pauseAfter: DispatchTimeInterval = .milliseconds(500)
 
     let capacity: Int
     private let resumeLevel: Int
     private let rebalanceHandler: RebalanceHandler
     private let state = Mutex(State())
+    /// Signalled by the reader when it takes the buffer down to half while the poll thread waits for room.
+    private let drained = DispatchSemaphore(value: 0)
     private var queue: OpaquePointer!
     private var pollThread: DedicatedThread?
 
@@ -75,6 +86,7 @@ final class ConsumerClient: RDKafkaClient, @unchecked Sendable {
         var batch = [UnsafeMutablePointer<rd_kafka_message_t>?](repeating: nil, count: 256)
         while !state.withLock({ $0.stopping }) {
             reconcilePauses()
+            if waitForRoom() { continue }
             // Blocks until a record or event; rd_kafka_queue_yield wakes it for a stop or a resume.
             guard let first = rd_kafka_consumer_poll(handle, 1000) else { continue }
             accept(first, &decoder)
@@ -103,10 +115,27 @@ final class ConsumerClient: RDKafkaClient, @unchecked Sendable {
         let waiter = state.withLock { state -> Waiter? in
             if let waiter = state.waiters.popFirst() { return waiter }
             state.buffer.append(message)
-            if state.buffer.count >= capacity && !state.backpressure { state.pauseStale = true }
             return nil
         }
         waiter?.continuation.resume(returning: message)
+    }
+
+    /// While the buffer is full (and the partitions not yet paused for it), waits for the reader to take it down to
+    /// half, at most ``pauseAfter``; if it is still full then, asks for the partitions to be paused.
+    /// - Returns: whether it waited (the loop then starts over).
+    private func waitForRoom() -> Bool {
+        let full = state.withLock { state -> Bool in
+            guard state.buffer.count >= capacity, !state.backpressure, !state.stopping else { return false }
+            state.waitingForRoom = true
+            return true
+        }
+        guard full else { return false }
+        let outcome = drained.wait(timeout: .now() + Self.pauseAfter)
+        state.withLock { state in
+            state.waitingForRoom = false
+            if outcome == .timedOut && state.buffer.count >= capacity { state.pauseStale = true }
+        }
+        return true
     }
 
     /// Brings librdkafka's paused set to what backpressure and the user ask for. Poll thread only (or the closing
@@ -261,13 +290,16 @@ final class ConsumerClient: RDKafkaClient, @unchecked Sendable {
     }
 
     private func takeBuffered() -> KafkaMessage? {
-        let (message, wake) = state.withLock { state -> (KafkaMessage?, Bool) in
-            guard let message = state.buffer.popFirst() else { return (nil, false) }
+        let (message, wake, room) = state.withLock { state -> (KafkaMessage?, Bool, Bool) in
+            guard let message = state.buffer.popFirst() else { return (nil, false, false) }
             let wake = state.backpressure && !state.pauseStale && state.buffer.count <= resumeLevel
             if wake { state.pauseStale = true }
-            return (message, wake)
+            let room = state.waitingForRoom && state.buffer.count <= resumeLevel
+            if room { state.waitingForRoom = false }
+            return (message, wake, room)
         }
         if wake { wakePollThread() }
+        if room { drained.signal() }
         return message
     }
 
@@ -331,6 +363,7 @@ final class ConsumerClient: RDKafkaClient, @unchecked Sendable {
         }
         guard first else { return }
         wakePollThread()
+        drained.signal()
         pollThread?.join()
         if leaveGroup {
             // Serves the final revoke on this thread: the hook runs and stored offsets are committed.

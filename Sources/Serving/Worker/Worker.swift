@@ -15,7 +15,7 @@ public struct WorkerConfiguration: Sendable {
     public var deadLetterTopic: String
     public var lineageTopic: String
     /// Requests run at once, at most.
-    public var concurrency = 64
+    public var concurrency = 1024
     /// Request values larger than this get `payload_too_large`.
     public var maxPayloadBytes = 1 << 20
     /// Reply-to topics a request may name: these topics and the topics that start with one of them. Default: the

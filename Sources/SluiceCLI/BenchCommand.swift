@@ -1,0 +1,223 @@
+import ArgumentParser
+import Foundation
+import Kafka
+import Logging
+import Pipelines
+import Serving
+import Synchronization
+
+/// `sluice bench`: load against a running fleet, and what came back: throughput, latency percentiles, and whether
+/// anything was missing or duplicated.
+struct BenchCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract:
+            "Send requests to a running fleet and report throughput, latency percentiles, missing and duplicates.",
+        discussion: """
+            Keeps --window requests in flight (each response lets the next request go), for --requests requests or \
+            --seconds, whichever ends first, then waits up to --timeout seconds for the stragglers. Latency is from \
+            producing a request to reading its response. Prints one line of JSON.
+            """
+    )
+
+    @Option(name: .long, help: "Bootstrap servers of the Kafka cluster (host:port,...).")
+    var brokers: String
+
+    @Option(name: .long, help: "The pipeline to call.")
+    var pipeline: String
+
+    @Option(name: .customLong("requests-topic"), help: "Default: <pipeline>.requests.")
+    var requestsTopic: String?
+
+    @Option(name: .customLong("responses-topic"), help: "Default: <pipeline>.responses.")
+    var responsesTopic: String?
+
+    @Option(name: .customLong("kafka"), help: "A librdkafka property as key=value. Repeatable.")
+    var kafka: [String] = []
+
+    @Option(name: .long, help: "The input of every request, as JSON.")
+    var data = #"{"text": "the quick brown fox jumps over the lazy dog"}"#
+
+    @Option(name: .long, help: "Requests to send.")
+    var requests = 10_000
+
+    @Option(name: .long, help: "Requests in flight at once.")
+    var window = 64
+
+    @Option(name: .long, help: "Stop sending after this many seconds.")
+    var seconds = 60.0
+
+    @Option(name: .long, help: "Seconds to wait for the last responses.")
+    var timeout = 30.0
+
+    func validate() throws {
+        guard requests >= 1, window >= 1, seconds > 0, timeout > 0 else {
+            throw ValidationError("--requests, --window, --seconds and --timeout must be positive")
+        }
+    }
+
+    func run() async throws {
+        let logger = Logger(label: "sluice.bench")
+        var settings = try KafkaConfiguration(assignments: kafka)
+        try settings.set("bootstrap.servers", brokers)
+        let requestsTopic = requestsTopic ?? WireProtocol.requestsTopic(pipeline)
+        let responsesTopic = responsesTopic ?? WireProtocol.responsesTopic(pipeline)
+        let load = BenchLoad(window: window)
+        var generator = SystemRandomNumberGenerator()
+        let prefix = String(generator.next() as UInt64, radix: 36)
+        let consumer = try KafkaConsumer(
+            configuration: settings.merging([
+                "group.id": "sluice.bench.\(prefix)", "auto.offset.reset": "latest", "enable.auto.commit": "false",
+            ]),
+            topics: [responsesTopic], bufferCapacity: 8192, logger: logger)
+        // Ready once the responses partitions are assigned, so that no response goes unread.
+        let ready = ContinuousClock.now + .seconds(30)
+        while consumer.assignment.isEmpty && ContinuousClock.now < ready {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        try await Task.sleep(for: .milliseconds(500))
+        let reader = Task {
+            for await message in consumer.messages {
+                guard let id = message.headers.string(named: WireProtocol.Header.requestID) else { continue }
+                load.received(id, ok: message.headers.string(named: WireProtocol.Header.status) == "ok")
+            }
+        }
+        let producer = try KafkaProducer(configuration: settings, logger: logger)
+        let value = Array(data.utf8)
+        let started = ContinuousClock.now
+        let sendUntil = started + .milliseconds(Int(seconds * 1000))
+        var sent = 0
+        while sent < requests, ContinuousClock.now < sendUntil {
+            await load.acquire()
+            let id = "\(prefix)-\(sent)"
+            load.sending(id)
+            try await producer.send(
+                OutgoingMessage(
+                    topic: requestsTopic, value: value,
+                    headers: [
+                        KafkaHeader(WireProtocol.Header.requestID, id),
+                        KafkaHeader(WireProtocol.Header.replyTo, responsesTopic),
+                    ])
+            ) { result in
+                if case .failure = result { load.failed(id) }
+            }
+            sent += 1
+        }
+        let waitUntil = ContinuousClock.now + .milliseconds(Int(timeout * 1000))
+        while load.outstanding > 0 && ContinuousClock.now < waitUntil { try await Task.sleep(for: .milliseconds(20)) }
+        let elapsed = started.duration(to: load.lastResponse ?? ContinuousClock.now)
+        reader.cancel()
+        await producer.close()
+        await consumer.close()
+        print(load.report(sent: sent, elapsed: elapsed))
+    }
+}
+
+/// The bookkeeping of one bench run: send times by request id, latencies, duplicates, and the window.
+final class BenchLoad: Sendable {
+    private struct State {
+        var sentAt: [String: ContinuousClock.Instant] = [:]
+        var latenciesMicros: [Int64] = []
+        var errors = 0
+        var duplicates = 0
+        var failedSends = 0
+        var answered: Set<String> = []
+        var lastResponse: ContinuousClock.Instant?
+        var free: Int
+        var waiter: CheckedContinuation<Void, Never>?
+    }
+
+    private let state: Mutex<State>
+
+    init(window: Int) {
+        state = Mutex(State(free: window))
+    }
+
+    var outstanding: Int { state.withLock { $0.sentAt.count } }
+    var lastResponse: ContinuousClock.Instant? { state.withLock { $0.lastResponse } }
+
+    /// Waits for room in the window.
+    func acquire() async {
+        await withCheckedContinuation { continuation in
+            let granted = state.withLock { state -> Bool in
+                if state.free > 0 {
+                    state.free -= 1
+                    return true
+                }
+                state.waiter = continuation
+                return false
+            }
+            if granted { continuation.resume() }
+        }
+    }
+
+    func sending(_ id: String) {
+        let now = ContinuousClock.now
+        state.withLock { $0.sentAt[id] = now }
+    }
+
+    func failed(_ id: String) {
+        release { state in
+            state.failedSends += 1
+            return state.sentAt.removeValue(forKey: id) != nil
+        }
+    }
+
+    func received(_ id: String, ok: Bool) {
+        let now = ContinuousClock.now
+        release { state in
+            guard let sentAt = state.sentAt.removeValue(forKey: id) else {
+                if state.answered.contains(id) { state.duplicates += 1 }
+                return false
+            }
+            state.answered.insert(id)
+            let latency = sentAt.duration(to: now)
+            state.latenciesMicros.append(
+                latency.components.seconds * 1_000_000 + latency.components.attoseconds / 1_000_000_000_000)
+            if !ok { state.errors += 1 }
+            state.lastResponse = now
+            return true
+        }
+    }
+
+    /// Runs `update`; when it frees a window slot, hands the slot to the waiting sender, if any.
+    private func release(_ update: (inout State) -> Bool) {
+        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            guard update(&state) else { return nil }
+            if let waiter = state.waiter {
+                state.waiter = nil
+                return waiter
+            }
+            state.free += 1
+            return nil
+        }
+        waiter?.resume()
+    }
+
+    /// One line of JSON.
+    func report(sent: Int, elapsed: Duration) -> String {
+        let snapshot = state.withLock { $0 }
+        let sorted = snapshot.latenciesMicros.sorted()
+        func percentile(_ fraction: Double) -> Double {
+            guard !sorted.isEmpty else { return 0 }
+            return Double(sorted[min(sorted.count - 1, Int(Double(sorted.count) * fraction))]) / 1000
+        }
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        var writer = JSONWriter()
+        writer.object { out in
+            out.field("sent", sent)
+            out.field("answered", sorted.count)
+            out.field("missing", snapshot.sentAt.count)
+            out.field("duplicates", snapshot.duplicates)
+            out.field("errors", snapshot.errors)
+            out.field("failed_sends", snapshot.failedSends)
+            out.field("seconds", (seconds * 1000).rounded() / 1000)
+            out.field("responses_per_second", seconds > 0 ? (Double(sorted.count) / seconds).rounded() : 0)
+            out.field("p50_ms", percentile(0.5))
+            out.field("p90_ms", percentile(0.9))
+            out.field("p99_ms", percentile(0.99))
+            out.field("max_ms", Double(sorted.last ?? 0) / 1000)
+        }
+        return String(decoding: writer.bytes, as: UTF8.self)
+    }
+}
