@@ -316,7 +316,9 @@ public final class Worker: Sendable {
             let result = await configuration.pipeline.run(
                 json: message.value ?? [], runner: runner,
                 options: RunOptions(
-                    capture: configuration.capture, runID: request.runID, requestID: request.requestID,
+                    capture: configuration.capture,
+                    // Hashing the message's position is only worth it when the run is tracked.
+                    runID: configuration.capture.isMemoryOnly ? nil : request.runID, requestID: request.requestID,
                     traceparent: request.traceparent))
             switch result.outcome {
             case .success(let output):
