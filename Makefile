@@ -28,9 +28,11 @@ build: deps
 release: deps
 	$(SWIFT) build -c release $(SWIFT_FLAGS)
 
+# Suites run one at a time: the end-to-end suites load both cores with brokers and workers, and the consumer-group
+# suites' timing assertions do not hold beside them (docs/operations.md has the mock's limits).
 test: deps
 	$(SWIFT) build --build-tests $(SWIFT_FLAGS)
-	$(SWIFT) test --skip-build --disable-xctest $(SWIFT_FLAGS)
+	$(SWIFT) test --skip-build --disable-xctest --no-parallel $(SWIFT_FLAGS)
 
 # Until the worker lands (issue 5) the demo shows the embedded broker serving a foreign client.
 demo: build
