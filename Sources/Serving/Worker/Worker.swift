@@ -175,10 +175,8 @@ public final class Worker: Sendable {
                 return
             }
             state.withLock { $0.watermarks[message.topicPartition, default: OffsetWatermark()].begin(message.offset) }
-            Task { [self] in
-                await handle(message)
-                releaseSlot()
-            }
+            // The request's slot is released once its response is acknowledged (see `handle`).
+            Task { [self] in await handle(message) }
         }
     }
 
@@ -335,10 +333,40 @@ public final class Worker: Sendable {
         }
         if let error = response.error, error.code != WireProtocol.ErrorCode.deadlineExceeded { failure = error }
 
-        let delivered = await deliver(response, to: replyTopic, request: request, deadLetter: failure)
-        metrics.recordResponse(
-            code: response.error?.code, seconds: Double(Timestamps.monotonicMicros() - started) / 1_000_000)
-        if delivered { finish(message) }
+        let done: @Sendable () -> Void = { [self] in
+            metrics.recordResponse(
+                code: response.error?.code, seconds: Double(Timestamps.monotonicMicros() - started) / 1_000_000)
+            finish(message)
+            releaseSlot()
+        }
+        // The common case: no dead-letter copy. The delivery report finishes the request on the producer's thread,
+        // so no task waits for it; a failed delivery takes the slow path below.
+        if failure == nil {
+            let topic = replyTopic
+            do {
+                try await producer.send(response.message(topic: topic, key: message.key)) { [self] result in
+                    if case .success = result { return done() }
+                    Task { await deliverSlowly(response, to: topic, request: request, deadLetter: nil, done: done) }
+                }
+                return
+            } catch {
+                logger.warning("response to \(request.requestID) not enqueued: \(error)")
+            }
+        }
+        await deliverSlowly(response, to: replyTopic, request: request, deadLetter: failure, done: done)
+    }
+
+    /// Delivers with ``deliver(_:to:request:deadLetter:)`` and finishes the request if it was delivered; releases
+    /// its slot either way.
+    private func deliverSlowly(
+        _ response: Response, to replyTopic: String, request: Request, deadLetter: ErrorDetail?,
+        done: @Sendable () -> Void
+    ) async {
+        if await deliver(response, to: replyTopic, request: request, deadLetter: deadLetter) {
+            done()
+        } else {
+            releaseSlot()
+        }
     }
 
     /// Produces the response (and the DLQ copy) and waits for their acknowledgements, trying again while the
