@@ -133,4 +133,46 @@ struct CanonicalJSONTests {
         #expect(foundation == expected)
         #expect(try JSONValue(parsing: bytes) == .array(expected.map(JSONValue.string)))
     }
+
+    @Test func decodingReadsWhatEncodingWroteAndAgreesWithFoundation() throws {
+        let bytes = try CanonicalJSON.encode(Everything())
+        let ours = try JSONValueDecoder.decode(Everything.self, from: bytes)
+        let foundation = try JSONDecoder().decode(Everything.self, from: Data(bytes))
+        #expect(try CanonicalJSON.encode(ours) == bytes)
+        #expect(try CanonicalJSON.encode(foundation) == bytes)
+        #expect(try JSONValueDecoder.decode([Float].self, from: Array("[0.5, 2]".utf8)) == [0.5, 2])
+        #expect(try JSONValueDecoder.decode(Int8.self, from: Array("-128".utf8)) == -128)
+        #expect(try JSONValueDecoder.decode(Int.self, from: Array("3.0".utf8)) == 3)
+        #expect(try JSONValueDecoder.decode([String: Int?].self, from: Array(#"{"a": null}"#.utf8)) == ["a": nil])
+    }
+
+    @Test func decodingErrorsNameThePath() throws {
+        struct Inner: Decodable { var count: Int }
+        struct Outer: Decodable { var items: [Inner] }
+        func failure(_ json: String) -> DecodingError? {
+            let bytes: [UInt8] = Array(json.utf8)
+            let result = Result { try JSONValueDecoder.decode(Outer.self, from: bytes) }
+            guard case .failure(let error) = result else { return nil }
+            return error as? DecodingError
+        }
+        guard case .typeMismatch(_, let context)? = failure(#"{"items": [{"count": 1}, {"count": "2"}]}"#) else {
+            Issue.record("a string where an Int belongs must be a type mismatch")
+            return
+        }
+        #expect(context.codingPath.map(\.stringValue) == ["items", "1", "count"])
+        guard case .keyNotFound(let key, _)? = failure(#"{"items": [{}]}"#) else {
+            Issue.record("a missing member must be keyNotFound")
+            return
+        }
+        #expect(key.stringValue == "count")
+        guard case .dataCorrupted? = failure(#"{"items": [{"count": 1.5}]}"#) else {
+            Issue.record("1.5 is not an Int")
+            return
+        }
+        guard case .valueNotFound? = failure(#"{"items": null}"#) else {
+            Issue.record("null where an array belongs must be valueNotFound")
+            return
+        }
+        #expect(throws: JSONParseError.self) { try JSONValueDecoder.decode(Outer.self, from: Array("{".utf8)) }
+    }
 }

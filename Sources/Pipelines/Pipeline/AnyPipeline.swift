@@ -1,5 +1,3 @@
-import Foundation
-
 /// A pipeline with its types erased: JSON in, JSON out. What a registry of pipelines holds, so that the command line
 /// and the worker can run a pipeline picked by name.
 public struct AnyPipeline: Sendable {
@@ -19,7 +17,7 @@ public struct AnyPipeline: Sendable {
         runJSON = { bytes, runner, options in
             let input: Input
             do {
-                input = try JSONDecoder().decode(Input.self, from: Data(bytes))
+                input = try JSONValueDecoder.decode(Input.self, from: bytes)
             } catch {
                 return RunResult(
                     runID: nil, capture: options.capture ?? pipeline.capture ?? .batch,
@@ -56,6 +54,7 @@ public struct AnyPipeline: Sendable {
                 ? "the input"
                 : "'" + codingPath.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".") + "'"
         }
+        if let error = error as? JSONParseError { return "the input is not valid JSON (\(error))" }
         guard let error = error as? DecodingError else { return "the input is not \(type): \(error)" }
         switch error {
         case .typeMismatch(let expected, let context):
