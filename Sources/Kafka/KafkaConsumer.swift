@@ -95,6 +95,13 @@ public final class KafkaConsumer: Sendable {
     /// The partitions librdkafka has paused now, by ``pause(_:)`` or because the buffer is full.
     public var pausedPartitions: Set<TopicPartition> { client.pausedPartitions }
 
+    /// Ends ``messages`` for every reader (one waiting for a record gets `nil` at once) but stays in the group: what is
+    /// in flight can still store offsets and ``commit()`` before ``close()``. Records not yet handed out go to the
+    /// partitions' next reader.
+    public func stopReading() {
+        client.stopReading()
+    }
+
     /// Leaves the group: the revoke hook runs, stored offsets are committed, ``messages`` ends.
     public func close() async {
         _ = try? await DedicatedThread.run(name: "sluice-kclose") { [client] in client.shutdown(leaveGroup: true) }

@@ -30,4 +30,14 @@ struct OffsetWatermarkTests {
             #expect(stored.last == 399)
         }
     }
+
+    @Test func offsetsBegunSlightlyOutOfOrderAreKeptInOrder() {
+        var watermark = OffsetWatermark()
+        for offset in [3, 1, 2, 5, 4] as [Int64] { watermark.begin(offset) }
+        #expect(watermark.finish(1) == 2)
+        #expect(watermark.finish(3) == nil)
+        #expect(watermark.finish(2) == 4)
+        #expect(watermark.finish(5) == nil)
+        #expect(watermark.finish(4) == 6)
+    }
 }

@@ -39,6 +39,8 @@ final class ConsumerClient: RDKafkaClient, @unchecked Sendable {
         var closed = false
         /// The poll thread waits on `drained` for the reader to make room.
         var waitingForRoom = false
+        /// `stopReading()` was called: readers get `nil`, the group membership stays.
+        var readingStopped = false
     }
 
     /// How long the buffer may stay full before the partitions are paused.
@@ -264,6 +266,7 @@ final class ConsumerClient: RDKafkaClient, @unchecked Sendable {
     /// The next record, waiting for one if the buffer is empty; `nil` once the consumer is closed or the calling task
     /// is cancelled.
     func next() async -> KafkaMessage? {
+        if state.withLock({ $0.readingStopped }) { return nil }
         if let ready = takeBuffered() { return ready }
         let id = state.withLock { state in
             defer { state.nextWaiterID &+= 1 }
@@ -274,7 +277,7 @@ final class ConsumerClient: RDKafkaClient, @unchecked Sendable {
                 let ready = state.withLock { state -> KafkaMessage?? in
                     if let message = state.buffer.popFirst() { return .some(message) }
                     // A task cancelled before it got here would never be woken by the cancellation handler.
-                    if state.closed || Task.isCancelled { return .some(nil) }
+                    if state.closed || state.readingStopped || Task.isCancelled { return .some(nil) }
                     state.waiters.append(Waiter(id: id, continuation: continuation))
                     return .none
                 }
@@ -301,6 +304,17 @@ final class ConsumerClient: RDKafkaClient, @unchecked Sendable {
         if wake { wakePollThread() }
         if room { drained.signal() }
         return message
+    }
+
+    /// Ends the record sequence for its readers (waiting ones get `nil` now) while the consumer stays in its group,
+    /// so that work in flight can still store and commit its offsets.
+    func stopReading() {
+        let waiters = state.withLock { state in
+            state.readingStopped = true
+            defer { state.waiters.removeAll() }
+            return state.waiters
+        }
+        for waiter in waiters { waiter.continuation.resume(returning: nil) }
     }
 
     // MARK: - Offsets, pausing, assignment

@@ -8,15 +8,17 @@ struct OffsetWatermark: Sendable {
     /// Requests taken and not yet past the watermark.
     var count: Int { pending.count }
 
-    /// A request was taken. Offsets arrive in increasing order within a partition.
+    /// A request was taken. Concurrent readers may report a partition's offsets slightly out of order.
     mutating func begin(_ offset: Int64) {
-        pending.append((offset, false))
+        var index = pending.count
+        while index > 0, pending[index - 1].offset > offset { index -= 1 }
+        pending.insert((offset, false), at: index)
     }
 
     /// A request is done; returns the next offset to store (one past the last contiguous done request) if the
     /// watermark moved.
     mutating func finish(_ offset: Int64) -> Int64? {
-        // Binary search: offsets are increasing.
+        // Binary search: offsets are kept in increasing order.
         var low = 0
         var high = pending.count
         while low < high {

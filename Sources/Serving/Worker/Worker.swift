@@ -66,7 +66,6 @@ public final class Worker: Sendable {
         var slotWaiters: [CheckedContinuation<Void, Never>] = []
         var drainWaiters: [CheckedContinuation<Void, Never>] = []
         var consumer: KafkaConsumer?
-        var reader: Task<Void, Never>?
     }
 
     public let configuration: WorkerConfiguration
@@ -123,14 +122,13 @@ public final class Worker: Sendable {
                 partitionsAssigned: { [self] partitions in assigned(partitions) },
                 partitionsRevoked: { [self] partitions, lost in await revoked(partitions, lost: lost) }),
             logger: logger)
-        let reader = Task { [self] in await read(consumer) }
         let stopped = state.withLock { state -> Bool in
             state.consumer = consumer
-            state.reader = reader
             if !state.stopping { state.phase = "serving" }
             return state.stopping
         }
-        if stopped { reader.cancel() }
+        if stopped { consumer.stopReading() }
+        let reader = Task { [self] in await read(consumer) }
         logger.info(
             "serving \(configuration.pipeline.name) from \(configuration.requestsTopic) (group \(configuration.group), capture \(configuration.capture.summary))"
         )
@@ -152,33 +150,46 @@ public final class Worker: Sendable {
         logger.info("stopped")
     }
 
-    /// Stops taking requests; ``run()`` then drains and returns.
+    /// Stops taking requests; ``run()`` then drains and returns. Requests being run are not cancelled.
     public func stop() {
-        let reader = state.withLock { state -> Task<Void, Never>? in
+        let consumer = state.withLock { state -> KafkaConsumer? in
             state.stopping = true
             state.phase = "stopping"
             defer { state.slotWaiters.removeAll() }
             for waiter in state.slotWaiters { waiter.resume() }
-            return state.reader
+            return state.consumer
         }
-        reader?.cancel()
+        consumer?.stopReading()
     }
 
     // MARK: - Reading
 
+    /// Reading lanes: each takes a record, runs it, takes the next. A record waiting in the consumer's buffer is
+    /// taken without a thread switch; no task is created per request. A lane moves on once its response is handed
+    /// to the producer; the request's slot is released when the response is acknowledged (see `handle`).
     private func read(_ consumer: KafkaConsumer) async {
-        var messages = consumer.messages.makeAsyncIterator()
-        while await acquireSlot() {
-            await waitForLineageBacklog()
-            guard let message = await messages.next(), !Task.isCancelled else {
-                releaseSlot()
-                return
+        await withDiscardingTaskGroup { group in
+            for _ in 0..<min(configuration.concurrency, Self.lanes) {
+                group.addTask { [self] in
+                    var messages = consumer.messages.makeAsyncIterator()
+                    while await acquireSlot() {
+                        await waitForLineageBacklog()
+                        guard let message = await messages.next() else {
+                            releaseSlot()
+                            return
+                        }
+                        state.withLock {
+                            $0.watermarks[message.topicPartition, default: OffsetWatermark()].begin(message.offset)
+                        }
+                        await handle(message)
+                    }
+                }
             }
-            state.withLock { $0.watermarks[message.topicPartition, default: OffsetWatermark()].begin(message.offset) }
-            // The request's slot is released once its response is acknowledged (see `handle`).
-            Task { [self] in await handle(message) }
         }
     }
+
+    /// Requests that run at once, at most: enough to overlap pipelines that wait, few enough to stay cheap.
+    private static let lanes = 64
 
     /// Waits for room under `concurrency`; `false` when stopping.
     private func acquireSlot() async -> Bool {
@@ -219,7 +230,7 @@ public final class Worker: Sendable {
     /// than the pipeline.
     private func waitForLineageBacklog() async {
         guard let tracker else { return }
-        while tracker.backlog > configuration.maxLineageBacklog, !Task.isCancelled {
+        while tracker.backlog > configuration.maxLineageBacklog, !state.withLock({ $0.stopping }) {
             try? await Task.sleep(for: .milliseconds(1))
         }
     }
