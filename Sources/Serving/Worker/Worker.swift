@@ -118,9 +118,9 @@ public final class Worker: Sendable {
         let consumer = try KafkaConsumer(
             configuration: consumerSettings, topics: [configuration.requestsTopic],
             bufferCapacity: max(64, 2 * configuration.concurrency),
-            rebalanceHandler: RebalanceHandler(
-                partitionsAssigned: { [self] partitions in assigned(partitions) },
-                partitionsRevoked: { [self] partitions, lost in await revoked(partitions, lost: lost) }),
+            rebalanceHandler: RebalanceHandler(partitionsRevoked: { [self] partitions, lost in
+                await revoked(partitions, lost: lost)
+            }),
             logger: logger)
         let stopped = state.withLock { state -> Bool in
             state.consumer = consumer
@@ -169,7 +169,7 @@ public final class Worker: Sendable {
     /// to the producer; the request's slot is released when the response is acknowledged (see `handle`).
     private func read(_ consumer: KafkaConsumer) async {
         await withDiscardingTaskGroup { group in
-            for _ in 0..<min(configuration.concurrency, Self.lanes) {
+            for _ in 0..<lanes {
                 group.addTask { [self] in
                     var messages = consumer.messages.makeAsyncIterator()
                     while await acquireSlot() {
@@ -188,8 +188,14 @@ public final class Worker: Sendable {
         }
     }
 
-    /// Requests that run at once, at most: enough to overlap pipelines that wait, few enough to stay cheap.
-    private static let lanes = 64
+    /// Requests that run at once. A run that waits for its lineage (BATCH, `flush_on_step_end`) spends most of its
+    /// time waiting for Kafka, so then every slot gets a lane; otherwise 64 overlap pipelines that wait for I/O and
+    /// stay cheap.
+    private var lanes: Int {
+        let capture = configuration.capture
+        let waits = !capture.isMemoryOnly && (capture.waitForTracking || capture.flushOnStepEnd)
+        return waits ? configuration.concurrency : min(configuration.concurrency, 64)
+    }
 
     /// Waits for room under `concurrency`; `false` when stopping.
     private func acquireSlot() async -> Bool {
@@ -262,10 +268,6 @@ public final class Worker: Sendable {
     }
 
     // MARK: - Rebalance
-
-    private func assigned(_ partitions: [TopicPartition]) {
-        logger.info("assigned \(partitions.sorted())")
-    }
 
     /// Before partitions are given up: wait for their requests in flight (at most `drainTimeout`), so that their
     /// offsets are stored and the consumer commits them; what is still running then is given up (its request is

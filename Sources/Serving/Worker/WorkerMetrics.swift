@@ -45,9 +45,6 @@ public final class WorkerMetrics: Sendable {
         state.withLock { $0.deadLetters += 1 }
     }
 
-    /// Responses produced so far by status and code.
-    public var responses: [String: Int] { state.withLock { $0.requests } }
-
     /// The Prometheus text exposition.
     func text(inFlight: Int, assignedPartitions: Int, lineage: (published: Int, failed: Int)) -> String {
         let snapshot = state.withLock { $0 }
