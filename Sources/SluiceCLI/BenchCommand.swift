@@ -20,20 +20,7 @@ struct BenchCommand: AsyncParsableCommand {
             """
     )
 
-    @Option(name: .long, help: "Bootstrap servers of the Kafka cluster (host:port,...).")
-    var brokers: String
-
-    @Option(name: .long, help: "The pipeline to call.")
-    var pipeline: String
-
-    @Option(name: .customLong("requests-topic"), help: "Default: <pipeline>.requests.")
-    var requestsTopic: String?
-
-    @Option(name: .customLong("responses-topic"), help: "Default: <pipeline>.responses.")
-    var responsesTopic: String?
-
-    @Option(name: .customLong("kafka"), help: "A librdkafka property as key=value. Repeatable.")
-    var kafka: [String] = []
+    @OptionGroup var client: ClientOptions
 
     @Option(name: .long, help: "The input of every request, as JSON.")
     var data = #"{"text": "the quick brown fox jumps over the lazy dog"}"#
@@ -58,10 +45,9 @@ struct BenchCommand: AsyncParsableCommand {
 
     func run() async throws {
         let logger = Logger(label: "sluice.bench")
-        var settings = try KafkaConfiguration(assignments: kafka)
-        try settings.set("bootstrap.servers", brokers)
-        let requestsTopic = requestsTopic ?? WireProtocol.requestsTopic(pipeline)
-        let responsesTopic = responsesTopic ?? WireProtocol.responsesTopic(pipeline)
+        let settings = try client.settings()
+        let requestsTopic = client.requestsTopic ?? WireProtocol.requestsTopic(client.pipeline)
+        let responsesTopic = client.responsesTopic ?? WireProtocol.responsesTopic(client.pipeline)
         let load = BenchLoad(window: window)
         var generator = SystemRandomNumberGenerator()
         let prefix = String(generator.next() as UInt64, radix: 36)

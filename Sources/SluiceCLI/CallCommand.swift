@@ -15,20 +15,7 @@ struct CallCommand: AsyncParsableCommand {
             """
     )
 
-    @Option(name: .long, help: "Bootstrap servers of the Kafka cluster (host:port,...).")
-    var brokers: String
-
-    @Option(name: .long, help: "The pipeline to call.")
-    var pipeline: String
-
-    @Option(name: .customLong("requests-topic"), help: "Default: <pipeline>.requests.")
-    var requestsTopic: String?
-
-    @Option(name: .customLong("responses-topic"), help: "The reply-to topic. Default: <pipeline>.responses.")
-    var responsesTopic: String?
-
-    @Option(name: .customLong("kafka"), help: "A librdkafka property as key=value. Repeatable.")
-    var kafka: [String] = []
+    @OptionGroup var client: ClientOptions
 
     @Option(name: .long, help: "One input as JSON; without it, each line of standard input is one.")
     var data: String?
@@ -48,11 +35,9 @@ struct CallCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        var settings = try KafkaConfiguration(assignments: kafka)
-        try settings.set("bootstrap.servers", brokers)
         let client = try PipelineClient(
-            kafka: settings, pipeline: pipeline, requestsTopic: requestsTopic, responsesTopic: responsesTopic,
-            logger: Logger(label: "sluice.call"))
+            kafka: self.client.settings(), pipeline: self.client.pipeline, requestsTopic: self.client.requestsTopic,
+            responsesTopic: self.client.responsesTopic, logger: Logger(label: "sluice.call"))
         var inputs: [String] = []
         if let data {
             inputs = [data]

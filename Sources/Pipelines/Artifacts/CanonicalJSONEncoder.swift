@@ -195,16 +195,6 @@ private final class ByteEncoder: Encoder {
     }
 }
 
-private struct IndexKey: CodingKey {
-    let intValue: Int?
-    let stringValue: String
-    init(intValue: Int) {
-        self.intValue = intValue
-        stringValue = String(intValue)
-    }
-    init?(stringValue: String) { nil }
-}
-
 // MARK: - Containers
 
 private struct KeyedByteContainer<Key: CodingKey>: KeyedEncodingContainerProtocol {

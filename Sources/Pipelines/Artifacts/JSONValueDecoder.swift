@@ -94,16 +94,6 @@ private func leaf<T: Decodable>(_ type: T.Type, _ value: JSONValue, _ codingPath
 
 // MARK: - Containers
 
-private struct IndexKey: CodingKey {
-    let intValue: Int?
-    let stringValue: String
-    init(intValue: Int) {
-        self.intValue = intValue
-        stringValue = String(intValue)
-    }
-    init?(stringValue: String) { nil }
-}
-
 private struct KeyedTreeContainer<Key: CodingKey>: KeyedDecodingContainerProtocol {
     let members: [String: JSONValue]
     let codingPath: [any CodingKey]
