@@ -110,11 +110,17 @@ struct WorkerCommand: AsyncParsableCommand {
                 switch path {
                 case "/health":
                     let health = worker.health
+                    var body = JSONWriter()
+                    body.object { out in
+                        out.field("status", health.status)
+                        out.field("assigned_partitions", health.assignedPartitions)
+                        out.field("in_flight", health.inFlight)
+                        out.field("pipeline", pipeline.name)
+                        out.field("capture", captureLabel)
+                    }
                     return (
                         health.status == "stopping" ? 503 : 200, "application/json",
-                        #"{"status":"\#(health.status)","assigned_partitions":\#(health.assignedPartitions),"#
-                            + #""in_flight":\#(health.inFlight),"pipeline":"\#(pipeline.name)","#
-                            + #""capture":"\#(captureLabel)"}"# + "\n"
+                        String(decoding: body.bytes, as: UTF8.self) + "\n"
                     )
                 case "/metrics":
                     return (200, "text/plain; version=0.0.4", worker.metricsText)
