@@ -10,23 +10,9 @@ struct TopicsCommand: AsyncParsableCommand {
         subcommands: [List.self, Create.self]
     )
 
-    struct Connection: ParsableArguments {
-        @Option(name: .long, help: "Bootstrap servers of the Kafka cluster (host:port,...).")
-        var brokers: String
-
-        @Option(name: .customLong("kafka"), help: "A librdkafka property as key=value. Repeatable.")
-        var kafka: [String] = []
-
-        func configuration() throws -> KafkaConfiguration {
-            var configuration = try KafkaConfiguration(assignments: kafka)
-            try configuration.set("bootstrap.servers", brokers)
-            return configuration
-        }
-    }
-
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Print each topic and its partition count.")
-        @OptionGroup var connection: Connection
+        @OptionGroup var connection: ConnectionOptions
 
         func run() async throws {
             let admin = try KafkaAdmin(configuration: connection.configuration())
@@ -39,7 +25,7 @@ struct TopicsCommand: AsyncParsableCommand {
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Create topics (not supported by the embedded broker, which creates topics on first use).")
-        @OptionGroup var connection: Connection
+        @OptionGroup var connection: ConnectionOptions
 
         @Option(name: .long, help: "Partitions of each topic given without its own count.")
         var partitions: Int = 8

@@ -17,8 +17,7 @@ struct WorkerCommand: AsyncParsableCommand {
             """
     )
 
-    @Option(name: .long, help: "Bootstrap servers of the Kafka cluster (host:port,...).")
-    var brokers: String
+    @OptionGroup var connection: ConnectionOptions
 
     @Option(name: .long, help: "The pipeline to serve.")
     var pipeline: String
@@ -39,10 +38,6 @@ struct WorkerCommand: AsyncParsableCommand {
     var lineageTopic: String?
 
     @OptionGroup var capture: CaptureOptions
-
-    @Option(
-        name: .customLong("kafka"), help: "A librdkafka property as key=value, for consumer and producer. Repeatable.")
-    var kafka: [String] = []
 
     @Option(name: .long, help: "Requests run at once, at most.")
     var concurrency = 1024
@@ -80,13 +75,7 @@ struct WorkerCommand: AsyncParsableCommand {
         let resolved = try capture.resolve(for: pipeline)
         logger.info("\(pipeline.name): capture \(resolved.configuration.summary) from \(resolved.source.rawValue)")
 
-        var settings: KafkaConfiguration
-        do {
-            settings = try KafkaConfiguration(assignments: kafka)
-            try settings.set("bootstrap.servers", brokers)
-        } catch let error as KafkaError {
-            throw ValidationError("\(error)")
-        }
+        let settings = try connection.configuration()
         var configuration = WorkerConfiguration(pipeline: pipeline, capture: resolved.configuration, kafka: settings)
         if let group { configuration.group = group }
         if let requestsTopic { configuration.requestsTopic = requestsTopic }
@@ -156,7 +145,7 @@ struct WorkerCommand: AsyncParsableCommand {
         do {
             existing = Set(try await admin.listTopics(timeout: .seconds(10)).map(\.name))
         } catch {
-            throw ValidationError("the Kafka cluster at \(brokers) does not answer: \(error)")
+            throw ValidationError("the Kafka cluster at \(connection.brokers) does not answer: \(error)")
         }
         // The dead-letter topic is written only when a request fails: its absence is worth a warning, not a refusal
         // (a failed request then waits, unanswered and uncommitted, until the topic exists).
@@ -171,7 +160,7 @@ struct WorkerCommand: AsyncParsableCommand {
         guard !missing.isEmpty else { return }
         guard createTopics else {
             throw ValidationError(
-                "topic(s) \(missing.joined(separator: ", ")) do not exist on \(brokers): create them, or pass --create-topics"
+                "topic(s) \(missing.joined(separator: ", ")) do not exist on \(connection.brokers): create them, or pass --create-topics"
             )
         }
         do {
