@@ -10,13 +10,14 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 all: build
 
-# librdkafka (Debian's librdkafka-dev 2.0.2) and pkg-config for the build; Python's confluent-kafka, the foreign
-# client the tests talk to the broker with.
+# librdkafka (Debian's librdkafka-dev 2.0.2), jemalloc (the allocator `sluice` links) and pkg-config for the build;
+# Python's confluent-kafka, the foreign client the tests talk to the broker with.
 deps:
-	@pkg-config --exists rdkafka || { \
-		echo "installing librdkafka-dev and pkg-config"; \
+	@{ pkg-config --exists rdkafka && pkg-config --exists jemalloc; } 2>/dev/null || { \
+		echo "installing librdkafka-dev, libjemalloc-dev and pkg-config"; \
 		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq librdkafka-dev pkg-config >/dev/null; }
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq librdkafka-dev libjemalloc-dev pkg-config \
+			>/dev/null; }
 	@python3 -c 'import confluent_kafka' 2>/dev/null || { \
 		echo "installing confluent-kafka (pip)"; \
 		python3 -m pip install -q confluent-kafka 2>/dev/null || \
@@ -34,7 +35,7 @@ test: deps
 	$(SWIFT) build --build-tests $(SWIFT_FLAGS)
 	$(SWIFT) test --skip-build --disable-xctest --no-parallel $(SWIFT_FLAGS)
 
-# Until the worker lands (issue 5) the demo shows the embedded broker serving a foreign client.
+# The embedded broker, workers in three capture modes, digits requests and what each mode tracked.
 demo: build
 	@scripts/demo.sh
 

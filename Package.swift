@@ -70,7 +70,11 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
-            swiftSettings: upcoming
+            swiftSettings: upcoming,
+            // jemalloc replaces glibc's malloc in every executable that serves with Sluice: librdkafka frees on its
+            // own threads what the workers allocate, and glibc's arenas make that ~20% of a tracked request's CPU
+            // (docs/benchmarks.md).
+            linkerSettings: [.linkedLibrary("jemalloc", .when(platforms: [.linux]))]
         ),
         .executableTarget(name: "sluice", dependencies: ["SluiceCLI"], swiftSettings: upcoming),
         .executableTarget(

@@ -14,6 +14,7 @@ struct CaptureResolutionTests {
         #expect(try CaptureConfiguration.parse("OFF", source: .code) == .off)
         let memory = try CaptureConfiguration.parse(#"{"mode": "REALTIME", "runs": "off"}"#, source: .code)
         #expect(memory.isMemoryOnly)
+        #expect(try CaptureConfiguration.parse("memory", source: .code) == .memoryOnly)
         #expect(try CaptureConfiguration.parse("{mode: REALTIME, runs: off}", source: .code).isMemoryOnly)
         #expect(try CaptureConfiguration.parse(#"{"mode": "BATCH", "caching": false}"#, source: .code).caching == false)
         let persisted = try CaptureConfiguration.parse("{mode: REALTIME, persistence: memory}", source: .code)

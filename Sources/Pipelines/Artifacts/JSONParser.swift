@@ -123,13 +123,17 @@ private struct JSONParser {
         index += 1
         let start = index
         // Fast path: no escapes.
+        var highBits: UInt8 = 0
         while index < bytes.count {
             let byte = bytes[index]
             if byte == UInt8(ascii: "\"") {
-                let text = try validated(UnsafeBufferPointer(rebasing: bytes[start..<index]), at: start)
+                let utf8 = UnsafeBufferPointer(rebasing: bytes[start..<index])
+                // ASCII needs no validation (and the generic validating initialiser is slow).
+                let text = highBits < 0x80 ? String(decoding: utf8, as: UTF8.self) : try validated(utf8, at: start)
                 index += 1
                 return text
             }
+            highBits |= byte
             if byte == UInt8(ascii: "\\") { break }
             if byte < 0x20 { throw error("control character in a string") }
             index += 1

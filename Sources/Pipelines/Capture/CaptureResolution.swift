@@ -108,12 +108,17 @@ extension CaptureConfiguration {
         return try parse(value, source: source)
     }
 
-    /// Parses a capture value: a mode name, or a mapping of knobs over its mode's defaults (CUSTOM when the mapping
+    /// The name that stands for memory-only (`REALTIME` with `runs: off`); it is also the label of its runs.
+    private static let memoryOnlyName = "MEMORY"
+
+    /// Parses a capture value: a mode name (or `MEMORY` for memory-only), or a mapping of knobs over its mode's defaults (CUSTOM when the mapping
     /// names no mode).
     /// - Throws: ``CaptureConfigurationError`` naming the offending key or value and `source`.
     public static func parse(_ value: JSONValue, source: CaptureSource) throws -> CaptureConfiguration {
         let from = source.rawValue
         switch value {
+        case .string(let name) where name.uppercased() == memoryOnlyName:
+            return .memoryOnly
         case .string(let name):
             return CaptureConfiguration(mode: try mode(name, from))
         case .object(let members):
@@ -166,7 +171,8 @@ extension CaptureConfiguration {
         guard let mode = Mode(rawValue: name.uppercased()) else {
             throw CaptureConfigurationError(
                 message: "capture mode '\(name)' from \(from) is not one of "
-                    + Mode.allCases.map(\.rawValue).joined(separator: ", "))
+                    + Mode.allCases.map(\.rawValue).joined(separator: ", ")
+                    + " (or \(memoryOnlyName) on its own for memory-only)")
         }
         return mode
     }
