@@ -171,7 +171,7 @@ private final class ByteEncoder: Encoder {
             sink.writer.object { out in
                 for (index, member) in members.enumerated()
                 where index + 1 == members.count || members[index + 1].key != member.key {
-                    out.key(member.key)
+                    out.key(named: member.key)
                     out.raw(Self.bytes(of: member.piece, in: region, from: start))
                 }
             }

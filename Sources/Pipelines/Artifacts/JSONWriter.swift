@@ -41,7 +41,20 @@ public struct JSONWriter: ~Copyable, Sendable {
     }
 
     /// Starts the member `name` of an object: the next value written is its value.
-    public mutating func key(_ name: String) {
+    /// - Precondition: `name` needs no escaping (no quote, backslash or control character): member names written
+    ///   in code are copied as they are.
+    public mutating func key(_ name: StaticString) {
+        if !first { buffer.append(UInt8(ascii: ",")) }
+        first = false
+        buffer.append(UInt8(ascii: "\""))
+        name.withUTF8Buffer { buffer.append(contentsOf: $0) }
+        buffer.append(UInt8(ascii: "\""))
+        buffer.append(UInt8(ascii: ":"))
+        afterKey = true
+    }
+
+    /// ``key(_:)`` for a member name known only at run time, escaped as needed.
+    public mutating func key(named name: String) {
         if !first { buffer.append(UInt8(ascii: ",")) }
         first = false
         writeString(name)
@@ -139,7 +152,7 @@ public struct JSONWriter: ~Copyable, Sendable {
         case .object(let members):
             object { writer in
                 for name in members.keys.sorted(by: { $0.utf8.lexicographicallyPrecedes($1.utf8) }) {
-                    writer.key(name)
+                    writer.key(named: name)
                     writer.value(members[name]!)
                 }
             }
@@ -148,32 +161,32 @@ public struct JSONWriter: ~Copyable, Sendable {
 
     // MARK: - Members
 
-    public mutating func field(_ name: String, _ value: String) {
+    public mutating func field(_ name: StaticString, _ value: String) {
         key(name)
         string(value)
     }
 
-    public mutating func field(_ name: String, _ value: String?) {
+    public mutating func field(_ name: StaticString, _ value: String?) {
         key(name)
         if let value { string(value) } else { null() }
     }
 
-    public mutating func field(_ name: String, _ value: Int64) {
+    public mutating func field(_ name: StaticString, _ value: Int64) {
         key(name)
         int(value)
     }
 
-    public mutating func field(_ name: String, _ value: Int) {
+    public mutating func field(_ name: StaticString, _ value: Int) {
         key(name)
         int(Int64(value))
     }
 
-    public mutating func field(_ name: String, _ value: Double) {
+    public mutating func field(_ name: StaticString, _ value: Double) {
         key(name)
         double(value)
     }
 
-    public mutating func field(_ name: String, _ value: Bool) {
+    public mutating func field(_ name: StaticString, _ value: Bool) {
         key(name)
         bool(value)
     }
