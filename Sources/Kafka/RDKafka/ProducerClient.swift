@@ -21,6 +21,9 @@ final class ProducerClient: RDKafkaClient, @unchecked Sendable {
 
     private let state = Mutex(State())
     private var pollThread: DedicatedThread?
+    /// Topic names by librdkafka's topic handle (which lives as long as the client): a delivery report names its
+    /// topic without building a string per record.
+    private let topicNames = Mutex<[Int: String]>([:])
 
     init(configuration: KafkaConfiguration, logger: Logger, onError: @escaping @Sendable (KafkaError) -> Void) throws {
         try super.init(type: RD_KAFKA_PRODUCER, configuration: configuration, logger: logger, onError: onError) {
@@ -211,13 +214,27 @@ private func withOptionalBytes<R>(_ bytes: [UInt8]?, _ body: (UnsafeRawBufferPoi
     return bytes.withUnsafeBytes { body($0) }
 }
 
+extension ProducerClient {
+    /// The name of the topic behind `topic`, a handle of this client.
+    fileprivate func name(of topic: OpaquePointer) -> String {
+        let address = Int(bitPattern: UnsafeRawPointer(topic))
+        if let name = topicNames.withLock({ $0[address] }) { return name }
+        let name = String(cString: rd_kafka_topic_name(topic))
+        topicNames.withLock { $0[address] = name }
+        return name
+    }
+}
+
 private let deliveryReportCallback:
     @convention(c) (OpaquePointer?, UnsafePointer<rd_kafka_message_t>?, UnsafeMutableRawPointer?) -> Void = {
-        _, native, _ in
+        rk, native, _ in
         guard let native, let opaque = native.pointee._private else { return }
         let token = Unmanaged<DeliveryToken>.fromOpaque(opaque).takeRetainedValue()
         let record = native.pointee
-        let topic = record.rkt.map { String(cString: rd_kafka_topic_name($0)) } ?? ""
+        let producer = rk.flatMap { rd_kafka_opaque($0) }.map {
+            Unmanaged<RDKafkaClient>.fromOpaque($0).takeUnretainedValue()
+        } as? ProducerClient
+        let topic = record.rkt.map { rkt in producer?.name(of: rkt) ?? String(cString: rd_kafka_topic_name(rkt)) } ?? ""
         if record.err == RD_KAFKA_RESP_ERR_NO_ERROR {
             token.handler(.success(DeliveryReport(topic: topic, partition: record.partition, offset: record.offset)))
         } else {
