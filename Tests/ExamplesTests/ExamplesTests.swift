@@ -69,5 +69,10 @@ struct ExamplesTests {
         #expect(
             try await TextStats.pipeline.run(TextStats.Request(text: ""))
                 == TextStats.Summary(tokens: 0, first: nil, last: nil))
+        #expect(
+            try await TextStats.tokenize(TextStats.Request(text: "héllo\r\nwörld\u{0B}日本\u{0C}x")) == [
+                "héllo", "wörld", "日本", "x",
+            ])
+        #expect(try await TextStats.tokenize(TextStats.Request(text: "one")) == ["one"])
     }
 }
