@@ -142,3 +142,71 @@ struct ClientTests {
         return condition()
     }
 }
+
+/// A one-step pipeline: 4 lineage events a run (run_started, step_started, step_completed, run_completed).
+private enum Shout {
+    static let upper = Step("upper") { (text: String) in text.uppercased() }
+    static let pipeline = Pipeline("shout") { (text: String) in try await upper(text) }
+    static let eventsPerRun = 4
+}
+
+@Suite("Who waits for lineage: a worker in process, its lineage partition's broker slowed down")
+struct LineageWaitTests {
+    /// Lineage lives on broker 2, requests and responses on broker 1. Once a first run has warmed up every
+    /// connection, broker 2 answers 3 s late: a run's events reach the log but are acknowledged only 3 s later. A
+    /// REALTIME response arrives while none of its run's events is acknowledged; a BATCH response only after all are;
+    /// with `flush_on_step_end` the step waits for its events, the response not for `run_completed`.
+    @Test(arguments: [
+        ("REALTIME", 0), ("BATCH", Shout.eventsPerRun),
+        (#"{"mode": "REALTIME", "flush_on_step_end": true}"#, Shout.eventsPerRun - 1),
+    ])
+    func aResponseWaitsForTheLineageItsModeSays(capture: String, acknowledgedAtResponse: Int) async throws {
+        let cluster = try MockCluster(brokers: 2, logger: quiet)
+        for topic in ["shout.requests", "shout.responses", "sluice.lineage"] {
+            try cluster.createTopic(topic, partitions: 1)
+            try cluster.setPartitionLeader(topic: topic, partition: 0, broker: topic == "sluice.lineage" ? 2 : 1)
+        }
+        // Generous group timings: a coordinator on broker 2 answers heartbeats late too.
+        let settings = try KafkaConfiguration([
+            "bootstrap.servers": cluster.bootstrapServers, "fetch.wait.max.ms": "10", "socket.nagle.disable": "true",
+            "session.timeout.ms": "30000", "heartbeat.interval.ms": "1000", "linger.ms": "1",
+        ])
+        let mode = try CaptureConfiguration.parse(capture, source: .code)
+        let worker = try Worker(
+            configuration: WorkerConfiguration(pipeline: AnyPipeline(Shout.pipeline), capture: mode, kafka: settings),
+            logger: quiet)
+        let serving = Task { try await worker.run() }
+        let client = try PipelineClient(kafka: settings, pipeline: "shout", logger: quiet)
+
+        let warmUp = try await client.call(Array(#""warm""#.utf8), timeout: .seconds(60))
+        #expect(warmUp.output == Array(#""WARM""#.utf8))
+        #expect(try await eventually { lineageAcknowledged(worker) == Shout.eventsPerRun })
+
+        try cluster.setRoundTripTime(broker: 2, milliseconds: 3000)
+        let response = try await client.call(Array(#""late""#.utf8), timeout: .seconds(60))
+        let acknowledged = lineageAcknowledged(worker) - Shout.eventsPerRun
+        #expect(response.output == Array(#""LATE""#.utf8) && response.capture == mode.label)
+        #expect(acknowledged == acknowledgedAtResponse)
+        // Either way the run's lineage is published in the end.
+        #expect(try await eventually { lineageAcknowledged(worker) == 2 * Shout.eventsPerRun })
+
+        try cluster.setRoundTripTime(broker: 2, milliseconds: 0)
+        worker.stop()
+        try await serving.value
+        await client.close()
+    }
+
+    /// `sluice_lineage_events_total` of the worker's metrics.
+    private func lineageAcknowledged(_ worker: Worker) -> Int {
+        let line = worker.metricsText.split(separator: "\n").first { $0.hasPrefix("sluice_lineage_events_total{") }
+        return line.flatMap { $0.split(separator: " ").last }.flatMap { Int($0) } ?? -1
+    }
+
+    private func eventually(_ condition: () -> Bool) async throws -> Bool {
+        for _ in 0..<1500 {
+            if condition() { return true }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        return condition()
+    }
+}
