@@ -220,16 +220,16 @@ public final class Worker: Sendable {
         }
     }
 
+    /// Frees a slot: wakes one reader waiting for it (one slot serves one reader), and the drain when none is left.
     private func releaseSlot() {
-        let (slotWaiters, drainWaiters) = state.withLock { state in
+        let (slotWaiter, drainWaiters) = state.withLock { state in
             state.inFlight -= 1
-            defer {
-                state.slotWaiters.removeAll()
-                if state.inFlight == 0 { state.drainWaiters.removeAll() }
-            }
-            return (state.slotWaiters, state.inFlight == 0 ? state.drainWaiters : [])
+            defer { if state.inFlight == 0 { state.drainWaiters.removeAll() } }
+            let slotWaiter = state.slotWaiters.isEmpty ? nil : state.slotWaiters.removeFirst()
+            return (slotWaiter, state.inFlight == 0 ? state.drainWaiters : [])
         }
-        for waiter in slotWaiters + drainWaiters { waiter.resume() }
+        slotWaiter?.resume()
+        for waiter in drainWaiters { waiter.resume() }
     }
 
     /// Holds the reader while the lineage backlog is over its limit: memory stays bounded when Kafka is slower
