@@ -58,7 +58,15 @@ let package = Package(
             ],
             swiftSettings: upcoming
         ),
-        .target(name: "Lineage", dependencies: ["Kafka", "Pipelines"], swiftSettings: upcoming),
+        .target(
+            name: "Lineage",
+            dependencies: [
+                "Kafka", "Pipelines",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "DequeModule", package: "swift-collections"),
+            ],
+            swiftSettings: upcoming
+        ),
         .target(
             name: "Examples", dependencies: ["Pipelines"], resources: [.embedInCode("Resources/digits-model.json")],
             swiftSettings: upcoming
@@ -87,6 +95,7 @@ let package = Package(
             swiftSettings: upcoming
         ),
         .testTarget(name: "PipelinesTests", dependencies: ["Pipelines"], swiftSettings: upcoming),
+        .testTarget(name: "LineageTests", dependencies: ["Lineage", "Pipelines"], swiftSettings: upcoming),
         .testTarget(name: "ExamplesTests", dependencies: ["Examples", "Pipelines"], swiftSettings: upcoming),
         .testTarget(
             name: "ServingTests",

@@ -55,6 +55,12 @@ public final class KafkaConsumer: Sendable {
     /// The records, in order per partition. Ends when the consumer is closed. Iterate it from one task.
     public var messages: Messages { Messages(client: client) }
 
+    /// The next record, waiting for one, with up to `limit - 1` more that are already buffered: for readers that
+    /// work in batches. Empty once the consumer is closed or ``stopReading()`` was called. Read from one task.
+    public func nextBatch(limit: Int) async -> [KafkaMessage] {
+        await client.nextBatch(limit: limit)
+    }
+
     /// Marks every record of `partition` before `nextOffset` as done; the next commit commits `nextOffset`.
     /// - Throws: ``KafkaError`` if the partition is not assigned to this consumer.
     public func storeOffset(_ partition: TopicPartition, nextOffset: Int64) throws {

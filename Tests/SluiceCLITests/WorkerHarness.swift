@@ -23,7 +23,7 @@ struct ServingCluster {
     }
 
     /// Starts a worker and waits until it owns partitions (`/health`), at most 60 s.
-    func startWorker(_ arguments: [String] = [], waitForPartitions: Bool = true) async throws -> WorkerProcess {
+    func startWorker(_ arguments: [String] = [], waitForPartitions: Bool = true) async throws -> ServiceProcess {
         let process = try ChildProcess(
             sluiceExecutable,
             [
@@ -31,11 +31,41 @@ struct ServingCluster {
                 "--kafka", "session.timeout.ms=6000", "--kafka", "heartbeat.interval.ms=200",
                 "--kafka", "fetch.wait.max.ms=10", "--kafka", "linger.ms=1", "--kafka", "socket.nagle.disable=true",
             ] + arguments)
-        let worker = try await WorkerProcess(process: process)
+        let worker = try await ServiceProcess(process: process)
         if waitForPartitions {
             try await worker.waitUntil { $0.assignedPartitions > 0 }
         }
         return worker
+    }
+
+    /// Starts `sluice materialize` into `store` and waits until it owns partitions, at most 60 s.
+    func startMaterializer(
+        store: String, group: String = "sluice.materializer", _ arguments: [String] = []
+    )
+        async throws -> ServiceProcess
+    {
+        let process = try ChildProcess(
+            sluiceExecutable,
+            [
+                "materialize", "--brokers", bootstrap, "--store", store, "--group", group, "--http", "127.0.0.1:0",
+                "--kafka", "session.timeout.ms=6000", "--kafka", "heartbeat.interval.ms=200",
+                "--kafka", "fetch.wait.max.ms=10", "--kafka", "socket.nagle.disable=true",
+            ] + arguments)
+        let materializer = try await ServiceProcess(process: process)
+        try await materializer.waitUntil { $0.assignedPartitions > 0 }
+        return materializer
+    }
+
+    /// Produces one record per line (`KEY<TAB>VALUE` or `VALUE`) to `topic` with the Python client.
+    func produce(_ lines: [String], to topic: String) async throws {
+        let shell = try ChildProcess(
+            "/bin/sh",
+            [
+                "-c", "printf '%s\\n' \"$1\" | python3 \"$0\" \"$2\" \"$3\"", pythonScript("produce_lines.py"),
+                lines.joined(separator: "\n"), bootstrap, topic,
+            ])
+        _ = try await shell.readRest()
+        #expect(await shell.wait(timeout: .seconds(60)) == 0)
     }
 
     /// Produces `specs` with the Python client and returns the responses it read (see request_reply.py).
@@ -76,8 +106,8 @@ func pythonScript(_ name: String) -> String {
     URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("python/\(name)").path
 }
 
-/// A `sluice worker` process and its `/health` and `/metrics`.
-struct WorkerProcess {
+/// A `sluice worker` or `sluice materialize` process and its `/health` and `/metrics`.
+struct ServiceProcess {
     let process: ChildProcess
     let port: Int
 
@@ -91,7 +121,7 @@ struct WorkerProcess {
                 return
             }
             guard ContinuousClock.now < deadline, process.isRunning else {
-                throw KafkaError(code: .timedOut, message: "worker did not start: \(process.standardError)")
+                throw KafkaError(code: .timedOut, message: "process did not start: \(process.standardError)")
             }
             try await Task.sleep(for: .milliseconds(50))
         }
@@ -113,6 +143,12 @@ struct WorkerProcess {
     }
 
     func metrics() async throws -> String? { try await httpGet("/metrics") }
+
+    /// The whole `/health` object.
+    func healthObject() async throws -> [String: Any]? {
+        guard let body = try await httpGet("/health") else { return nil }
+        return try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any]
+    }
 
     /// Polls `/health` until `condition` holds, at most `timeout`.
     func waitUntil(timeout: Duration = .seconds(60), _ condition: (Health) -> Bool) async throws {

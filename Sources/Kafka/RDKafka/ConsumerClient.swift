@@ -292,6 +292,15 @@ final class ConsumerClient: RDKafkaClient, @unchecked Sendable {
         }
     }
 
+    /// The next record (waiting for one as ``next()`` does) and up to `limit - 1` more already buffered: empty once
+    /// the consumer is closed or reading stopped.
+    func nextBatch(limit: Int) async -> [KafkaMessage] {
+        guard let first = await next() else { return [] }
+        var batch = [first]
+        while batch.count < limit, let more = takeBuffered() { batch.append(more) }
+        return batch
+    }
+
     private func takeBuffered() -> KafkaMessage? {
         let (message, wake, room) = state.withLock { state -> (KafkaMessage?, Bool, Bool) in
             guard let message = state.buffer.popFirst() else { return (nil, false, false) }

@@ -1,0 +1,136 @@
+import DequeModule
+import Pipelines
+
+/// A run closed by the fold, with its place in the partition: lines are written in (`terminalOffset`, `rank`)
+/// order, and a restart skips what is at or below the last one written.
+struct ClosedRun {
+    var fold: RunFold
+    /// Several runs can close at one event (a run and others made `incomplete` by it); `rank` orders them.
+    var rank: Int
+    var position: StorePosition { StorePosition(offset: fold.terminalOffset ?? fold.lastOffset, rank: rank) }
+}
+
+/// Where a line stands in its lineage partition: its terminal offset, then its rank among the lines closed at that
+/// offset.
+struct StorePosition: Comparable, Hashable, Sendable {
+    var offset: Int64
+    var rank: Int
+
+    static func < (lhs: StorePosition, rhs: StorePosition) -> Bool {
+        (lhs.offset, lhs.rank) < (rhs.offset, rhs.rank)
+    }
+}
+
+/// The open runs of one lineage partition, folded event by event in offset order.
+///
+/// A deterministic function of the log from any offset at which no run was open: the committed offset
+/// (``resumeOffset``) is always such an offset. A run is closed by its terminal event, by a later `run_started` of
+/// the same run id (a redelivered request: the earlier attempt becomes `incomplete`), or when `incompleteAfter`
+/// further events of the partition pass without one of its own (its worker died in REALTIME).
+struct PartitionFold {
+    let partition: Int32
+    let incompleteAfter: Int
+    private var open: [String: RunFold] = [:]
+    /// Events seen (any record of the partition, readable or not): the clock of the `incomplete` rule.
+    private var events = 0
+    /// (run id, the event count at one of its events): the run whose latest entry this is expires `incompleteAfter`
+    /// events later. Entries of runs that moved on or closed are skipped when they come up.
+    private var expiries: Deque<(runID: String, at: Int)> = []
+    private var lastEventAt: [String: Int] = [:]
+    /// The open runs by first offset, in offset order; closed ones are skipped when they come up.
+    private var openings: Deque<(offset: Int64, runID: String)> = []
+    private var nextOffset: Int64?
+
+    init(partition: Int32, incompleteAfter: Int) {
+        self.partition = partition
+        self.incompleteAfter = incompleteAfter
+    }
+
+    /// Runs open now.
+    var openRuns: Int { open.count }
+
+    /// The offset to commit: the first offset of the oldest open run, or the next offset when none is open. A
+    /// consumer that starts there rebuilds every open run.
+    var resumeOffset: Int64? {
+        mutating get {
+            while let first = openings.first, open[first.runID]?.firstOffset != first.offset {
+                openings.removeFirst()
+            }
+            return openings.first?.offset ?? nextOffset
+        }
+    }
+
+    /// Takes the record at `offset`: `event` is `nil` when it could not be read (it still counts for the
+    /// `incomplete` rule). Returns the runs it closed, in the order their lines are written.
+    mutating func take(_ event: TrackingEvent<ArtifactRef>?, at offset: Int64) -> [ClosedRun] {
+        if let next = nextOffset, offset < next {
+            // The consumer went back (a rewind, or a record from before a reassignment): fold again from here.
+            self = PartitionFold(partition: partition, incompleteAfter: incompleteAfter)
+        }
+        nextOffset = offset + 1
+        events += 1
+        var closed: [ClosedRun] = []
+        if let event { fold(event, at: offset, into: &closed) }
+        expire(at: offset, into: &closed)
+        return closed
+    }
+
+    private mutating func fold(_ event: TrackingEvent<ArtifactRef>, at offset: Int64, into closed: inout [ClosedRun]) {
+        var attempt = 1
+        if var fold = open[event.runID] {
+            let restarted: Bool
+            if case .runStarted = event.body {
+                // The same run_started twice is a record the producer sent again; another one is a new delivery.
+                restarted = !(fold.sawStart && fold.startTimestamp == event.timestamp)
+            } else {
+                restarted = false
+            }
+            guard restarted || !fold.isRepeat(event) else {
+                touch(event.runID)
+                return
+            }
+            if !restarted {
+                fold.add(event, offset: offset)
+                finish(fold, into: &closed)
+                return
+            }
+            fold.closeIncomplete(at: offset)
+            attempt = fold.attempt + 1
+            finish(fold, into: &closed)
+        }
+        var fold = RunFold(first: event, offset: offset, attempt: attempt)
+        openings.append((offset, event.runID))
+        fold.add(event, offset: offset)
+        finish(fold, into: &closed)
+    }
+
+    /// Keeps `fold` open, or moves it to `closed` when it has ended.
+    private mutating func finish(_ fold: RunFold, into closed: inout [ClosedRun]) {
+        if fold.status == nil {
+            open[fold.runID] = fold
+            touch(fold.runID)
+        } else {
+            open[fold.runID] = nil
+            lastEventAt[fold.runID] = nil
+            closed.append(ClosedRun(fold: fold, rank: closed.count))
+        }
+    }
+
+    private mutating func touch(_ runID: String) {
+        guard open[runID] != nil else { return }
+        lastEventAt[runID] = events
+        expiries.append((runID, events))
+    }
+
+    /// Closes the runs that saw none of their events in the last `incompleteAfter` events.
+    private mutating func expire(at offset: Int64, into closed: inout [ClosedRun]) {
+        while let first = expiries.first, events - first.at >= incompleteAfter {
+            expiries.removeFirst()
+            guard lastEventAt[first.runID] == first.at, var fold = open[first.runID] else { continue }
+            fold.closeIncomplete(at: offset)
+            open[first.runID] = nil
+            lastEventAt[first.runID] = nil
+            closed.append(ClosedRun(fold: fold, rank: closed.count))
+        }
+    }
+}

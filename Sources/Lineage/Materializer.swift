@@ -1,0 +1,229 @@
+import Kafka
+import Logging
+import Pipelines
+import Synchronization
+
+/// Everything a materializer needs to know, with the defaults of docs/configuration.md.
+public struct MaterializerConfiguration: Sendable {
+    /// librdkafka properties for the consumer (`bootstrap.servers` and the `--kafka` flags).
+    public var kafka: KafkaConfiguration
+    /// The store's root directory.
+    public var store: String
+    public var lineageTopic = "sluice.lineage"
+    public var group = "sluice.materializer"
+    /// Artifact values of at most this many bytes stay in their run's line; larger ones go to `artifacts/`.
+    public var storeInlineLimit = 1024
+    /// Events of a partition after which a run that saw none of its own is closed as `incomplete`.
+    public var incompleteAfter = 100_000
+    public var segments = SegmentLimits()
+    /// Records folded between two syncs of the store, at most.
+    public var batchSize = 4096
+
+    public init(kafka: KafkaConfiguration, store: String) {
+        self.kafka = kafka
+        self.store = store
+    }
+}
+
+/// What `GET /health` and `GET /metrics` of a materializer report.
+public struct MaterializerStatus: Sendable {
+    /// `starting` until the consumer has joined, `running`, then `stopping`.
+    public var status: String
+    public var assignedPartitions: Int
+    public var openRuns: Int
+    /// Lineage records read, runs written to segments, records that were not lineage events, runs closed as
+    /// `incomplete`, and runs not written because their beginning was never read.
+    public var events = 0
+    public var runsWritten = 0
+    public var malformed = 0
+    public var incomplete = 0
+    public var partial = 0
+}
+
+/// The materializer: folds the lineage topic's events into runs and appends finished runs to the store
+/// (DESIGN.md, "File store"; docs/operations.md).
+///
+/// - Important: A partition's offset is stored only after the lines and artifacts before it are durable, and it is
+///   the first offset of the partition's oldest open run: a restart re-reads what it still needs and skips what it
+///   wrote (``PartitionStore``). Files are written on a thread of their own, never on the cooperative pool.
+public final class Materializer: Sendable {
+    /// A partition this process owns: its fold and its files. Touched only under `state`'s lock.
+    private final class PartitionWork: @unchecked Sendable {
+        var fold: PartitionFold
+        let store: PartitionStore
+        init(fold: PartitionFold, store: PartitionStore) {
+            self.fold = fold
+            self.store = store
+        }
+    }
+
+    private struct State: @unchecked Sendable {
+        var phase = "starting"
+        var stopping = false
+        var consumer: KafkaConsumer?
+        /// Partitions assigned now; a partition's work is created when its first record is folded.
+        var assigned: Set<TopicPartition> = []
+        var work: [TopicPartition: PartitionWork] = [:]
+        var counts = MaterializerStatus(status: "starting", assignedPartitions: 0, openRuns: 0)
+    }
+
+    public let configuration: MaterializerConfiguration
+    private let logger: Logger
+    private let state = Mutex(State())
+
+    public init(configuration: MaterializerConfiguration, logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    public var status: MaterializerStatus {
+        state.withLock { state in
+            var status = state.counts
+            status.status = state.phase
+            status.assignedPartitions = state.assigned.count
+            status.openRuns = state.work.values.reduce(0) { $0 + $1.fold.openRuns }
+            return status
+        }
+    }
+
+    /// Consumes and folds until ``stop()``, then makes the store durable, commits and leaves the group.
+    /// - Throws: ``KafkaError`` when the consumer cannot be created, ``StoreError`` when the store cannot be written
+    ///   (the partition's offsets are then left where the store is durable).
+    public func run() async throws {
+        try await DedicatedThread.run(name: "sluice-store") { [configuration] in
+            try FileSystem.makeDirectories("\(configuration.store)/runs")
+        }
+        var settings = configuration.kafka
+        try settings.set("group.id", configuration.group)
+        if settings["auto.offset.reset"] == nil { try settings.set("auto.offset.reset", "earliest") }
+        let consumer = try KafkaConsumer(
+            configuration: settings, topics: [configuration.lineageTopic],
+            bufferCapacity: max(1024, 2 * configuration.batchSize),
+            rebalanceHandler: RebalanceHandler(
+                partitionsAssigned: { [self] partitions in
+                    state.withLock { $0.assigned.formUnion(partitions) }
+                },
+                partitionsRevoked: { [self] partitions, lost in
+                    await release(partitions, lost: lost)
+                }),
+            logger: logger)
+        let stopped = state.withLock { state -> Bool in
+            state.consumer = consumer
+            if !state.stopping { state.phase = "running" }
+            return state.stopping
+        }
+        if stopped { consumer.stopReading() }
+        logger.info(
+            "materializing \(configuration.lineageTopic) into \(configuration.store) (group \(configuration.group))")
+        do {
+            while true {
+                let batch = await consumer.nextBatch(limit: configuration.batchSize)
+                if batch.isEmpty { break }
+                try await DedicatedThread.run(name: "sluice-store") { [self] in try fold(batch, consumer: consumer) }
+            }
+        } catch {
+            logger.error("stopping: \(error)")
+            await consumer.close()
+            throw error
+        }
+        do {
+            try await consumer.commit()
+        } catch {
+            logger.warning("final commit: \(error)")
+        }
+        await consumer.close()
+        logger.info("stopped")
+    }
+
+    /// Stops reading; ``run()`` then commits what is durable and returns.
+    public func stop() {
+        let consumer = state.withLock { state -> KafkaConsumer? in
+            state.stopping = true
+            state.phase = "stopping"
+            return state.consumer
+        }
+        consumer?.stopReading()
+    }
+
+    // MARK: - Folding
+
+    /// Folds `batch`, writes the runs it closes, makes them durable, then stores each partition's resume offset.
+    /// Runs under the state lock, so a revoke waits for the batch in hand. Blocking: a dedicated thread's work.
+    private func fold(_ batch: [KafkaMessage], consumer: KafkaConsumer) throws {
+        try state.withLock { state in
+            var touched: [TopicPartition: PartitionWork] = [:]
+            for message in batch {
+                let partition = message.topicPartition
+                // A record read before its partition was revoked is not ours any more.
+                guard state.assigned.contains(partition) else { continue }
+                let work = try state.work[partition] ?? openWork(partition)
+                state.work[partition] = work
+                touched[partition] = work
+                state.counts.events += 1
+                let event = decode(message)
+                if event == nil { state.counts.malformed += 1 }
+                for run in work.fold.take(event, at: message.offset) {
+                    if run.fold.status == .incomplete { state.counts.incomplete += 1 }
+                    guard run.fold.sawStart else {
+                        if let written = work.store.lastWritten, run.position <= written { continue }
+                        state.counts.partial += 1
+                        logger.warning(
+                            "run \(run.fold.runID) on \(partition) ends at offset \(run.position.offset) but its beginning was never read: not stored"
+                        )
+                        continue
+                    }
+                    if try work.store.append(run, storeInlineLimit: configuration.storeInlineLimit) {
+                        state.counts.runsWritten += 1
+                    }
+                }
+            }
+            for work in touched.values { try work.store.sync() }
+            var offsets: [TopicPartition: Int64] = [:]
+            for (partition, work) in touched {
+                if let offset = work.fold.resumeOffset { offsets[partition] = offset }
+            }
+            if !offsets.isEmpty { try consumer.storeOffsets(offsets) }
+        }
+    }
+
+    private func openWork(_ partition: TopicPartition) throws -> PartitionWork {
+        let store = try PartitionStore(
+            root: configuration.store, partition: partition.partition, limits: configuration.segments)
+        logger.info(
+            "\(partition): store opened, last line written at \(store.lastWritten.map { "offset \($0.offset)" } ?? "none")"
+        )
+        return PartitionWork(
+            fold: PartitionFold(partition: partition.partition, incompleteAfter: configuration.incompleteAfter),
+            store: store)
+    }
+
+    private func decode(_ message: KafkaMessage) -> TrackingEvent<ArtifactRef>? {
+        guard let value = message.value else {
+            logger.warning("\(message.topicPartition) offset \(message.offset): a record without a value, skipped")
+            return nil
+        }
+        do {
+            return try TrackingEvent<ArtifactRef>(json: value)
+        } catch {
+            logger.warning(
+                "\(message.topicPartition) offset \(message.offset): not a lineage event (\(error)), skipped")
+            return nil
+        }
+    }
+
+    // MARK: - Rebalance
+
+    /// Before partitions leave: their files are durable already (every batch ends with a sync) and their offsets
+    /// stored; forget them, so that a record of theirs still in hand is not folded.
+    private func release(_ partitions: [TopicPartition], lost: Bool) async {
+        _ = try? await DedicatedThread.run(name: "sluice-store") { [self] in
+            state.withLock { state in
+                for partition in partitions {
+                    state.assigned.remove(partition)
+                    state.work[partition] = nil
+                }
+            }
+        }
+        logger.info("released \(partitions.sorted())\(lost ? " (lost)" : "")")
+    }
+}

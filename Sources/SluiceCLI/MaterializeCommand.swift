@@ -1,0 +1,139 @@
+import ArgumentParser
+import Foundation
+import Kafka
+import Lineage
+import Logging
+import Pipelines
+
+/// `sluice materialize`: folds the lineage topic into the file store (docs/operations.md).
+struct MaterializeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "materialize",
+        abstract: "Turn the lineage topic into the file store: one line per finished run, large artifacts by hash.",
+        discussion: """
+            Members of one --group share the lineage topic's partitions; each partition's segments have one \
+            writer. SIGTERM (or SIGINT) stops reading, commits what is durable and exits 0; a second signal exits \
+            at once with status 2. A restart (or a kill -9) resumes where the store is durable and writes each run \
+            once.
+            """
+    )
+
+    @OptionGroup var connection: ConnectionOptions
+
+    @Option(name: .long, help: "The store's root directory (created if missing).")
+    var store: String
+
+    @Option(name: .customLong("lineage-topic"), help: "Default: sluice.lineage.")
+    var lineageTopic = "sluice.lineage"
+
+    @Option(name: .long, help: "Consumer group (default: sluice.materializer).")
+    var group = "sluice.materializer"
+
+    @Option(
+        name: .customLong("inline-limit"),
+        help: "Artifact values up to this many bytes stay in their run's line; larger ones go to artifacts/.")
+    var inlineLimit = 1024
+
+    @Option(
+        name: .customLong("incomplete-after"),
+        help: "Events of a partition after which a run that saw none of its own is closed as incomplete.")
+    var incompleteAfter = 100_000
+
+    @Option(name: .customLong("segment-max-bytes"), help: "A segment rolls when it reaches this size.")
+    var segmentMaxBytes = 64 << 20
+
+    @Option(name: .customLong("segment-max-lines"), help: "A segment rolls when it holds this many runs.")
+    var segmentMaxLines = 100_000
+
+    @Option(
+        name: .customLong("batch-size"),
+        help: "Records folded between two syncs of the store, at most (larger: fewer fsyncs; smaller: less re-read).")
+    var batchSize = 4096
+
+    @Option(name: .long, help: "Serve GET /health and GET /metrics on HOST:PORT.")
+    var http: String?
+
+    func validate() throws {
+        guard !store.isEmpty else { throw ValidationError("--store needs a directory") }
+        guard inlineLimit >= 0 else { throw ValidationError("--inline-limit \(inlineLimit) must be >= 0") }
+        guard incompleteAfter >= 1 else {
+            throw ValidationError("--incomplete-after \(incompleteAfter) must be at least 1")
+        }
+        guard batchSize >= 1 else { throw ValidationError("--batch-size \(batchSize) must be at least 1") }
+        guard segmentMaxBytes >= 1, segmentMaxLines >= 1 else {
+            throw ValidationError("--segment-max-bytes and --segment-max-lines must be at least 1")
+        }
+    }
+
+    func run() async throws {
+        let logger = Logger(label: "sluice.materialize")
+        var configuration = MaterializerConfiguration(kafka: try connection.configuration(), store: store)
+        configuration.lineageTopic = lineageTopic
+        configuration.group = group
+        configuration.storeInlineLimit = inlineLimit
+        configuration.incompleteAfter = incompleteAfter
+        configuration.segments = SegmentLimits(maxBytes: segmentMaxBytes, maxLines: segmentMaxLines)
+        configuration.batchSize = batchSize
+        try TerminationSignals.install()
+        let materializer = Materializer(configuration: configuration, logger: logger)
+        let server = try http.map { address in
+            try StatusServer(address: address, logger: logger) { path in
+                let status = materializer.status
+                switch path {
+                case "/health":
+                    var body = JSONWriter()
+                    body.object { out in
+                        out.field("status", status.status)
+                        out.field("assigned_partitions", status.assignedPartitions)
+                        out.field("open_runs", status.openRuns)
+                        out.field("events", status.events)
+                        out.field("runs_written", status.runsWritten)
+                    }
+                    return (
+                        status.status == "stopping" ? 503 : 200, "application/json",
+                        String(decoding: body.bytes, as: UTF8.self) + "\n"
+                    )
+                case "/metrics":
+                    return (200, "text/plain; version=0.0.4", Self.metrics(status))
+                default:
+                    return nil
+                }
+            }
+        }
+        if let server { logger.info("health and metrics on http://\(http ?? ""): port \(server.port)") }
+        let signals = Task {
+            let first = await TerminationSignals.next()
+            logger.info("signal \(first): stopping")
+            materializer.stop()
+            let second = await TerminationSignals.next()
+            logger.warning("signal \(second) while stopping: exiting now")
+            Foundation.exit(2)
+        }
+        try await materializer.run()
+        signals.cancel()
+        server?.stop()
+    }
+
+    /// The Prometheus text of a materializer's counters.
+    static func metrics(_ status: MaterializerStatus) -> String {
+        let counters: [(String, String, Int)] = [
+            ("sluice_materializer_events_total", "Lineage records read.", status.events),
+            ("sluice_materializer_runs_written_total", "Runs appended to segments.", status.runsWritten),
+            ("sluice_materializer_malformed_total", "Records that were not lineage events.", status.malformed),
+            ("sluice_materializer_incomplete_total", "Runs closed without a terminal event.", status.incomplete),
+            ("sluice_materializer_partial_total", "Runs not stored: their beginning was never read.", status.partial),
+        ]
+        var lines: [String] = []
+        for (name, help, value) in counters {
+            lines += ["# HELP \(name) \(help)", "# TYPE \(name) counter", "\(name) \(value)"]
+        }
+        lines += [
+            "# HELP sluice_materializer_open_runs Runs folded in memory, waiting for their terminal event.",
+            "# TYPE sluice_materializer_open_runs gauge", "sluice_materializer_open_runs \(status.openRuns)",
+            "# HELP sluice_materializer_assigned_partitions Lineage partitions this process owns.",
+            "# TYPE sluice_materializer_assigned_partitions gauge",
+            "sluice_materializer_assigned_partitions \(status.assignedPartitions)",
+        ]
+        return lines.joined(separator: "\n") + "\n"
+    }
+}

@@ -1,0 +1,226 @@
+import Foundation
+import Pipelines
+import Testing
+
+@testable import Lineage
+
+/// A two-step pipeline whose output is large when asked: `{"text": ..., "pad": n}` → `[text, text]` padded.
+private enum Echo {
+    struct Input: Codable, Sendable {
+        var text: String
+        var pad: Int
+    }
+    static let pad = Step("pad") { (input: Input) in input.text + String(repeating: "x", count: input.pad) }
+    static let pair = Step("pair") { (text: String) in [text, text] }
+    static let pipeline = Pipeline("echo") { (input: Input) in try await pair(pad(input)) }
+}
+
+/// The events of one run of `Echo`, as a worker would publish them.
+private func events(runID: String, text: String = "a", pad: Int = 0, pipeline: String? = nil) async -> [LineageEvent] {
+    let tracker = RecordingTracker()
+    _ = await PipelineRunner(tracker: tracker).run(
+        Echo.pipeline, Echo.Input(text: text, pad: pad), options: RunOptions(capture: .realtime, runID: runID))
+    return tracker.events.map { event in
+        var event = event
+        if let pipeline { event.pipeline = pipeline }
+        return event
+    }
+}
+
+private func temporaryDirectory() throws -> String {
+    let path = NSTemporaryDirectory() + "sluice-store-\(UUID().uuidString)"
+    try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    return path
+}
+
+@Suite("Store names: nothing from an event leaves the root")
+struct StoreNamesTests {
+    @Test func hostileNamesBecomeOneHarmlessComponent() {
+        let hostile = ["../../etc", "/etc/passwd", "a/b", "nul\0byte", ".", "..", "", ".hidden", "é", "a b"]
+        var seen: Set<String> = []
+        for name in hostile {
+            let component = StoreNames.component(name)
+            #expect(!component.contains("/") && !component.contains("\0"), "\(name) -> \(component)")
+            #expect(component != "." && component != ".." && !component.hasPrefix("."), "\(name) -> \(component)")
+            #expect(!component.isEmpty)
+            seen.insert(component)
+        }
+        #expect(seen.count == hostile.count, "two names share a directory")
+        #expect(StoreNames.component("text-stats") == "text-stats")
+        let long = String(repeating: "a", count: 1000)
+        #expect(StoreNames.component(long).utf8.count <= 120)
+        #expect(StoreNames.component(long) != StoreNames.component(long + "b"))
+    }
+
+    @Test func daysAreUTC() {
+        #expect(StoreNames.day(ofMicros: 0) == "1970-01-01")
+        #expect(StoreNames.day(ofMicros: 1_795_643_792_149_019) == "2026-11-25")
+        #expect(StoreNames.day(ofMicros: 951_782_400_000_000) == "2000-02-29")
+        #expect(StoreNames.day(ofMicros: -1) == "1969-12-31")
+    }
+
+    @Test func onlyLowercaseHexOf64IsAHash() {
+        #expect(StoreNames.isSHA256(String(repeating: "ab", count: 32)))
+        #expect(!StoreNames.isSHA256(String(repeating: "AB", count: 32)))
+        #expect(!StoreNames.isSHA256("../" + String(repeating: "a", count: 61)))
+    }
+}
+
+@Suite("Folding a partition's events into runs")
+struct PartitionFoldTests {
+    @Test func aRunClosesAtItsTerminalEventAndTheResumeOffsetWaitsForOpenRuns() async throws {
+        let first = await events(runID: "r1")
+        let second = await events(runID: "r2")
+        var fold = PartitionFold(partition: 0, incompleteAfter: 1000)
+        // r1's first event, then all of r2, then the rest of r1.
+        var offset: Int64 = 0
+        var closed: [ClosedRun] = []
+        for event in [first[0]] + second + first.dropFirst() {
+            closed += fold.take(event, at: offset)
+            offset += 1
+            if closed.isEmpty { #expect(fold.resumeOffset == 0) }
+        }
+        #expect(closed.map(\.fold.runID) == ["r2", "r1"])
+        #expect(closed.allSatisfy { $0.fold.status == .completed && $0.fold.sawStart })
+        #expect(closed[0].fold.firstOffset == 1 && closed[1].fold.firstOffset == 0)
+        #expect(fold.resumeOffset == offset && fold.openRuns == 0)
+    }
+
+    @Test func repeatsAreIgnoredAndARedeliveryIsTheNextAttempt() async throws {
+        let run = await events(runID: "r")
+        let again = await events(runID: "r")  // the same request run again: same run id, new timestamps
+        var fold = PartitionFold(partition: 0, incompleteAfter: 1000)
+        var closed: [ClosedRun] = []
+        var offset: Int64 = 0
+        // A producer retry sends the first two events twice; the worker dies before run_completed; the request is
+        // served again.
+        for event in run.prefix(2) + run.prefix(2) + run.prefix(3) + again {
+            closed += fold.take(event, at: offset)
+            offset += 1
+        }
+        #expect(closed.map(\.fold.status) == [.incomplete, .completed])
+        #expect(closed.map(\.fold.attempt) == [1, 2])
+        #expect(closed[0].fold.events == 3)
+        // Both closed at the same offset would share it; ranks keep them apart.
+        #expect(closed[1].position > closed[0].position)
+    }
+
+    @Test func aRunWithoutNewsForNEventsBecomesIncomplete() async throws {
+        let stalled = await events(runID: "stalled")
+        var fold = PartitionFold(partition: 0, incompleteAfter: 5)
+        var closed = fold.take(stalled[0], at: 0)
+        var offset: Int64 = 1
+        while closed.isEmpty, offset < 100 {
+            closed += fold.take(nil, at: offset)  // unreadable records count too
+            offset += 1
+        }
+        #expect(closed.count == 1 && closed[0].fold.status == .incomplete)
+        #expect(closed[0].fold.terminalOffset == 5)
+        #expect(fold.resumeOffset == 6)
+    }
+
+    @Test func goingBackFoldsAgainFromThere() async throws {
+        let run = await events(runID: "r")
+        var fold = PartitionFold(partition: 0, incompleteAfter: 1000)
+        _ = fold.take(run[3], at: 40)  // a record from before a reassignment
+        var closed: [ClosedRun] = []
+        for (index, event) in run.enumerated() { closed += fold.take(event, at: Int64(10 + index)) }
+        #expect(closed.count == 1 && closed[0].fold.sawStart && closed[0].fold.firstOffset == 10)
+    }
+}
+
+@Suite("The store's files: segments, artifacts, restarts")
+struct PartitionStoreTests {
+    private func closedRuns(_ runIDs: [String], pad: Int = 0, pipeline: String? = nil) async -> [ClosedRun] {
+        var fold = PartitionFold(partition: 3, incompleteAfter: 1000)
+        var closed: [ClosedRun] = []
+        var offset: Int64 = 0
+        for runID in runIDs {
+            for event in await events(runID: runID, pad: pad, pipeline: pipeline) {
+                closed += fold.take(event, at: offset)
+                offset += 1
+            }
+        }
+        return closed
+    }
+
+    private func segmentFiles(_ root: String) throws -> [String: [UInt8]] {
+        var files: [String: [UInt8]] = [:]
+        let enumerator = FileManager.default.enumerator(atPath: root)
+        while let path = enumerator?.nextObject() as? String {
+            var isDirectory: ObjCBool = false
+            if FileManager.default.fileExists(atPath: "\(root)/\(path)", isDirectory: &isDirectory),
+                !isDirectory.boolValue
+            {
+                files[path] = Array(try Data(contentsOf: URL(fileURLWithPath: "\(root)/\(path)")))
+            }
+        }
+        return files
+    }
+
+    @Test func aReopenedStoreSkipsWhatItWroteAndRepairsATornLine() async throws {
+        let root = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let runs = await closedRuns(["a", "b", "c"])
+        let store = try PartitionStore(root: root, partition: 3, limits: SegmentLimits())
+        for run in runs.prefix(2) { #expect(try store.append(run, storeInlineLimit: 1024)) }
+        try store.sync()
+        let files = try segmentFiles(root).keys.filter { $0.hasSuffix(".jsonl") }
+        #expect(files.count == 1)
+        let segment = "\(root)/\(try #require(files.first))"
+        #expect(segment.contains("/runs/echo/") && segment.hasSuffix("/p3-\(runs[0].position.offset).jsonl"))
+        let whole = try Data(contentsOf: URL(fileURLWithPath: segment))
+        // A crash in the middle of the third line.
+        try (whole + Data(#"{"run_id":"c","trunc"#.utf8)).write(to: URL(fileURLWithPath: segment))
+
+        let reopened = try PartitionStore(root: root, partition: 3, limits: SegmentLimits())
+        #expect(reopened.lastWritten == runs[1].position)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: segment)) == whole)
+        for run in runs { _ = try reopened.append(run, storeInlineLimit: 1024) }
+        try reopened.sync()
+        let lines = try String(contentsOfFile: segment, encoding: .utf8).split(separator: "\n")
+        let ids = try lines.map {
+            try #require(try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])["run_id"] as? String
+        }
+        #expect(ids == ["a", "b", "c"])
+    }
+
+    @Test func largeValuesGoToContentAddressedFilesAndSegmentsRoll() async throws {
+        let root = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let runs = await closedRuns(["a", "b", "c"], pad: 300)
+        let store = try PartitionStore(root: root, partition: 3, limits: SegmentLimits(maxBytes: 1 << 20, maxLines: 2))
+        for run in runs { #expect(try store.append(run, storeInlineLimit: 256)) }
+        try store.sync()
+        let files = try segmentFiles(root)
+        #expect(files.keys.filter { $0.hasSuffix(".jsonl") }.count == 2)
+        let artifacts = files.filter { $0.key.hasPrefix("artifacts/") }
+        #expect(!artifacts.isEmpty)
+        for (path, value) in artifacts {
+            let sha256 = String(path.split(separator: "/").last ?? "")
+            #expect(ContentHash.sha256(value) == sha256)
+            #expect(path == ArtifactFiles.relativePath(of: sha256))
+        }
+        let segment = try #require(files.first { $0.key.hasSuffix(".jsonl") }?.value)
+        let line = try #require(String(decoding: segment, as: UTF8.self).split(separator: "\n").first)
+        #expect(line.contains(#""file":"artifacts/"#))
+    }
+
+    @Test func aHostilePipelineNameStaysInsideTheRoot() async throws {
+        let parent = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: parent) }
+        let root = parent + "/store"
+        for (index, name) in ["../../escape", "/absolute", "nul\0", "..", String(repeating: "long", count: 400)]
+            .enumerated()
+        {
+            let store = try PartitionStore(root: root, partition: Int32(index), limits: SegmentLimits())
+            for run in await closedRuns(["r\(index)"], pipeline: name) {
+                _ = try store.append(run, storeInlineLimit: 1)
+            }
+            try store.sync()
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: parent) == ["store"])
+        let pipelines = try FileManager.default.contentsOfDirectory(atPath: root + "/runs")
+        #expect(pipelines.count == 5)
+    }
+}

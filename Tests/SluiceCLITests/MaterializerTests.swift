@@ -1,0 +1,150 @@
+import Foundation
+import Testing
+
+/// Every file under `root` (relative path → bytes), leaving out the scratch directory `tmp/`.
+private func storeFiles(_ root: String) throws -> [String: Data] {
+    var files: [String: Data] = [:]
+    let enumerator = FileManager.default.enumerator(atPath: root)
+    while let path = enumerator?.nextObject() as? String {
+        guard !path.hasPrefix("tmp") else { continue }
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: "\(root)/\(path)", isDirectory: &isDirectory), !isDirectory.boolValue
+        {
+            files[path] = try Data(contentsOf: URL(fileURLWithPath: "\(root)/\(path)"))
+        }
+    }
+    return files
+}
+
+/// The runs in the store's segments.
+private func storedRuns(_ root: String) throws -> [[String: Any]] {
+    try storeFiles(root).filter { $0.key.hasSuffix(".jsonl") }.values.flatMap { data in
+        try String(decoding: data, as: UTF8.self).split(separator: "\n").map {
+            try #require(try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])
+        }
+    }
+}
+
+private func temporaryStore() throws -> String {
+    let path = NSTemporaryDirectory() + "sluice-store-\(UUID().uuidString)"
+    try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    return path
+}
+
+/// Waits until the store at `root` holds `count` runs, at most `timeout`.
+private func waitForRuns(_ root: String, _ count: Int, timeout: Duration = .seconds(120)) async throws -> Bool {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if (try? storedRuns(root).count) == count { return true }
+        try await Task.sleep(for: .milliseconds(200))
+    }
+    return false
+}
+
+@Suite("sluice materialize: the lineage topic into the file store, once, whatever happens")
+struct MaterializerTests {
+    @Test func everyAnsweredBatchRequestIsStoredOnceAndAReplayGivesTheSameBytes() async throws {
+        let cluster = try await ServingCluster.start()
+        let worker = try await cluster.startWorker(["--capture", "BATCH"])
+        let specs: [[String: Any]] = (0..<60).map { ["id": "s\($0)", "value": ["text": "one two three \($0)"]] }
+        let (status, responses) = try await cluster.call(specs)
+        #expect(status == 0 && responses.count == 60)
+        #expect(await worker.stop() == 0)
+
+        let store = try temporaryStore()
+        let replay = try temporaryStore()
+        defer {
+            try? FileManager.default.removeItem(atPath: store)
+            try? FileManager.default.removeItem(atPath: replay)
+        }
+        let materializer = try await cluster.startMaterializer(store: store)
+        #expect(try await waitForRuns(store, 60))
+        #expect(await materializer.stop() == 0)
+        let runs = try storedRuns(store)
+        let answered = Set(responses.compactMap { ($0["value"] as? [String: Any])?["run_id"] as? String })
+        #expect(Set(runs.compactMap { $0["run_id"] as? String }) == answered && runs.count == answered.count)
+        for run in runs {
+            #expect(run["status"] as? String == "completed" && run["capture"] as? String == "BATCH")
+            #expect(
+                (run["steps"] as? [[String: Any]])?.map { $0["step"] as? String } == ["tokenize", "count", "summarize"])
+            #expect(((run["output"] as? [String: Any])?["produced_by"] as? String) == "summarize#1/out")
+        }
+
+        // A second materializer in a group of its own replays the topic into an empty root.
+        let second = try await cluster.startMaterializer(store: replay, group: "replay")
+        #expect(try await waitForRuns(replay, 60))
+        #expect(await second.stop() == 0)
+        #expect(try storeFiles(store) == storeFiles(replay))
+        await cluster.stop()
+    }
+
+    /// The materializer is killed (SIGKILL) at random moments in the middle of its work, while workers keep adding
+    /// lineage that also holds records that are not lineage events and a run whose name is hostile; after a last
+    /// restart the store is the one an uninterrupted replay writes, byte for byte.
+    @Test func killingTheMaterializerAtAnyMomentGivesTheSameStore() async throws {
+        let cluster = try await ServingCluster.start()
+        let victim = try temporaryStore()
+        let reference = try temporaryStore()
+        defer {
+            try? FileManager.default.removeItem(atPath: victim)
+            try? FileManager.default.removeItem(atPath: reference)
+        }
+        try await cluster.produce(
+            ["not json at all", "k\t{\"v\": 1, \"type\": \"run_started\"}", "{\"v\": 99}"], to: cluster.lineage)
+        let worker = try await cluster.startWorker(["--capture", "REALTIME"])
+        var generator = SystemRandomNumberGenerator()
+        var runs = 0
+        for round in 0..<5 {
+            let specs: [[String: Any]] = (0..<300).map {
+                ["id": "k\(round)-\($0)", "value": ["text": String(repeating: "word\($0) ", count: 1 + $0 % 7)]]
+            }
+            let (status, responses) = try await cluster.call(specs)
+            #expect(status == 0 && responses.count == specs.count)
+            runs += specs.count
+            if round == 2 {
+                try await cluster.produce([hostileRun()], to: cluster.lineage)
+                runs += 1
+            }
+            // Killed once it has started writing, at a random moment after that.
+            let before = try storedRuns(victim).count
+            // Small batches: a sync every 64 records, so that a kill lands between and inside them.
+            let process = try await cluster.startMaterializer(store: victim, group: "victim", ["--batch-size", "64"])
+            let deadline = ContinuousClock.now + .seconds(60)
+            while try storedRuns(victim).count == before, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(5))
+            }
+            try await Task.sleep(for: .milliseconds(Int.random(in: 0..<100, using: &generator)))
+            process.process.signal(SIGKILL)
+            _ = await process.process.wait(timeout: .seconds(30))
+        }
+        #expect(await worker.stop() == 0)
+
+        let last = try await cluster.startMaterializer(store: victim, group: "victim", ["--batch-size", "64"])
+        #expect(try await waitForRuns(victim, runs))
+        #expect(await last.stop() == 0)
+        let whole = try await cluster.startMaterializer(store: reference, group: "reference")
+        #expect(try await waitForRuns(reference, runs))
+        #expect(await whole.stop() == 0)
+        let expected = try storeFiles(reference)
+        let actual = try storeFiles(victim)
+        #expect(actual.keys.sorted() == expected.keys.sorted())
+        #expect(actual == expected)
+        // Nothing escaped the root.
+        #expect(
+            Set(try FileManager.default.contentsOfDirectory(atPath: victim)).isSubset(of: ["runs", "artifacts", "tmp"]))
+        await cluster.stop()
+    }
+
+    /// One complete run whose pipeline name tries to climb out of the store.
+    private func hostileRun() -> String {
+        let common =
+            #""run_id":"hostile","pipeline":"../../../escape\u0000","request_id":null,"capture":"BATCH","attempt":1"#
+        let started =
+            #"{"v":1,"event_id":"hostile/1/0","seq":0,"type":"run_started","ts":1000,"#
+            + common + #","configuration":{},"input":null,"traceparent":null}"#
+        let completed =
+            #"{"v":1,"event_id":"hostile/1/1","seq":1,"type":"run_completed","ts":2000,"#
+            + common + #","status":"completed","duration_us":1000,"output":null}"#
+        return "hostile\t\(started)\nhostile\t\(completed)"
+    }
+}
