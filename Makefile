@@ -10,14 +10,14 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 all: build
 
-# librdkafka (Debian's librdkafka-dev 2.0.2), jemalloc (the allocator `sluice` links) and pkg-config for the build;
-# Python's confluent-kafka, the foreign client the tests talk to the broker with.
+# librdkafka (Debian's librdkafka-dev 2.0.2), jemalloc (the allocator `sluice` links), SQLite (the store's index) and
+# pkg-config for the build; Python's confluent-kafka, the foreign client the tests talk to the broker with.
 deps:
-	@{ pkg-config --exists rdkafka && pkg-config --exists jemalloc; } 2>/dev/null || { \
-		echo "installing librdkafka-dev, libjemalloc-dev and pkg-config"; \
+	@{ pkg-config --exists rdkafka && pkg-config --exists jemalloc && pkg-config --exists sqlite3; } 2>/dev/null || { \
+		echo "installing librdkafka-dev, libjemalloc-dev, libsqlite3-dev and pkg-config"; \
 		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq librdkafka-dev libjemalloc-dev pkg-config \
-			>/dev/null; }
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq librdkafka-dev libjemalloc-dev libsqlite3-dev \
+			pkg-config >/dev/null; }
 	@python3 -c 'import confluent_kafka' 2>/dev/null || { \
 		echo "installing confluent-kafka (pip)"; \
 		python3 -m pip install -q confluent-kafka 2>/dev/null || \

@@ -30,6 +30,7 @@ let package = Package(
             pkgConfig: "rdkafka",
             providers: [.apt(["librdkafka-dev"])]
         ),
+        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         .target(name: "CSystemSupport", linkerSettings: [.linkedLibrary("dl")]),
         .target(
             name: "Kafka",
@@ -52,7 +53,7 @@ let package = Package(
         .target(
             name: "Serving",
             dependencies: [
-                "Kafka", "Pipelines",
+                "Kafka", "Pipelines", "CSQLite",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "DequeModule", package: "swift-collections"),
             ],
@@ -61,7 +62,7 @@ let package = Package(
         .target(
             name: "Lineage",
             dependencies: [
-                "Kafka", "Pipelines",
+                "Kafka", "Pipelines", "CSQLite",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "DequeModule", package: "swift-collections"),
             ],
@@ -85,6 +86,12 @@ let package = Package(
             linkerSettings: [.linkedLibrary("jemalloc", .when(platforms: [.linux]))]
         ),
         .executableTarget(name: "sluice", dependencies: ["SluiceCLI"], swiftSettings: upcoming),
+        .executableTarget(
+            name: "lineage-benchmark",
+            dependencies: ["Lineage", "Pipelines", .product(name: "Logging", package: "swift-log")],
+            path: "Benchmarks/LineageBenchmark",
+            swiftSettings: upcoming
+        ),
         .executableTarget(
             name: "pipelines-benchmark", dependencies: ["Pipelines"], path: "Benchmarks/PipelinesBenchmark",
             swiftSettings: upcoming

@@ -31,13 +31,7 @@ public struct MaterializerStatus: Sendable {
     public var status: String
     public var assignedPartitions: Int
     public var openRuns: Int
-    /// Lineage records read, runs written to segments, records that were not lineage events, runs closed as
-    /// `incomplete`, and runs not written because their beginning was never read.
-    public var events = 0
-    public var runsWritten = 0
-    public var malformed = 0
-    public var incomplete = 0
-    public var partial = 0
+    public var counts: FoldCounts
 }
 
 /// The materializer: folds the lineage topic's events into runs and appends finished runs to the store
@@ -47,24 +41,15 @@ public struct MaterializerStatus: Sendable {
 ///   the first offset of the partition's oldest open run: a restart re-reads what it still needs and skips what it
 ///   wrote (``PartitionStore``). Files are written on a thread of their own, never on the cooperative pool.
 public final class Materializer: Sendable {
-    /// A partition this process owns: its fold and its files. Touched only under `state`'s lock.
-    private final class PartitionWork: @unchecked Sendable {
-        var fold: PartitionFold
-        let store: PartitionStore
-        init(fold: PartitionFold, store: PartitionStore) {
-            self.fold = fold
-            self.store = store
-        }
-    }
-
     private struct State: @unchecked Sendable {
         var phase = "starting"
         var stopping = false
         var consumer: KafkaConsumer?
         /// Partitions assigned now; a partition's work is created when its first record is folded.
         var assigned: Set<TopicPartition> = []
-        var work: [TopicPartition: PartitionWork] = [:]
-        var counts = MaterializerStatus(status: "starting", assignedPartitions: 0, openRuns: 0)
+        var work: [TopicPartition: PartitionMaterializer] = [:]
+        var index: StoreIndex?
+        var counts = FoldCounts()
     }
 
     public let configuration: MaterializerConfiguration
@@ -78,11 +63,9 @@ public final class Materializer: Sendable {
 
     public var status: MaterializerStatus {
         state.withLock { state in
-            var status = state.counts
-            status.status = state.phase
-            status.assignedPartitions = state.assigned.count
-            status.openRuns = state.work.values.reduce(0) { $0 + $1.fold.openRuns }
-            return status
+            MaterializerStatus(
+                status: state.phase, assignedPartitions: state.assigned.count,
+                openRuns: state.work.values.reduce(0) { $0 + $1.openRuns }, counts: state.counts)
         }
     }
 
@@ -90,8 +73,13 @@ public final class Materializer: Sendable {
     /// - Throws: ``KafkaError`` when the consumer cannot be created, ``StoreError`` when the store cannot be written
     ///   (the partition's offsets are then left where the store is durable).
     public func run() async throws {
-        try await DedicatedThread.run(name: "sluice-store") { [configuration] in
+        try await DedicatedThread.run(name: "sluice-store") { [self] in
             try FileSystem.makeDirectories("\(configuration.store)/runs")
+            // What the last process wrote but did not index (it stopped between the two) is indexed now.
+            let index = try StoreIndex(root: configuration.store)
+            let caughtUp = try index.catchUp()
+            if caughtUp > 0 { logger.info("indexed \(caughtUp) run(s) the index did not have") }
+            state.withLock { $0.index = index }
         }
         var settings = configuration.kafka
         try settings.set("group.id", configuration.group)
@@ -151,64 +139,36 @@ public final class Materializer: Sendable {
     /// Runs under the state lock, so a revoke waits for the batch in hand. Blocking: a dedicated thread's work.
     private func fold(_ batch: [KafkaMessage], consumer: KafkaConsumer) throws {
         try state.withLock { state in
-            var touched: [TopicPartition: PartitionWork] = [:]
+            var touched: [TopicPartition: PartitionMaterializer] = [:]
             for message in batch {
                 let partition = message.topicPartition
                 // A record read before its partition was revoked is not ours any more.
                 guard state.assigned.contains(partition) else { continue }
-                let work = try state.work[partition] ?? openWork(partition)
+                let work = try state.work[partition] ?? open(partition)
                 state.work[partition] = work
                 touched[partition] = work
-                state.counts.events += 1
-                let event = decode(message)
-                if event == nil { state.counts.malformed += 1 }
-                for run in work.fold.take(event, at: message.offset) {
-                    if run.fold.status == .incomplete { state.counts.incomplete += 1 }
-                    guard run.fold.sawStart else {
-                        if let written = work.store.lastWritten, run.position <= written { continue }
-                        state.counts.partial += 1
-                        logger.warning(
-                            "run \(run.fold.runID) on \(partition) ends at offset \(run.position.offset) but its beginning was never read: not stored"
-                        )
-                        continue
-                    }
-                    if try work.store.append(run, storeInlineLimit: configuration.storeInlineLimit) {
-                        state.counts.runsWritten += 1
-                    }
-                }
+                try work.take(message.value, at: message.offset, counts: &state.counts)
             }
-            for work in touched.values { try work.store.sync() }
+            var appended: [String] = []
+            for work in touched.values { appended += try work.sync() }
+            try state.index?.catchUp(segments: appended)
             var offsets: [TopicPartition: Int64] = [:]
             for (partition, work) in touched {
-                if let offset = work.fold.resumeOffset { offsets[partition] = offset }
+                if let offset = work.resumeOffset { offsets[partition] = offset }
             }
             if !offsets.isEmpty { try consumer.storeOffsets(offsets) }
         }
     }
 
-    private func openWork(_ partition: TopicPartition) throws -> PartitionWork {
-        let store = try PartitionStore(
-            root: configuration.store, partition: partition.partition, limits: configuration.segments)
+    private func open(_ partition: TopicPartition) throws -> PartitionMaterializer {
+        let work = try PartitionMaterializer(
+            root: configuration.store, partition: partition.partition,
+            storeInlineLimit: configuration.storeInlineLimit, incompleteAfter: configuration.incompleteAfter,
+            segments: configuration.segments, logger: logger)
         logger.info(
-            "\(partition): store opened, last line written at \(store.lastWritten.map { "offset \($0.offset)" } ?? "none")"
+            "\(partition): store opened, last line written at \(work.lastWrittenOffset.map { "offset \($0)" } ?? "none")"
         )
-        return PartitionWork(
-            fold: PartitionFold(partition: partition.partition, incompleteAfter: configuration.incompleteAfter),
-            store: store)
-    }
-
-    private func decode(_ message: KafkaMessage) -> TrackingEvent<ArtifactRef>? {
-        guard let value = message.value else {
-            logger.warning("\(message.topicPartition) offset \(message.offset): a record without a value, skipped")
-            return nil
-        }
-        do {
-            return try TrackingEvent<ArtifactRef>(json: value)
-        } catch {
-            logger.warning(
-                "\(message.topicPartition) offset \(message.offset): not a lineage event (\(error)), skipped")
-            return nil
-        }
+        return work
     }
 
     // MARK: - Rebalance

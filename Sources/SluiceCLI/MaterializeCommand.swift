@@ -86,8 +86,8 @@ struct MaterializeCommand: AsyncParsableCommand {
                         out.field("status", status.status)
                         out.field("assigned_partitions", status.assignedPartitions)
                         out.field("open_runs", status.openRuns)
-                        out.field("events", status.events)
-                        out.field("runs_written", status.runsWritten)
+                        out.field("events", status.counts.events)
+                        out.field("runs_written", status.counts.runsWritten)
                     }
                     return (
                         status.status == "stopping" ? 503 : 200, "application/json",
@@ -117,11 +117,14 @@ struct MaterializeCommand: AsyncParsableCommand {
     /// The Prometheus text of a materializer's counters.
     static func metrics(_ status: MaterializerStatus) -> String {
         let counters: [(String, String, Int)] = [
-            ("sluice_materializer_events_total", "Lineage records read.", status.events),
-            ("sluice_materializer_runs_written_total", "Runs appended to segments.", status.runsWritten),
-            ("sluice_materializer_malformed_total", "Records that were not lineage events.", status.malformed),
-            ("sluice_materializer_incomplete_total", "Runs closed without a terminal event.", status.incomplete),
-            ("sluice_materializer_partial_total", "Runs not stored: their beginning was never read.", status.partial),
+            ("sluice_materializer_events_total", "Lineage records read.", status.counts.events),
+            ("sluice_materializer_runs_written_total", "Runs appended to segments.", status.counts.runsWritten),
+            ("sluice_materializer_malformed_total", "Records that were not lineage events.", status.counts.malformed),
+            ("sluice_materializer_incomplete_total", "Runs closed without a terminal event.", status.counts.incomplete),
+            (
+                "sluice_materializer_partial_total", "Runs not stored: their beginning was never read.",
+                status.counts.partial
+            ),
         ]
         var lines: [String] = []
         for (name, help, value) in counters {

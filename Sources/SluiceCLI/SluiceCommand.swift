@@ -7,8 +7,8 @@ public struct SluiceCommand: AsyncParsableCommand {
         commandName: "sluice",
         abstract: "Pipeline serving over Kafka.",
         subcommands: [
-            BrokerCommand.self, TopicsCommand.self, WorkerCommand.self, MaterializeCommand.self, CallCommand.self,
-            BenchCommand.self, RunCommand.self,
+            BrokerCommand.self, TopicsCommand.self, WorkerCommand.self, MaterializeCommand.self, RunsCommand.self,
+            CallCommand.self, BenchCommand.self, RunCommand.self,
         ]
     )
 

@@ -1,12 +1,12 @@
 import Foundation
 import Testing
 
-/// Every file under `root` (relative path → bytes), leaving out the scratch directory `tmp/`.
+/// Every file under `root` (relative path → bytes), leaving out the scratch directory `tmp/` and the derived index.
 private func storeFiles(_ root: String) throws -> [String: Data] {
     var files: [String: Data] = [:]
     let enumerator = FileManager.default.enumerator(atPath: root)
     while let path = enumerator?.nextObject() as? String {
-        guard !path.hasPrefix("tmp") else { continue }
+        guard !path.hasPrefix("tmp"), !path.hasPrefix("index.sqlite") else { continue }
         var isDirectory: ObjCBool = false
         if FileManager.default.fileExists(atPath: "\(root)/\(path)", isDirectory: &isDirectory), !isDirectory.boolValue
         {
@@ -70,6 +70,8 @@ struct MaterializerTests {
             #expect(((run["output"] as? [String: Any])?["produced_by"] as? String) == "summarize#1/out")
         }
 
+        try await browse(store, runs: runs)
+
         // A second materializer in a group of its own replays the topic into an empty root.
         let second = try await cluster.startMaterializer(store: replay, group: "replay")
         #expect(try await waitForRuns(replay, 60))
@@ -129,10 +131,60 @@ struct MaterializerTests {
         let actual = try storeFiles(victim)
         #expect(actual.keys.sorted() == expected.keys.sorted())
         #expect(actual == expected)
+        // The index, kept by processes that were killed between writing lines and indexing them, has every run once.
+        let list = try ChildProcess(sluiceExecutable, ["runs", "--store", victim, "list", "--limit", "100000"])
+        let listed = try await list.readRest().split(separator: "\n").dropFirst()
+        #expect(await list.wait() == 0)
+        #expect(listed.count == runs && Set(listed.map { $0.prefix(32) + $0.dropFirst(32).prefix(8) }).count == runs)
         // Nothing escaped the root.
         #expect(
-            Set(try FileManager.default.contentsOfDirectory(atPath: victim)).isSubset(of: ["runs", "artifacts", "tmp"]))
+            Set(try FileManager.default.contentsOfDirectory(atPath: victim)).isSubset(of: [
+                "runs", "artifacts", "tmp", "index.sqlite", "index.sqlite-wal", "index.sqlite-shm",
+            ]))
         await cluster.stop()
+    }
+
+    /// `sluice runs` over the store: list, show (text and dot), lineage of an artifact, reindex.
+    private func browse(_ store: String, runs: [[String: Any]]) async throws {
+        func sluice(_ arguments: [String]) async throws -> (status: Int32, output: String) {
+            let process = try ChildProcess(sluiceExecutable, arguments)
+            let output = try await process.readRest()
+            return (await process.wait(), output)
+        }
+        let listed = try await sluice(["runs", "--store", store, "list", "--limit", "100"])
+        #expect(listed.status == 0)
+        let listedIDs = Set(listed.output.split(separator: "\n").dropFirst().map { String($0.prefix(32)) })
+        #expect(listedIDs == Set(runs.compactMap { $0["run_id"] as? String }))
+        let none = try await sluice(["runs", "list", "--store", store, "--status", "failed"])
+        #expect(none.status == 0 && none.output.split(separator: "\n").count == 1)
+
+        let run = try #require(runs.first)
+        let runID = try #require(run["run_id"] as? String)
+        let shown = try await sluice(["runs", "--store", store, "show", runID])
+        #expect(shown.status == 0)
+        for expected in [
+            "run \(runID)", "tokenize#1 [tokenize] completed", "in  count#1/in0 ← tokenize#1",
+            "in  summarize#1/in1 ← count#1", "output ← summarize#1",
+        ] {
+            #expect(shown.output.contains(expected), "\(expected) not in:\n\(shown.output)")
+        }
+        let dot = try await sluice(["runs", "--store", store, "show", runID, "--dot"])
+        #expect(dot.output.hasPrefix("digraph run {"))
+        #expect(
+            dot.output.contains(#""tokenize#1" -> "summarize#1""#) && dot.output.contains(#""input" -> "tokenize#1""#))
+        #expect(try await sluice(["runs", "--store", store, "show", "no-such-run"]).status == 1)
+
+        // The tokens artifact: produced by tokenize, consumed by count and summarize.
+        let steps = try #require(run["steps"] as? [[String: Any]])
+        let tokens = try #require((steps[0]["output"] as? [String: Any])?["sha256"] as? String)
+        let lineage = try await sluice(["runs", "--store", store, "lineage", tokens])
+        #expect(lineage.status == 0)
+        let produced = lineage.output.components(separatedBy: "consumed by:")
+        #expect(produced.count == 2 && produced[0].contains("step tokenize#1"))
+        #expect(produced[1].contains("step count#1") && produced[1].contains("step summarize#1"))
+
+        let reindexed = try await sluice(["runs", "--store", store, "reindex"])
+        #expect(reindexed.status == 0 && reindexed.output.contains("indexed \(runs.count) run(s)"))
     }
 
     /// One complete run whose pipeline name tries to climb out of the store.

@@ -56,10 +56,12 @@ enum FileSystem {
         return names.sorted()
     }
 
-    static func readFile(_ path: String) throws -> [UInt8] {
+    /// The bytes of `path` from byte `offset` on.
+    static func readFile(_ path: String, from offset: Int = 0) throws -> [UInt8] {
         let descriptor = open(path, O_RDONLY | O_CLOEXEC)
         guard descriptor >= 0 else { throw StoreError("cannot open", path: path) }
         defer { close(descriptor) }
+        if offset > 0, lseek(descriptor, off_t(offset), SEEK_SET) < 0 { throw StoreError("cannot seek in", path: path) }
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 1 << 16)
         while true {
@@ -94,6 +96,11 @@ enum FileSystem {
             }
             written += count
         }
+    }
+
+    /// Removes the file `path` if it exists.
+    static func remove(_ path: String) throws {
+        guard unlink(path) == 0 || errno == ENOENT else { throw StoreError("cannot remove", path: path) }
     }
 
     static func rename(_ from: String, to: String) throws {

@@ -41,6 +41,8 @@ final class PartitionStore {
     /// Segments kept open at most: older days' segments are closed when more are open.
     private static let maxOpenSegments = 32
     private var dirtyDirectories: Set<String> = []
+    /// Segments (relative to the root) that got lines since the last sync.
+    private var appendedSegments: Set<String> = []
     private let prefix: String
 
     private final class Segment {
@@ -112,6 +114,7 @@ final class PartitionStore {
         let directory = "\(root)/runs/\(StoreNames.component(run.fold.pipeline))/\(day)"
         let segment = try segment(in: directory, for: position, adding: line.count + 1)
         try segment.file.append(line + [UInt8(ascii: "\n")])
+        appendedSegments.insert(String(segment.file.path.dropFirst(root.count + 1)))
         segment.lines += 1
         segment.lastUsed = syncs
         lastWritten = position
@@ -156,16 +159,21 @@ final class PartitionStore {
     }
 
     /// Makes every line and artifact written so far durable.
-    func sync() throws {
+    /// - Returns: the segments (relative to the root) that got lines since the previous sync.
+    @discardableResult
+    func sync() throws -> [String] {
         for segment in open.values { try segment.file.sync() }
         for directory in dirtyDirectories.sorted() { try FileSystem.syncDirectory(directory) }
         dirtyDirectories.removeAll()
+        defer { appendedSegments.removeAll() }
         syncs += 1
-        guard open.count > Self.maxOpenSegments else { return }
-        for (directory, segment) in open where segment.lastUsed < syncs - 1 {
-            open[directory] = nil
-            closedSegments[directory] = (segment.file.path, segment.lines)
+        if open.count > Self.maxOpenSegments {
+            for (directory, segment) in open where segment.lastUsed < syncs - 1 {
+                open[directory] = nil
+                closedSegments[directory] = (segment.file.path, segment.lines)
+            }
         }
+        return appendedSegments.sorted()
     }
     private var syncs = 0
 }

@@ -95,17 +95,20 @@ private struct JSONParser {
 
     private mutating func parseObject(depth: Int) throws -> JSONValue {
         index += 1
-        var members: [String: JSONValue] = [:]
-        if take(UInt8(ascii: "}")) { return .object(members) }
+        if take(UInt8(ascii: "}")) { return .object([:]) }
+        // Members are collected first and hashed into a dictionary of the right size once: growing it member by
+        // member rehashed it at every power of two.
+        var members: [(String, JSONValue)] = []
         repeat {
             skipWhitespace()
             guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else { throw error("expected a key") }
             let key = try parseString()
             try expect(UInt8(ascii: ":"))
-            members[key] = try parseValue(depth: depth + 1)
+            members.append((key, try parseValue(depth: depth + 1)))
         } while take(UInt8(ascii: ","))
         try expect(UInt8(ascii: "}"))
-        return .object(members)
+        // A repeated key keeps its last value, as before.
+        return .object(Dictionary(members, uniquingKeysWith: { _, last in last }))
     }
 
     private mutating func parseArray(depth: Int) throws -> JSONValue {

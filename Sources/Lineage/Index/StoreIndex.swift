@@ -1,0 +1,260 @@
+import Pipelines
+
+/// A run as the index knows it: enough to list it, and where its line is.
+public struct IndexedRun: Sendable, Hashable {
+    public var runID: String
+    public var attempt: Int
+    public var pipeline: String
+    public var status: String
+    public var capture: String
+    public var requestID: String?
+    public var startedMicros: Int64?
+    public var durationMicros: Int64?
+    public var steps: Int
+    /// The segment holding the run's line, relative to the store's root, and the line's place in it.
+    public var segment: String
+    public var lineOffset: Int64
+    public var lineLength: Int
+}
+
+/// One use of an artifact: which run produced or consumed it, as which artifact id, in which step run.
+public struct ArtifactUse: Sendable, Hashable {
+    public enum Role: String, Sendable {
+        /// A step's output, or the run's input.
+        case produced
+        /// A step's input, or the run's output.
+        case consumed
+    }
+
+    public var runID: String
+    public var attempt: Int
+    public var pipeline: String
+    public var artifactID: String
+    /// `nil` for the run's own input and output.
+    public var stepRun: String?
+    public var role: Role
+    public var type: String
+    public var size: Int
+}
+
+/// The store's derived index, `<root>/index.sqlite`: run id → segment and byte offset, artifact hash → the runs and
+/// steps that produced and consumed it. Rebuildable from the segments at any time (``rebuild(root:)``); it records
+/// how far it has read each segment, so ``catchUp(segments:)`` indexes only what was appended since.
+public final class StoreIndex {
+    public let root: String
+    private let database: SQLiteDatabase
+
+    public static func path(root: String) -> String { "\(root)/index.sqlite" }
+
+    /// Opens (or creates) the index of the store at `root`, creating the root if it is missing.
+    /// - Throws: ``IndexError``, or ``StoreError`` when the root cannot be created.
+    public init(root: String) throws {
+        self.root = root
+        try FileSystem.makeDirectories(root)
+        database = try SQLiteDatabase(path: Self.path(root: root))
+        try database.execute(
+            """
+            CREATE TABLE IF NOT EXISTS segments(path TEXT PRIMARY KEY, indexed_bytes INTEGER NOT NULL);
+            CREATE TABLE IF NOT EXISTS runs(
+                segment TEXT NOT NULL, line_offset INTEGER NOT NULL, line_length INTEGER NOT NULL,
+                run_id TEXT NOT NULL, attempt INTEGER NOT NULL, pipeline TEXT NOT NULL, status TEXT NOT NULL,
+                capture TEXT NOT NULL, request_id TEXT, started_us INTEGER, duration_us INTEGER,
+                steps INTEGER NOT NULL, PRIMARY KEY(segment, line_offset));
+            CREATE INDEX IF NOT EXISTS runs_by_id ON runs(run_id);
+            CREATE INDEX IF NOT EXISTS runs_by_start ON runs(started_us);
+            CREATE TABLE IF NOT EXISTS artifacts(
+                sha256 TEXT NOT NULL, segment TEXT NOT NULL, line_offset INTEGER NOT NULL, artifact_id TEXT NOT NULL,
+                step_run TEXT, role TEXT NOT NULL, type TEXT NOT NULL, size INTEGER NOT NULL,
+                PRIMARY KEY(segment, line_offset, artifact_id));
+            CREATE INDEX IF NOT EXISTS artifacts_by_hash ON artifacts(sha256);
+            """)
+    }
+
+    /// Removes the index and builds it again from every segment.
+    /// - Returns: the new index and the number of runs it holds.
+    public static func rebuild(root: String) throws -> (index: StoreIndex, runs: Int) {
+        for suffix in ["", "-wal", "-shm"] { try FileSystem.remove(path(root: root) + suffix) }
+        let index = try StoreIndex(root: root)
+        return (index, try index.catchUp())
+    }
+
+    // MARK: - Indexing
+
+    /// Every segment in the store, relative to the root, in a stable order.
+    public func segments() throws -> [String] {
+        var found: [String] = []
+        for pipeline in try FileSystem.list("\(root)/runs") {
+            for day in try FileSystem.list("\(root)/runs/\(pipeline)") {
+                for name in try FileSystem.list("\(root)/runs/\(pipeline)/\(day)") where name.hasSuffix(".jsonl") {
+                    found.append("runs/\(pipeline)/\(day)/\(name)")
+                }
+            }
+        }
+        return found
+    }
+
+    /// Indexes the whole lines that `segments` (relative paths; every segment when `nil`) hold beyond what the index
+    /// has read of them.
+    /// - Returns: how many runs were indexed.
+    @discardableResult
+    public func catchUp(segments: [String]? = nil) throws -> Int {
+        let read = try database.prepare("SELECT indexed_bytes FROM segments WHERE path = ?")
+        let addRun = try database.prepare("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+        let addArtifact = try database.prepare("INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+        let mark = try database.prepare("INSERT OR REPLACE INTO segments VALUES (?, ?)")
+        var indexed = 0
+        for segment in try segments ?? self.segments() {
+            try read.bind([.text(segment)])
+            let start = try read.step() ? Int(read.integer(0) ?? 0) : 0
+            let bytes = try FileSystem.readFile("\(root)/\(segment)", from: start)
+            guard !bytes.isEmpty else { continue }
+            try database.transaction {
+                var lineStart = 0
+                while let newline = bytes[lineStart...].firstIndex(of: UInt8(ascii: "\n")) {
+                    defer { lineStart = newline + 1 }
+                    let line = bytes[lineStart..<newline]
+                    guard let entry = try? IndexEntry(line: line) else { continue }
+                    let place: [SQLiteValue] = [.text(segment), .integer(Int64(start + lineStart))]
+                    try addRun.run(
+                        place + [
+                            .integer(Int64(line.count)), .text(entry.run.runID), .integer(Int64(entry.run.attempt)),
+                            .text(entry.run.pipeline), .text(entry.run.status), .text(entry.run.capture),
+                            .optional(entry.run.requestID), .optional(entry.run.startedMicros),
+                            .optional(entry.run.durationMicros), .integer(Int64(entry.run.steps)),
+                        ])
+                    for use in entry.artifacts {
+                        try addArtifact.run(
+                            [.text(use.sha256)] + place + [
+                                .text(use.artifactID), .optional(use.stepRun), .text(use.role.rawValue),
+                                .text(use.type), .integer(Int64(use.size)),
+                            ])
+                    }
+                    indexed += 1
+                }
+                try mark.run([.text(segment), .integer(Int64(start + lineStart))])
+            }
+        }
+        return indexed
+    }
+
+    // MARK: - Reading
+
+    private static let runColumns =
+        "run_id, attempt, pipeline, status, capture, request_id, started_us, duration_us, steps, segment, line_offset, line_length"
+
+    /// Runs, newest first: of `pipeline` and with `status` when given, at most `limit`.
+    public func runs(pipeline: String? = nil, status: String? = nil, limit: Int = 50) throws -> [IndexedRun] {
+        let query = try database.prepare(
+            """
+            SELECT \(Self.runColumns) FROM runs
+            WHERE (?1 IS NULL OR pipeline = ?1) AND (?2 IS NULL OR status = ?2)
+            ORDER BY started_us DESC, segment DESC, line_offset DESC LIMIT ?3
+            """)
+        try query.bind([.optional(pipeline), .optional(status), .integer(Int64(limit))])
+        return try Self.rows(query)
+    }
+
+    /// Every line of `runID` (one per delivery), in the order they were written.
+    public func lines(ofRun runID: String) throws -> [IndexedRun] {
+        let query = try database.prepare(
+            "SELECT \(Self.runColumns) FROM runs WHERE run_id = ? ORDER BY started_us, segment, line_offset")
+        try query.bind([.text(runID)])
+        return try Self.rows(query)
+    }
+
+    /// The run's line, parsed.
+    public func line(of run: IndexedRun) throws -> JSONValue {
+        let bytes = try FileSystem.readFile("\(root)/\(run.segment)")
+        let start = Int(run.lineOffset)
+        guard start + run.lineLength <= bytes.count else {
+            throw IndexError(message: "\(run.segment) is shorter than the index says: run `sluice runs reindex`")
+        }
+        return try JSONValue(parsing: bytes[start..<(start + run.lineLength)])
+    }
+
+    /// Who produced and who consumed the artifact with this SHA-256, oldest first.
+    public func uses(ofArtifact sha256: String) throws -> [ArtifactUse] {
+        let query = try database.prepare(
+            """
+            SELECT runs.run_id, runs.attempt, runs.pipeline, artifact_id, step_run, role, type, size
+            FROM artifacts JOIN runs USING (segment, line_offset) WHERE sha256 = ?
+            ORDER BY runs.started_us, artifacts.segment, artifacts.line_offset, role DESC, artifact_id
+            """)
+        try query.bind([.text(sha256)])
+        var uses: [ArtifactUse] = []
+        while try query.step() {
+            uses.append(
+                ArtifactUse(
+                    runID: query.text(0) ?? "", attempt: Int(query.integer(1) ?? 0), pipeline: query.text(2) ?? "",
+                    artifactID: query.text(3) ?? "", stepRun: query.text(4),
+                    role: ArtifactUse.Role(rawValue: query.text(5) ?? "") ?? .consumed, type: query.text(6) ?? "",
+                    size: Int(query.integer(7) ?? 0)))
+        }
+        return uses
+    }
+
+    private static func rows(_ query: SQLiteDatabase.Statement) throws -> [IndexedRun] {
+        var runs: [IndexedRun] = []
+        while try query.step() {
+            runs.append(
+                IndexedRun(
+                    runID: query.text(0) ?? "", attempt: Int(query.integer(1) ?? 0), pipeline: query.text(2) ?? "",
+                    status: query.text(3) ?? "", capture: query.text(4) ?? "", requestID: query.text(5),
+                    startedMicros: query.integer(6), durationMicros: query.integer(7),
+                    steps: Int(query.integer(8) ?? 0), segment: query.text(9) ?? "",
+                    lineOffset: query.integer(10) ?? 0, lineLength: Int(query.integer(11) ?? 0)))
+        }
+        return runs
+    }
+}
+
+/// What the index takes from one run's line.
+private struct IndexEntry {
+    struct Use {
+        var sha256: String
+        var artifactID: String
+        var stepRun: String?
+        var role: ArtifactUse.Role
+        var type: String
+        var size: Int
+    }
+
+    var run: IndexedRun
+    var artifacts: [Use] = []
+
+    init(line: ArraySlice<UInt8>) throws {
+        guard case .object(let fields) = try JSONValue(parsing: line) else {
+            throw IndexError(message: "a segment line is not a JSON object")
+        }
+        func string(_ value: JSONValue?) -> String? {
+            if case .string(let text)? = value { return text }
+            return nil
+        }
+        func integer(_ value: JSONValue?) -> Int64? {
+            if case .int(let number)? = value { return number }
+            return nil
+        }
+        var steps: [JSONValue] = []
+        if case .array(let list)? = fields["steps"] { steps = list }
+        run = IndexedRun(
+            runID: string(fields["run_id"]) ?? "", attempt: Int(integer(fields["attempt"]) ?? 1),
+            pipeline: string(fields["pipeline"]) ?? "", status: string(fields["status"]) ?? "",
+            capture: string(fields["capture"]) ?? "", requestID: string(fields["request_id"]),
+            startedMicros: integer(fields["started_us"]), durationMicros: integer(fields["duration_us"]),
+            steps: steps.count, segment: "", lineOffset: 0, lineLength: 0)
+        func add(_ value: JSONValue?, _ role: ArtifactUse.Role, _ stepRun: String?) {
+            guard case .object(let artifact)? = value, let sha256 = string(artifact["sha256"]) else { return }
+            artifacts.append(
+                Use(
+                    sha256: sha256, artifactID: string(artifact["id"]) ?? "", stepRun: stepRun, role: role,
+                    type: string(artifact["type"]) ?? "", size: Int(integer(artifact["size"]) ?? 0)))
+        }
+        add(fields["input"], .produced, nil)
+        add(fields["output"], .consumed, nil)
+        for case .object(let step) in steps {
+            let stepRun = string(step["step_run"])
+            if case .array(let inputs)? = step["inputs"] { for input in inputs { add(input, .consumed, stepRun) } }
+            add(step["output"], .produced, stepRun)
+        }
+    }
+}

@@ -1,0 +1,92 @@
+import Logging
+import Pipelines
+
+/// What folding records did, for the materializer's counters.
+public struct FoldCounts: Sendable, Hashable {
+    public var events = 0
+    public var runsWritten = 0
+    /// Records that were not lineage events.
+    public var malformed = 0
+    /// Runs closed without a terminal event.
+    public var incomplete = 0
+    /// Runs not stored because their beginning was never read.
+    public var partial = 0
+
+    public init() {}
+}
+
+/// One lineage partition's fold and files: records go in in offset order, finished runs come out as lines in the
+/// store. What `sluice materialize` does per partition it owns, without Kafka.
+///
+/// Blocking (file writes): use it from a thread of your own.
+public final class PartitionMaterializer {
+    public let partition: Int32
+    private var fold: PartitionFold
+    private let store: PartitionStore
+    private let storeInlineLimit: Int
+    private let logger: Logger
+
+    /// Opens the partition's part of the store at `root` (repairing a torn last line).
+    /// - Throws: ``StoreError`` when the store cannot be read or repaired.
+    public init(
+        root: String, partition: Int32, storeInlineLimit: Int = 1024, incompleteAfter: Int = 100_000,
+        segments: SegmentLimits = SegmentLimits(), logger: Logger
+    ) throws {
+        self.partition = partition
+        self.storeInlineLimit = storeInlineLimit
+        self.logger = logger
+        store = try PartitionStore(root: root, partition: partition, limits: segments)
+        fold = PartitionFold(partition: partition, incompleteAfter: incompleteAfter)
+    }
+
+    /// The terminal offset of the last line this partition has in the store, if any.
+    public var lastWrittenOffset: Int64? { store.lastWritten?.offset }
+
+    /// Runs folded in memory, waiting for their terminal event.
+    public var openRuns: Int { fold.openRuns }
+
+    /// The offset to commit once the store is synced: the first offset of the oldest open run, or the next one.
+    public var resumeOffset: Int64? { fold.resumeOffset }
+
+    /// Folds the record at `offset` (its value: one lineage event's JSON, or anything else, which is counted and
+    /// skipped) and appends the runs it closes. Durable only after ``sync()``.
+    /// - Throws: ``StoreError`` when the store cannot be written.
+    public func take(_ value: [UInt8]?, at offset: Int64, counts: inout FoldCounts) throws {
+        counts.events += 1
+        let event = decode(value, at: offset)
+        if event == nil { counts.malformed += 1 }
+        for run in fold.take(event, at: offset) {
+            if run.fold.status == .incomplete { counts.incomplete += 1 }
+            guard run.fold.sawStart else {
+                if let written = store.lastWritten, run.position <= written { continue }
+                counts.partial += 1
+                logger.warning(
+                    "run \(run.fold.runID) on lineage partition \(partition) ends at offset \(run.position.offset) but its beginning was never read: not stored"
+                )
+                continue
+            }
+            if try store.append(run, storeInlineLimit: storeInlineLimit) { counts.runsWritten += 1 }
+        }
+    }
+
+    /// Makes every line and artifact appended so far durable.
+    /// - Returns: the segments (relative to the store's root) that got lines since the previous sync, for
+    ///   ``StoreIndex/catchUp(segments:)``.
+    @discardableResult
+    public func sync() throws -> [String] {
+        try store.sync()
+    }
+
+    private func decode(_ value: [UInt8]?, at offset: Int64) -> TrackingEvent<ArtifactRef>? {
+        guard let value else {
+            logger.warning("lineage partition \(partition) offset \(offset): a record without a value, skipped")
+            return nil
+        }
+        do {
+            return try TrackingEvent<ArtifactRef>(json: value)
+        } catch {
+            logger.warning("lineage partition \(partition) offset \(offset): not a lineage event (\(error)), skipped")
+            return nil
+        }
+    }
+}

@@ -1,0 +1,306 @@
+import ArgumentParser
+import Foundation
+import Lineage
+import Pipelines
+
+/// `sluice runs`: reads the store through its index (docs/store.md).
+struct RunsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "runs",
+        abstract: "Browse the lineage store: list runs, show one as a DAG, trace an artifact, rebuild the index.",
+        discussion: "Every subcommand first indexes what the segments hold beyond the index (cheap when up to date).",
+        subcommands: [List.self, Show.self, LineageOf.self, Reindex.self]
+    )
+
+    @OptionGroup var options: StoreOptions
+
+    struct StoreOptions: ParsableArguments {
+        @Option(name: .long, help: "The store's root directory (what `sluice materialize --store` writes).")
+        var store: String
+
+        /// The store's index, caught up with its segments.
+        func index() throws -> StoreIndex {
+            guard FileManager.default.fileExists(atPath: "\(store)/runs") else {
+                throw ValidationError("\(store) is not a store: it has no runs/ directory")
+            }
+            let index = try StoreIndex(root: store)
+            try index.catchUp()
+            return index
+        }
+    }
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "The newest runs, one per line.")
+
+        @ParentCommand var runs: RunsCommand
+        var options: StoreOptions { runs.options }
+
+        @Option(name: .long, help: "Only runs of this pipeline.")
+        var pipeline: String?
+
+        @Option(name: .long, help: "Only runs with this status: completed, failed or incomplete.")
+        var status: String?
+
+        @Option(name: .long, help: "At most this many runs.")
+        var limit = 20
+
+        func validate() throws {
+            guard limit >= 1 else { throw ValidationError("--limit \(limit) must be at least 1") }
+            if let status, !["completed", "failed", "incomplete"].contains(status) {
+                throw ValidationError("--status '\(status)' is not one of completed, failed, incomplete")
+            }
+        }
+
+        func run() throws {
+            let runs = try options.index().runs(pipeline: pipeline, status: status, limit: limit)
+            print(
+                [
+                    pad("RUN", 32), pad("ATTEMPT", 7), pad("PIPELINE", 16), pad("STATUS", 10), pad("CAPTURE", 8),
+                    pad("STARTED (UTC)", 26), pad("DURATION", 10), "STEPS",
+                ].joined(separator: " "))
+            for run in runs {
+                print(
+                    [
+                        pad(run.runID, 32), pad("\(run.attempt)", 7), pad(run.pipeline, 16), pad(run.status, 10),
+                        pad(run.capture, 8), pad(run.startedMicros.map(utc) ?? "-", 26),
+                        pad(run.durationMicros.map(duration) ?? "-", 10), "\(run.steps)",
+                    ].joined(separator: " "))
+            }
+        }
+    }
+
+    struct Show: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "A run's steps as a DAG, with artifacts and timings (--dot: Graphviz).")
+
+        @ParentCommand var runs: RunsCommand
+        var options: StoreOptions { runs.options }
+
+        @Argument(help: "The run's id.")
+        var runID: String
+
+        @Option(name: .long, help: "Which delivery of the run (default: the last one stored).")
+        var attempt: Int?
+
+        @Flag(name: .long, help: "Write the DAG in Graphviz dot instead of text.")
+        var dot = false
+
+        func run() throws {
+            let index = try options.index()
+            let lines = try index.lines(ofRun: runID)
+            guard !lines.isEmpty else { throw NotFound(description: "no run \(runID) in \(options.store)") }
+            let chosen =
+                try attempt.map { number in
+                    guard let line = lines.last(where: { $0.attempt == number }) else {
+                        throw NotFound(
+                            description:
+                                "run \(runID) has no attempt \(number) (stored: \(lines.map { String($0.attempt) }.joined(separator: ", ")))"
+                        )
+                    }
+                    return line
+                } ?? lines[lines.count - 1]
+            let line = try index.line(of: chosen)
+            let run = RunView(line)
+            print(dot ? run.dot() : run.text(deliveries: lines.count))
+        }
+    }
+
+    struct LineageOf: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "lineage", abstract: "Who produced an artifact, and who consumed it.")
+
+        @ParentCommand var runs: RunsCommand
+        var options: StoreOptions { runs.options }
+
+        @Argument(help: "The artifact's SHA-256 (64 hex digits).")
+        var sha256: String
+
+        func run() throws {
+            let uses = try options.index().uses(ofArtifact: sha256.lowercased())
+            guard !uses.isEmpty else { throw NotFound(description: "no artifact \(sha256) in \(options.store)") }
+            for role in [ArtifactUse.Role.produced, .consumed] {
+                print(role == .produced ? "produced by:" : "consumed by:")
+                for use in uses where use.role == role {
+                    let place = use.stepRun.map { "step \($0)" } ?? (role == .produced ? "run input" : "run output")
+                    print(
+                        "  \(use.pipeline) run \(use.runID) (attempt \(use.attempt)), \(place) as \(use.artifactID): \(use.type), \(use.size) B"
+                    )
+                }
+            }
+        }
+    }
+
+    struct Reindex: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Rebuild the index from the segments.")
+
+        @ParentCommand var runs: RunsCommand
+        var options: StoreOptions { runs.options }
+
+        func run() throws {
+            guard FileManager.default.fileExists(atPath: "\(options.store)/runs") else {
+                throw ValidationError("\(options.store) is not a store: it has no runs/ directory")
+            }
+            let (_, runs) = try StoreIndex.rebuild(root: options.store)
+            print("indexed \(runs) run(s)")
+        }
+    }
+}
+
+/// What a look-up did not find: reported without the usage text, exit status 1.
+private struct NotFound: Error, CustomStringConvertible {
+    let description: String
+}
+
+private func pad(_ text: String, _ width: Int) -> String {
+    text.count >= width ? text : text + String(repeating: " ", count: width - text.count)
+}
+
+private func utc(_ micros: Int64) -> String {
+    let date = Date(timeIntervalSince1970: Double(micros) / 1_000_000)
+    return date.formatted(.iso8601.year().month().day().time(includingFractionalSeconds: true))
+}
+
+private func duration(_ micros: Int64) -> String {
+    micros < 10_000 ? "\(micros) µs" : String(format: "%.1f ms", Double(micros) / 1000)
+}
+
+/// A run's line, read for display.
+private struct RunView {
+    struct Artifact {
+        var id: String
+        var type: String
+        var sha256: String?
+        var size: Int
+        var producedBy: String?
+        var file: String?
+        var value: JSONValue?
+    }
+
+    struct StepView {
+        var stepRun: String
+        var step: String
+        var status: String
+        var attempts: Int
+        var duration: Int64?
+        var inputs: [Artifact]
+        var output: Artifact?
+        var error: String?
+    }
+
+    var fields: [String: JSONValue]
+    var steps: [StepView] = []
+
+    init(_ line: JSONValue) {
+        if case .object(let fields) = line { self.fields = fields } else { fields = [:] }
+        if case .array(let list)? = fields["steps"] {
+            for case .object(let step) in list {
+                var inputs: [Artifact] = []
+                if case .array(let values)? = step["inputs"] { inputs = values.compactMap(Self.artifact) }
+                steps.append(
+                    StepView(
+                        stepRun: Self.string(step["step_run"]) ?? "?", step: Self.string(step["step"]) ?? "?",
+                        status: Self.string(step["status"]) ?? "?", attempts: Int(Self.integer(step["attempts"]) ?? 0),
+                        duration: Self.integer(step["duration_us"]), inputs: inputs,
+                        output: Self.artifact(step["output"]), error: Self.errorText(step["error"])))
+            }
+        }
+    }
+
+    static func string(_ value: JSONValue?) -> String? {
+        if case .string(let text)? = value { return text }
+        return nil
+    }
+
+    static func integer(_ value: JSONValue?) -> Int64? {
+        if case .int(let number)? = value { return number }
+        return nil
+    }
+
+    static func artifact(_ value: JSONValue?) -> Artifact? {
+        guard case .object(let fields)? = value else { return nil }
+        return Artifact(
+            id: string(fields["id"]) ?? "?", type: string(fields["type"]) ?? "?", sha256: string(fields["sha256"]),
+            size: Int(integer(fields["size"]) ?? 0), producedBy: string(fields["produced_by"]),
+            file: string(fields["file"]), value: fields["value"])
+    }
+
+    static func errorText(_ value: JSONValue?) -> String? {
+        guard case .object(let fields)? = value else { return nil }
+        return "\(string(fields["code"]) ?? "error"): \(string(fields["message"]) ?? "")"
+    }
+
+    /// The step run that produced an artifact id (`input` is the run's own input).
+    private static func node(ofArtifact id: String) -> String {
+        id == "input" ? "input" : String(id.split(separator: "/").first ?? Substring(id))
+    }
+
+    private static func describe(_ artifact: Artifact) -> String {
+        var text = "\(artifact.type), \(artifact.size) B"
+        if let sha256 = artifact.sha256 { text += ", sha256 \(sha256.prefix(12))…" }
+        if let file = artifact.file { text += ", in \(file)" }
+        if let value = artifact.value {
+            let json = String(decoding: CanonicalJSON.bytes(of: value), as: UTF8.self)
+            text += ": " + (json.count > 60 ? json.prefix(57) + "..." : json)
+        }
+        return text
+    }
+
+    func text(deliveries: Int) -> String {
+        var lines: [String] = []
+        let status = Self.string(fields["status"]) ?? "?"
+        lines.append(
+            "run \(Self.string(fields["run_id"]) ?? "?") (attempt \(Self.integer(fields["attempt"]) ?? 1) of \(deliveries) stored)"
+        )
+        lines.append(
+            "  pipeline \(Self.string(fields["pipeline"]) ?? "?"), \(status), capture \(Self.string(fields["capture"]) ?? "?")"
+                + (Self.integer(fields["duration_us"]).map { ", \(duration($0))" } ?? "")
+                + (Self.integer(fields["started_us"]).map { ", started \(utc($0))" } ?? ""))
+        if let request = Self.string(fields["request_id"]) { lines.append("  request \(request)") }
+        if let error = Self.errorText(fields["error"]) { lines.append("  error \(error)") }
+        if let input = Self.artifact(fields["input"]) { lines.append("input: \(Self.describe(input))") }
+        for step in steps {
+            let took = step.duration.map { ", \(duration($0))" } ?? ""
+            let attempts = step.attempts > 1 ? ", \(step.attempts) attempts" : ""
+            lines.append("\(step.stepRun) [\(step.step)] \(step.status)\(took)\(attempts)")
+            for input in step.inputs {
+                let from = input.producedBy.map { "← \(Self.node(ofArtifact: $0))" } ?? "← (outside the run)"
+                lines.append("    in  \(input.id) \(from): \(Self.describe(input))")
+            }
+            if let output = step.output { lines.append("    out \(output.id): \(Self.describe(output))") }
+            if let error = step.error { lines.append("    error \(error)") }
+        }
+        if let output = Self.artifact(fields["output"]) {
+            let from = output.producedBy.map { " ← \(Self.node(ofArtifact: $0))" } ?? ""
+            lines.append("output\(from): \(Self.describe(output))")
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    func dot() -> String {
+        /// A dot string of `parts`, one per label line.
+        func quoted(_ parts: String...) -> String {
+            let escaped = parts.map {
+                $0.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+            }
+            return "\"" + escaped.joined(separator: "\\n") + "\""
+        }
+        var lines = ["digraph run {", "  rankdir=LR;", "  node [shape=box, fontname=\"Helvetica\"];"]
+        lines.append("  \"input\" [shape=ellipse];")
+        for step in steps {
+            let label = quoted(step.stepRun, step.status + (step.duration.map { ", \(duration($0))" } ?? ""))
+            lines.append("  \(quoted(step.stepRun)) [label=\(label)];")
+        }
+        lines.append("  \"output\" [shape=ellipse];")
+        for step in steps {
+            for input in step.inputs {
+                let from = input.producedBy.map(Self.node(ofArtifact:)) ?? "input"
+                lines.append("  \(quoted(from)) -> \(quoted(step.stepRun)) [label=\(quoted(input.type))];")
+            }
+        }
+        if let output = Self.artifact(fields["output"]), let producer = output.producedBy {
+            lines.append("  \(quoted(Self.node(ofArtifact: producer))) -> \"output\" [label=\(quoted(output.type))];")
+        }
+        lines.append("}")
+        return lines.joined(separator: "\n")
+    }
+}
