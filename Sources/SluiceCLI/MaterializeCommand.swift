@@ -76,39 +76,19 @@ struct MaterializeCommand: AsyncParsableCommand {
         configuration.batchSize = batchSize
         try TerminationSignals.install()
         let materializer = Materializer(configuration: configuration, logger: logger)
-        let server = try http.map { address in
-            try StatusServer(address: address, logger: logger) { path in
+        let server = try StatusServer.healthAndMetrics(
+            address: http, logger: logger,
+            health: { out in
                 let status = materializer.status
-                switch path {
-                case "/health":
-                    var body = JSONWriter()
-                    body.object { out in
-                        out.field("status", status.status)
-                        out.field("assigned_partitions", status.assignedPartitions)
-                        out.field("open_runs", status.openRuns)
-                        out.field("events", status.counts.events)
-                        out.field("runs_written", status.counts.runsWritten)
-                    }
-                    return (
-                        status.status == "stopping" ? 503 : 200, "application/json",
-                        String(decoding: body.bytes, as: UTF8.self) + "\n"
-                    )
-                case "/metrics":
-                    return (200, "text/plain; version=0.0.4", Self.metrics(status))
-                default:
-                    return nil
-                }
-            }
-        }
-        if let server { logger.info("health and metrics on http://\(http ?? ""): port \(server.port)") }
-        let signals = Task {
-            let first = await TerminationSignals.next()
-            logger.info("signal \(first): stopping")
-            materializer.stop()
-            let second = await TerminationSignals.next()
-            logger.warning("signal \(second) while stopping: exiting now")
-            Foundation.exit(2)
-        }
+                out.field("status", status.status)
+                out.field("assigned_partitions", status.assignedPartitions)
+                out.field("open_runs", status.openRuns)
+                out.field("events", status.counts.events)
+                out.field("runs_written", status.counts.runsWritten)
+                return status.status == "stopping"
+            },
+            metrics: { Self.metrics(materializer.status) })
+        let signals = TerminationSignals.stopOnFirst(logger: logger) { materializer.stop() }
         try await materializer.run()
         signals.cancel()
         server?.stop()

@@ -1,5 +1,6 @@
 import Kafka
 import Logging
+import Pipelines
 import Synchronization
 
 #if canImport(Glibc)
@@ -20,6 +21,30 @@ final class StatusServer: Sendable {
     private let thread = Mutex<DedicatedThread?>(nil)
     private let stopped = Atomic<Bool>(false)
     let port: Int
+
+    /// Serves `GET /health` and `GET /metrics` (Prometheus text) on `address`, if one is given, and logs the port.
+    /// `health` writes the members of the health object and returns whether the process is stopping (then 503).
+    static func healthAndMetrics(
+        address: String?, logger: Logger, health: @escaping @Sendable (inout JSONWriter) -> Bool,
+        metrics: @escaping @Sendable () -> String
+    ) throws -> StatusServer? {
+        guard let address else { return nil }
+        let server = try StatusServer(address: address, logger: logger) { path in
+            switch path {
+            case "/health":
+                var body = JSONWriter()
+                var stopping = false
+                body.object { out in stopping = health(&out) }
+                return (stopping ? 503 : 200, "application/json", String(decoding: body.bytes, as: UTF8.self) + "\n")
+            case "/metrics":
+                return (200, "text/plain; version=0.0.4", metrics())
+            default:
+                return nil
+            }
+        }
+        logger.info("health and metrics on http://\(address): port \(server.port)")
+        return server
+    }
 
     /// Listens on `address` (`HOST:PORT`; port 0 picks a free one).
     /// - Throws: ``StatusServerError`` naming the address when it is malformed or cannot be bound.

@@ -1,5 +1,7 @@
 import CSystemSupport
+import Foundation
 import Kafka
+import Logging
 
 /// SIGTERM, SIGINT and SIGHUP, delivered to async code instead of ending the process.
 ///
@@ -19,5 +21,18 @@ enum TerminationSignals {
     /// Waits, on a thread of its own, for the next termination signal and returns its number.
     static func next() async -> Int32 {
         (try? await DedicatedThread.run(name: "sluice-signals") { sluice_termination_signals_wait() }) ?? -1
+    }
+
+    /// Calls `stop` at the first termination signal and exits with status 2 at the second: how a long-running
+    /// command stops gracefully, or at once when asked twice. Cancel the task when the command is done.
+    static func stopOnFirst(logger: Logger, _ stop: @escaping @Sendable () -> Void) -> Task<Void, Never> {
+        Task {
+            let first = await next()
+            logger.info("signal \(first): stopping")
+            stop()
+            let second = await next()
+            logger.warning("signal \(second) while stopping: exiting now")
+            Foundation.exit(2)
+        }
     }
 }

@@ -94,39 +94,19 @@ struct WorkerCommand: AsyncParsableCommand {
         let captureLabel = configuration.capture.label
         try TerminationSignals.install()
         let worker = try Worker(configuration: configuration, logger: logger)
-        let server = try http.map { address in
-            try StatusServer(address: address, logger: logger) { path in
-                switch path {
-                case "/health":
-                    let health = worker.health
-                    var body = JSONWriter()
-                    body.object { out in
-                        out.field("status", health.status)
-                        out.field("assigned_partitions", health.assignedPartitions)
-                        out.field("in_flight", health.inFlight)
-                        out.field("pipeline", pipeline.name)
-                        out.field("capture", captureLabel)
-                    }
-                    return (
-                        health.status == "stopping" ? 503 : 200, "application/json",
-                        String(decoding: body.bytes, as: UTF8.self) + "\n"
-                    )
-                case "/metrics":
-                    return (200, "text/plain; version=0.0.4", worker.metricsText)
-                default:
-                    return nil
-                }
-            }
-        }
-        if let server { logger.info("health and metrics on http://\(http ?? ""): port \(server.port)") }
-        let signals = Task {
-            let first = await TerminationSignals.next()
-            logger.info("signal \(first): draining")
-            worker.stop()
-            let second = await TerminationSignals.next()
-            logger.warning("signal \(second) while draining: exiting now")
-            Foundation.exit(2)
-        }
+        let server = try StatusServer.healthAndMetrics(
+            address: http, logger: logger,
+            health: { out in
+                let health = worker.health
+                out.field("status", health.status)
+                out.field("assigned_partitions", health.assignedPartitions)
+                out.field("in_flight", health.inFlight)
+                out.field("pipeline", pipeline.name)
+                out.field("capture", captureLabel)
+                return health.status == "stopping"
+            },
+            metrics: { worker.metricsText })
+        let signals = TerminationSignals.stopOnFirst(logger: logger) { worker.stop() }
         try await worker.run()
         signals.cancel()
         server?.stop()

@@ -203,6 +203,14 @@ struct RunFold {
         func optional(_ value: Int64?, into out: inout JSONWriter) {
             if let value { out.int(value) } else { out.null() }
         }
+        func timings(_ started: Int64?, _ ended: Int64?, _ duration: Int64?, into out: inout JSONWriter) {
+            out.key("started_us")
+            optional(started, into: &out)
+            out.key("ended_us")
+            optional(ended, into: &out)
+            out.key("duration_us")
+            optional(duration, into: &out)
+        }
         out.object { out in
             out.field("run_id", runID)
             out.field("attempt", attempt)
@@ -211,12 +219,7 @@ struct RunFold {
             out.field("capture", capture)
             out.field("request_id", requestID)
             out.field("trace", traceparent)
-            out.key("started_us")
-            optional(startedMicros, into: &out)
-            out.key("ended_us")
-            optional(endedMicros, into: &out)
-            out.key("duration_us")
-            optional(durationMicros, into: &out)
+            timings(startedMicros, endedMicros, durationMicros, into: &out)
             out.key("configuration")
             out.value(configuration ?? .null)
             out.key("input")
@@ -236,12 +239,7 @@ struct RunFold {
                         out.field("version", step.version)
                         out.field("status", step.status)
                         out.field("attempts", step.attempts)
-                        out.key("started_us")
-                        optional(step.startedMicros, into: &out)
-                        out.key("ended_us")
-                        optional(step.endedMicros, into: &out)
-                        out.key("duration_us")
-                        optional(step.durationMicros, into: &out)
+                        timings(step.startedMicros, step.endedMicros, step.durationMicros, into: &out)
                         out.key("inputs")
                         out.array { list in for input in step.inputs { artifact(input, into: &list) } }
                         out.key("output")
