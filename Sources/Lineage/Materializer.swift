@@ -151,7 +151,12 @@ public final class Materializer: Sendable {
             }
             var appended: [String] = []
             for work in touched.values { appended += try work.sync() }
-            try state.index?.catchUp(segments: appended)
+            do {
+                try state.index?.catchUp(segments: appended)
+            } catch {
+                // The index is derived: what it misses now, the next catch-up (or a restart) indexes.
+                logger.warning("indexing: \(error)")
+            }
             var offsets: [TopicPartition: Int64] = [:]
             for (partition, work) in touched {
                 if let offset = work.resumeOffset { offsets[partition] = offset }
