@@ -2,7 +2,8 @@
 // workers publish them (JSON), decoded, folded and appended to a store in a temporary directory, synced and indexed
 // every 4096 records as `sluice materialize` does. docs/benchmarks.md has the command and the figures.
 //
-// usage: lineage-benchmark [RUNS] (default 100000, about 900 000 events)
+// usage: lineage-benchmark [RUNS] [--no-index] (default 100000 runs, about 900 000 events; --no-index leaves the
+// index out, to tell its cost apart)
 
 import Foundation
 import Lineage
@@ -30,7 +31,8 @@ enum Document {
     }
 }
 
-let runs = CommandLine.arguments.count > 1 ? Int(CommandLine.arguments[1]) ?? 100_000 : 100_000
+let runs = CommandLine.arguments.dropFirst().compactMap { Int($0) }.first ?? 100_000
+let indexing = !CommandLine.arguments.contains("--no-index")
 // The events of a few distinct runs, re-keyed for every run: generating a million events through the runner would
 // measure the runner.
 let tracker = RecordingTracker()
@@ -58,13 +60,16 @@ let started = clock.now
 var logger = Logger(label: "lineage-benchmark")
 logger.logLevel = .error
 let partition = try PartitionMaterializer(root: root, partition: 0, logger: logger)
-let index = try StoreIndex(root: root)
+let index = indexing ? try StoreIndex(root: root) : nil
 var counts = FoldCounts()
 for (offset, record) in records.enumerated() {
     try partition.take(record, at: Int64(offset), counts: &counts)
-    if offset % 4096 == 4095 { try index.catchUp(segments: partition.sync()) }
+    if offset % 4096 == 4095 {
+        let appended = try partition.sync()
+        try index?.catchUp(segments: appended)
+    }
 }
-try index.catchUp(segments: partition.sync())
+try index?.catchUp(segments: partition.sync())
 let written = counts.runsWritten
 let elapsed = started.duration(to: clock.now)
 let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18

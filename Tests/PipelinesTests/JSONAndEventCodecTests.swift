@@ -53,6 +53,38 @@ struct JSONAndEventCodecTests {
         #expect(throws: JSONParseError.self) { try JSONValue(parsing: Array(text.utf8)) }
     }
 
+    @Test func aRawObjectReadsWhatTheParserReads() throws {
+        let text =
+            #" { "s" : "a\"b\\c\u00e9\ud83d\ude00" , "n":-1.5e3,"o":{"x":[1,{"y":null}]},"e":[],"t":true,"s":"last"} "#
+        let parsed = try JSONValue(parsing: Array(text.utf8))
+        guard case .object(let members) = parsed else {
+            Issue.record("not an object")
+            return
+        }
+        try RawJSONObject.withObject(Array(text.utf8)) { object throws in
+            #expect(object.keys == ["s", "n", "o", "e", "t", "s"])
+            for key in members.keys { #expect(try object.value(key) == members[key]) }
+            #expect(object.rawValue("o") == Array(#"{"x":[1,{"y":null}]}"#.utf8))
+            #expect(try object.withObject("o") { try $0.value("x") } == [1, ["y": nil]])
+            #expect(try object.withObjects("e") { $0.keys } == [])
+            #expect(object.isAbsentOrNull("missing") && !object.isAbsentOrNull("t"))
+        }
+    }
+
+    @Test(arguments: [
+        "", "{", "[1,]", "{\"a\":1,}", "01", "1.", "-", "tru", "nul", "\"open", "\"\\x\"", "\"\\ud800\"",
+        "{\"a\" 1}", "{1:2}", "\"\u{1}\"", String(repeating: "[", count: 600),
+    ])
+    func aRawObjectRefusesWhatTheParserRefuses(member: String) {
+        #expect(throws: JSONParseError.self) {
+            try RawJSONObject.withObject(Array("{\"k\": \(member)}".utf8)) { _ in }
+        }
+        #expect(throws: JSONParseError.self) {
+            try RawJSONObject.withObject([0x7B, 0x22, 0xFF, 0x22, 0x3A, 0x31, 0x7D]) { _ in }
+        }
+        #expect(throws: JSONParseError.self) { try RawJSONObject.withObject(Array("{} 1".utf8)) { _ in } }
+    }
+
     @Test func parserRefusesInvalidUTF8() {
         #expect(throws: JSONParseError.self) { try JSONValue(parsing: [0x22, 0xFF, 0x22]) }
     }

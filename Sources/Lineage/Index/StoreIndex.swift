@@ -223,38 +223,45 @@ private struct IndexEntry {
     var artifacts: [Use] = []
 
     init(line: ArraySlice<UInt8>) throws {
-        guard case .object(let fields) = try JSONValue(parsing: line) else {
-            throw IndexError(message: "a segment line is not a JSON object")
-        }
-        func string(_ value: JSONValue?) -> String? {
-            if case .string(let text)? = value { return text }
-            return nil
-        }
-        func integer(_ value: JSONValue?) -> Int64? {
-            if case .int(let number)? = value { return number }
-            return nil
-        }
-        var steps: [JSONValue] = []
-        if case .array(let list)? = fields["steps"] { steps = list }
-        run = IndexedRun(
-            runID: string(fields["run_id"]) ?? "", attempt: Int(integer(fields["attempt"]) ?? 1),
-            pipeline: string(fields["pipeline"]) ?? "", status: string(fields["status"]) ?? "",
-            capture: string(fields["capture"]) ?? "", requestID: string(fields["request_id"]),
-            startedMicros: integer(fields["started_us"]), durationMicros: integer(fields["duration_us"]),
-            steps: steps.count, segment: "", lineOffset: 0, lineLength: 0)
-        func add(_ value: JSONValue?, _ role: ArtifactUse.Role, _ stepRun: String?) {
-            guard case .object(let artifact)? = value, let sha256 = string(artifact["sha256"]) else { return }
-            artifacts.append(
-                Use(
-                    sha256: sha256, artifactID: string(artifact["id"]) ?? "", stepRun: stepRun, role: role,
-                    type: string(artifact["type"]) ?? "", size: Int(integer(artifact["size"]) ?? 0)))
-        }
-        add(fields["input"], .produced, nil)
-        add(fields["output"], .consumed, nil)
-        for case .object(let step) in steps {
-            let stepRun = string(step["step_run"])
-            if case .array(let inputs)? = step["inputs"] { for input in inputs { add(input, .consumed, stepRun) } }
-            add(step["output"], .produced, stepRun)
+        // Only the members the index keeps are parsed: configuration, metadata, logs and values are skipped.
+        (run, artifacts) = try RawJSONObject.withObject(line) { fields throws in
+            func string(_ key: String, in object: RawJSONObject) throws -> String? {
+                if case .string(let text)? = try object.value(key) { return text }
+                return nil
+            }
+            func integer(_ key: String, in object: RawJSONObject) throws -> Int64? {
+                if case .int(let number)? = try object.value(key) { return number }
+                return nil
+            }
+            var uses: [Use] = []
+            func add(_ key: String, in object: RawJSONObject, _ role: ArtifactUse.Role, _ stepRun: String?) throws {
+                _ = try object.withObject(key) { artifact in try use(artifact, role, stepRun) }
+            }
+            func use(_ artifact: RawJSONObject, _ role: ArtifactUse.Role, _ stepRun: String?) throws {
+                guard let sha256 = try string("sha256", in: artifact) else { return }
+                uses.append(
+                    Use(
+                        sha256: sha256, artifactID: try string("id", in: artifact) ?? "", stepRun: stepRun, role: role,
+                        type: try string("type", in: artifact) ?? "", size: Int(try integer("size", in: artifact) ?? 0))
+                )
+            }
+            try add("input", in: fields, .produced, nil)
+            try add("output", in: fields, .consumed, nil)
+            let steps =
+                try fields.withObjects("steps") { step throws -> Int in
+                    let stepRun = try string("step_run", in: step)
+                    _ = try step.withObjects("inputs") { input in try use(input, .consumed, stepRun) }
+                    try add("output", in: step, .produced, stepRun)
+                    return 1
+                }?.count ?? 0
+            let run = IndexedRun(
+                runID: try string("run_id", in: fields) ?? "", attempt: Int(try integer("attempt", in: fields) ?? 1),
+                pipeline: try string("pipeline", in: fields) ?? "", status: try string("status", in: fields) ?? "",
+                capture: try string("capture", in: fields) ?? "", requestID: try string("request_id", in: fields),
+                startedMicros: try integer("started_us", in: fields),
+                durationMicros: try integer("duration_us", in: fields),
+                steps: steps, segment: "", lineOffset: 0, lineLength: 0)
+            return (run, uses)
         }
     }
 }

@@ -23,6 +23,94 @@ extension JSONValue {
     }
 }
 
+/// A JSON object whose members are located but not parsed: a member's value is parsed only when it is asked for.
+/// For readers that know the shape they expect (lineage events, the store's lines) and need neither a dictionary per
+/// object nor the members they skip. The whole object's grammar is checked when it is scanned.
+///
+/// - Important: Valid only inside the closure it is handed to, which owns the bytes: never keep one.
+public struct RawJSONObject {
+    private let bytes: UnsafeBufferPointer<UInt8>
+    private let members: [(key: String, range: Range<Int>)]
+
+    fileprivate init(bytes: UnsafeBufferPointer<UInt8>, members: [(key: String, range: Range<Int>)]) {
+        self.bytes = bytes
+        self.members = members
+    }
+
+    /// Scans the JSON object in `bytes` (whitespace around it allowed) and calls `body` with it.
+    /// - Throws: ``JSONParseError`` when `bytes` are not one JSON object, or what `body` throws.
+    public static func withObject<T>(
+        _ bytes: some Collection<UInt8>, _ body: (RawJSONObject) throws -> T
+    )
+        throws -> T
+    {
+        let array = bytes as? [UInt8] ?? Array(bytes)
+        return try array.withUnsafeBufferPointer { buffer in
+            var parser = JSONParser(buffer)
+            parser.skipWhitespace()
+            guard parser.index < buffer.count, buffer[parser.index] == UInt8(ascii: "{") else {
+                throw parser.error("not a JSON object")
+            }
+            let members = try parser.scanObject(depth: 0)
+            parser.skipWhitespace()
+            guard parser.index == buffer.count else { throw parser.error("unexpected bytes after the value") }
+            return try body(RawJSONObject(bytes: buffer, members: members))
+        }
+    }
+
+    /// The member names, in the order they came.
+    public var keys: [String] { members.map(\.key) }
+
+    private func range(_ key: String) -> Range<Int>? {
+        members.last { $0.key == key }?.range
+    }
+
+    /// Whether the member is absent or `null`.
+    public func isAbsentOrNull(_ key: String) -> Bool {
+        guard let range = range(key) else { return true }
+        return bytes[range.lowerBound] == UInt8(ascii: "n")
+    }
+
+    /// The member's value, parsed; `nil` when absent.
+    public func value(_ key: String) throws -> JSONValue? {
+        guard let range = range(key) else { return nil }
+        var parser = JSONParser(UnsafeBufferPointer(rebasing: bytes[..<range.upperBound]))
+        parser.index = range.lowerBound
+        return try parser.parseValue(depth: 0)
+    }
+
+    /// The member's value as it is written, byte for byte; `nil` when absent.
+    public func rawValue(_ key: String) -> [UInt8]? {
+        range(key).map { Array(bytes[$0]) }
+    }
+
+    /// The member, an object, scanned; `nil` when absent or `null`.
+    /// - Throws: ``JSONParseError`` when it is something else.
+    public func withObject<T>(_ key: String, _ body: (RawJSONObject) throws -> T) throws -> T? {
+        guard !isAbsentOrNull(key), let range = range(key) else { return nil }
+        return try Self.object(at: range, in: bytes, body)
+    }
+
+    /// The member, an array of objects, each scanned and handed to `body`; `nil` when absent or `null`.
+    /// - Throws: ``JSONParseError`` when it is not an array of objects.
+    public func withObjects<T>(_ key: String, _ body: (RawJSONObject) throws -> T) throws -> [T]? {
+        guard !isAbsentOrNull(key), let range = range(key) else { return nil }
+        var parser = JSONParser(UnsafeBufferPointer(rebasing: bytes[..<range.upperBound]))
+        parser.index = range.lowerBound
+        guard bytes[range.lowerBound] == UInt8(ascii: "[") else { throw parser.error("expected an array") }
+        return try parser.scanArray(depth: 0).map { try Self.object(at: $0, in: bytes, body) }
+    }
+
+    private static func object<T>(
+        at range: Range<Int>, in bytes: UnsafeBufferPointer<UInt8>, _ body: (RawJSONObject) throws -> T
+    ) throws -> T {
+        var parser = JSONParser(UnsafeBufferPointer(rebasing: bytes[..<range.upperBound]))
+        parser.index = range.lowerBound
+        guard bytes[range.lowerBound] == UInt8(ascii: "{") else { throw parser.error("expected an object") }
+        return try body(RawJSONObject(bytes: bytes, members: try parser.scanObject(depth: 0)))
+    }
+}
+
 private struct JSONParser {
     let bytes: UnsafeBufferPointer<UInt8>
     var index = 0
@@ -215,6 +303,17 @@ private struct JSONParser {
     }
 
     private mutating func parseNumber() throws -> JSONValue {
+        let (start, isInteger) = try scanNumber()
+        let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self)
+        if isInteger, let integer = Int64(text) { return .int(integer) }
+        guard let number = Double(text), number.isFinite else {
+            throw JSONParseError(message: "number out of range", offset: start)
+        }
+        return .double(number)
+    }
+
+    /// Moves past a number, checking its grammar; returns where it started and whether it is an integer.
+    private mutating func scanNumber() throws -> (start: Int, isInteger: Bool) {
         let start = index
         var isInteger = true
         if bytes[index] == UInt8(ascii: "-") { index += 1 }
@@ -239,12 +338,96 @@ private struct JSONParser {
             }
             guard skipDigits() > 0 else { throw error("bad number") }
         }
-        let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self)
-        if isInteger, let integer = Int64(text) { return .int(integer) }
-        guard let number = Double(text), number.isFinite else {
-            throw JSONParseError(message: "number out of range", offset: start)
+        return (start, isInteger)
+    }
+
+    // MARK: - Locating without parsing
+
+    /// The members of the object that starts here, each with the byte range of its value, which is checked but not
+    /// parsed.
+    mutating func scanObject(depth: Int) throws -> [(key: String, range: Range<Int>)] {
+        try expect(UInt8(ascii: "{"))
+        var members: [(key: String, range: Range<Int>)] = []
+        if take(UInt8(ascii: "}")) { return members }
+        repeat {
+            skipWhitespace()
+            guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else { throw error("expected a key") }
+            let key = try parseString()
+            try expect(UInt8(ascii: ":"))
+            skipWhitespace()
+            let start = index
+            try skipValue(depth: depth + 1)
+            members.append((key, start..<index))
+        } while take(UInt8(ascii: ","))
+        try expect(UInt8(ascii: "}"))
+        return members
+    }
+
+    /// The byte ranges of the elements of the array that starts here, checked but not parsed.
+    mutating func scanArray(depth: Int) throws -> [Range<Int>] {
+        try expect(UInt8(ascii: "["))
+        var elements: [Range<Int>] = []
+        if take(UInt8(ascii: "]")) { return elements }
+        repeat {
+            skipWhitespace()
+            let start = index
+            try skipValue(depth: depth + 1)
+            elements.append(start..<index)
+        } while take(UInt8(ascii: ","))
+        try expect(UInt8(ascii: "]"))
+        return elements
+    }
+
+    /// Moves past one value, checking it as ``parseValue(depth:)`` does but building nothing.
+    private mutating func skipValue(depth: Int) throws {
+        guard depth < 512 else { throw error("nested too deeply") }
+        skipWhitespace()
+        guard index < bytes.count else { throw error("unexpected end") }
+        switch bytes[index] {
+        case UInt8(ascii: "{"): _ = try scanObject(depth: depth)
+        case UInt8(ascii: "["): _ = try scanArray(depth: depth)
+        case UInt8(ascii: "\""): try skipString()
+        case UInt8(ascii: "t"): try literal("true")
+        case UInt8(ascii: "f"): try literal("false")
+        case UInt8(ascii: "n"): try literal("null")
+        case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): _ = try scanNumber()
+        default: throw error("unexpected character")
         }
-        return .double(number)
+    }
+
+    /// Moves past a string, checking its escapes and, when it has non-ASCII bytes, its UTF-8.
+    private mutating func skipString() throws {
+        index += 1
+        let start = index
+        var highBits: UInt8 = 0
+        while index < bytes.count {
+            let byte = bytes[index]
+            highBits |= byte
+            switch byte {
+            case UInt8(ascii: "\""):
+                if highBits >= 0x80 {
+                    _ = try validated(UnsafeBufferPointer(rebasing: bytes[start..<index]), at: start)
+                }
+                index += 1
+                return
+            case UInt8(ascii: "\\"):
+                index += 1
+                guard index < bytes.count else { throw error("unexpected end") }
+                switch bytes[index] {
+                case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"), UInt8(ascii: "b"), UInt8(ascii: "f"),
+                    UInt8(ascii: "n"), UInt8(ascii: "r"), UInt8(ascii: "t"):
+                    index += 1
+                case UInt8(ascii: "u"):
+                    index += 1
+                    var scratch: [UInt8] = []
+                    try appendEscapedScalar(to: &scratch)
+                default: throw error("unknown escape")
+                }
+            case 0..<0x20: throw error("control character in a string")
+            default: index += 1
+            }
+        }
+        throw error("unterminated string")
     }
 
     @discardableResult

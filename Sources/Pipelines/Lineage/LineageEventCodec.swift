@@ -129,13 +129,12 @@ extension TrackingEvent where Artifact == ArtifactRef {
     /// ignored, so a newer writer's additions do not break an older reader.
     /// - Throws: ``LineageEventDecodingError`` naming the missing or malformed field, or ``JSONParseError``.
     public init(json: some Collection<UInt8>) throws {
-        try self.init(object: JSONValue(parsing: json))
+        // The members are located first and parsed one by one as they are read: no dictionary per object, and an
+        // inline value is kept as the bytes it was written with (Sluice writes canonical JSON).
+        self = try RawJSONObject.withObject(json) { object in try Self(fields: Fields(object, "event")) }
     }
 
-    /// Reads an event from its parsed JSON object.
-    /// - Throws: ``LineageEventDecodingError`` naming the missing or malformed field.
-    public init(object: JSONValue) throws {
-        let fields = try Fields(object, "event")
+    private init(fields: Fields) throws {
         let version = try fields.int("v")
         guard version == Self.schemaVersion else {
             throw LineageEventDecodingError(message: "schema version \(version) is not \(Self.schemaVersion)")
@@ -159,11 +158,12 @@ extension TrackingEvent where Artifact == ArtifactRef {
                 step: try fields.stepRun(), attempt: try fields.int("step_attempt"),
                 durationMicros: try fields.int64("duration_us"), output: try fields.optionalArtifact("output"))
         case .stepCached:
-            let source = try Fields(fields.member("cached_from"), "cached_from")
+            let source = try fields.object("cached_from") { source in
+                CachedStepRun(runID: try source.string("run_id"), stepRun: try source.string("step_run"))
+            }
             body = .stepCached(
                 step: try fields.stepRun(), inputs: try fields.artifacts("inputs"),
-                output: try fields.optionalArtifact("output"),
-                cachedFrom: CachedStepRun(runID: try source.string("run_id"), stepRun: try source.string("step_run")))
+                output: try fields.optionalArtifact("output"), cachedFrom: source)
         case .stepFailed:
             body = .stepFailed(
                 step: try fields.stepRun(), attempt: try fields.int("step_attempt"),
@@ -198,16 +198,13 @@ extension TrackingEvent where Artifact == ArtifactRef {
     }
 }
 
-/// The members of a JSON object, read with errors that name the member.
+/// The members of a JSON object, read with errors that name the member. Valid only while its object is.
 private struct Fields {
-    let members: [String: JSONValue]
+    let object: RawJSONObject
     let context: String
 
-    init(_ value: JSONValue, _ context: String) throws {
-        guard case .object(let members) = value else {
-            throw LineageEventDecodingError(message: "\(context) is not a JSON object")
-        }
-        self.members = members
+    init(_ object: RawJSONObject, _ context: String) {
+        self.object = object
         self.context = context
     }
 
@@ -216,17 +213,17 @@ private struct Fields {
     }
 
     func member(_ name: String) throws -> JSONValue {
-        guard let value = members[name] else { throw fail(name, "present") }
+        guard let value = try object.value(name) else { throw fail(name, "present") }
         return value
     }
 
     func string(_ name: String) throws -> String {
-        guard case .string(let text)? = members[name] else { throw fail(name, "a string") }
+        guard case .string(let text)? = try object.value(name) else { throw fail(name, "a string") }
         return text
     }
 
     func optionalString(_ name: String) throws -> String? {
-        switch members[name] {
+        switch try object.value(name) {
         case nil, .null?: return nil
         case .string(let text)?: return text
         default: throw fail(name, "a string or null")
@@ -234,7 +231,7 @@ private struct Fields {
     }
 
     func int64(_ name: String) throws -> Int64 {
-        guard case .int(let number)? = members[name] else { throw fail(name, "an integer") }
+        guard case .int(let number)? = try object.value(name) else { throw fail(name, "an integer") }
         return number
     }
 
@@ -244,8 +241,20 @@ private struct Fields {
     }
 
     func bool(_ name: String) throws -> Bool {
-        guard case .bool(let flag)? = members[name] else { throw fail(name, "true or false") }
+        guard case .bool(let flag)? = try object.value(name) else { throw fail(name, "true or false") }
         return flag
+    }
+
+    /// The member, an object, read by `body`.
+    func object<T>(_ name: String, _ body: (Fields) throws -> T) throws -> T {
+        do {
+            guard let value = try object.withObject(name, { try body(Fields($0, name)) }) else {
+                throw fail(name, "an object")
+            }
+            return value
+        } catch is JSONParseError {
+            throw fail(name, "an object")
+        }
     }
 
     func stepRun() throws -> StepRunID {
@@ -253,29 +262,33 @@ private struct Fields {
     }
 
     func errorDetail() throws -> ErrorDetail {
-        let error = try Fields(member("error"), "error")
-        return ErrorDetail(
-            code: try error.string("code"), message: try error.string("message"),
-            step: try error.optionalString("step"))
-    }
-
-    func optionalArtifact(_ name: String) throws -> ArtifactRef? {
-        switch members[name] {
-        case nil, .null?: return nil
-        case let value?: return try Self.artifact(value, name)
+        try object("error") { error in
+            ErrorDetail(
+                code: try error.string("code"), message: try error.string("message"),
+                step: try error.optionalString("step"))
         }
     }
 
-    func artifacts(_ name: String) throws -> [ArtifactRef] {
-        guard case .array(let elements)? = members[name] else { throw fail(name, "an array") }
-        return try elements.map { try Self.artifact($0, name) }
+    func optionalArtifact(_ name: String) throws -> ArtifactRef? {
+        if object.isAbsentOrNull(name) { return nil }
+        return try object(name) { try $0.artifact() }
     }
 
-    static func artifact(_ value: JSONValue, _ name: String) throws -> ArtifactRef {
-        let fields = try Fields(value, "artifact '\(name)'")
-        return ArtifactRef(
-            id: try fields.string("id"), type: try fields.string("type"), sha256: try fields.optionalString("sha256"),
-            size: try fields.int("size"), inlineJSON: fields.members["value"].map(CanonicalJSON.bytes(of:)),
-            producedBy: try fields.optionalString("produced_by"), error: try fields.optionalString("error"))
+    func artifacts(_ name: String) throws -> [ArtifactRef] {
+        do {
+            guard let artifacts = try object.withObjects(name, { try Fields($0, "artifact '\(name)'").artifact() })
+            else { throw fail(name, "an array") }
+            return artifacts
+        } catch is JSONParseError {
+            throw fail(name, "an array of objects")
+        }
+    }
+
+    /// These fields as an artifact reference.
+    func artifact() throws -> ArtifactRef {
+        ArtifactRef(
+            id: try string("id"), type: try string("type"), sha256: try optionalString("sha256"), size: try int("size"),
+            inlineJSON: object.rawValue("value"), producedBy: try optionalString("produced_by"),
+            error: try optionalString("error"))
     }
 }
