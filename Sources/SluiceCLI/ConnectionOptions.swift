@@ -1,5 +1,6 @@
 import ArgumentParser
 import Kafka
+import Logging
 
 /// `--brokers` and repeated `--kafka key=value`: how every command that talks to a cluster reaches it.
 struct ConnectionOptions: ParsableArguments {
@@ -8,6 +9,18 @@ struct ConnectionOptions: ParsableArguments {
 
     @Option(name: .customLong("kafka"), help: "A librdkafka property as key=value. Repeatable.")
     var kafka: [String] = []
+
+    /// The names of the cluster's topics: how a command finds out at start-up that the cluster answers and its
+    /// topics exist.
+    /// - Throws: a `ValidationError` naming the brokers when the cluster does not answer within 10 s.
+    func existingTopics(logger: Logger) async throws -> Set<String> {
+        let admin = try KafkaAdmin(configuration: configuration(), logger: logger)
+        do {
+            return Set(try await admin.listTopics(timeout: .seconds(10)).map(\.name))
+        } catch {
+            throw ValidationError("the Kafka cluster at \(brokers) does not answer: \(error)")
+        }
+    }
 
     /// The `--kafka` properties with `bootstrap.servers`.
     /// - Throws: a `ValidationError` naming a property librdkafka refuses.

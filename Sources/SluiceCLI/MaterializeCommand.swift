@@ -74,6 +74,11 @@ struct MaterializeCommand: AsyncParsableCommand {
         configuration.incompleteAfter = incompleteAfter
         configuration.segments = SegmentLimits(maxBytes: segmentMaxBytes, maxLines: segmentMaxLines)
         configuration.batchSize = batchSize
+        guard try await connection.existingTopics(logger: logger).contains(lineageTopic) else {
+            throw ValidationError(
+                "lineage topic \(lineageTopic) does not exist on \(connection.brokers): workers publish to it; create it first"
+            )
+        }
         try TerminationSignals.install()
         let materializer = Materializer(configuration: configuration, logger: logger)
         let server = try StatusServer.healthAndMetrics(

@@ -120,13 +120,7 @@ struct WorkerCommand: AsyncParsableCommand {
     {
         var needed = [configuration.requestsTopic, configuration.responsesTopic]
         if !configuration.capture.isMemoryOnly { needed.append(configuration.lineageTopic) }
-        let admin = try KafkaAdmin(configuration: settings, logger: logger)
-        let existing: Set<String>
-        do {
-            existing = Set(try await admin.listTopics(timeout: .seconds(10)).map(\.name))
-        } catch {
-            throw ValidationError("the Kafka cluster at \(connection.brokers) does not answer: \(error)")
-        }
+        let existing = try await connection.existingTopics(logger: logger)
         // The dead-letter topic is written only when a request fails: its absence is worth a warning, not a refusal
         // (a failed request then waits, unanswered and uncommitted, until the topic exists).
         if !existing.contains(configuration.deadLetterTopic) && !createTopics {
@@ -144,6 +138,7 @@ struct WorkerCommand: AsyncParsableCommand {
             )
         }
         do {
+            let admin = try KafkaAdmin(configuration: settings, logger: logger)
             try await admin.createTopics(
                 missing.map { NewTopic($0, partitions: partitions) }, ifNotExists: true, timeout: .seconds(10))
             logger.info("created topic(s) \(missing.joined(separator: ", ")) with \(partitions) partitions")

@@ -187,6 +187,18 @@ struct MaterializerTests {
         #expect(reindexed.status == 0 && reindexed.output.contains("indexed \(runs.count) run(s)"))
     }
 
+    @Test func aMissingLineageTopicIsAStartUpErrorNamingIt() async throws {
+        let broker = try await BrokerProcess.start(["--topic", "text-stats.requests:2"])
+        let store = try temporaryStore()
+        defer { try? FileManager.default.removeItem(atPath: store) }
+        let process = try ChildProcess(
+            sluiceExecutable, ["materialize", "--brokers", broker.bootstrapServers, "--store", store])
+        #expect(await process.wait() != 0)
+        #expect(
+            process.standardError.contains("lineage topic sluice.lineage does not exist"), "\(process.standardError)")
+        _ = await broker.stop()
+    }
+
     /// One complete run whose pipeline name tries to climb out of the store.
     private func hostileRun() -> String {
         let common =
