@@ -60,6 +60,9 @@ final class SQLiteDatabase {
 
     fileprivate var lastError: String { String(cString: sqlite3_errmsg(handle)) }
 
+    /// The rowid of the last row inserted through this connection.
+    var lastInsertedRow: Int64 { sqlite3_last_insert_rowid(handle) }
+
     /// A prepared statement: bind values (1-based, in order), then step through its rows.
     final class Statement {
         private let statement: OpaquePointer
