@@ -111,8 +111,8 @@ extension CaptureConfiguration {
     /// The name that stands for memory-only (`REALTIME` with `runs: off`); it is also the label of its runs.
     private static let memoryOnlyName = "MEMORY"
 
-    /// Parses a capture value: a mode name (or `MEMORY` for memory-only), or a mapping of knobs over its mode's defaults (CUSTOM when the mapping
-    /// names no mode).
+    /// Parses a capture value: a mode name (or `MEMORY` for memory-only), or a mapping of knobs over its mode's
+    /// defaults (CUSTOM when the mapping names no mode).
     /// - Throws: ``CaptureConfigurationError`` naming the offending key or value and `source`.
     public static func parse(_ value: JSONValue, source: CaptureSource) throws -> CaptureConfiguration {
         let from = source.rawValue
