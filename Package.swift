@@ -88,7 +88,7 @@ let package = Package(
         .executableTarget(name: "sluice", dependencies: ["SluiceCLI"], swiftSettings: upcoming),
         .executableTarget(
             name: "lineage-benchmark",
-            dependencies: ["Lineage", "Pipelines", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["Kafka", "Lineage", "Pipelines", .product(name: "Logging", package: "swift-log")],
             path: "Benchmarks/LineageBenchmark",
             swiftSettings: upcoming
         ),

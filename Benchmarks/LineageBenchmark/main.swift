@@ -4,11 +4,15 @@
 //
 // usage: lineage-benchmark [RUNS] [--no-index] (default 100000 runs, about 900 000 events; --no-index leaves the
 // index out, to tell its cost apart)
+//        lineage-benchmark [RUNS] --produce BOOTSTRAP [TOPIC]: produce the same events to a lineage topic (default
+// sluice.lineage), keyed by run id as workers do, instead: the backlog scripts/materialize-benchmark.sh times.
 
 import Foundation
+import Kafka
 import Lineage
 import Logging
 import Pipelines
+import Synchronization
 
 enum Document {
     struct Request: Codable, Sendable { var text: String }
@@ -44,21 +48,47 @@ for index in 0..<16 {
 }
 let templates = (0..<16).map { tracker.events(ofRun: "template\($0)") }
 var records: [[UInt8]] = []
+var keys: [[UInt8]] = []
 records.reserveCapacity(runs * templates[0].count)
 for run in 0..<runs {
+    let runID = String(format: "%032x", run)
     for var event in templates[run % 16] {
-        event.runID = String(format: "%032x", run)
+        event.runID = runID
         records.append(event.json())
+        keys.append(Array(runID.utf8))
     }
 }
 let bytes = records.reduce(0) { $0 + $1.count }
+var logger = Logger(label: "lineage-benchmark")
+logger.logLevel = .error
+
+if let flag = CommandLine.arguments.firstIndex(of: "--produce"), flag + 1 < CommandLine.arguments.count {
+    let arguments = CommandLine.arguments
+    let topic = flag + 2 < arguments.count ? arguments[flag + 2] : "sluice.lineage"
+    let producer = try KafkaProducer(
+        configuration: KafkaConfiguration([
+            "bootstrap.servers": arguments[flag + 1], "linger.ms": "20", "batch.size": "1000000",
+            "queue.buffering.max.messages": "1000000", "queue.buffering.max.kbytes": "1048576",
+        ]),
+        logger: logger)
+    let failures = Mutex(0)
+    for (key, value) in zip(keys, records) {
+        try await producer.send(OutgoingMessage(topic: topic, key: key, value: value)) { result in
+            if case .failure = result { failures.withLock { $0 += 1 } }
+        }
+    }
+    try await producer.flush(timeout: .seconds(120))
+    await producer.close()
+    print(
+        "produced \(records.count) events (\(bytes / records.count) bytes each, \(runs) runs) to \(topic); failed \(failures.withLock { $0 })"
+    )
+    exit(failures.withLock { $0 } == 0 ? 0 : 1)
+}
 let root = NSTemporaryDirectory() + "lineage-benchmark-\(UUID().uuidString)"
 defer { try? FileManager.default.removeItem(atPath: root) }
 
 let clock = ContinuousClock()
 let started = clock.now
-var logger = Logger(label: "lineage-benchmark")
-logger.logLevel = .error
 let partition = try PartitionMaterializer(root: root, partition: 0, logger: logger)
 let index = indexing ? try StoreIndex(root: root) : nil
 var counts = FoldCounts()

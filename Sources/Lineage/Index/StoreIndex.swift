@@ -46,27 +46,41 @@ public final class StoreIndex {
 
     public static func path(root: String) -> String { "\(root)/index.sqlite" }
 
-    /// Opens (or creates) the index of the store at `root`, creating the root if it is missing.
+    /// The layout of the tables; an index with another one is emptied when opened, to be rebuilt.
+    private static let schemaVersion = 2
+
+    /// Opens (or creates) the index of the store at `root`, creating the root if it is missing. An index written
+    /// with another layout is emptied, to be rebuilt by the next ``catchUp(segments:)``.
     /// - Throws: ``IndexError``, or ``StoreError`` when the root cannot be created.
     public init(root: String) throws {
         self.root = root
         try FileSystem.makeDirectories(root)
         database = try SQLiteDatabase(path: Self.path(root: root))
+        let version = try database.prepare("PRAGMA user_version")
+        let found = try version.step() ? version.integer(0) ?? 0 : 0
+        if found != Self.schemaVersion {
+            try database.execute(
+                "DROP TABLE IF EXISTS artifacts; DROP TABLE IF EXISTS runs; DROP TABLE IF EXISTS segments")
+        }
+        // Integer segment ids keep the keys small. Artifacts: the producers, and the consumers whose value no step of
+        // their own run produced; consumers inside a run are read from its line when asked for.
         try database.execute(
             """
-            CREATE TABLE IF NOT EXISTS segments(path TEXT PRIMARY KEY, indexed_bytes INTEGER NOT NULL);
+            CREATE TABLE IF NOT EXISTS segments(
+                id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE, indexed_bytes INTEGER NOT NULL);
             CREATE TABLE IF NOT EXISTS runs(
-                segment TEXT NOT NULL, line_offset INTEGER NOT NULL, line_length INTEGER NOT NULL,
+                segment INTEGER NOT NULL, line_offset INTEGER NOT NULL, line_length INTEGER NOT NULL,
                 run_id TEXT NOT NULL, attempt INTEGER NOT NULL, pipeline TEXT NOT NULL, status TEXT NOT NULL,
                 capture TEXT NOT NULL, request_id TEXT, started_us INTEGER, duration_us INTEGER,
-                steps INTEGER NOT NULL, PRIMARY KEY(segment, line_offset));
+                steps INTEGER NOT NULL, PRIMARY KEY(segment, line_offset)) WITHOUT ROWID;
             CREATE INDEX IF NOT EXISTS runs_by_id ON runs(run_id);
             CREATE INDEX IF NOT EXISTS runs_by_start ON runs(started_us);
             CREATE TABLE IF NOT EXISTS artifacts(
-                sha256 TEXT NOT NULL, segment TEXT NOT NULL, line_offset INTEGER NOT NULL, artifact_id TEXT NOT NULL,
-                step_run TEXT, role TEXT NOT NULL, type TEXT NOT NULL, size INTEGER NOT NULL,
-                PRIMARY KEY(segment, line_offset, artifact_id));
+                sha256 TEXT NOT NULL, segment INTEGER NOT NULL, line_offset INTEGER NOT NULL,
+                artifact_id TEXT NOT NULL, step_run TEXT, role TEXT NOT NULL, type TEXT NOT NULL, size INTEGER NOT NULL,
+                PRIMARY KEY(segment, line_offset, artifact_id)) WITHOUT ROWID;
             CREATE INDEX IF NOT EXISTS artifacts_by_hash ON artifacts(sha256);
+            PRAGMA user_version = \(Self.schemaVersion);
             """)
     }
 
@@ -98,23 +112,33 @@ public final class StoreIndex {
     /// - Returns: how many runs were indexed.
     @discardableResult
     public func catchUp(segments: [String]? = nil) throws -> Int {
-        let read = try database.prepare("SELECT indexed_bytes FROM segments WHERE path = ?")
+        let read = try database.prepare("SELECT id, indexed_bytes FROM segments WHERE path = ?")
+        let addSegment = try database.prepare("INSERT INTO segments(path, indexed_bytes) VALUES (?, 0)")
         let addRun = try database.prepare("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
         let addArtifact = try database.prepare("INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
-        let mark = try database.prepare("INSERT OR REPLACE INTO segments VALUES (?, ?)")
+        let mark = try database.prepare("UPDATE segments SET indexed_bytes = ? WHERE id = ?")
         var indexed = 0
-        for segment in try segments ?? self.segments() {
-            try read.bind([.text(segment)])
-            let start = try read.step() ? Int(read.integer(0) ?? 0) : 0
-            let bytes = try FileSystem.readFile("\(root)/\(segment)", from: start)
-            guard !bytes.isEmpty else { continue }
-            try database.transaction {
+        // One transaction for all the segments: a batch that touched many partitions is one commit.
+        try database.transaction {
+            for segment in try segments ?? self.segments() {
+                try read.bind([.text(segment)])
+                var (id, start): (Int64?, Int) = (nil, 0)
+                if try read.step() { (id, start) = (read.integer(0), Int(read.integer(1) ?? 0)) }
+                let bytes = try FileSystem.readFile("\(root)/\(segment)", from: start)
+                guard !bytes.isEmpty else { continue }
+                let segmentID: Int64
+                if let id {
+                    segmentID = id
+                } else {
+                    try addSegment.run([.text(segment)])
+                    segmentID = database.lastInsertedRow
+                }
                 var lineStart = 0
                 while let newline = bytes[lineStart...].firstIndex(of: UInt8(ascii: "\n")) {
                     defer { lineStart = newline + 1 }
                     let line = bytes[lineStart..<newline]
                     guard let entry = try? IndexEntry(line: line) else { continue }
-                    let place: [SQLiteValue] = [.text(segment), .integer(Int64(start + lineStart))]
+                    let place: [SQLiteValue] = [.integer(segmentID), .integer(Int64(start + lineStart))]
                     try addRun.run(
                         place + [
                             .integer(Int64(line.count)), .text(entry.run.runID), .integer(Int64(entry.run.attempt)),
@@ -131,7 +155,7 @@ public final class StoreIndex {
                     }
                     indexed += 1
                 }
-                try mark.run([.text(segment), .integer(Int64(start + lineStart))])
+                try mark.run([.integer(Int64(start + lineStart)), .integer(segmentID)])
             }
         }
         return indexed
@@ -140,13 +164,13 @@ public final class StoreIndex {
     // MARK: - Reading
 
     private static let runColumns =
-        "run_id, attempt, pipeline, status, capture, request_id, started_us, duration_us, steps, segment, line_offset, line_length"
+        "run_id, attempt, pipeline, status, capture, request_id, started_us, duration_us, steps, segments.path, line_offset, line_length"
 
     /// Runs, newest first: of `pipeline` and with `status` when given, at most `limit`.
     public func runs(pipeline: String? = nil, status: String? = nil, limit: Int = 50) throws -> [IndexedRun] {
         let query = try database.prepare(
             """
-            SELECT \(Self.runColumns) FROM runs
+            SELECT \(Self.runColumns) FROM runs JOIN segments ON segments.id = runs.segment
             WHERE (?1 IS NULL OR pipeline = ?1) AND (?2 IS NULL OR status = ?2)
             ORDER BY started_us DESC, segment DESC, line_offset DESC LIMIT ?3
             """)
@@ -157,7 +181,10 @@ public final class StoreIndex {
     /// Every line of `runID` (one per delivery), in the order they were written.
     public func lines(ofRun runID: String) throws -> [IndexedRun] {
         let query = try database.prepare(
-            "SELECT \(Self.runColumns) FROM runs WHERE run_id = ? ORDER BY started_us, segment, line_offset")
+            """
+            SELECT \(Self.runColumns) FROM runs JOIN segments ON segments.id = runs.segment
+            WHERE run_id = ? ORDER BY started_us, segment, line_offset
+            """)
         try query.bind([.text(runID)])
         return try Self.rows(query)
     }
@@ -172,23 +199,36 @@ public final class StoreIndex {
         return try JSONValue(parsing: bytes[start..<(start + run.lineLength)])
     }
 
-    /// Who produced and who consumed the artifact with this SHA-256, oldest first.
+    /// Who produced and who consumed the artifact with this SHA-256, oldest first: the indexed uses, and the steps
+    /// that consumed it inside the runs that produced it (read from their lines).
     public func uses(ofArtifact sha256: String) throws -> [ArtifactUse] {
         let query = try database.prepare(
             """
-            SELECT runs.run_id, runs.attempt, runs.pipeline, artifact_id, step_run, role, type, size
-            FROM artifacts JOIN runs USING (segment, line_offset) WHERE sha256 = ?
-            ORDER BY runs.started_us, artifacts.segment, artifacts.line_offset, role DESC, artifact_id
+            SELECT runs.run_id, runs.attempt, runs.pipeline, artifact_id, step_run, role, type, size, segments.path,
+                runs.line_offset, runs.line_length
+            FROM artifacts JOIN runs USING (segment, line_offset) JOIN segments ON segments.id = artifacts.segment
+            WHERE sha256 = ? ORDER BY runs.started_us, artifacts.segment, artifacts.line_offset, role DESC, artifact_id
             """)
         try query.bind([.text(sha256)])
         var uses: [ArtifactUse] = []
         while try query.step() {
-            uses.append(
-                ArtifactUse(
-                    runID: query.text(0) ?? "", attempt: Int(query.integer(1) ?? 0), pipeline: query.text(2) ?? "",
-                    artifactID: query.text(3) ?? "", stepRun: query.text(4),
-                    role: ArtifactUse.Role(rawValue: query.text(5) ?? "") ?? .consumed, type: query.text(6) ?? "",
-                    size: Int(query.integer(7) ?? 0)))
+            let use = ArtifactUse(
+                runID: query.text(0) ?? "", attempt: Int(query.integer(1) ?? 0), pipeline: query.text(2) ?? "",
+                artifactID: query.text(3) ?? "", stepRun: query.text(4),
+                role: ArtifactUse.Role(rawValue: query.text(5) ?? "") ?? .consumed, type: query.text(6) ?? "",
+                size: Int(query.integer(7) ?? 0))
+            uses.append(use)
+            guard use.role == .produced else { continue }
+            let segment = try FileSystem.readFile("\(root)/\(query.text(8) ?? "")")
+            let start = Int(query.integer(9) ?? 0)
+            let end = start + Int(query.integer(10) ?? 0)
+            guard end <= segment.count, let entry = try? IndexEntry(line: segment[start..<end]) else { continue }
+            for consumer in entry.consumers where consumer.producedBy == use.artifactID {
+                uses.append(
+                    ArtifactUse(
+                        runID: use.runID, attempt: use.attempt, pipeline: use.pipeline, artifactID: consumer.artifactID,
+                        stepRun: consumer.stepRun, role: .consumed, type: consumer.type, size: consumer.size))
+            }
         }
         return uses
     }
@@ -220,11 +260,14 @@ private struct IndexEntry {
     }
 
     var run: IndexedRun
+    /// The uses the index keeps: producers, and consumers of values from outside the run.
     var artifacts: [Use] = []
+    /// Consumers of values a step of the run produced, with the producing artifact's id.
+    var consumers: [(artifactID: String, stepRun: String?, type: String, size: Int, producedBy: String)] = []
 
     init(line: ArraySlice<UInt8>) throws {
         // Only the members the index keeps are parsed: configuration, metadata, logs and values are skipped.
-        (run, artifacts) = try RawJSONObject.withObject(line) { fields throws in
+        (run, artifacts, consumers) = try RawJSONObject.withObject(line) { fields throws in
             func string(_ key: String, in object: RawJSONObject) throws -> String? {
                 if case .string(let text)? = try object.value(key) { return text }
                 return nil
@@ -234,16 +277,21 @@ private struct IndexEntry {
                 return nil
             }
             var uses: [Use] = []
+            var consumers: [(artifactID: String, stepRun: String?, type: String, size: Int, producedBy: String)] = []
             func add(_ key: String, in object: RawJSONObject, _ role: ArtifactUse.Role, _ stepRun: String?) throws {
                 _ = try object.withObject(key) { artifact in try use(artifact, role, stepRun) }
             }
             func use(_ artifact: RawJSONObject, _ role: ArtifactUse.Role, _ stepRun: String?) throws {
                 guard let sha256 = try string("sha256", in: artifact) else { return }
-                uses.append(
-                    Use(
-                        sha256: sha256, artifactID: try string("id", in: artifact) ?? "", stepRun: stepRun, role: role,
-                        type: try string("type", in: artifact) ?? "", size: Int(try integer("size", in: artifact) ?? 0))
-                )
+                let id = try string("id", in: artifact) ?? ""
+                let type = try string("type", in: artifact) ?? ""
+                let size = Int(try integer("size", in: artifact) ?? 0)
+                if role == .consumed, let producer = try string("produced_by", in: artifact) {
+                    consumers.append((id, stepRun, type, size, producer))
+                } else {
+                    uses.append(
+                        Use(sha256: sha256, artifactID: id, stepRun: stepRun, role: role, type: type, size: size))
+                }
             }
             try add("input", in: fields, .produced, nil)
             try add("output", in: fields, .consumed, nil)
@@ -261,7 +309,7 @@ private struct IndexEntry {
                 startedMicros: try integer("started_us", in: fields),
                 durationMicros: try integer("duration_us", in: fields),
                 steps: steps, segment: "", lineOffset: 0, lineLength: 0)
-            return (run, uses)
+            return (run, uses, consumers)
         }
     }
 }

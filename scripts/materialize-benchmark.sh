@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The materializer against a backlog: RUNS runs of text-stats lineage (9 events each; default 111112, about 1M events)
+# produced to `sluice.lineage` on the embedded broker, spread over PARTITIONS partitions (the mock keeps at most
+# 5 MiB per partition), then one `sluice materialize` started on an empty store and timed until it has read every
+# event. Prints events/s. Stops everything it started, by PID; bounded by TIMEOUT seconds (default 600).
+# usage: scripts/materialize-benchmark.sh   (env: RUNS, PARTITIONS=128, SLUICE, BENCH, TIMEOUT, and ARGS: more
+# `sluice materialize` flags, e.g. ARGS="--batch-size 32768")
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SLUICE=${SLUICE:-.build/release/sluice}
+BENCH=${BENCH:-.build/release/lineage-benchmark}
+RUNS=${RUNS:-111112}
+PARTITIONS=${PARTITIONS:-128}
+TIMEOUT=${TIMEOUT:-600}
+out=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+  rm -rf "$out"
+}
+trap cleanup EXIT
+
+"$SLUICE" broker --topic "sluice.lineage:$PARTITIONS" >"$out/broker.out" 2>"$out/broker.err" &
+pids+=($!)
+for _ in $(seq 1 100); do [ -s "$out/broker.out" ] && break; sleep 0.1; done
+brokers=$(head -1 "$out/broker.out")
+timeout "$TIMEOUT" "$BENCH" "$RUNS" --produce "$brokers"
+events=$((RUNS * 9))
+
+"$SLUICE" materialize --brokers "$brokers" --store "$out/store" --http 127.0.0.1:0 \
+  --kafka fetch.wait.max.ms=10 ${ARGS:-} >"$out/materialize.out" 2>"$out/materialize.err" &
+pids+=($!)
+port=""
+for _ in $(seq 1 300); do
+  port=$(grep -o 'port [0-9]*' "$out/materialize.err" | head -1 | cut -d' ' -f2 || true)
+  [ -n "$port" ] && break
+  sleep 0.1
+done
+[ -n "$port" ] || { echo "the materializer did not start:"; cat "$out/materialize.err"; exit 1; }
+health() { curl -s --max-time 2 "http://127.0.0.1:$port/health" || echo '{}'; }
+read_events() { health | python3 -c 'import json,sys; print(json.load(sys.stdin).get("events", 0))'; }
+# The clock starts at the first event read (after the group has formed), and stops when the last one is.
+deadline=$((SECONDS + TIMEOUT))
+while [ "$(read_events)" -eq 0 ] && [ $SECONDS -lt $deadline ]; do sleep 0.05; done
+start=$(date +%s.%N)
+while [ "$(read_events)" -lt "$events" ] && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
+end=$(date +%s.%N)
+read=$(read_events)
+echo "$read of $events events materialized: $(python3 -c "print(round($read / ($end - $start)))") events/s over $PARTITIONS partitions ($(health))"
