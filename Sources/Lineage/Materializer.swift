@@ -17,7 +17,7 @@ public struct MaterializerConfiguration: Sendable {
     public var incompleteAfter = 100_000
     public var segments = SegmentLimits()
     /// Records folded between two syncs of the store, at most.
-    public var batchSize = 4096
+    public var batchSize = 32_768
 
     public init(kafka: KafkaConfiguration, store: String) {
         self.kafka = kafka

@@ -48,7 +48,7 @@ struct MaterializeCommand: AsyncParsableCommand {
     @Option(
         name: .customLong("batch-size"),
         help: "Records folded between two syncs of the store, at most (larger: fewer fsyncs; smaller: less re-read).")
-    var batchSize = 4096
+    var batchSize = 32_768
 
     @Option(name: .long, help: "Serve GET /health and GET /metrics on HOST:PORT.")
     var http: String?
