@@ -191,12 +191,16 @@ public final class StoreIndex {
 
     /// The run's line, parsed.
     public func line(of run: IndexedRun) throws -> JSONValue {
-        let bytes = try FileSystem.readFile("\(root)/\(run.segment)")
-        let start = Int(run.lineOffset)
-        guard start + run.lineLength <= bytes.count else {
-            throw IndexError(message: "\(run.segment) is shorter than the index says: run `sluice runs reindex`")
+        try JSONValue(parsing: lineBytes(segment: run.segment, offset: Int(run.lineOffset), length: run.lineLength))
+    }
+
+    /// One line of a segment, read alone.
+    private func lineBytes(segment: String, offset: Int, length: Int) throws -> [UInt8] {
+        let bytes = try FileSystem.readFile("\(root)/\(segment)", from: offset, limit: length)
+        guard bytes.count == length else {
+            throw IndexError(message: "\(segment) is shorter than the index says: run `sluice runs reindex`")
         }
-        return try JSONValue(parsing: bytes[start..<(start + run.lineLength)])
+        return bytes
     }
 
     /// Who produced and who consumed the artifact with this SHA-256, oldest first: the indexed uses, and the steps
@@ -219,10 +223,9 @@ public final class StoreIndex {
                 size: Int(query.integer(7) ?? 0))
             uses.append(use)
             guard use.role == .produced else { continue }
-            let segment = try FileSystem.readFile("\(root)/\(query.text(8) ?? "")")
-            let start = Int(query.integer(9) ?? 0)
-            let end = start + Int(query.integer(10) ?? 0)
-            guard end <= segment.count, let entry = try? IndexEntry(line: segment[start..<end]) else { continue }
+            let line = try lineBytes(
+                segment: query.text(8) ?? "", offset: Int(query.integer(9) ?? 0), length: Int(query.integer(10) ?? 0))
+            guard let entry = try? IndexEntry(line: line[...]) else { continue }
             for consumer in entry.consumers where consumer.producedBy == use.artifactID {
                 uses.append(
                     ArtifactUse(

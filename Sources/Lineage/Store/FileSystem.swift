@@ -56,8 +56,8 @@ enum FileSystem {
         return names.sorted()
     }
 
-    /// The bytes of `path` from byte `offset` on.
-    static func readFile(_ path: String, from offset: Int = 0) throws -> [UInt8] {
+    /// The bytes of `path` from byte `offset` on, at most `limit` of them.
+    static func readFile(_ path: String, from offset: Int = 0, limit: Int = .max) throws -> [UInt8] {
         let descriptor = open(path, O_RDONLY | O_CLOEXEC)
         guard descriptor >= 0 else { throw StoreError("cannot open", path: path) }
         defer { close(descriptor) }
@@ -65,7 +65,9 @@ enum FileSystem {
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 1 << 16)
         while true {
-            let count = chunk.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
+            let wanted = min(chunk.count, limit - bytes.count)
+            if wanted == 0 { return bytes }
+            let count = chunk.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, wanted) }
             if count < 0 {
                 if errno == EINTR { continue }
                 throw StoreError("cannot read", path: path)
