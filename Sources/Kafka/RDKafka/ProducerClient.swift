@@ -231,10 +231,7 @@ private let deliveryReportCallback:
         guard let native, let opaque = native.pointee._private else { return }
         let token = Unmanaged<DeliveryToken>.fromOpaque(opaque).takeRetainedValue()
         let record = native.pointee
-        let producer =
-            rk.flatMap { rd_kafka_opaque($0) }.map {
-                Unmanaged<RDKafkaClient>.fromOpaque($0).takeUnretainedValue()
-            } as? ProducerClient
+        let producer = client(rk) as? ProducerClient
         let topic = record.rkt.map { rkt in producer?.name(of: rkt) ?? String(cString: rd_kafka_topic_name(rkt)) } ?? ""
         if record.err == RD_KAFKA_RESP_ERR_NO_ERROR {
             token.handler(.success(DeliveryReport(topic: topic, partition: record.partition, offset: record.offset)))

@@ -72,7 +72,8 @@ class RDKafkaClient: @unchecked Sendable {
 
 // MARK: - C callbacks
 
-private func client(_ rk: OpaquePointer?) -> RDKafkaClient? {
+/// The client whose handle `rk` is (librdkafka's opaque pointer), for the C callbacks of this module.
+func client(_ rk: OpaquePointer?) -> RDKafkaClient? {
     guard let rk, let opaque = rd_kafka_opaque(rk) else { return nil }
     return Unmanaged<RDKafkaClient>.fromOpaque(opaque).takeUnretainedValue()
 }
