@@ -18,11 +18,16 @@ struct RunsCommand: ParsableCommand {
         @Option(name: .long, help: "The store's root directory (what `sluice materialize --store` writes).")
         var store: String
 
-        /// The store's index, caught up with its segments.
-        func index() throws -> StoreIndex {
+        /// Refuses a directory that `sluice materialize` did not write.
+        func checkStore() throws {
             guard FileManager.default.fileExists(atPath: "\(store)/runs") else {
                 throw ValidationError("\(store) is not a store: it has no runs/ directory")
             }
+        }
+
+        /// The store's index, caught up with its segments.
+        func index() throws -> StoreIndex {
+            try checkStore()
             let index = try StoreIndex(root: store)
             try index.catchUp()
             return index
@@ -137,9 +142,7 @@ struct RunsCommand: ParsableCommand {
         var options: StoreOptions { runs.options }
 
         func run() throws {
-            guard FileManager.default.fileExists(atPath: "\(options.store)/runs") else {
-                throw ValidationError("\(options.store) is not a store: it has no runs/ directory")
-            }
+            try options.checkStore()
             let (_, runs) = try StoreIndex.rebuild(root: options.store)
             print("indexed \(runs) run(s)")
         }
