@@ -198,6 +198,16 @@ struct WorkerFleetTests {
         #expect(status == 0)
         try checkAnswered(responses, ids: Set(ids))
         #expect(await next.stop() == 0)
+        // Both stopped gracefully, so REALTIME's background lineage was flushed first: every answered run is complete.
+        let completed = Set(
+            try await cluster.read(cluster.lineage).compactMap { record -> String? in
+                guard let event = record["value"] as? [String: Any], event["type"] as? String == "run_completed" else {
+                    return nil
+                }
+                return event["run_id"] as? String
+            })
+        let answered = Set(responses.compactMap { ($0["value"] as? [String: Any])?["run_id"] as? String })
+        #expect(answered.count == ids.count && answered.isSubset(of: completed))
         await cluster.stop()
     }
 }
