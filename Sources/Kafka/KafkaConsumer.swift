@@ -95,6 +95,13 @@ public final class KafkaConsumer: Sendable {
         client.setPausedByUser(partitions, false)
     }
 
+    /// The high watermark (the offset the partition's next record will get) of each of `partitions`, as the last fetch
+    /// response told it; a partition nothing was fetched from yet is missing. Does not wait for the broker: for
+    /// gauges such as lag, which may trail by one fetch.
+    public func highWatermarks(_ partitions: [TopicPartition]) -> [TopicPartition: Int64] {
+        client.highWatermarks(partitions)
+    }
+
     /// The partitions assigned to this consumer now.
     public var assignment: Set<TopicPartition> { client.assignment }
 

@@ -32,6 +32,9 @@ public struct MaterializerStatus: Sendable {
     public var assignedPartitions: Int
     public var openRuns: Int
     public var counts: FoldCounts
+    /// Per partition that has delivered a record: records after the last one folded, up to the high watermark of the
+    /// consumer's last fetch.
+    public var lag: [TopicPartition: Int64]
 }
 
 /// The materializer: folds the lineage topic's events into runs and appends finished runs to the store
@@ -50,6 +53,8 @@ public final class Materializer: Sendable {
         var work: [TopicPartition: PartitionMaterializer] = [:]
         var index: StoreIndex?
         var counts = FoldCounts()
+        /// Per partition, the offset after the last record folded.
+        var nextOffsets: [TopicPartition: Int64] = [:]
     }
 
     public let configuration: MaterializerConfiguration
@@ -62,11 +67,20 @@ public final class Materializer: Sendable {
     }
 
     public var status: MaterializerStatus {
-        state.withLock { state in
-            MaterializerStatus(
-                status: state.phase, assignedPartitions: state.assigned.count,
-                openRuns: state.work.values.reduce(0) { $0 + $1.openRuns }, counts: state.counts)
+        var (status, nextOffsets, consumer) = state.withLock { state in
+            (
+                MaterializerStatus(
+                    status: state.phase, assignedPartitions: state.assigned.count,
+                    openRuns: state.work.values.reduce(0) { $0 + $1.openRuns }, counts: state.counts, lag: [:]),
+                state.nextOffsets, state.consumer
+            )
         }
+        // Outside the state lock: a batch may hold it for a while, and the consumer takes its own.
+        let watermarks = consumer?.highWatermarks(Array(nextOffsets.keys)) ?? [:]
+        for (partition, next) in nextOffsets {
+            if let high = watermarks[partition] { status.lag[partition] = max(0, high - next) }
+        }
+        return status
     }
 
     /// Consumes and folds until ``stop()``, then makes the store durable, commits and leaves the group.
@@ -148,6 +162,7 @@ public final class Materializer: Sendable {
                 state.work[partition] = work
                 touched[partition] = work
                 try work.take(message.value, at: message.offset, counts: &state.counts)
+                state.nextOffsets[partition] = message.offset + 1
             }
             var appended: [String] = []
             for work in touched.values { appended += try work.sync() }
@@ -186,6 +201,7 @@ public final class Materializer: Sendable {
                 for partition in partitions {
                     state.assigned.remove(partition)
                     state.work[partition] = nil
+                    state.nextOffsets[partition] = nil
                 }
             }
         }

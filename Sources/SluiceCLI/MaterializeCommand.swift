@@ -121,7 +121,15 @@ struct MaterializeCommand: AsyncParsableCommand {
             "# HELP sluice_materializer_assigned_partitions Lineage partitions this process owns.",
             "# TYPE sluice_materializer_assigned_partitions gauge",
             "sluice_materializer_assigned_partitions \(status.assignedPartitions)",
+            "# HELP sluice_materializer_lag_records Records waiting to be folded, over the partitions that delivered one.",
+            "# TYPE sluice_materializer_lag_records gauge",
+            "sluice_materializer_lag_records \(status.lag.values.reduce(0, +))",
+            "# HELP sluice_materializer_partition_lag_records Records waiting to be folded in one lineage partition.",
+            "# TYPE sluice_materializer_partition_lag_records gauge",
         ]
+        for (partition, lag) in status.lag.sorted(by: { $0.key < $1.key }) {
+            lines.append(#"sluice_materializer_partition_lag_records{partition="\#(partition.partition)"} \#(lag)"#)
+        }
         return lines.joined(separator: "\n") + "\n"
     }
 }

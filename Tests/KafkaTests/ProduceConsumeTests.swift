@@ -42,6 +42,27 @@ struct ProduceConsumeTests {
         }
     }
 
+    @Test func highWatermarksAreWhatTheLastFetchSaw() async throws {
+        let test = try TestCluster()
+        let topic = try test.topic("watermarks", partitions: 2)
+        let producer = try KafkaProducer(configuration: test.producerConfiguration(), logger: testLogger)
+        for index in 0..<25 {
+            _ = try await producer.send(OutgoingMessage(topic: topic, partition: 0, key: nil, value: "\(index)".bytes))
+        }
+        await producer.close()
+
+        let consumer = try KafkaConsumer(
+            configuration: test.consumerConfiguration(group: "watermarks"), topics: [topic], bufferCapacity: 4,
+            logger: testLogger)
+        // One record read of 25: the fetch that brought it told the partition's end, which is what lag is measured to.
+        let first = await consumer.nextBatch(limit: 1)
+        #expect(first.map(\.offset) == [0])
+        let watermarks = consumer.highWatermarks([TopicPartition(topic, 0), TopicPartition(topic, 7)])
+        #expect(watermarks == [TopicPartition(topic, 0): 25])
+        await consumer.close()
+        #expect(consumer.highWatermarks([TopicPartition(topic, 0)]).isEmpty)
+    }
+
     @Test func tombstonesAndMissingKeysAreOrdinaryRecords() async throws {
         let test = try TestCluster()
         let topic = try test.topic("tombstones", partitions: 1)

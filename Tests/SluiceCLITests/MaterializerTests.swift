@@ -59,6 +59,12 @@ struct MaterializerTests {
         }
         let materializer = try await cluster.startMaterializer(store: store)
         #expect(try await waitForRuns(store, 60))
+        // Caught up: every lineage partition that delivered records reports its lag, and it is zero.
+        let metrics = try #require(try await materializer.metrics())
+        #expect(metrics.contains("sluice_materializer_runs_written_total 60\n"))
+        #expect(metrics.contains("sluice_materializer_lag_records 0\n"))
+        let partitionLags = metrics.matches(of: /sluice_materializer_partition_lag_records\{partition="\d+"\} (\d+)/)
+        #expect(!partitionLags.isEmpty && partitionLags.allSatisfy { $0.1 == "0" })
         #expect(await materializer.stop() == 0)
         let runs = try storedRuns(store)
         let answered = Set(responses.compactMap { ($0["value"] as? [String: Any])?["run_id"] as? String })

@@ -373,6 +373,21 @@ final class ConsumerClient: RDKafkaClient, @unchecked Sendable {
 
     var assignment: Set<TopicPartition> { state.withLock { $0.assignment } }
 
+    func highWatermarks(_ partitions: [TopicPartition]) -> [TopicPartition: Int64] {
+        // Under the lock: `shutdown` marks the client closed under it before it destroys the handle.
+        state.withLock { state in
+            guard !state.closed else { return [:] }
+            var watermarks: [TopicPartition: Int64] = [:]
+            for partition in partitions {
+                var low: Int64 = -1
+                var high: Int64 = -1
+                let err = rd_kafka_get_watermark_offsets(handle, partition.topic, partition.partition, &low, &high)
+                if err == RD_KAFKA_RESP_ERR_NO_ERROR, high >= 0 { watermarks[partition] = high }
+            }
+            return watermarks
+        }
+    }
+
     var pausedPartitions: Set<TopicPartition> { state.withLock { $0.pausedNow } }
 
     // MARK: - Close
