@@ -259,6 +259,7 @@ private struct RunView {
                 + (Self.integer(fields["duration_us"]).map { ", \(duration($0))" } ?? "")
                 + (Self.integer(fields["started_us"]).map { ", started \(utc($0))" } ?? ""))
         if let request = Self.string(fields["request_id"]) { lines.append("  request \(request)") }
+        if let worker = Self.string(fields["worker"]) { lines.append("  worker \(worker)") }
         if let error = Self.errorText(fields["error"]) { lines.append("  error \(error)") }
         if let input = Self.artifact(fields["input"]) { lines.append("input: \(Self.describe(input))") }
         for step in steps {

@@ -56,6 +56,9 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Serve GET /health and GET /metrics on HOST:PORT.")
     var http: String?
 
+    @Option(name: .long, help: "This worker's name in the lineage of its runs (default: <host name>:<process id>).")
+    var name: String?
+
     @Flag(name: .customLong("create-topics"), help: "Create missing topics instead of refusing to start.")
     var createTopics = false
 
@@ -89,6 +92,7 @@ struct WorkerCommand: AsyncParsableCommand {
         configuration.concurrency = concurrency
         configuration.maxPayloadBytes = maxPayloadBytes
         configuration.drainTimeout = .milliseconds(Int(drainSeconds * 1000))
+        if let name { configuration.name = name }
 
         try await checkTopics(configuration, settings: settings, logger: logger)
         let captureLabel = configuration.capture.label

@@ -105,8 +105,13 @@ struct JSONAndEventCodecTests {
         }
         let tracker = RecordingTracker()
         _ = await PipelineRunner(tracker: tracker).run(
-            pipeline, -1, options: RunOptions(capture: .batch, requestID: "r1", traceparent: "00-aa-bb-01"))
+            pipeline, -1,
+            options: RunOptions(capture: .batch, requestID: "r1", traceparent: "00-aa-bb-01", worker: "host-1:42"))
         let events = tracker.events
+        guard case .runStarted(_, _, "00-aa-bb-01", "host-1:42")? = events.first?.body else {
+            Issue.record("run_started does not carry the trace and the worker: \(String(describing: events.first))")
+            return
+        }
         #expect(Set(events.map(\.type)) == Set(LineageEventType.allCases).subtracting([.runCompleted]))
         for event in events {
             let json = event.json()

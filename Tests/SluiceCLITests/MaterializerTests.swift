@@ -45,7 +45,7 @@ private func waitForRuns(_ root: String, _ count: Int, timeout: Duration = .seco
 struct MaterializerTests {
     @Test func everyAnsweredBatchRequestIsStoredOnceAndAReplayGivesTheSameBytes() async throws {
         let cluster = try await ServingCluster.start()
-        let worker = try await cluster.startWorker(["--capture", "BATCH"])
+        let worker = try await cluster.startWorker(["--capture", "BATCH", "--name", "batch-worker-1"])
         let specs: [[String: Any]] = (0..<60).map { ["id": "s\($0)", "value": ["text": "one two three \($0)"]] }
         let (status, responses) = try await cluster.call(specs)
         #expect(status == 0 && responses.count == 60)
@@ -71,6 +71,7 @@ struct MaterializerTests {
         #expect(Set(runs.compactMap { $0["run_id"] as? String }) == answered && runs.count == answered.count)
         for run in runs {
             #expect(run["status"] as? String == "completed" && run["capture"] as? String == "BATCH")
+            #expect(run["worker"] as? String == "batch-worker-1")
             #expect(
                 (run["steps"] as? [[String: Any]])?.map { $0["step"] as? String } == ["tokenize", "count", "summarize"])
             #expect(((run["output"] as? [String: Any])?["produced_by"] as? String) == "summarize#1/out")
@@ -169,7 +170,8 @@ struct MaterializerTests {
         let shown = try await sluice(["runs", "--store", store, "show", runID])
         #expect(shown.status == 0)
         for expected in [
-            "run \(runID)", "tokenize#1 [tokenize] completed", "in  count#1/in0 ← tokenize#1",
+            "run \(runID)", "  worker batch-worker-1\n", "tokenize#1 [tokenize] completed",
+            "in  count#1/in0 ← tokenize#1",
             "in  summarize#1/in1 ← count#1", "output ← summarize#1",
         ] {
             #expect(shown.output.contains(expected), "\(expected) not in:\n\(shown.output)")

@@ -28,6 +28,7 @@ struct RunFold {
     private(set) var events = 0
     private var configuration: JSONValue?
     private var traceparent: String?
+    private var worker: String?
     private var input: ArtifactRef?
     private var output: ArtifactRef?
     private var error: ErrorDetail?
@@ -64,12 +65,13 @@ struct RunFold {
         lastOffset = offset
         events += 1
         switch event.body {
-        case .runStarted(let configuration, let input, let traceparent):
+        case .runStarted(let configuration, let input, let traceparent, let worker):
             sawStart = true
             startedMicros = event.timestamp
             self.configuration = configuration
             self.input = input
             self.traceparent = traceparent
+            self.worker = worker
             pipeline = event.pipeline
             requestID = event.requestID
             capture = event.capture
@@ -218,6 +220,7 @@ struct RunFold {
             out.field("status", status?.rawValue ?? "incomplete")
             out.field("capture", capture)
             out.field("request_id", requestID)
+            out.field("worker", worker)
             out.field("trace", traceparent)
             timings(startedMicros, endedMicros, durationMicros, into: &out)
             out.key("configuration")

@@ -84,8 +84,8 @@ public enum LineageEventType: String, Sendable, Hashable, CaseIterable {
 /// What an event says, by type.
 public enum LineageEventBody<Artifact: Sendable>: Sendable {
     /// The run began. `configuration` is the resolved capture configuration (``CaptureConfiguration/knobs``);
-    /// `input` is `nil` when artifacts are not captured.
-    case runStarted(configuration: JSONValue, input: Artifact?, traceparent: String?)
+    /// `input` is `nil` when artifacts are not captured; `worker` names the process that ran it, if one was named.
+    case runStarted(configuration: JSONValue, input: Artifact?, traceparent: String?, worker: String?)
     /// One attempt of a step run began, with its inputs (none when artifacts are not captured).
     case stepStarted(step: StepRunID, attempt: Int, inputs: [Artifact])
     /// The attempt succeeded.
@@ -119,8 +119,9 @@ public enum LineageEventBody<Artifact: Sendable>: Sendable {
         _ transform: (Artifact) throws -> Other
     ) rethrows -> LineageEventBody<Other> {
         switch self {
-        case .runStarted(let configuration, let input, let traceparent):
-            .runStarted(configuration: configuration, input: try input.map(transform), traceparent: traceparent)
+        case .runStarted(let configuration, let input, let traceparent, let worker):
+            .runStarted(
+                configuration: configuration, input: try input.map(transform), traceparent: traceparent, worker: worker)
         case .stepStarted(let step, let attempt, let inputs):
             .stepStarted(step: step, attempt: attempt, inputs: try inputs.map(transform))
         case .stepCompleted(let step, let attempt, let duration, let output):

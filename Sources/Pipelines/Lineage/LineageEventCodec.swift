@@ -32,12 +32,13 @@ extension TrackingEvent where Artifact == ArtifactRef {
             out.field("capture", capture)
             out.field("attempt", attempt)
             switch body {
-            case .runStarted(let configuration, let input, let traceparent):
+            case .runStarted(let configuration, let input, let traceparent, let worker):
                 out.key("configuration")
                 out.value(configuration)
                 out.key("input")
                 out.artifact(input)
                 out.field("traceparent", traceparent)
+                out.field("worker", worker)
             case .stepStarted(let step, let attempt, let inputs):
                 out.stepRun(step)
                 out.field("step_attempt", attempt)
@@ -148,7 +149,7 @@ extension TrackingEvent where Artifact == ArtifactRef {
         case .runStarted:
             body = .runStarted(
                 configuration: try fields.member("configuration"), input: try fields.optionalArtifact("input"),
-                traceparent: try fields.optionalString("traceparent"))
+                traceparent: try fields.optionalString("traceparent"), worker: try fields.optionalString("worker"))
         case .stepStarted:
             body = .stepStarted(
                 step: try fields.stepRun(), attempt: try fields.int("step_attempt"),

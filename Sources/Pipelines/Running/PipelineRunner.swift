@@ -12,16 +12,19 @@ public struct RunOptions: Sendable {
     public var attempt: Int
     /// The W3C trace context of the request, recorded on `run_started`.
     public var traceparent: String?
+    /// The process that runs it (the worker's name), recorded on `run_started`.
+    public var worker: String?
 
     public init(
         capture: CaptureConfiguration? = nil, runID: String? = nil, requestID: String? = nil, attempt: Int = 1,
-        traceparent: String? = nil
+        traceparent: String? = nil, worker: String? = nil
     ) {
         self.capture = capture
         self.runID = runID
         self.requestID = requestID
         self.attempt = attempt
         self.traceparent = traceparent
+        self.worker = worker
     }
 }
 
@@ -75,7 +78,8 @@ public struct PipelineRunner: Sendable {
         run.emit(
             .runStarted(
                 configuration: configuration.knobsObject,
-                input: run.artifact("input", .produced, input), traceparent: options.traceparent))
+                input: run.artifact("input", .produced, input), traceparent: options.traceparent,
+                worker: options.worker))
         var outcome: Result<Output, ErrorDetail>
         do {
             let output = try await RunContext.$current.withValue(RunContext(run: run, stepRun: nil)) {

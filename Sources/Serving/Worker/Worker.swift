@@ -3,6 +3,12 @@ import Logging
 import Pipelines
 import Synchronization
 
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
 /// Everything a worker needs to know, with the defaults of docs/configuration.md.
 public struct WorkerConfiguration: Sendable {
     public var pipeline: AnyPipeline
@@ -25,6 +31,9 @@ public struct WorkerConfiguration: Sendable {
     public var drainTimeout: Duration = .seconds(30)
     /// Lineage events waiting to be published past which the worker stops taking requests.
     public var maxLineageBacklog = 65_536
+    /// Recorded on every run's `run_started` as `worker`. Default: `<host name>:<process id>` (a pod's name on
+    /// Kubernetes).
+    public var name = WorkerConfiguration.defaultName
 
     public init(pipeline: AnyPipeline, capture: CaptureConfiguration, kafka: KafkaConfiguration) {
         self.pipeline = pipeline
@@ -36,6 +45,13 @@ public struct WorkerConfiguration: Sendable {
         deadLetterTopic = WireProtocol.deadLetterTopic(pipeline.name)
         lineageTopic = WireProtocol.lineageTopic
         allowedReplyPrefixes = [responsesTopic]
+    }
+
+    /// `<host name>:<process id>`.
+    public static var defaultName: String {
+        var host = [CChar](repeating: 0, count: 256)
+        let name = gethostname(&host, host.count - 1) == 0 ? String(cString: host) : "unknown-host"
+        return "\(name):\(getpid())"
     }
 
     /// Whether a request may ask for its response on `topic`.
@@ -330,7 +346,7 @@ public final class Worker: Sendable {
                     capture: configuration.capture,
                     // Hashing the message's position is only worth it when the run is tracked.
                     runID: configuration.capture.isMemoryOnly ? nil : request.runID, requestID: request.requestID,
-                    traceparent: request.traceparent))
+                    traceparent: request.traceparent, worker: configuration.name))
             switch result.outcome {
             case .success(let output):
                 response = Response(
