@@ -384,8 +384,23 @@ private struct JSONParser {
         skipWhitespace()
         guard index < bytes.count else { throw error("unexpected end") }
         switch bytes[index] {
-        case UInt8(ascii: "{"): _ = try scanObject(depth: depth)
-        case UInt8(ascii: "["): _ = try scanArray(depth: depth)
+        case UInt8(ascii: "{"):
+            // Like scanObject, without building the member list or the keys.
+            index += 1
+            if take(UInt8(ascii: "}")) { return }
+            repeat {
+                skipWhitespace()
+                guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else { throw error("expected a key") }
+                try skipString()
+                try expect(UInt8(ascii: ":"))
+                try skipValue(depth: depth + 1)
+            } while take(UInt8(ascii: ","))
+            try expect(UInt8(ascii: "}"))
+        case UInt8(ascii: "["):
+            index += 1
+            if take(UInt8(ascii: "]")) { return }
+            repeat { try skipValue(depth: depth + 1) } while take(UInt8(ascii: ","))
+            try expect(UInt8(ascii: "]"))
         case UInt8(ascii: "\""): try skipString()
         case UInt8(ascii: "t"): try literal("true")
         case UInt8(ascii: "f"): try literal("false")
