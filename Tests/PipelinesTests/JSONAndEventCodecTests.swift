@@ -85,6 +85,34 @@ struct JSONAndEventCodecTests {
         #expect(throws: JSONParseError.self) { try RawJSONObject.withObject(Array("{} 1".utf8)) { _ in } }
     }
 
+    /// Strings are scanned eight bytes at a time: a quote, an escape, a control character, a non-ASCII character or a
+    /// byte that is not UTF-8 at any position of a long string is seen, when the string is parsed and when it is skipped.
+    @Test func everyPositionOfALongStringIsChecked() throws {
+        for position in 0..<24 {
+            let prefix = Array(repeating: UInt8(ascii: "a"), count: position)
+            let suffix = Array(repeating: UInt8(ascii: "b"), count: 23 - position)
+            func string(_ middle: [UInt8]) -> [UInt8] { [0x22] + prefix + middle + suffix + [0x22] }
+            // Parsed (as the member's value) and skipped (inside a nested object the raw reader does not open).
+            func parsed(_ middle: [UInt8]) throws -> JSONValue { try JSONValue(parsing: string(middle)) }
+            func skipped(_ middle: [UInt8]) throws {
+                try RawJSONObject.withObject(Array(#"{"o": {"k": "#.utf8) + string(middle) + Array("}}".utf8)) { _ in }
+            }
+            let plain = String(decoding: prefix + suffix, as: UTF8.self)
+            #expect(
+                try parsed(Array(#"\""#.utf8))
+                    == .string(String(plain.prefix(position)) + "\"" + plain.dropFirst(position)))
+            #expect(
+                try parsed(Array("é".utf8)) == .string(String(plain.prefix(position)) + "é" + plain.dropFirst(position))
+            )
+            try skipped(Array(#"\\"#.utf8))
+            try skipped(Array("é".utf8))
+            for bad: [UInt8] in [[0x01], [0x1F], [0xFF], [0xC3], Array(#"\q"#.utf8)] {
+                #expect(throws: JSONParseError.self, "byte \(bad) at \(position)") { try parsed(bad) }
+                #expect(throws: JSONParseError.self, "byte \(bad) at \(position), skipped") { try skipped(bad) }
+            }
+        }
+    }
+
     @Test func parserRefusesInvalidUTF8() {
         #expect(throws: JSONParseError.self) { try JSONValue(parsing: [0x22, 0xFF, 0x22]) }
     }

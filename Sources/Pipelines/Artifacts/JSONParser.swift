@@ -210,11 +210,32 @@ private struct JSONParser {
         return .array(elements)
     }
 
+    /// Moves past the bytes of a string that need no attention (not `"`, `\\` or a control character), eight at a
+    /// time, and ORs them into `highBits` (bit 7 set: non-ASCII bytes passed, to be validated).
+    private mutating func skipPlainStringBytes(_ highBits: inout UInt8) {
+        let ones: UInt64 = 0x0101_0101_0101_0101
+        let highs: UInt64 = 0x8080_8080_8080_8080
+        while index + 8 <= bytes.count {
+            let word = UnsafeRawPointer(bytes.baseAddress! + index).loadUnaligned(as: UInt64.self)
+            // A byte is zero in `word ^ (c * ones)` where it equals c; (x - ones) & ~x & highs flags such bytes, and
+            // (word - 0x20 * ones) & ~word & highs flags bytes below 0x20. Borrows may flag a later byte falsely: the
+            // caller then looks at it byte by byte.
+            let quote = word ^ (0x22 * ones)
+            let backslash = word ^ (0x5C * ones)
+            let special =
+                ((quote &- ones) & ~quote) | ((backslash &- ones) & ~backslash) | ((word &- 0x20 &* ones) & ~word)
+            if special & highs != 0 { return }
+            if word & highs != 0 { highBits |= 0x80 }
+            index += 8
+        }
+    }
+
     private mutating func parseString() throws -> String {
         index += 1
         let start = index
         // Fast path: no escapes.
         var highBits: UInt8 = 0
+        skipPlainStringBytes(&highBits)
         while index < bytes.count {
             let byte = bytes[index]
             if byte == UInt8(ascii: "\"") {
@@ -416,6 +437,8 @@ private struct JSONParser {
         let start = index
         var highBits: UInt8 = 0
         while index < bytes.count {
+            skipPlainStringBytes(&highBits)
+            guard index < bytes.count else { break }
             let byte = bytes[index]
             highBits |= byte
             switch byte {
