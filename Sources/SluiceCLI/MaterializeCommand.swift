@@ -76,7 +76,7 @@ struct MaterializeCommand: AsyncParsableCommand {
         configuration.batchSize = batchSize
         guard try await connection.existingTopics(logger: logger).contains(lineageTopic) else {
             throw ValidationError(
-                "lineage topic \(lineageTopic) does not exist on \(connection.brokers): workers publish to it; create it first"
+                "lineage topic \(lineageTopic) does not exist on \(connection.bootstrapServers): workers publish to it; create it first"
             )
         }
         try TerminationSignals.install()

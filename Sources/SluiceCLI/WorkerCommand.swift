@@ -138,7 +138,7 @@ struct WorkerCommand: AsyncParsableCommand {
         guard !missing.isEmpty else { return }
         guard createTopics else {
             throw ValidationError(
-                "topic(s) \(missing.joined(separator: ", ")) do not exist on \(connection.brokers): create them, or pass --create-topics"
+                "topic(s) \(missing.joined(separator: ", ")) do not exist on \(connection.bootstrapServers): create them, or pass --create-topics"
             )
         }
         do {

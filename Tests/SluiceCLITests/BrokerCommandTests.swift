@@ -25,6 +25,35 @@ struct BrokerCommandTests {
         }
     }
 
+    /// The environment, then a properties file, then `--kafka` flags: each layer over the one before, and a bad
+    /// property named with where it came from.
+    @Test func connectionSettingsComeFromTheEnvironmentAFileAndFlags() async throws {
+        let broker = try await BrokerProcess.start(["--topic", "layered:2"])
+        let file = NSTemporaryDirectory() + "sluice-kafka-\(UUID().uuidString).properties"
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        try "# a comment\n\nsecurity.protocol = ssl\n".write(toFile: file, atomically: true, encoding: .utf8)
+        func topicsList(_ arguments: [String], _ environment: [String: String]) async throws -> (Int32, String, String)
+        {
+            let process = try ChildProcess(sluiceExecutable, ["topics", "list"] + arguments, environment: environment)
+            let output = try await process.readRest()
+            return (await process.wait(), output, process.standardError)
+        }
+        // The brokers from SLUICE_BROKERS; the file asks for TLS, the flag (and then the environment) for plaintext.
+        let listed = try await topicsList(
+            ["--kafka-config", file, "--kafka", "security.protocol=plaintext"],
+            ["SLUICE_BROKERS": broker.bootstrapServers, "SLUICE_KAFKA_SECURITY_PROTOCOL": "ssl"])
+        #expect(listed.0 == 0 && listed.1.contains("layered\t2"), "\(listed)")
+        let badVariable = try await topicsList(
+            [], ["SLUICE_BROKERS": broker.bootstrapServers, "SLUICE_KAFKA_LINGER_MS": "soon"])
+        #expect(badVariable.0 != 0 && badVariable.2.contains("environment variable SLUICE_KAFKA_LINGER_MS"))
+        try "linger.ms\n".write(toFile: file, atomically: true, encoding: .utf8)
+        let badFile = try await topicsList(["--brokers", broker.bootstrapServers, "--kafka-config", file], [:])
+        #expect(badFile.0 != 0 && badFile.2.contains("\(file) line 1: expected key=value"))
+        let noBrokers = try await topicsList([], [:])
+        #expect(noBrokers.0 != 0 && noBrokers.2.contains("--brokers is required (or set SLUICE_BROKERS)"))
+        #expect(await broker.stop() == 0)
+    }
+
     @Test func aForeignClientProducesAndConsumesInAGroup() async throws {
         let broker = try await BrokerProcess.start(["--topic", "foreign:4"])
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent()

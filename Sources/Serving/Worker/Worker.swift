@@ -50,7 +50,9 @@ public struct WorkerConfiguration: Sendable {
     /// `<host name>:<process id>`.
     public static var defaultName: String {
         var host = [CChar](repeating: 0, count: 256)
-        let name = gethostname(&host, host.count - 1) == 0 ? String(cString: host) : "unknown-host"
+        let name =
+            gethostname(&host, host.count - 1) == 0
+            ? String(decoding: host.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) : "unknown-host"
         return "\(name):\(getpid())"
     }
 
