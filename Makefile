@@ -6,7 +6,7 @@ SWIFT_FLAGS += -Xswiftc -warnings-as-errors
 endif
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build release test demo clean
+.PHONY: all deps build release test demo check-deploy clean
 
 all: build
 
@@ -34,6 +34,11 @@ release: deps
 test: deps
 	$(SWIFT) build --build-tests $(SWIFT_FLAGS)
 	$(SWIFT) test --skip-build --disable-xctest --no-parallel $(SWIFT_FLAGS)
+
+# The container image definition, the compose file and the Kubernetes manifests of deploy/, checked against their
+# schemas and linters (tools from PyPI, installed under .build/deploy-tools).
+check-deploy:
+	@deploy/ci/check.sh
 
 # The embedded broker, workers in three capture modes, digits requests and what each mode tracked.
 demo: build
