@@ -7,17 +7,17 @@ struct TemplatePackageTests {
     static let template = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         .appendingPathComponent("../../deploy/template").standardized.path
 
-    /// The first `sh` block after the heading `## Try it`.
-    static func tryItBlock() throws -> String {
-        let readme = try String(contentsOfFile: "\(template)/README.md", encoding: .utf8)
-        let section = try #require(readme.range(of: "## Try it"))
-        let start = try #require(readme.range(of: "```sh\n", range: section.upperBound..<readme.endIndex))
-        let end = try #require(readme.range(of: "\n```", range: start.upperBound..<readme.endIndex))
-        return String(readme[start.upperBound..<end.lowerBound])
+    /// The first block of `language` after the heading `heading` in the Markdown file at `path`.
+    static func block(_ language: String, after heading: String, in path: String) throws -> String {
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        let section = try #require(text.range(of: heading))
+        let start = try #require(text.range(of: "```\(language)\n", range: section.upperBound..<text.endIndex))
+        let end = try #require(text.range(of: "\n```", range: start.upperBound..<text.endIndex))
+        return String(text[start.upperBound..<end.lowerBound])
     }
 
     @Test func itsReadmeBuildsItAndServesRequestsEndToEnd() async throws {
-        let block = try Self.tryItBlock()
+        let block = try Self.block("sh", after: "## Try it", in: "\(Self.template)/README.md")
         // The block builds the package (the first time, all of Sluice with it) and leaves no process behind: it
         // stops what it started on exit.
         let shell = try ChildProcess(
@@ -34,5 +34,28 @@ struct TemplatePackageTests {
         #expect(responses.map { $0["status"] as? String } == ["ok", "ok", "error"])
         #expect((responses[2]["error"] as? [String: Any])?["code"] as? String == "invalid_input")
         #expect(responses.allSatisfy { $0["capture"] as? String == "BATCH" && $0["run_id"] is String })
+
+        // docs/getting-started.md, step 3: its Python block calls the package's worker with the Python client.
+        let python = try Self.block(
+            "python", after: "## 3. Call it from Python", in: "\(Self.template)/../../docs/getting-started.md")
+        let broker = try await BrokerProcess.start([
+            "--topic", "fraud-check.requests:2", "--topic", "fraud-check.responses:2", "--topic", "fraud-check.dlq:1",
+            "--topic", "sluice.lineage:2",
+        ])
+        let worker = try ChildProcess(
+            "\(Self.template)/.build/debug/fraud-check",
+            ["worker", "--brokers", broker.bootstrapServers, "--pipeline", "fraud-check"])
+        let client = try ChildProcess(
+            "/usr/bin/env", ["python3", "-c", python],
+            environment: [
+                "SLUICE_BROKERS": broker.bootstrapServers, "PYTHONPATH": "\(Self.template)/../../clients/python",
+                "PYTHONDONTWRITEBYTECODE": "1",
+            ])
+        let printed = try await client.readRest()
+        #expect(await client.wait(timeout: .seconds(120)) == 0, "stderr: \(client.standardError.suffix(3000))")
+        #expect(printed == "verdict review 0.777\nrefused invalid_input validate")
+        worker.signal(SIGTERM)
+        #expect(await worker.wait() == 0)
+        #expect(await broker.stop() == 0)
     }
 }
