@@ -149,9 +149,7 @@ class SluiceClient:
                     if request_id in self._answered:
                         self.dropped_responses += 1
                     continue
-                self._answered[request_id] = True
-                while len(self._answered) > self._remember_answered:
-                    self._answered.popitem(last=False)
+                self._remember(request_id)
             future = waiting[0]
             try:
                 value = json.loads(message.value())
@@ -172,9 +170,15 @@ class SluiceClient:
             for request_id, _ in expired:
                 del self._pending[request_id]
                 # A late response to it is then dropped like a duplicate.
-                self._answered[request_id] = True
+                self._remember(request_id)
         for request_id, (future, _, timeout) in expired:
             future.set_exception(SluiceTimeout(request_id, timeout))
+
+    def _remember(self, request_id):
+        """Notes an id that needs no more responses (under the lock); the oldest are forgotten past the limit."""
+        self._answered[request_id] = True
+        while len(self._answered) > self._remember_answered:
+            self._answered.popitem(last=False)
 
     def close(self):
         """Sends what is queued, stops reading; calls still waiting fail with ``SluiceError("closed")``."""
