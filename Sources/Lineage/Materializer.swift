@@ -67,7 +67,7 @@ public final class Materializer: Sendable {
     }
 
     public var status: MaterializerStatus {
-        var (status, nextOffsets, consumer) = state.withLock { state in
+        let (snapshot, nextOffsets, consumer) = state.withLock { state in
             (
                 MaterializerStatus(
                     status: state.phase, assignedPartitions: state.assigned.count,
@@ -75,6 +75,7 @@ public final class Materializer: Sendable {
                 state.nextOffsets, state.consumer
             )
         }
+        var status = snapshot
         // Outside the state lock: a batch may hold it for a while, and the consumer takes its own.
         let watermarks = consumer?.highWatermarks(Array(nextOffsets.keys)) ?? [:]
         for (partition, next) in nextOffsets {
