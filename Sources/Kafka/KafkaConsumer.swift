@@ -33,6 +33,35 @@ public final class KafkaConsumer: Sendable {
         logger: Logger = Logger(label: "sluice.kafka.consumer"),
         onError: @escaping @Sendable (KafkaError) -> Void = { _ in }
     ) throws {
+        try Self.check(configuration)
+        var configuration = configuration
+        if configuration["partition.assignment.strategy"] == nil {
+            try configuration.set("partition.assignment.strategy", "cooperative-sticky")
+        }
+        client = try ConsumerClient(
+            configuration: configuration, source: .topics(topics), capacity: bufferCapacity,
+            rebalanceHandler: rebalanceHandler, logger: logger, onError: onError)
+    }
+
+    /// Creates a consumer of fixed `partitions`: no group membership and no rebalancing; each partition starts at the
+    /// committed offset of `group.id` (else at `auto.offset.reset`), and stored offsets are committed to that group.
+    /// For readers that split a topic's partitions among themselves by configuration.
+    /// - Throws: ``KafkaError`` as the subscribing initializer does, or when the partitions cannot be assigned.
+    public init(
+        configuration: KafkaConfiguration,
+        partitions: [TopicPartition],
+        bufferCapacity: Int = 1024,
+        logger: Logger = Logger(label: "sluice.kafka.consumer"),
+        onError: @escaping @Sendable (KafkaError) -> Void = { _ in }
+    ) throws {
+        try Self.check(configuration)
+        client = try ConsumerClient(
+            configuration: configuration, source: .partitions(partitions), capacity: bufferCapacity,
+            rebalanceHandler: RebalanceHandler(), logger: logger, onError: onError)
+    }
+
+    /// Refuses what both initializers cannot work with.
+    private static func check(_ configuration: KafkaConfiguration) throws {
         if let stored = configuration["enable.auto.offset.store"], stored != "false" {
             throw KafkaError(
                 code: .invalidArgument,
@@ -41,13 +70,6 @@ public final class KafkaConsumer: Sendable {
         guard configuration["group.id"] != nil else {
             throw KafkaError(code: .invalidArgument, message: "a group consumer needs the property group.id")
         }
-        var configuration = configuration
-        if configuration["partition.assignment.strategy"] == nil {
-            try configuration.set("partition.assignment.strategy", "cooperative-sticky")
-        }
-        client = try ConsumerClient(
-            configuration: configuration, topics: topics, capacity: bufferCapacity,
-            rebalanceHandler: rebalanceHandler, logger: logger, onError: onError)
     }
 
     deinit { client.shutdown(leaveGroup: false) }

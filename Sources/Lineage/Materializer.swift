@@ -18,11 +18,31 @@ public struct MaterializerConfiguration: Sendable {
     public var segments = SegmentLimits()
     /// Records folded between two syncs of the store, at most.
     public var batchSize = 32_768
+    /// This process's fixed share of the lineage partitions, instead of what the consumer group assigns.
+    public var shard: Shard?
 
     public init(kafka: KafkaConfiguration, store: String) {
         self.kafka = kafka
         self.store = store
     }
+}
+
+/// A fixed share of a topic's partitions: those whose number modulo `count` is `index` (`0 ≤ index < count`).
+public struct Shard: Sendable, Hashable, CustomStringConvertible {
+    public var index: Int
+    public var count: Int
+
+    public init(index: Int, count: Int) {
+        self.index = index
+        self.count = count
+    }
+
+    /// The partitions of `partitions` in the share.
+    public func select(_ partitions: [Int32]) -> [Int32] {
+        partitions.filter { Int($0) % count == index }.sorted()
+    }
+
+    public var description: String { "\(index)/\(count)" }
 }
 
 /// What `GET /health` and `GET /metrics` of a materializer report.
@@ -99,17 +119,27 @@ public final class Materializer: Sendable {
         var settings = configuration.kafka
         try settings.set("group.id", configuration.group)
         if settings["auto.offset.reset"] == nil { try settings.set("auto.offset.reset", "earliest") }
-        let consumer = try KafkaConsumer(
-            configuration: settings, topics: [configuration.lineageTopic],
-            bufferCapacity: max(1024, 2 * configuration.batchSize),
-            rebalanceHandler: RebalanceHandler(
-                partitionsAssigned: { [self] partitions in
-                    state.withLock { $0.assigned.formUnion(partitions) }
-                },
-                partitionsRevoked: { [self] partitions, lost in
-                    await release(partitions, lost: lost)
-                }),
-            logger: logger)
+        let consumer: KafkaConsumer
+        if let shard = configuration.shard {
+            let partitions = try await partitions(of: shard, settings: settings)
+            logger.info("shard \(shard): lineage partitions \(partitions.map(\.partition))")
+            state.withLock { $0.assigned = Set(partitions) }
+            consumer = try KafkaConsumer(
+                configuration: settings, partitions: partitions, bufferCapacity: max(1024, 2 * configuration.batchSize),
+                logger: logger)
+        } else {
+            consumer = try KafkaConsumer(
+                configuration: settings, topics: [configuration.lineageTopic],
+                bufferCapacity: max(1024, 2 * configuration.batchSize),
+                rebalanceHandler: RebalanceHandler(
+                    partitionsAssigned: { [self] partitions in
+                        state.withLock { $0.assigned.formUnion(partitions) }
+                    },
+                    partitionsRevoked: { [self] partitions, lost in
+                        await release(partitions, lost: lost)
+                    }),
+                logger: logger)
+        }
         let stopped = state.withLock { state -> Bool in
             state.consumer = consumer
             if !state.stopping { state.phase = "running" }
@@ -136,6 +166,20 @@ public final class Materializer: Sendable {
         }
         await consumer.close()
         logger.info("stopped")
+    }
+
+    /// The lineage partitions in `shard`.
+    /// - Throws: ``KafkaError`` when the topic cannot be listed or the shard holds none of its partitions.
+    private func partitions(of shard: Shard, settings: KafkaConfiguration) async throws -> [TopicPartition] {
+        let topics = try await KafkaAdmin(configuration: settings, logger: logger).listTopics()
+        let all = topics.first { $0.name == configuration.lineageTopic }?.partitions ?? []
+        let selected = shard.select(all)
+        guard !selected.isEmpty else {
+            throw KafkaError(
+                code: .invalidArgument,
+                message: "shard \(shard) holds none of the \(all.count) partitions of \(configuration.lineageTopic)")
+        }
+        return selected.map { TopicPartition(configuration.lineageTopic, $0) }
     }
 
     /// Stops reading; ``run()`` then commits what is durable and returns.

@@ -50,10 +50,29 @@ struct MaterializeCommand: AsyncParsableCommand {
         help: "Records folded between two syncs of the store, at most (larger: fewer fsyncs; smaller: less re-read).")
     var batchSize = 32_768
 
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Own the lineage partitions whose number modulo N is I, instead of joining the group's assignment.",
+            valueName: "I/N"))
+    var shard: String?
+
     @Option(name: .long, help: "Serve GET /health and GET /metrics on HOST:PORT.")
     var http: String?
 
+    /// `--shard I/N` as a ``Shard``.
+    /// - Throws: a `ValidationError` naming the value unless it is two integers with `0 <= I < N`.
+    static func parseShard(_ text: String) throws -> Shard {
+        let parts = text.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == 2, let index = Int(parts[0]), let count = Int(parts[1]), count >= 1, (0..<count) ~= index
+        else {
+            throw ValidationError("--shard '\(text)' is not I/N with 0 <= I < N (for example 0/3)")
+        }
+        return Shard(index: index, count: count)
+    }
+
     func validate() throws {
+        if let shard { _ = try Self.parseShard(shard) }
         guard !store.isEmpty else { throw ValidationError("--store needs a directory") }
         guard inlineLimit >= 0 else { throw ValidationError("--inline-limit \(inlineLimit) must be >= 0") }
         guard incompleteAfter >= 1 else {
@@ -74,6 +93,7 @@ struct MaterializeCommand: AsyncParsableCommand {
         configuration.incompleteAfter = incompleteAfter
         configuration.segments = SegmentLimits(maxBytes: segmentMaxBytes, maxLines: segmentMaxLines)
         configuration.batchSize = batchSize
+        configuration.shard = try shard.map(Self.parseShard)
         guard try await connection.existingTopics(logger: logger).contains(lineageTopic) else {
             throw ValidationError(
                 "lineage topic \(lineageTopic) does not exist on \(connection.bootstrapServers): workers publish to it; create it first"

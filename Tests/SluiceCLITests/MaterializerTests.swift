@@ -195,6 +195,48 @@ struct MaterializerTests {
         #expect(reindexed.status == 0 && reindexed.output.contains("indexed \(runs.count) run(s)"))
     }
 
+    /// `--shard I/N`: two materializers, each with a store of its own, split the lineage partitions by number; every
+    /// answered run is in exactly one store, and a restart resumes at its shard's committed offsets.
+    @Test func shardsSplitThePartitionsBetweenStores() async throws {
+        let cluster = try await ServingCluster.start()
+        let worker = try await cluster.startWorker(["--capture", "BATCH"])
+        let specs: [[String: Any]] = (0..<60).map { ["id": "s\($0)", "value": ["text": "shard \($0)"]] }
+        let (status, responses) = try await cluster.call(specs)
+        #expect(status == 0 && responses.count == 60)
+        #expect(await worker.stop() == 0)
+
+        let stores = [try temporaryStore(), try temporaryStore()]
+        defer { for store in stores { try? FileManager.default.removeItem(atPath: store) } }
+        var materializers: [ServiceProcess] = []
+        for (index, store) in stores.enumerated() {
+            materializers.append(try await cluster.startMaterializer(store: store, ["--shard", "\(index)/2"]))
+        }
+        let deadline = ContinuousClock.now + .seconds(120)
+        while try stores.map({ try storedRuns($0).count }).reduce(0, +) < 60, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        for materializer in materializers { #expect(await materializer.stop() == 0) }
+
+        let answered = Set(responses.compactMap { ($0["value"] as? [String: Any])?["run_id"] as? String })
+        let held = try stores.map { try storedRuns($0).compactMap { $0["run_id"] as? String } }
+        #expect(held[0].count + held[1].count == 60 && Set(held[0] + held[1]) == answered)
+        #expect(!held[0].isEmpty && !held[1].isEmpty)
+        for (index, store) in stores.enumerated() {
+            let partitions = Set(
+                try storeFiles(store).keys.filter { $0.hasSuffix(".jsonl") }.compactMap {
+                    $0.split(separator: "/").last?.split(separator: "-").first
+                })
+            #expect(partitions == (index == 0 ? ["p0", "p2"] : ["p1", "p3"]), "\(store): \(partitions)")
+        }
+
+        // Restarted, shard 0 reads nothing again: its partitions' committed offsets are at their ends.
+        let again = try await cluster.startMaterializer(store: stores[0], ["--shard", "0/2"])
+        try await Task.sleep(for: .seconds(3))
+        #expect(try await again.healthObject()?["events"] as? Int == 0)
+        #expect(await again.stop() == 0)
+        await cluster.stop()
+    }
+
     @Test func aMissingLineageTopicIsAStartUpErrorNamingIt() async throws {
         let broker = try await BrokerProcess.start(["--topic", "text-stats.requests:2"])
         let store = try temporaryStore()

@@ -55,8 +55,14 @@ final class ConsumerClient: RDKafkaClient, @unchecked Sendable {
     private var queue: OpaquePointer!
     private var pollThread: DedicatedThread?
 
+    /// What a consumer reads: the partitions the group gives it for `topics`, or fixed `partitions`.
+    enum Source {
+        case topics([String])
+        case partitions([TopicPartition])
+    }
+
     init(
-        configuration: KafkaConfiguration, topics: [String], capacity: Int, rebalanceHandler: RebalanceHandler,
+        configuration: KafkaConfiguration, source: Source, capacity: Int, rebalanceHandler: RebalanceHandler,
         logger: Logger, onError: @escaping @Sendable (KafkaError) -> Void
     ) throws {
         self.capacity = max(1, capacity)
@@ -69,9 +75,19 @@ final class ConsumerClient: RDKafkaClient, @unchecked Sendable {
         rd_kafka_poll_set_consumer(handle)
         queue = rd_kafka_queue_get_consumer(handle)
         do {
-            let subscription = topics.map { (TopicPartition($0, RD_KAFKA_PARTITION_UA), Int64?.none) }
-            try TopicPartition.withNativeList(subscription) {
-                try KafkaError.check(rd_kafka_subscribe(handle, $0), "subscribing to \(topics)")
+            switch source {
+            case .topics(let topics):
+                let subscription = topics.map { (TopicPartition($0, RD_KAFKA_PARTITION_UA), Int64?.none) }
+                try TopicPartition.withNativeList(subscription) {
+                    try KafkaError.check(rd_kafka_subscribe(handle, $0), "subscribing to \(topics)")
+                }
+            case .partitions(let partitions):
+                // No offsets given: each partition starts at the group's committed offset, else auto.offset.reset.
+                try TopicPartition.withNativeList(partitions.map { ($0, nil) }) {
+                    try KafkaError.check(rd_kafka_assign(handle, $0), "assigning \(partitions.sorted())")
+                }
+                state.withLock { $0.assignment = Set(partitions) }
+                logger.info("assigned \(partitions.sorted())")
             }
             pollThread = try DedicatedThread.start(name: "sluice-kcons") { [self] in pollLoop() }
         } catch {
