@@ -1,6 +1,7 @@
 import Logging
 
-/// A member of a consumer group: subscribes to topics and reads their records through ``messages``.
+/// A member of a consumer group: subscribes to topics and reads their records through ``messages``; or, created with
+/// fixed partitions, a reader of just those, committing to its group without joining it.
 ///
 /// Offsets are stored by hand (`enable.auto.offset.store=false` is forced): a record counts as done only once
 /// ``storeOffset(_:nextOffset:)`` says so, and librdkafka's auto-commit (or ``commit()``) commits what is stored.
