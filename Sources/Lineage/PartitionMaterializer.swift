@@ -13,6 +13,15 @@ public struct FoldCounts: Sendable, Hashable {
     public var partial = 0
 
     public init() {}
+
+    /// Adds the counts of `other`.
+    public mutating func add(_ other: FoldCounts) {
+        events += other.events
+        runsWritten += other.runsWritten
+        malformed += other.malformed
+        incomplete += other.incomplete
+        partial += other.partial
+    }
 }
 
 /// One lineage partition's fold and files: records go in in offset order, finished runs come out as lines in the
