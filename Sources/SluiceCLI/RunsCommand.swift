@@ -84,8 +84,10 @@ struct RunsCommand: ParsableCommand {
         @Argument(help: "The run's id.")
         var runID: String
 
-        @Option(name: .long, help: "Which delivery of the run (default: the last one stored).")
-        var attempt: Int?
+        @Option(
+            name: .long,
+            help: "Which delivery of the run, counted from 1 in the order they started (default: the last one stored).")
+        var delivery: Int?
 
         @Flag(name: .long, help: "Write the DAG in Graphviz dot instead of text.")
         var dot = false
@@ -94,19 +96,12 @@ struct RunsCommand: ParsableCommand {
             let index = try options.index()
             let lines = try index.lines(ofRun: runID)
             guard !lines.isEmpty else { throw NotFound(description: "no run \(runID) in \(options.store)") }
-            let chosen =
-                try attempt.map { number in
-                    guard let line = lines.last(where: { $0.attempt == number }) else {
-                        throw NotFound(
-                            description:
-                                "run \(runID) has no attempt \(number) (stored: \(lines.map { String($0.attempt) }.joined(separator: ", ")))"
-                        )
-                    }
-                    return line
-                } ?? lines[lines.count - 1]
-            let line = try index.line(of: chosen)
-            let run = RunView(line)
-            print(dot ? run.dot() : run.text(deliveries: lines.count))
+            let number = delivery ?? lines.count
+            guard (1...lines.count) ~= number else {
+                throw NotFound(description: "run \(runID) has no delivery \(number): \(lines.count) stored")
+            }
+            let run = RunView(try index.line(of: lines[number - 1]))
+            print(dot ? run.dot() : run.text(delivery: number, of: lines.count))
         }
     }
 
@@ -248,11 +243,11 @@ private struct RunView {
         return text
     }
 
-    func text(deliveries: Int) -> String {
+    func text(delivery: Int, of deliveries: Int) -> String {
         var lines: [String] = []
         let status = Self.string(fields["status"]) ?? "?"
         lines.append(
-            "run \(Self.string(fields["run_id"]) ?? "?") (attempt \(Self.integer(fields["attempt"]) ?? 1) of \(deliveries) stored)"
+            "run \(Self.string(fields["run_id"]) ?? "?") (delivery \(delivery) of \(deliveries) stored, attempt \(Self.integer(fields["attempt"]) ?? 1))"
         )
         lines.append(
             "  pipeline \(Self.string(fields["pipeline"]) ?? "?"), \(status), capture \(Self.string(fields["capture"]) ?? "?")"

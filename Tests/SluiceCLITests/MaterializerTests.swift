@@ -237,6 +237,47 @@ struct MaterializerTests {
         await cluster.stop()
     }
 
+    /// A request delivered again after its first run finished (a worker died before committing): two lines with the
+    /// same run id, both stored, and `sluice runs show --delivery N` picks either.
+    @Test func aRunDeliveredTwiceIsStoredTwiceAndShownByDelivery() async throws {
+        let cluster = try await ServingCluster.start()
+        let store = try temporaryStore()
+        defer { try? FileManager.default.removeItem(atPath: store) }
+        try await cluster.produce(
+            deliveredRun(worker: "first-worker", at: 1_000) + deliveredRun(worker: "second-worker", at: 9_000),
+            to: cluster.lineage)
+        let materializer = try await cluster.startMaterializer(store: store)
+        #expect(try await waitForRuns(store, 2))
+        #expect(await materializer.stop() == 0)
+
+        func show(_ arguments: [String]) async throws -> (status: Int32, output: String) {
+            let process = try ChildProcess(sluiceExecutable, ["runs", "--store", store, "show", "twice"] + arguments)
+            let output = try await process.readRest()
+            return (await process.wait(), output)
+        }
+        let last = try await show([])
+        #expect(
+            last.status == 0 && last.output.contains("delivery 2 of 2 stored") && last.output.contains("second-worker"))
+        let first = try await show(["--delivery", "1"])
+        #expect(
+            first.status == 0 && first.output.contains("delivery 1 of 2 stored")
+                && first.output.contains("first-worker"))
+        #expect(try await show(["--delivery", "3"]).status != 0)
+        await cluster.stop()
+    }
+
+    /// The events of one finished delivery of the run `twice`, keyed by its id, as produce_lines.py reads them.
+    private func deliveredRun(worker: String, at timestamp: Int) -> [String] {
+        let common = #""run_id":"twice","pipeline":"text-stats","request_id":"r-twice","capture":"BATCH","attempt":1"#
+        let started =
+            #"{"v":1,"event_id":"twice/1/0","seq":0,"type":"run_started","ts":\#(timestamp),"# + common
+            + #","configuration":{},"input":null,"traceparent":null,"worker":"\#(worker)"}"#
+        let completed =
+            #"{"v":1,"event_id":"twice/1/1","seq":1,"type":"run_completed","ts":\#(timestamp + 500),"# + common
+            + #","status":"completed","duration_us":500,"output":null}"#
+        return ["twice\t\(started)", "twice\t\(completed)"]
+    }
+
     @Test func aMissingLineageTopicIsAStartUpErrorNamingIt() async throws {
         let broker = try await BrokerProcess.start(["--topic", "text-stats.requests:2"])
         let store = try temporaryStore()
