@@ -24,7 +24,9 @@ public final class KafkaConsumer: Sendable {
     ///   - bufferCapacity: records held for the reader before partitions are paused.
     ///   - rebalanceHandler: hooks run when the group moves partitions (see ``RebalanceHandler``).
     ///   - logger: receives librdkafka's log lines.
-    ///   - onError: called with client-level and consume errors (on librdkafka's or the poll thread).
+    ///   - onError: called with client-level and consume errors, and with a commit the coordinator refused when
+    ///     partitions were revoked (their next owner then re-reads what was stored since the last commit), on
+    ///     librdkafka's or the poll thread.
     /// - Throws: ``KafkaError`` naming a property librdkafka refuses, or when subscribing fails.
     public init(
         configuration: KafkaConfiguration,

@@ -234,7 +234,8 @@ final class ConsumerClient: RDKafkaClient, @unchecked Sendable {
             }
             // librdkafka keeps a partition's pause across reassignment; clear it so a later assignment starts clean.
             setPaused(stillPaused, false)
-            if !lost { commitStoredOffsets(context: "committing on revoke") }
+            // A refused commit means the partitions' next owner re-reads from the last committed offset.
+            if !lost, let error = commitStoredOffsets(context: "committing on revoke") { onError(error) }
             if cooperative {
                 if let error = rd_kafka_incremental_unassign(handle, list) {
                     logger.error("\(KafkaError.consuming(error, "unassigning \(partitions.sorted())"))")
