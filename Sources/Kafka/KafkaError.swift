@@ -26,6 +26,9 @@ public struct KafkaError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let topicAuthorizationFailed = Code(RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED)
         public static let topicAlreadyExists = Code(RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS)
         public static let messageSizeTooLarge = Code(RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE)
+        public static let recordListTooLarge = Code(RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE)
+        /// The group coordinator refuses a request while the group rebalances.
+        public static let rebalanceInProgress = Code(RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS)
         public static let notLeaderForPartition = Code(RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION)
         public static let transport = Code(RD_KAFKA_RESP_ERR__TRANSPORT)
         public static let allBrokersDown = Code(RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
@@ -36,6 +39,22 @@ public struct KafkaError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let noOffset = Code(RD_KAFKA_RESP_ERR__NO_OFFSET)
         /// The client is closed; nothing more can be sent or received through it.
         public static let closed = Code(RD_KAFKA_RESP_ERR__DESTROY)
+
+        /// Whether producing the same record again can succeed. `false` for what the record or the topic is: too
+        /// large (for the producer's `message.max.bytes` or the broker's limit), invalid, a topic or partition that
+        /// does not exist after librdkafka's own metadata wait, or one this client may not write to. Everything else
+        /// (timeouts, transport, leader changes, a full queue, a closed or purged client) may succeed later.
+        public var isRetriable: Bool { !Self.permanentForProducing.contains(rawValue) }
+
+        private static let permanentForProducing: Set<Int32> = [
+            RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE, RD_KAFKA_RESP_ERR_INVALID_MSG_SIZE,
+            RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE, RD_KAFKA_RESP_ERR_INVALID_RECORD,
+            RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION, RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART,
+            RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC, RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION,
+            RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED, RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED,
+            RD_KAFKA_RESP_ERR_INVALID_REQUIRED_ACKS, RD_KAFKA_RESP_ERR_POLICY_VIOLATION,
+            RD_KAFKA_RESP_ERR_UNSUPPORTED_FOR_MESSAGE_FORMAT, RD_KAFKA_RESP_ERR__INVALID_ARG,
+        ].reduce(into: []) { $0.insert($1.rawValue) }
     }
 
     public let code: Code

@@ -23,7 +23,8 @@ final class StatusServer: Sendable {
     let port: Int
 
     /// Serves `GET /health` and `GET /metrics` (Prometheus text) on `address`, if one is given, and logs the port.
-    /// `health` writes the members of the health object and returns whether the process is stopping (then 503).
+    /// `health` writes the members of the health object and returns whether to answer 503 (stopping, or
+    /// not live).
     static func healthAndMetrics(
         address: String?, logger: Logger, health: @escaping @Sendable (inout JSONWriter) -> Bool,
         metrics: @escaping @Sendable () -> String

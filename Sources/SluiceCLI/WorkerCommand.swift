@@ -53,6 +53,11 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(name: .customLong("drain-seconds"), help: "How long a stop or a revoke waits for requests in flight.")
     var drainSeconds = 30.0
 
+    @Option(
+        name: .customLong("delivery-stall-seconds"),
+        help: "How long deliveries may keep failing, nothing acknowledged, before /health answers 503 (stalled).")
+    var deliveryStallSeconds = 60.0
+
     @Option(name: .long, help: "Serve GET /health and GET /metrics on HOST:PORT.")
     var http: String?
 
@@ -69,6 +74,9 @@ struct WorkerCommand: AsyncParsableCommand {
         guard concurrency >= 1 else { throw ValidationError("--concurrency \(concurrency) must be at least 1") }
         guard maxPayloadBytes >= 1 else { throw ValidationError("--max-payload-bytes \(maxPayloadBytes) must be >= 1") }
         guard drainSeconds >= 0 else { throw ValidationError("--drain-seconds \(drainSeconds) must be >= 0") }
+        guard deliveryStallSeconds > 0 else {
+            throw ValidationError("--delivery-stall-seconds \(deliveryStallSeconds) must be > 0")
+        }
         guard partitions >= 1 else { throw ValidationError("--partitions \(partitions) must be at least 1") }
     }
 
@@ -92,6 +100,7 @@ struct WorkerCommand: AsyncParsableCommand {
         configuration.concurrency = concurrency
         configuration.maxPayloadBytes = maxPayloadBytes
         configuration.drainTimeout = .milliseconds(Int(drainSeconds * 1000))
+        configuration.deliveryStallLimit = .milliseconds(Int(deliveryStallSeconds * 1000))
         if let name { configuration.name = name }
 
         try await checkTopics(configuration, settings: settings, logger: logger)
@@ -102,12 +111,12 @@ struct WorkerCommand: AsyncParsableCommand {
             address: http, logger: logger,
             health: { out in
                 let health = worker.health
-                out.field("status", health.status)
+                out.field("status", health.status.rawValue)
                 out.field("assigned_partitions", health.assignedPartitions)
                 out.field("in_flight", health.inFlight)
                 out.field("pipeline", pipeline.name)
                 out.field("capture", captureLabel)
-                return health.status == "stopping"
+                return !health.isLive
             },
             metrics: { worker.metricsText })
         let signals = TerminationSignals.stopOnFirst(logger: logger) { worker.stop() }
@@ -126,10 +135,10 @@ struct WorkerCommand: AsyncParsableCommand {
         if !configuration.capture.isMemoryOnly { needed.append(configuration.lineageTopic) }
         let existing = try await connection.existingTopics(logger: logger)
         // The dead-letter topic is written only when a request fails: its absence is worth a warning, not a refusal
-        // (a failed request then waits, unanswered and uncommitted, until the topic exists).
+        // (a failed request is then answered without its copy once Kafka reports the topic unknown).
         if !existing.contains(configuration.deadLetterTopic) && !createTopics {
             logger.warning(
-                "dead-letter topic \(configuration.deadLetterTopic) does not exist: failed requests will wait for it")
+                "dead-letter topic \(configuration.deadLetterTopic) does not exist: failed requests get no copy")
         }
         if createTopics, !existing.contains(configuration.deadLetterTopic) {
             needed.append(configuration.deadLetterTopic)

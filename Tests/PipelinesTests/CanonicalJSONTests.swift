@@ -110,7 +110,10 @@ struct CanonicalJSONTests {
         let error = try #require(throws: EncodingError.self) {
             try CanonicalJSON.encode(Reading(values: [1, .infinity]))
         }
-        guard case .invalidValue(_, let context) = error else { return }
+        guard case .invalidValue(_, let context) = error else {
+            Issue.record("expected .invalidValue, got \(String(describing: error))")
+            return
+        }
         #expect(context.codingPath.map(\.stringValue) == ["values", "1"])
         #expect(throws: EncodingError.self) { try CanonicalJSON.encode(["big": UInt64.max]) }
         #expect(throws: EncodingError.self) { try CanonicalJSON.encode(Float.nan) }

@@ -35,7 +35,10 @@ struct CaptureModeTests {
         // The run's output is the last step's: it names that artifact and does not repeat the value.
         #expect(output.producedBy == "summarize#1/out")
         #expect(output.value == nil)
-        guard case .stepCompleted(_, _, _, let summary?) = events[8].body else { return }
+        guard case .stepCompleted(_, _, _, let summary?) = events[8].body else {
+            Issue.record("expected .stepCompleted, got \(String(describing: events[8].body))")
+            return
+        }
         #expect(summary.value == ["tokens": 4, "first": "the", "last": "fox"])
         #expect(summary.sha256 == output.sha256)
     }
@@ -228,7 +231,10 @@ struct CaptureModeTests {
         let events = tracker.events
         #expect(events.allSatisfy { $0.runID == "run-7" && $0.requestID == "req-7" && $0.attempt == 2 })
         #expect(events.first?.eventID == "run-7/2/0")
-        guard case .runStarted(_, _, let traceparent, _) = events[0].body else { return }
+        guard case .runStarted(_, _, let traceparent, _) = events[0].body else {
+            Issue.record("expected .runStarted, got \(String(describing: events[0].body))")
+            return
+        }
         #expect(traceparent == options.traceparent)
     }
 }

@@ -61,7 +61,10 @@ struct RunnerTests {
         guard
             case .stepStarted(_, _, let joinInputs) = events.first(where: { shape([$0]) == ["step_started join#1"] })?
                 .body
-        else { return }
+        else {
+            Issue.record("join#1 started without its inputs: \(events)")
+            return
+        }
         #expect(joinInputs.map(\.id) == ["join#1/in0", "join#1/in1"])
         #expect(joinInputs.map(\.producedBy) == ["lengths#1/out", "upper#1/out"])
     }
@@ -103,7 +106,10 @@ struct RunnerTests {
         let broken = Step("broken") { (_: Int) -> Int in throw Flaky(attempt: 1) }
         let pipeline = Pipeline("broken") { (value: Int) in try await broken(value) }
         let (result, _) = await track(pipeline, 1, capture: .realtime)
-        guard case .failure(let error) = result.outcome else { return }
+        guard case .failure(let error) = result.outcome else {
+            Issue.record("expected .failure, got \(String(describing: result.outcome))")
+            return
+        }
         #expect(error == ErrorDetail(code: "step_failed", message: "flaked on attempt 1", step: "broken"))
         // Untracked, the same failure is thrown as a StepError.
         await #expect(throws: StepError.self) { try await pipeline.run(1) }
@@ -132,7 +138,10 @@ struct RunnerTests {
             return "\(attempt) \(retrying) \(error.message)"
         }
         #expect(failures == ["1 true flaked on attempt 1", "2 true flaked on attempt 2"])
-        guard case .stepCompleted(_, let attempt, _, _) = events[6].body else { return }
+        guard case .stepCompleted(_, let attempt, _, _) = events[6].body else {
+            Issue.record("expected .stepCompleted, got \(String(describing: events[6].body))")
+            return
+        }
         #expect(attempt == 3)
     }
 
@@ -144,7 +153,10 @@ struct RunnerTests {
         let pipeline = Pipeline("hopeless") { (value: Int) in try await hopeless(value) }
         let (result, events) = await track(pipeline, 1, capture: .off)
         #expect(attempts.current == 2)
-        guard case .failure(let error) = result.outcome else { return }
+        guard case .failure(let error) = result.outcome else {
+            Issue.record("expected .failure, got \(String(describing: result.outcome))")
+            return
+        }
         #expect(error.message == "flaked on attempt 2")
         #expect(events.filter { $0.type == .stepFailed }.count == 2)
         // Memory-only retries too.
@@ -170,12 +182,18 @@ struct RunnerTests {
         #expect(calls.current == (caches ? 1 : 2))
         if caches {
             #expect(shape(events) == ["run_started", "step_cached expensive#1", "run_completed"])
-            guard case .stepCached(let step, let inputs, let output?, let source) = events[1].body else { return }
+            guard case .stepCached(let step, let inputs, let output?, let source) = events[1].body else {
+                Issue.record("expected .stepCached, got \(String(describing: events[1].body))")
+                return
+            }
             #expect(step.version == 3)
             #expect(source == CachedStepRun(runID: try #require(first.runID), stepRun: "expensive#1"))
             #expect(inputs.first?.producedBy == "input")
             #expect(output.value == 49)
-            guard case .runCompleted(_, let runOutput?) = events[2].body else { return }
+            guard case .runCompleted(_, let runOutput?) = events[2].body else {
+                Issue.record("expected .runCompleted, got \(String(describing: events[2].body))")
+                return
+            }
             #expect(runOutput.producedBy == "expensive#1/out")
         }
         // A different input is not a hit.
@@ -237,7 +255,10 @@ struct RunnerTests {
         let pipeline = Pipeline("divide") { (value: Double) in try await divide(value) }
         let (result, events) = await track(pipeline, 1, capture: .batch)
         #expect(try result.outcome.get() == .infinity)
-        guard case .stepCompleted(_, _, _, let output?) = events[2].body else { return }
+        guard case .stepCompleted(_, _, _, let output?) = events[2].body else {
+            Issue.record("expected .stepCompleted, got \(String(describing: events[2].body))")
+            return
+        }
         #expect(output.sha256 == nil)
         #expect(output.error != nil)
         // The event still encodes and decodes.
@@ -259,7 +280,10 @@ struct RunnerTests {
                 "step_completed outer#1", "run_completed",
             ])
         let (failed, failedEvents) = await track(pipeline, -1, capture: .batch)
-        guard case .failure(let error) = failed.outcome else { return }
+        guard case .failure(let error) = failed.outcome else {
+            Issue.record("expected .failure, got \(String(describing: failed.outcome))")
+            return
+        }
         #expect(error.step == "inner" && error.code == "invalid_input")
         #expect(
             shape(failedEvents) == [

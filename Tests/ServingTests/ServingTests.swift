@@ -36,9 +36,11 @@ struct ProtocolTests {
         #expect(bad.headerError?.contains("sluice-reply-to is not UTF-8") == true)
     }
 
-    @Test func runIDsAreDeterministicPerMessage() {
+    @Test func runIDsFollowTheDocumentedFormula() {
+        // docs/protocol.md: SHA-256 of "sluice-run-v1", topic, partition and offset joined by NUL, first 32 hex
+        // digits; the expected value is Python's hashlib over those bytes.
         let once = WireProtocol.runID(topic: "p.requests", partition: 3, offset: 41)
-        #expect(once == WireProtocol.runID(topic: "p.requests", partition: 3, offset: 41))
+        #expect(once == "de667f317ab777f0f1ae317e776bd6f3")
         #expect(once != WireProtocol.runID(topic: "p.requests", partition: 3, offset: 42))
         #expect(once != WireProtocol.runID(topic: "p.requests", partition: 4, offset: 41))
         #expect(once.count == 32 && once.allSatisfy(\.isHexDigit))
@@ -69,13 +71,44 @@ struct ProtocolTests {
     @Test func deadLettersCarryTheRequestAndWhy() {
         let request = Request(message(headers: [KafkaHeader("sluice-request-id", "x")], value: "nope"))
         let letter = DeadLetter.message(
-            for: request, error: ErrorDetail(code: "invalid_input", message: "not JSON"), topic: "p.dlq")
+            for: request, error: ErrorDetail(code: "invalid_input", message: "not JSON"), topic: "p.dlq",
+            budget: 1_000_000)
         #expect(letter.topic == "p.dlq" && letter.value == Array("nope".utf8) && letter.key == Array("k".utf8))
+        #expect(letter.headers.string(named: "sluice-truncated") == nil)
         #expect(letter.headers.string(named: "sluice-request-id") == "x")
         #expect(letter.headers.string(named: "sluice-error-code") == "invalid_input")
         #expect(letter.headers.string(named: "sluice-original-topic") == "p.requests")
         #expect(letter.headers.string(named: "sluice-original-partition") == "3")
         #expect(letter.headers.string(named: "sluice-original-offset") == "41")
+        #expect(letter.headers.string(named: "sluice-error-message") == "not JSON")
+    }
+
+    /// librdkafka's own size check of a record: key, value and headers (name, value) plus its framing.
+    private func recordSize(_ record: OutgoingMessage) -> Int {
+        (record.key?.count ?? 0) + (record.value?.count ?? 0)
+            + record.headers.reduce(0) { $0 + $1.name.utf8.count + ($1.value?.count ?? 0) + 12 } + 512
+    }
+
+    @Test func deadLettersTooLargeForTheBudgetCarryAPrefixAndSaySo() throws {
+        let value = String(repeating: "v", count: 50_000)
+        let request = Request(message(headers: [KafkaHeader("sluice-request-id", "big")], value: value))
+        let error = ErrorDetail(code: "payload_too_large", message: "too large")
+        let letter = DeadLetter.message(for: request, error: error, topic: "p.dlq", budget: 16_384)
+        let kept = try #require(letter.value)
+        #expect(kept.count > 10_000 && kept.count < 16_384 && kept == Array(value.utf8.prefix(kept.count)))
+        #expect(letter.headers.string(named: "sluice-truncated") == "true")
+        #expect(letter.headers.string(named: "sluice-original-size") == "50000")
+        #expect(letter.headers.string(named: "sluice-request-id") == "big")
+        #expect(recordSize(letter) <= 16_384)
+
+        // Headers too large to copy are left out and counted; the copy still fits.
+        let noisy = Request(
+            message(headers: (0..<40).map { KafkaHeader("h\($0)", String(repeating: "x", count: 1000)) }, value: value))
+        let trimmed = DeadLetter.message(for: noisy, error: error, topic: "p.dlq", budget: 16_384)
+        #expect(trimmed.headers.string(named: "sluice-original-headers-dropped") == "40")
+        #expect(trimmed.headers.string(named: "h0") == nil)
+        #expect(trimmed.headers.string(named: "sluice-error-code") == "payload_too_large")
+        #expect(recordSize(trimmed) <= 16_384)
     }
 
     @Test func replyTopicsMustStartWithAnAllowedPrefix() {

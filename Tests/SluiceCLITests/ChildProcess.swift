@@ -1,5 +1,6 @@
 import Foundation
 import Kafka
+import Testing
 
 /// A process started by a test: stdout is readable line by line, stderr goes to a file; stopped by PID.
 final class ChildProcess: @unchecked Sendable {
@@ -10,10 +11,19 @@ final class ChildProcess: @unchecked Sendable {
     private var pending: [UInt8] = []
     let stderrPath: String
 
-    /// Starts `executable`; `environment` is added to this process's own.
-    init(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws {
+    /// Starts `executable`; `environment` is added to this process's own; `input`, if given, is its standard input.
+    init(
+        _ executable: String, _ arguments: [String], environment: [String: String] = [:], input: String? = nil
+    ) throws {
         stderrPath = NSTemporaryDirectory() + "sluice-test-\(UUID().uuidString).err"
         _ = FileManager.default.createFile(atPath: stderrPath, contents: nil)
+        if let input {
+            let inputPath = stderrPath + ".in"
+            _ = FileManager.default.createFile(atPath: inputPath, contents: Data(input.utf8))
+            process.standardInput = FileHandle(forReadingAtPath: inputPath)
+            // The open handle keeps the file readable after its name is gone.
+            try? FileManager.default.removeItem(atPath: inputPath)
+        }
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
         if !environment.isEmpty {
@@ -59,7 +69,9 @@ final class ChildProcess: @unchecked Sendable {
 
     func signal(_ signal: Int32) { kill(process.processIdentifier, signal) }
 
-    /// Waits for the process to end, at most `timeout` (then kills it), and returns its exit status.
+    /// Waits for the process to end and returns its exit status (the signal's number if a signal ended it). A
+    /// process still running after `timeout` is killed and recorded as an issue of the running test, so no check of
+    /// the status can pass because of it.
     func wait(timeout: Duration = .seconds(30)) async -> Int32 {
         let deadline = ContinuousClock.now + timeout
         while process.isRunning && ContinuousClock.now < deadline {
@@ -68,7 +80,7 @@ final class ChildProcess: @unchecked Sendable {
         if process.isRunning {
             kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
-            return -1
+            Issue.record("\(process.executableURL?.lastPathComponent ?? "?") \(process.arguments ?? []) did not end within \(timeout): killed")
         }
         return process.terminationStatus
     }

@@ -14,10 +14,12 @@ struct ServingCluster {
     var deadLetters: String { "\(pipeline).dlq" }
     let lineage = "sluice.lineage"
 
-    static func start(pipeline: String = "text-stats", partitions: Int = 4) async throws -> ServingCluster {
+    static func start(
+        pipeline: String = "text-stats", partitions: Int = 4, deadLetterPartitions: Int = 2
+    ) async throws -> ServingCluster {
         let broker = try await BrokerProcess.start([
             "--topic", "\(pipeline).requests:\(partitions)", "--topic", "\(pipeline).responses:\(partitions)",
-            "--topic", "\(pipeline).dlq:2", "--topic", "sluice.lineage:4",
+            "--topic", "\(pipeline).dlq:\(deadLetterPartitions)", "--topic", "sluice.lineage:4",
         ])
         return ServingCluster(broker: broker, pipeline: pipeline)
     }
@@ -59,11 +61,8 @@ struct ServingCluster {
     /// Produces one record per line (`KEY<TAB>VALUE` or `VALUE`) to `topic` with the Python client.
     func produce(_ lines: [String], to topic: String) async throws {
         let shell = try ChildProcess(
-            "/bin/sh",
-            [
-                "-c", "printf '%s\\n' \"$1\" | python3 \"$0\" \"$2\" \"$3\"", pythonScript("produce_lines.py"),
-                lines.joined(separator: "\n"), bootstrap, topic,
-            ])
+            "/usr/bin/env", ["python3", pythonScript("produce_lines.py"), bootstrap, topic],
+            input: lines.joined(separator: "\n") + "\n")
         _ = try await shell.readRest()
         #expect(await shell.wait(timeout: .seconds(60)) == 0)
     }
@@ -72,13 +71,10 @@ struct ServingCluster {
     func call(_ specs: [[String: Any]], timeout: Int = 60) async throws -> (status: Int32, responses: [[String: Any]]) {
         let input = try specs.map { String(decoding: try JSONSerialization.data(withJSONObject: $0), as: UTF8.self) }
             .joined(separator: "\n")
-        let script = pythonScript("request_reply.py")
         let shell = try ChildProcess(
-            "/bin/sh",
-            [
-                "-c", "printf '%s\\n' \"$1\" | python3 \"$0\" \"$2\" \"$3\" \"$4\" \"$5\"", script, input,
-                bootstrap, requests, responses, String(timeout),
-            ])
+            "/usr/bin/env",
+            ["python3", pythonScript("request_reply.py"), bootstrap, requests, responses, String(timeout)],
+            input: input + "\n")
         let lines = try await shell.readRest().split(separator: "\n")
         let status = await shell.wait(timeout: .seconds(timeout + 30))
         let responses = try lines.map { line in
@@ -88,13 +84,28 @@ struct ServingCluster {
     }
 
     /// Every message of `topic` (see read_topic.py).
+    /// - Throws: when the reader did not read the topic to its end (exit status other than 0).
     func read(_ topic: String) async throws -> [[String: Any]] {
         let reader = try ChildProcess("/usr/bin/env", ["python3", pythonScript("read_topic.py"), bootstrap, topic])
         let lines = try await reader.readRest().split(separator: "\n")
-        _ = await reader.wait(timeout: .seconds(60))
+        let status = await reader.wait(timeout: .seconds(60))
+        guard status == 0 else {
+            throw KafkaError(
+                code: .timedOut, message: "reading \(topic) ended with status \(status): \(reader.standardError)")
+        }
         return try lines.map { line in
             try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
         }
+    }
+
+    /// The offsets `group` has committed for `topic`, by partition (see committed.py).
+    func committedOffsets(group: String, topic: String) async throws -> [Int: Int] {
+        let reader = try ChildProcess(
+            "/usr/bin/env", ["python3", pythonScript("committed.py"), bootstrap, group, topic])
+        let output = try await reader.readRest()
+        #expect(await reader.wait(timeout: .seconds(30)) == 0, "\(reader.standardError)")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Int])
+        return Dictionary(uniqueKeysWithValues: object.map { (Int($0.key)!, $0.value) })
     }
 
     func stop() async {
@@ -143,6 +154,24 @@ struct ServiceProcess {
     }
 
     func metrics() async throws -> String? { try await httpGet("/metrics") }
+
+    /// Requests answered so far (the count of `sluice_request_duration_seconds`).
+    func answered() async throws -> Int? {
+        guard let metrics = try await metrics(),
+            let match = metrics.firstMatch(of: /sluice_request_duration_seconds_count\{[^}]*\} (\d+)/)
+        else { return nil }
+        return Int(match.1)
+    }
+
+    /// Polls `/metrics` until at least `count` requests are answered, at most `timeout`.
+    func waitUntilAnswered(_ count: Int, timeout: Duration = .seconds(60)) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if let answered = try? await answered(), answered >= count { return }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw KafkaError(code: .timedOut, message: "never answered \(count): \(process.standardError.suffix(2000))")
+    }
 
     /// The whole `/health` object.
     func healthObject() async throws -> [String: Any]? {

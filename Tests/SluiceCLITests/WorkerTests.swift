@@ -79,6 +79,70 @@ struct WorkerTests {
         await cluster.stop()
     }
 
+    /// Requests over the payload limit, and failing requests whose dead-letter copy would pass librdkafka's default
+    /// `message.max.bytes` of 1 000 000, between valid ones, with four slots: each is answered once with its code
+    /// and copied once (a value too large for the copy cut and marked), and the valid ones are served.
+    @Test(arguments: ["BATCH", "REALTIME", "OFF", "MEMORY"])
+    func oversizedAndNearLimitRequestsAreAnsweredAndHoldNoSlot(capture: String) async throws {
+        let cluster = try await ServingCluster.start(partitions: 8, deadLetterPartitions: 8)
+        let worker = try await cluster.startWorker(["--capture", capture, "--concurrency", "4"])
+        let huge: [[Any]] = [["{\"text\": \"", 1], ["ab ", 700_000], ["\"}", 1]]  // 2 100 012 bytes
+        let nearInvalid: [[Any]] = [["{not json ", 1], ["x", 1_020_000]]  // 1 020 010 bytes
+        let nearValid: [[Any]] = [["{\"text\": \"", 1], ["ab ", 330_000], ["\"}", 1]]  // 990 012 bytes
+        var specs: [[String: Any]] = []
+        var expected: [String: String] = [:]
+        for round in 0..<3 {
+            specs.append(["id": "huge-\(round)", "parts": huge, "key": "h\(round)"])
+            expected["huge-\(round)"] = "payload_too_large"
+            specs.append(["id": "near-invalid-\(round)", "parts": nearInvalid, "key": "n\(round)"])
+            expected["near-invalid-\(round)"] = "invalid_input"
+            if round < 2 {
+                specs.append(["id": "near-valid-\(round)", "parts": nearValid, "key": "v\(round)"])
+                expected["near-valid-\(round)"] = "ok"
+            }
+            for index in 0..<6 {
+                specs.append(["id": "ok-\(round)-\(index)", "value": ["text": "fine \(index)"], "key": "k\(index)"])
+                expected["ok-\(round)-\(index)"] = "ok"
+            }
+        }
+        let (status, responses) = try await cluster.call(specs, timeout: 90)
+        #expect(status == 0, "unanswered: \(Set(expected.keys).subtracting(responses.compactMap { $0["id"] as? String }))")
+        #expect(responses.count == specs.count, "answered more than once")
+        var codes: [String: String] = [:]
+        for response in responses {
+            let value = try #require(response["value"] as? [String: Any])
+            codes[response["id"] as? String ?? "?"] = (value["error"] as? [String: Any])?["code"] as? String ?? "ok"
+            if let output = value["output"] as? [String: Any], (response["id"] as? String)?.hasPrefix("near-valid") == true {
+                #expect(output["tokens"] as? Int == 330_000)
+            }
+        }
+        #expect(codes == expected)
+
+        let letters = try await cluster.read(cluster.deadLetters)
+        var copies: [String: [[String: Any]]] = [:]
+        for letter in letters {
+            copies[(letter["headers"] as? [String: String])?["sluice-request-id"] ?? "?", default: []].append(letter)
+        }
+        #expect(Set(copies.keys) == Set(expected.filter { $0.value != "ok" }.keys))
+        for (id, found) in copies {
+            #expect(found.count == 1, "\(id) copied \(found.count) times")
+            let copy = try #require(found.first)
+            let headers = try #require(copy["headers"] as? [String: String])
+            if id.hasPrefix("huge") {
+                #expect(headers["sluice-truncated"] == "true" && headers["sluice-original-size"] == "2100012")
+                #expect((copy["size"] as? Int ?? .max) < 1_114_112)
+            } else {
+                #expect(headers["sluice-truncated"] == nil && copy["size"] as? Int == 1_020_010)
+            }
+        }
+        let metrics = try #require(try await worker.metrics())
+        #expect(metrics.contains(#"sluice_dead_letters_total{pipeline="text-stats"} 6"#))
+        #expect(!metrics.contains("sluice_delivery_refusals_total{"), "\(metrics)")
+        #expect(try await worker.health()?.inFlight == 0)
+        #expect(await worker.stop() == 0)
+        await cluster.stop()
+    }
+
     @Test func batchLineageIsInKafkaBeforeTheResponse() async throws {
         let cluster = try await ServingCluster.start()
         let worker = try await cluster.startWorker(["--capture", "BATCH"])
@@ -176,7 +240,7 @@ struct WorkerFleetTests {
         let survivor = try await cluster.startWorker(["--capture", "BATCH", "--concurrency", "8"])
         let ids = (0..<400).map { "k\($0)" }
         async let load = cluster.call(ids.map { ["id": $0, "value": ["text": "p q \($0)"], "key": $0] }, timeout: 120)
-        try await victim.waitUntil { $0.inFlight > 0 }
+        try await victim.waitUntilAnswered(1)
         kill(victim.process.pid, SIGKILL)
         let (status, responses) = try await load
         #expect(status == 0)
@@ -187,16 +251,23 @@ struct WorkerFleetTests {
 
     @Test func sigtermUnderLoadDrainsAndCommits() async throws {
         let cluster = try await ServingCluster.start()
-        let draining = try await cluster.startWorker(["--capture", "REALTIME"])
-        let ids = (0..<300).map { "t\($0)" }
+        // Four slots: the stop lands while most requests still wait.
+        let draining = try await cluster.startWorker([
+            "--capture", "REALTIME", "--name", "draining", "--concurrency", "4",
+        ])
+        let ids = (0..<3000).map { "t\($0)" }
         async let load = cluster.call(ids.map { ["id": $0, "value": ["text": "s t \($0)"], "key": $0] }, timeout: 120)
-        try await draining.waitUntil { $0.inFlight > 0 }
+        try await draining.waitUntilAnswered(1)
         #expect(await draining.stop() == 0)
-        // What it did not take is served by the next worker; what it took was answered before it exited.
-        let next = try await cluster.startWorker(["--capture", "REALTIME"])
+        // What it took was answered and committed before it exited: the group's committed offsets count exactly the
+        // runs it served (offsets start at 0 and are committed in order).
+        let committed = try await cluster.committedOffsets(group: "sluice.text-stats", topic: cluster.requests)
+        // What it did not take is served by the next worker, from the committed offsets: nothing twice.
+        let next = try await cluster.startWorker(["--capture", "REALTIME", "--name", "next"])
         let (status, responses) = try await load
         #expect(status == 0)
         try checkAnswered(responses, ids: Set(ids))
+        #expect(responses.count == ids.count, "served twice: \(responses.count - ids.count)")
         #expect(await next.stop() == 0)
         // Both stopped gracefully, so REALTIME's background lineage was flushed first: every answered run is complete.
         let completed = Set(
@@ -208,6 +279,12 @@ struct WorkerFleetTests {
             })
         let answered = Set(responses.compactMap { ($0["value"] as? [String: Any])?["run_id"] as? String })
         #expect(answered.count == ids.count && answered.isSubset(of: completed))
+        let servedByDraining = try await cluster.read(cluster.lineage).filter { record in
+            let event = record["value"] as? [String: Any]
+            return event?["type"] as? String == "run_started" && event?["worker"] as? String == "draining"
+        }
+        #expect(servedByDraining.count > 0 && servedByDraining.count < ids.count)
+        #expect(committed.values.reduce(0, +) == servedByDraining.count, "\(committed)")
         await cluster.stop()
     }
 }

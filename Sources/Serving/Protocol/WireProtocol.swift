@@ -15,6 +15,12 @@ public enum WireProtocol {
         public static let originalTopic = "sluice-original-topic"
         public static let originalPartition = "sluice-original-partition"
         public static let originalOffset = "sluice-original-offset"
+        /// On a dead-letter copy whose value is a prefix of the request's: `true`.
+        public static let truncated = "sluice-truncated"
+        /// On a truncated dead-letter copy: the request value's size in bytes.
+        public static let originalSize = "sluice-original-size"
+        /// On a dead-letter copy too small for the request's headers: how many were left out.
+        public static let originalHeadersDropped = "sluice-original-headers-dropped"
     }
 
     /// The error codes a response can carry (a pipeline's ``CodedError`` may add its own).
@@ -128,6 +134,12 @@ public struct Response: Sendable {
         self.durationMicros = durationMicros
     }
 
+    /// Turns the response into an error response (no output), keeping its request, run and timing.
+    public mutating func replaceWithError(code: String, message: String) {
+        output = nil
+        error = ErrorDetail(code: code, message: message)
+    }
+
     /// `ok` or `error`.
     public var status: String { error == nil ? "ok" : "error" }
 
@@ -217,17 +229,50 @@ public struct ResponseDecodingError: Error, Sendable, CustomStringConvertible {
 
 /// The copy of a failed request sent to the dead-letter topic: the request's key, value and headers, with headers
 /// saying why it failed and where it came from.
+///
+/// A copy never exceeds the byte budget it is given (the producer's `message.max.bytes`, or less after a broker
+/// refused a larger copy): a value that does not fit is cut to a prefix, and then `sluice-truncated: true` and
+/// `sluice-original-size` (the value's length in bytes) say so; when even the request's headers do not fit, they are
+/// left out and `sluice-original-headers-dropped` says how many there were.
 public enum DeadLetter {
-    public static func message(for request: Request, error: ErrorDetail, topic: String) -> OutgoingMessage {
+    /// A budget every broker accepts, used after a broker refused a larger copy as too large.
+    public static let refusedCopyBudget = 16 * 1024
+
+    /// What librdkafka adds to a record's key, value and headers when it checks `message.max.bytes` (the record
+    /// batch's header and a record's own overhead), with room to spare.
+    static let recordOverhead = 512
+
+    /// The copy of `request`, failed with `error`, for `topic`, at most `budget` bytes as librdkafka counts a record.
+    public static func message(for request: Request, error: ErrorDetail, topic: String, budget: Int) -> OutgoingMessage {
         let original = request.message
-        let reasons = [
+        var headers = [
             KafkaHeader(WireProtocol.Header.errorCode, error.code),
             KafkaHeader(WireProtocol.Header.errorMessage, String(error.message.prefix(1024))),
             KafkaHeader(WireProtocol.Header.originalTopic, original.topic),
             KafkaHeader(WireProtocol.Header.originalPartition, String(original.partition)),
             KafkaHeader(WireProtocol.Header.originalOffset, String(original.offset)),
         ]
-        return OutgoingMessage(
-            topic: topic, key: original.key, value: original.value, headers: original.headers + reasons)
+        // Room for the headers saying what was cut, whether or not they are needed.
+        let cutNotes = 3 * (32 + 20)
+        var room = budget - recordOverhead - cutNotes - size(of: headers) - (original.key?.count ?? 0)
+        var copiedHeaders = original.headers
+        if size(of: copiedHeaders) > room / 2 {
+            headers.append(KafkaHeader(WireProtocol.Header.originalHeadersDropped, String(copiedHeaders.count)))
+            copiedHeaders = []
+        }
+        room -= size(of: copiedHeaders)
+        var value = original.value
+        if let whole = value, whole.count > room {
+            value = Array(whole.prefix(max(0, room)))
+            headers.append(KafkaHeader(WireProtocol.Header.truncated, "true"))
+            headers.append(KafkaHeader(WireProtocol.Header.originalSize, String(whole.count)))
+        }
+        return OutgoingMessage(topic: topic, key: original.key, value: value, headers: copiedHeaders + headers)
+    }
+
+    /// Bytes of `headers` as librdkafka counts them toward `message.max.bytes`, rounded up (name, value and the
+    /// varints of their lengths).
+    static func size(of headers: [KafkaHeader]) -> Int {
+        headers.reduce(0) { $0 + $1.name.utf8.count + ($1.value?.count ?? 0) + 12 }
     }
 }

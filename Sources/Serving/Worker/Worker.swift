@@ -31,6 +31,9 @@ public struct WorkerConfiguration: Sendable {
     public var drainTimeout: Duration = .seconds(30)
     /// Lineage events waiting to be published past which the worker stops taking requests.
     public var maxLineageBacklog = 65_536
+    /// How long responses (or dead-letter copies) may keep failing with errors worth retrying, with nothing
+    /// acknowledged meanwhile, before ``WorkerHealth`` reports the worker `stalled` (and `/health` answers 503).
+    public var deliveryStallLimit: Duration = .seconds(60)
     /// Recorded on every run's `run_started` as `worker`. Default: `<host name>:<process id>` (a pod's name on
     /// Kubernetes).
     public var name = WorkerConfiguration.defaultName
@@ -64,10 +67,24 @@ public struct WorkerConfiguration: Sendable {
 
 /// What `GET /health` reports.
 public struct WorkerHealth: Sendable {
-    /// `starting` until the consumer has joined, `serving`, then `stopping`.
-    public var status: String
+    public enum Status: String, Sendable {
+        /// The consumer is being created.
+        case starting
+        case serving
+        /// Responses have been failing with errors worth retrying, and nothing was acknowledged, for longer than
+        /// ``WorkerConfiguration/deliveryStallLimit``.
+        case stalled
+        /// ``Worker/stop()`` was called: draining.
+        case stopping
+    }
+
+    public var status: Status
     public var assignedPartitions: Int
+    /// Requests taken from the consumer and not yet finished.
     public var inFlight: Int
+
+    /// Whether a liveness probe should pass: not stalled and not stopping.
+    public var isLive: Bool { status == .starting || status == .serving }
 }
 
 /// A worker: consumes requests, runs the pipeline, produces responses, publishes lineage, stores offsets in order.
@@ -77,19 +94,28 @@ public struct WorkerHealth: Sendable {
 ///   acknowledged. librdkafka's auto-commit commits what is stored; a revoke and a stop commit at once.
 public final class Worker: Sendable {
     private struct State {
-        var phase = "starting"
+        var phase = WorkerHealth.Status.starting
         var stopping = false
         var watermarks: [TopicPartition: OffsetWatermark] = [:]
-        var inFlight = 0
+        /// Slots under `concurrency` held by reading lanes and by requests waiting for their acknowledgements.
+        var slotsTaken = 0
+        /// Requests taken from the consumer and not yet finished.
+        var requests = 0
         var slotWaiters: [CheckedContinuation<Void, Never>] = []
         var drainWaiters: [CheckedContinuation<Void, Never>] = []
         var consumer: KafkaConsumer?
+        /// Requests whose delivery is being retried after an error worth retrying.
+        var retrying = 0
+        /// While `retrying > 0`: when the first of them failed, or the last acknowledgement since.
+        var lastProgress: ContinuousClock.Instant?
     }
 
     public let configuration: WorkerConfiguration
     public let metrics: WorkerMetrics
     private let logger: Logger
     private let producer: KafkaProducer
+    /// The producer's `message.max.bytes`: no record the worker sends is larger.
+    private let recordLimit: Int
     private let tracker: KafkaTracker?
     private let runner: PipelineRunner
     private let state = Mutex(State())
@@ -99,7 +125,12 @@ public final class Worker: Sendable {
         self.configuration = configuration
         self.logger = logger
         metrics = WorkerMetrics(pipeline: configuration.pipeline.name, capture: configuration.capture.label)
-        producer = try KafkaProducer(configuration: configuration.kafka, logger: logger)
+        var producerSettings = configuration.kafka
+        if producerSettings["message.max.bytes"] == nil {
+            try producerSettings.set("message.max.bytes", String(Self.defaultRecordLimit(configuration)))
+        }
+        recordLimit = producerSettings["message.max.bytes"].flatMap { Int($0) } ?? Self.defaultRecordLimit(configuration)
+        producer = try KafkaProducer(configuration: producerSettings, logger: logger)
         // Memory-only publishes nothing: no tracker, and no lineage topic is needed.
         let tracker =
             configuration.capture.isMemoryOnly
@@ -108,11 +139,24 @@ public final class Worker: Sendable {
         runner = PipelineRunner(tracker: tracker.map { $0 as any Tracker } ?? DiscardingTracker())
     }
 
+    /// librdkafka's `auto.commit.interval.ms` unless the configuration sets it (librdkafka's own default is 5000).
+    static let defaultCommitIntervalMilliseconds = 1000
+
+    /// The producer's `message.max.bytes` unless the configuration sets it: librdkafka's default of 1 000 000, or
+    /// room for a dead-letter copy of the largest request accepted and its headers.
+    static func defaultRecordLimit(_ configuration: WorkerConfiguration) -> Int {
+        max(1_000_000, configuration.maxPayloadBytes + 64 * 1024)
+    }
+
     public var health: WorkerHealth {
-        state.withLock { state in
-            WorkerHealth(
-                status: state.phase, assignedPartitions: state.consumer?.assignment.count ?? 0,
-                inFlight: state.inFlight)
+        let now = ContinuousClock.now
+        return state.withLock { state in
+            var status = state.phase
+            if status == .serving, let since = state.lastProgress, now - since > configuration.deliveryStallLimit {
+                status = .stalled
+            }
+            return WorkerHealth(
+                status: status, assignedPartitions: state.consumer?.assignment.count ?? 0, inFlight: state.requests)
         }
     }
 
@@ -133,6 +177,10 @@ public final class Worker: Sendable {
         var consumerSettings = configuration.kafka
         try consumerSettings.set("group.id", configuration.group)
         if consumerSettings["auto.offset.reset"] == nil { try consumerSettings.set("auto.offset.reset", "earliest") }
+        // A crash re-serves what was finished since the last commit: commit stored offsets every second.
+        if consumerSettings["auto.commit.interval.ms"] == nil {
+            try consumerSettings.set("auto.commit.interval.ms", String(Self.defaultCommitIntervalMilliseconds))
+        }
         let consumer = try KafkaConsumer(
             configuration: consumerSettings, topics: [configuration.requestsTopic],
             bufferCapacity: max(64, 2 * configuration.concurrency),
@@ -142,7 +190,7 @@ public final class Worker: Sendable {
             logger: logger)
         let stopped = state.withLock { state -> Bool in
             state.consumer = consumer
-            if !state.stopping { state.phase = "serving" }
+            if !state.stopping { state.phase = .serving }
             return state.stopping
         }
         if stopped { consumer.stopReading() }
@@ -172,7 +220,7 @@ public final class Worker: Sendable {
     public func stop() {
         let consumer = state.withLock { state -> KafkaConsumer? in
             state.stopping = true
-            state.phase = "stopping"
+            state.phase = .stopping
             defer { state.slotWaiters.removeAll() }
             for waiter in state.slotWaiters { waiter.resume() }
             return state.consumer
@@ -193,11 +241,12 @@ public final class Worker: Sendable {
                     while await acquireSlot() {
                         await waitForLineageBacklog()
                         guard let message = await messages.next() else {
-                            releaseSlot()
+                            releaseSlot(endingRequest: false)
                             return
                         }
-                        state.withLock {
-                            $0.watermarks[message.topicPartition, default: OffsetWatermark()].begin(message.offset)
+                        state.withLock { state in
+                            state.requests += 1
+                            state.watermarks[message.topicPartition, default: OffsetWatermark()].begin(message.offset)
                         }
                         await handle(message)
                     }
@@ -220,8 +269,8 @@ public final class Worker: Sendable {
         while true {
             let granted = state.withLock { state -> Bool? in
                 if state.stopping { return false }
-                if state.inFlight < configuration.concurrency {
-                    state.inFlight += 1
+                if state.slotsTaken < configuration.concurrency {
+                    state.slotsTaken += 1
                     return true
                 }
                 return nil
@@ -229,7 +278,7 @@ public final class Worker: Sendable {
             if let granted { return granted }
             await withCheckedContinuation { continuation in
                 let ready = state.withLock { state -> Bool in
-                    if state.stopping || state.inFlight < configuration.concurrency { return true }
+                    if state.stopping || state.slotsTaken < configuration.concurrency { return true }
                     state.slotWaiters.append(continuation)
                     return false
                 }
@@ -238,13 +287,15 @@ public final class Worker: Sendable {
         }
     }
 
-    /// Frees a slot: wakes one reader waiting for it (one slot serves one reader), and the drain when none is left.
-    private func releaseSlot() {
+    /// Frees a slot, and ends its request if it held one: wakes one reader waiting for a slot (one slot serves one
+    /// reader), and the drain when none is left.
+    private func releaseSlot(endingRequest: Bool) {
         let (slotWaiter, drainWaiters) = state.withLock { state in
-            state.inFlight -= 1
-            defer { if state.inFlight == 0 { state.drainWaiters.removeAll() } }
+            state.slotsTaken -= 1
+            if endingRequest { state.requests -= 1 }
+            defer { if state.slotsTaken == 0 { state.drainWaiters.removeAll() } }
             let slotWaiter = state.slotWaiters.isEmpty ? nil : state.slotWaiters.removeFirst()
-            return (slotWaiter, state.inFlight == 0 ? state.drainWaiters : [])
+            return (slotWaiter, state.slotsTaken == 0 ? state.drainWaiters : [])
         }
         slotWaiter?.resume()
         for waiter in drainWaiters { waiter.resume() }
@@ -262,16 +313,16 @@ public final class Worker: Sendable {
     /// Waits until no request is in flight, at most `timeout`.
     private func drain(timeout: Duration) async {
         let deadline = ContinuousClock.now + timeout
-        while state.withLock({ $0.inFlight }) > 0 {
+        while state.withLock({ $0.slotsTaken }) > 0 {
             if ContinuousClock.now >= deadline {
-                logger.warning("giving up \(state.withLock { $0.inFlight }) request(s) in flight after \(timeout)")
+                logger.warning("giving up \(state.withLock { $0.requests }) request(s) in flight after \(timeout)")
                 return
             }
             await withTaskGroup(of: Void.self) { group in
                 group.addTask {
                     await withCheckedContinuation { continuation in
                         let done = self.state.withLock { state -> Bool in
-                            if state.inFlight == 0 { return true }
+                            if state.slotsTaken == 0 { return true }
                             state.drainWaiters.append(continuation)
                             return false
                         }
@@ -364,11 +415,11 @@ public final class Worker: Sendable {
         }
         if let error = response.error, error.code != WireProtocol.ErrorCode.deadlineExceeded { failure = error }
 
-        let done: @Sendable () -> Void = { [self] in
-            metrics.recordResponse(
-                code: response.error?.code, seconds: Double(Timestamps.monotonicMicros() - started) / 1_000_000)
+        // Records the delivered response's code, stores the offset, frees the slot.
+        let done: @Sendable (String?) -> Void = { [self] code in
+            metrics.recordResponse(code: code, seconds: Double(Timestamps.monotonicMicros() - started) / 1_000_000)
             finish(message)
-            releaseSlot()
+            releaseSlot(endingRequest: true)
         }
         // The common case: no dead-letter copy. The delivery report finishes the request on the producer's thread,
         // so no task waits for it; a failed delivery takes the slow path below.
@@ -376,7 +427,7 @@ public final class Worker: Sendable {
             let topic = replyTopic
             do {
                 try await producer.send(response.message(topic: topic, key: message.key)) { [self] result in
-                    if case .success = result { return done() }
+                    if case .success = result { return done(response.error?.code) }
                     Task { await deliverSlowly(response, to: topic, request: request, deadLetter: nil, done: done) }
                 }
                 return
@@ -387,61 +438,130 @@ public final class Worker: Sendable {
         await deliverSlowly(response, to: replyTopic, request: request, deadLetter: failure, done: done)
     }
 
-    /// Delivers with ``deliver(_:to:request:deadLetter:)`` and finishes the request if it was delivered; releases
-    /// its slot either way.
+    // MARK: - Delivering
+
+    /// Delivers with ``deliver(_:to:request:deadLetter:)`` and finishes the request with the code of the response
+    /// delivered; when the worker stops first, only frees its slot (the request is served again after a restart).
     private func deliverSlowly(
         _ response: Response, to replyTopic: String, request: Request, deadLetter: ErrorDetail?,
-        done: @Sendable () -> Void
+        done: @Sendable (String?) -> Void
     ) async {
-        if await deliver(response, to: replyTopic, request: request, deadLetter: deadLetter) {
-            done()
+        if let delivered = await deliver(response, to: replyTopic, request: request, deadLetter: deadLetter) {
+            done(delivered.error?.code)
         } else {
-            releaseSlot()
+            releaseSlot(endingRequest: true)
         }
     }
 
-    /// Produces the response (and the DLQ copy) and waits for their acknowledgements, trying again while the
-    /// worker runs. A response its reply-to topic refuses goes to the responses topic as an `internal` error.
-    /// - Returns: whether both were acknowledged, so the request's offset may be stored.
+    /// What Kafka said to one record.
+    private enum SendOutcome {
+        case acknowledged
+        /// An error that retrying cannot cure (``KafkaError/Code/isRetriable`` is `false`).
+        case refused(KafkaError)
+        /// An error worth retrying.
+        case failed(KafkaError)
+    }
+
+    private func send(_ record: OutgoingMessage) async -> SendOutcome {
+        do {
+            _ = try await producer.send(record)
+            return .acknowledged
+        } catch let error as KafkaError {
+            return error.code.isRetriable ? .failed(error) : .refused(error)
+        } catch {
+            return .failed(KafkaError(code: .invalidArgument, message: "producing to \(record.topic): \(error)"))
+        }
+    }
+
+    /// Produces the dead-letter copy (if any), then the response, and waits for their acknowledgements.
+    ///
+    /// Errors worth retrying are retried with back-off while the worker runs (the first, then every power-of-two
+    /// try is logged; the health turns `stalled` after ``WorkerConfiguration/deliveryStallLimit``). Errors that
+    /// retrying cannot cure end the tries, each logged once and counted: a copy too large for the broker is sent
+    /// again within ``DeadLetter/refusedCopyBudget``, else the request goes without a copy; a response its reply-to
+    /// topic refuses goes to the responses topic as an `internal` error; any other refused response is replaced
+    /// once by an `internal` error naming the cause (and copied to the dead-letter topic); when even that is
+    /// refused, the request is given up as answered, so that its offset is stored and nothing waits for it.
+    /// - Returns: the response delivered (or given up), or `nil` when the worker stopped first.
     private func deliver(
         _ response: Response, to replyTopic: String, request: Request, deadLetter: ErrorDetail?
-    ) async -> Bool {
+    ) async -> Response? {
         var response = response
         var topic = replyTopic
+        var deadLetter = deadLetter
+        var copyBudget = recordLimit
+        var replaced = false
         var attempt = 0
-        while true {
-            do {
-                if let deadLetter {
-                    _ = try await producer.send(
-                        DeadLetter.message(for: request, error: deadLetter, topic: configuration.deadLetterTopic))
-                    metrics.recordDeadLetter()
-                }
-                break
-            } catch {
-                attempt += 1
-                logger.error("dead-letter copy of \(request.requestID) not delivered (try \(attempt)): \(error)")
-                guard await retryLater(attempt) else { return false }
+        defer { if attempt > 0 { endRetrying() } }
+        func retry(_ what: String, _ error: KafkaError) async -> Bool {
+            attempt += 1
+            if attempt == 1 { beginRetrying() }
+            if attempt & (attempt - 1) == 0 {
+                logger.error("\(what) of \(request.requestID) not delivered (try \(attempt); trying again): \(error)")
             }
+            return await retryLater(attempt)
         }
-        attempt = 0
         while true {
-            do {
-                _ = try await producer.send(response.message(topic: topic, key: request.message.key))
-                return true
-            } catch {
-                attempt += 1
-                logger.error("response to \(request.requestID) on \(topic) not delivered (try \(attempt)): \(error)")
+            if let error = deadLetter {
+                let copy = DeadLetter.message(
+                    for: request, error: error, topic: configuration.deadLetterTopic, budget: copyBudget)
+                switch await send(copy) {
+                case .acknowledged:
+                    metrics.recordDeadLetter()
+                    deadLetter = nil
+                case .refused(let refusal) where Self.isSizeRefusal(refusal) && copyBudget > DeadLetter.refusedCopyBudget:
+                    logger.warning(
+                        "dead-letter copy of \(request.requestID) refused as too large (\(refusal)); sending a copy of at most \(DeadLetter.refusedCopyBudget) bytes"
+                    )
+                    copyBudget = DeadLetter.refusedCopyBudget
+                    continue
+                case .refused(let refusal):
+                    logger.error("dead-letter copy of \(request.requestID) refused, sent without it: \(refusal)")
+                    metrics.recordRefusal(record: "dead_letter", code: refusal.code.name)
+                    deadLetter = nil
+                case .failed(let failure):
+                    guard await retry("dead-letter copy", failure) else { return nil }
+                    continue
+                }
+            }
+            switch await send(response.message(topic: topic, key: request.message.key)) {
+            case .acknowledged:
+                return response
+            case .refused(let refusal):
+                metrics.recordRefusal(record: "response", code: refusal.code.name)
                 if topic != configuration.responsesTopic {
-                    response.output = nil
-                    response.error = ErrorDetail(
+                    logger.error("response to \(request.requestID) refused by reply-to topic \(topic): \(refusal)")
+                    response.replaceWithError(
                         code: WireProtocol.ErrorCode.internal,
-                        message: "the response could not be delivered to reply-to topic '\(topic)': \(error)")
+                        message: "the response could not be delivered to reply-to topic '\(topic)': \(refusal)")
+                    topic = configuration.responsesTopic
+                } else if !replaced {
+                    logger.error("response to \(request.requestID) refused, answering internal: \(refusal)")
+                    let detail = ErrorDetail(
+                        code: WireProtocol.ErrorCode.internal,
+                        message: "the response (\(response.json().count) bytes) could not be delivered: \(refusal)")
+                    if response.error == nil { deadLetter = detail }
+                    response.replaceWithError(code: detail.code, message: detail.message)
+                    replaced = true
+                } else {
+                    logger.error("response to \(request.requestID) refused, giving the request up: \(refusal)")
+                    return response
+                }
+            case .failed(let failure):
+                if topic != configuration.responsesTopic {
+                    response.replaceWithError(
+                        code: WireProtocol.ErrorCode.internal,
+                        message: "the response could not be delivered to reply-to topic '\(topic)': \(failure)")
                     topic = configuration.responsesTopic
                     continue
                 }
-                guard await retryLater(attempt) else { return false }
+                guard await retry("response", failure) else { return nil }
             }
         }
+    }
+
+    private static func isSizeRefusal(_ error: KafkaError) -> Bool {
+        [KafkaError.Code.messageSizeTooLarge, .recordListTooLarge].contains(error.code)
     }
 
     /// Waits before another try (up to a second); `false` when the worker is stopping: the request is then served
@@ -452,11 +572,28 @@ public final class Worker: Sendable {
         return !state.withLock { $0.stopping }
     }
 
+    private func beginRetrying() {
+        let now = ContinuousClock.now
+        state.withLock { state in
+            if state.retrying == 0 { state.lastProgress = now }
+            state.retrying += 1
+        }
+    }
+
+    private func endRetrying() {
+        state.withLock { state in
+            state.retrying -= 1
+            if state.retrying == 0 { state.lastProgress = nil }
+        }
+    }
+
     /// The request is done: move its partition's watermark and store the offset it allows.
     private func finish(_ message: KafkaMessage) {
         let partition = message.topicPartition
         let (next, consumer) = state.withLock { state in
-            (state.watermarks[partition]?.finish(message.offset), state.consumer)
+            // Deliveries are retried: this acknowledgement is progress.
+            if state.lastProgress != nil { state.lastProgress = .now }
+            return (state.watermarks[partition]?.finish(message.offset), state.consumer)
         }
         guard let next, let consumer else { return }
         do {

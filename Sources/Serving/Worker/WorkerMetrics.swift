@@ -8,6 +8,8 @@ import Synchronization
 /// - `sluice_lineage_events_total{pipeline}`, `sluice_lineage_failures_total{pipeline}`: events acknowledged and
 ///   failed.
 /// - `sluice_dead_letters_total{pipeline}`.
+/// - `sluice_delivery_refusals_total{pipeline, record, code}`: responses and dead-letter copies Kafka refused with an
+///   error that retrying cannot cure (`record` is `response` or `dead_letter`, `code` librdkafka's error name).
 public final class WorkerMetrics: Sendable {
     /// Upper bounds of the latency histogram's buckets, in seconds.
     static let bucketBounds: [Double] = [
@@ -20,6 +22,7 @@ public final class WorkerMetrics: Sendable {
         var durationSum: Double = 0
         var durationCount = 0
         var deadLetters = 0
+        var refusals: [String: Int] = [:]  // "record code" -> count
     }
 
     let pipeline: String
@@ -43,6 +46,10 @@ public final class WorkerMetrics: Sendable {
 
     func recordDeadLetter() {
         state.withLock { $0.deadLetters += 1 }
+    }
+
+    func recordRefusal(record: String, code: String) {
+        state.withLock { $0.refusals["\(record) \(code)", default: 0] += 1 }
     }
 
     /// The Prometheus text exposition.
@@ -70,7 +77,7 @@ public final class WorkerMetrics: Sendable {
         lines.append("sluice_request_duration_seconds_bucket{\(labels),le=\"+Inf\"} \(cumulative)")
         lines.append("sluice_request_duration_seconds_sum{\(labels)} \(snapshot.durationSum)")
         lines.append("sluice_request_duration_seconds_count{\(labels)} \(snapshot.durationCount)")
-        lines.append("# HELP sluice_requests_in_flight Requests taken and not yet answered.")
+        lines.append("# HELP sluice_requests_in_flight Requests taken and not yet finished.")
         lines.append("# TYPE sluice_requests_in_flight gauge")
         lines.append("sluice_requests_in_flight{\(pipelineLabel)} \(inFlight)")
         lines.append("# HELP sluice_assigned_partitions Request partitions this process owns.")
@@ -85,6 +92,16 @@ public final class WorkerMetrics: Sendable {
         lines.append("# HELP sluice_dead_letters_total Failed requests copied to the dead-letter topic.")
         lines.append("# TYPE sluice_dead_letters_total counter")
         lines.append("sluice_dead_letters_total{\(pipelineLabel)} \(snapshot.deadLetters)")
+        lines.append(
+            "# HELP sluice_delivery_refusals_total Responses and dead-letter copies refused with an error retrying cannot cure."
+        )
+        lines.append("# TYPE sluice_delivery_refusals_total counter")
+        for (key, count) in snapshot.refusals.sorted(by: { $0.key < $1.key }) {
+            let parts = key.split(separator: " ", maxSplits: 1)
+            lines.append(
+                "sluice_delivery_refusals_total{\(pipelineLabel),record=\"\(parts[0])\",code=\"\(escape(String(parts[1])))\"} \(count)"
+            )
+        }
         return lines.joined(separator: "\n") + "\n"
     }
 

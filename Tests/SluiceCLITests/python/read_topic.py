@@ -1,6 +1,7 @@
 """Reads a whole topic with Python's confluent-kafka and prints one JSON line per message:
-{"partition", "offset", "timestamp", "key", "headers", "value"} (value parsed as JSON when it is JSON, else a
-string; null for a tombstone). Stops when every partition has been read to the high watermark it had at start,
+{"partition", "offset", "timestamp", "key", "headers", "value", "size"} (value parsed as JSON when it is JSON, else
+a string; null for a tombstone; a value over 64 KiB is shown as its first 64 bytes, as a string; size is the value's
+length in bytes). Stops when every partition has been read to the high watermark it had at start,
 or after TIMEOUT seconds (default 30).
 
 usage: python3 read_topic.py BOOTSTRAP TOPIC [TIMEOUT]
@@ -32,15 +33,17 @@ while ends and time.monotonic() < deadline:
         continue
     raw = message.value()
     try:
-        value = json.loads(raw) if raw is not None else None
+        value = json.loads(raw) if raw is not None and len(raw) <= 65536 else None
     except ValueError:
         value = raw.decode(errors="replace")
+    if raw is not None and len(raw) > 65536:
+        value = raw[:64].decode(errors="replace")
     print(json.dumps({
         "partition": message.partition(), "offset": message.offset(), "timestamp": message.timestamp()[1],
         "key": message.key().decode(errors="replace") if message.key() is not None else None,
         "headers": {name: (v.decode(errors="replace") if v is not None else None)
                     for name, v in (message.headers() or [])},
-        "value": value,
+        "value": value, "size": len(raw) if raw is not None else None,
     }), flush=True)
     if message.offset() + 1 >= ends.get(message.partition(), 0):
         ends.pop(message.partition(), None)

@@ -1,10 +1,13 @@
 """A foreign client for `sluice worker`: Python's confluent-kafka following docs/protocol.md only.
 
-Reads request specs, one JSON object per line of standard input: {"id", "value" (a JSON value, or "raw": a string
-sent as is), "headers" (optional object), "key" (optional)}. Produces each to REQUESTS with `sluice-request-id` and
+Reads request specs, one JSON object per line of standard input: {"id", "value" (a JSON value; or "raw": a string
+sent as is; or "parts": [[string, count], ...], the strings repeated and joined, for large values), "headers"
+(optional object), "key" (optional)}. Produces each to REQUESTS with `sluice-request-id` and
 `sluice-reply-to: RESPONSES` (unless the spec's headers say otherwise), then reads RESPONSES until every id has a
-response or TIMEOUT seconds pass. Prints one JSON line per response received, in arrival order:
-{"id", "headers", "value" (the parsed response), "key", "timestamp"}; then exits 0 if every request was answered, 1 otherwise.
+response or TIMEOUT seconds pass, and then on to the end of every partition after a settling second, so that a
+duplicate produced after the first answer is seen too. Prints one JSON line per response received, duplicates
+included, in arrival order: {"id", "headers", "value" (the parsed response), "key", "timestamp"}; then exits 0 if
+every request was answered, 1 otherwise.
 
 usage: python3 request_reply.py BOOTSTRAP REQUESTS RESPONSES [TIMEOUT]
 """
@@ -32,27 +35,53 @@ for partition in partitions:
     assignment.append(TopicPartition(responses_topic, partition, high))
 consumer.assign(assignment)
 
-producer = Producer(dict(common, **{"linger.ms": 1}))
+producer = Producer(dict(common, **{"linger.ms": 1, "message.max.bytes": 10_000_000}))
 for spec in specs:
     headers = {"sluice-request-id": spec["id"], "sluice-reply-to": responses_topic}
     headers.update(spec.get("headers", {}))
     headers = [(name, value) for name, value in headers.items() if value is not None]
-    value = spec["raw"].encode() if "raw" in spec else json.dumps(spec["value"]).encode()
+    if "parts" in spec:
+        value = b"".join(text.encode() * count for text, count in spec["parts"])
+    elif "raw" in spec:
+        value = spec["raw"].encode()
+    else:
+        value = json.dumps(spec["value"]).encode()
     producer.produce(requests_topic, value=value, key=spec.get("key"), headers=headers)
 producer.flush(10)
 
 wanted = {spec["id"] for spec in specs}
 seen = set()
-deadline = time.monotonic() + timeout
-while wanted - seen and time.monotonic() < deadline:
-    message = consumer.poll(0.2)
-    if message is None or message.error():
-        continue
+positions = {}
+
+
+def take(message):
+    positions[message.partition()] = message.offset() + 1
     headers = {name: value.decode() for name, value in (message.headers() or [])}
     body = json.loads(message.value())
     seen.add(headers.get("sluice-request-id"))
     print(json.dumps({"id": headers.get("sluice-request-id"), "headers": headers, "value": body,
                       "key": message.key().decode() if message.key() else None,
                       "timestamp": message.timestamp()[1]}), flush=True)
+
+
+deadline = time.monotonic() + timeout
+while wanted - seen and time.monotonic() < deadline:
+    message = consumer.poll(0.2)
+    if message is not None and not message.error():
+        take(message)
+
+# Every id answered: a second answer would have been produced by now. Read on to the ends the partitions have
+# after a settling second.
+time.sleep(1)
+starts = {start.partition: start.offset for start in assignment}
+ends = {}
+for partition in partitions:
+    _, high = consumer.get_watermark_offsets(TopicPartition(responses_topic, partition), timeout=10)
+    ends[partition] = high
+settle = time.monotonic() + 30
+while any(positions.get(p, starts[p]) < end for p, end in ends.items()) and time.monotonic() < settle:
+    message = consumer.poll(0.2)
+    if message is not None and not message.error():
+        take(message)
 consumer.close()
 sys.exit(0 if not wanted - seen else 1)
