@@ -29,6 +29,8 @@ public struct KafkaError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let recordListTooLarge = Code(RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE)
         /// The group coordinator refuses a request while the group rebalances.
         public static let rebalanceInProgress = Code(RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS)
+        /// The group has moved to a newer generation than the member's: it rejoins.
+        public static let illegalGeneration = Code(RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION)
         public static let notLeaderForPartition = Code(RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION)
         public static let transport = Code(RD_KAFKA_RESP_ERR__TRANSPORT)
         public static let allBrokersDown = Code(RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)

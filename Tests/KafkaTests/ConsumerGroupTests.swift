@@ -88,6 +88,53 @@ struct ConsumerGroupTests {
         #expect(values.sorted() == Array(40..<80))
     }
 
+    /// The embedded broker alone, without Sluice's worker: while a new member's join is pending, its coordinator
+    /// refuses every commit of the current members with REBALANCE_IN_PROGRESS (it holds the group in its joining
+    /// state for `session.timeout.ms` - 1 s, twice for a cooperative rebalance). A real Kafka coordinator accepts
+    /// commits of the current generation while it prepares a rebalance. docs/operations.md documents the
+    /// difference and what it costs on the embedded broker (re-served requests, slower joins).
+    @Test func theEmbeddedCoordinatorRefusesCommitsWhileAMemberJoins() async throws {
+        let test = try TestCluster()
+        let topic = try test.topic("joining", partitions: 2)
+        try await produce(0..<10, to: topic, test)
+        let first = try KafkaConsumer(
+            configuration: test.consumerConfiguration(group: "joining", ["enable.auto.commit": "false"]),
+            topics: [topic], logger: testLogger)
+        #expect(await read(1, from: first).count == 1)
+        var offset: Int64 = 1
+        func commitProgress() async -> KafkaError.Code? {
+            offset += 1
+            do {
+                try first.storeOffsets(Dictionary(uniqueKeysWithValues: first.assignment.map { ($0, offset) }))
+                try await first.commit()
+                return nil
+            } catch let error as KafkaError {
+                return error.code
+            } catch {
+                Issue.record("\(error)")
+                return nil
+            }
+        }
+        #expect(await commitProgress() == nil, "a settled group accepts commits")
+
+        let second = try KafkaConsumer(
+            configuration: test.consumerConfiguration(group: "joining", ["enable.auto.commit": "false"]),
+            topics: [topic], logger: testLogger)
+        var refusals: [KafkaError.Code] = []
+        let deadline = ContinuousClock.now + .seconds(30)
+        while second.assignment.isEmpty, ContinuousClock.now < deadline {
+            if let refusal = await commitProgress() { refusals.append(refusal) }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(!second.assignment.isEmpty)
+        #expect(refusals.contains(.rebalanceInProgress), "\(refusals)")
+        #expect(Set(refusals).isSubset(of: [.rebalanceInProgress, .illegalGeneration]), "\(refusals)")
+        // Once the join is done, commits are accepted again.
+        #expect(await eventually { await commitProgress() == nil })
+        await first.close()
+        await second.close()
+    }
+
     /// The mock coordinator sometimes refuses the revoke's commit with REBALANCE_IN_PROGRESS (it holds the group in
     /// rebalance until the revoking member rejoins, which it does after the hook; a real broker accepts a commit of
     /// the current generation then). The consumer reports that refusal through `onError`; such a round cannot show the

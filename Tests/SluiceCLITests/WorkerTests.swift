@@ -143,6 +143,49 @@ struct WorkerTests {
         await cluster.stop()
     }
 
+    /// With the producer's `message.max.bytes` at 200 000, an output too large to send is answered `internal`
+    /// (once, on the responses topic, whichever topic it was for) and copied to the dead-letter topic, cut to fit.
+    @Test func aResponseKafkaRefusesIsAnsweredInternalAndCopied() async throws {
+        let cluster = try await ServingCluster.start()
+        let worker = try await cluster.startWorker(["--capture", "REALTIME", "--kafka", "message.max.bytes=200000"])
+        // text-stats echoes the first and last token: one 300 000-byte token makes a 600 000-byte output.
+        let bigToken: [[Any]] = [["{\"text\": \"", 1], ["y", 300_000], ["\"}", 1]]
+        let specs: [[String: Any]] = [
+            ["id": "big-output", "parts": bigToken],
+            ["id": "big-elsewhere", "parts": bigToken, "headers": ["sluice-reply-to": "text-stats.responses.client"]],
+            ["id": "fine", "value": ["text": "still served"]],
+        ]
+        let (status, responses) = try await cluster.call(specs)
+        #expect(status == 0 && responses.count == 3, "\(responses.map { $0["id"] ?? "?" })")
+        var errors: [String: [String: Any]] = [:]
+        for response in responses {
+            let value = try #require(response["value"] as? [String: Any])
+            errors[response["id"] as? String ?? "?"] = value["error"] as? [String: Any]
+        }
+        #expect(errors["fine"] == nil)
+        #expect(errors["big-output"]?["code"] as? String == "internal")
+        #expect((errors["big-output"]?["message"] as? String)?.contains("MSG_SIZE_TOO_LARGE") == true)
+        #expect(errors["big-elsewhere"]?["code"] as? String == "internal")
+        #expect(
+            (errors["big-elsewhere"]?["message"] as? String)?.contains("reply-to topic 'text-stats.responses.client'")
+                == true)
+        let letters = try await cluster.read(cluster.deadLetters)
+        #expect(letters.count == 2)
+        for letter in letters {
+            let headers = try #require(letter["headers"] as? [String: String])
+            #expect(headers["sluice-error-code"] == "internal")
+            #expect(headers["sluice-truncated"] == "true" && headers["sluice-original-size"] == "300012")
+            #expect((letter["size"] as? Int ?? .max) < 200_000)
+        }
+        let metrics = try #require(try await worker.metrics())
+        #expect(
+            metrics.contains(
+                #"sluice_delivery_refusals_total{pipeline="text-stats",record="response",code="MSG_SIZE_TOO_LARGE"} 2"#),
+            "\(metrics)")
+        #expect(await worker.stop() == 0)
+        await cluster.stop()
+    }
+
     @Test func batchLineageIsInKafkaBeforeTheResponse() async throws {
         let cluster = try await ServingCluster.start()
         let worker = try await cluster.startWorker(["--capture", "BATCH"])

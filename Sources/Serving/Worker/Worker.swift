@@ -93,6 +93,12 @@ public struct WorkerHealth: Sendable {
 ///   earlier request of its partition is too; in BATCH the response is produced only after the run's events are
 ///   acknowledged. librdkafka's auto-commit commits what is stored; a revoke and a stop commit at once.
 public final class Worker: Sendable {
+    /// A wait for a condition on the state that only the end of a request can make true.
+    private struct ProgressWaiter {
+        let isDone: @Sendable (State) -> Bool
+        let continuation: CheckedContinuation<Bool, Never>
+    }
+
     private struct State {
         var phase = WorkerHealth.Status.starting
         var stopping = false
@@ -102,7 +108,9 @@ public final class Worker: Sendable {
         /// Requests taken from the consumer and not yet finished.
         var requests = 0
         var slotWaiters: [CheckedContinuation<Void, Never>] = []
-        var drainWaiters: [CheckedContinuation<Void, Never>] = []
+        /// Drains and revokes waiting for requests to end, by id; checked whenever a slot is freed.
+        var progressWaiters: [UInt64: ProgressWaiter] = [:]
+        var nextWaiterID: UInt64 = 0
         var consumer: KafkaConsumer?
         /// Requests whose delivery is being retried after an error worth retrying.
         var retrying = 0
@@ -206,14 +214,35 @@ public final class Worker: Sendable {
         } catch {
             logger.error("responses not acknowledged when stopping: \(error)")
         }
-        do {
-            try await consumer.commit()
-        } catch {
-            logger.warning("final commit: \(error)")
-        }
+        await commitFinished(consumer)
         await consumer.close()
         await producer.close()
         logger.info("stopped")
+    }
+
+    /// Commits the offsets the drain stored. A group coordinator refuses commits while the group rebalances
+    /// (`REBALANCE_IN_PROGRESS`, and `ILLEGAL_GENERATION` until this member has rejoined; the embedded broker does so
+    /// for a whole join window, docs/operations.md): the commit is tried again, with back-off, for up to
+    /// `drainTimeout`, since what is not committed is served again by the partitions' next owner.
+    private func commitFinished(_ consumer: KafkaConsumer) async {
+        let deadline = ContinuousClock.now + configuration.drainTimeout
+        var attempt = 0
+        while true {
+            do {
+                try await consumer.commit()
+                if attempt > 0 { logger.info("final commit accepted after \(attempt) refusal(s)") }
+                return
+            } catch let error as KafkaError
+                where [.rebalanceInProgress, .illegalGeneration].contains(error.code) && ContinuousClock.now < deadline
+            {
+                attempt += 1
+                if attempt == 1 { logger.info("final commit refused while the group rebalances, trying again: \(error)") }
+                try? await Task.sleep(for: .milliseconds(50 * min(attempt, 10)))
+            } catch {
+                logger.warning("final commit: \(error)")
+                return
+            }
+        }
     }
 
     /// Stops taking requests; ``run()`` then drains and returns. Requests being run are not cancelled.
@@ -288,17 +317,56 @@ public final class Worker: Sendable {
     }
 
     /// Frees a slot, and ends its request if it held one: wakes one reader waiting for a slot (one slot serves one
-    /// reader), and the drain when none is left.
+    /// reader), and the drains and revokes whose wait is over.
     private func releaseSlot(endingRequest: Bool) {
-        let (slotWaiter, drainWaiters) = state.withLock { state in
+        let (slotWaiter, progressed) = state.withLock {
+            state -> (CheckedContinuation<Void, Never>?, [ProgressWaiter]) in
             state.slotsTaken -= 1
             if endingRequest { state.requests -= 1 }
-            defer { if state.slotsTaken == 0 { state.drainWaiters.removeAll() } }
             let slotWaiter = state.slotWaiters.isEmpty ? nil : state.slotWaiters.removeFirst()
-            return (slotWaiter, state.slotsTaken == 0 ? state.drainWaiters : [])
+            guard !state.progressWaiters.isEmpty else { return (slotWaiter, []) }
+            let done = state.progressWaiters.filter { $0.value.isDone(state) }
+            for id in done.keys { state.progressWaiters[id] = nil }
+            return (slotWaiter, Array(done.values))
         }
         slotWaiter?.resume()
-        for waiter in drainWaiters { waiter.resume() }
+        for waiter in progressed { waiter.continuation.resume(returning: true) }
+    }
+
+    /// Waits until `isDone` holds for the state, checked now and whenever a request ends, or until `deadline`.
+    /// - Returns: whether `isDone` held (`false`: the deadline passed).
+    private func waitForRequests(
+        until deadline: ContinuousClock.Instant, _ isDone: @escaping @Sendable (State) -> Bool
+    ) async -> Bool {
+        let id = state.withLock { state in
+            defer { state.nextWaiterID &+= 1 }
+            return state.nextWaiterID
+        }
+        return await withTaskGroup(of: Bool.self) { group in
+            group.addTask { [self] in
+                await withTaskCancellationHandler {
+                    await withCheckedContinuation { continuation in
+                        let outcome = state.withLock { state -> Bool? in
+                            if isDone(state) { return true }
+                            if Task.isCancelled { return false }
+                            state.progressWaiters[id] = ProgressWaiter(isDone: isDone, continuation: continuation)
+                            return nil
+                        }
+                        if let outcome { continuation.resume(returning: outcome) }
+                    }
+                } onCancel: {
+                    let waiter = state.withLock { $0.progressWaiters.removeValue(forKey: id) }
+                    waiter?.continuation.resume(returning: false)
+                }
+            }
+            group.addTask {
+                try? await Task.sleep(until: deadline)
+                return false
+            }
+            let first = await group.next() ?? false
+            group.cancelAll()
+            return first
+        }
     }
 
     /// Holds the reader while the lineage backlog is over its limit: memory stays bounded when Kafka is slower
@@ -312,27 +380,9 @@ public final class Worker: Sendable {
 
     /// Waits until no request is in flight, at most `timeout`.
     private func drain(timeout: Duration) async {
-        let deadline = ContinuousClock.now + timeout
-        while state.withLock({ $0.slotsTaken }) > 0 {
-            if ContinuousClock.now >= deadline {
-                logger.warning("giving up \(state.withLock { $0.requests }) request(s) in flight after \(timeout)")
-                return
-            }
-            await withTaskGroup(of: Void.self) { group in
-                group.addTask {
-                    await withCheckedContinuation { continuation in
-                        let done = self.state.withLock { state -> Bool in
-                            if state.slotsTaken == 0 { return true }
-                            state.drainWaiters.append(continuation)
-                            return false
-                        }
-                        if done { continuation.resume() }
-                    }
-                }
-                group.addTask { try? await Task.sleep(for: .milliseconds(100)) }
-                await group.next()
-                group.cancelAll()
-            }
+        let drained = await waitForRequests(until: .now + timeout) { $0.slotsTaken == 0 }
+        if !drained {
+            logger.warning("giving up \(state.withLock { $0.requests }) request(s) in flight after \(timeout)")
         }
     }
 
@@ -340,16 +390,18 @@ public final class Worker: Sendable {
 
     /// Before partitions are given up: wait for their requests in flight (at most `drainTimeout`), so that their
     /// offsets are stored and the consumer commits them; what is still running then is given up (its request is
-    /// served again by the next owner, with the same request id).
+    /// served again by the next owner, with the same request id). Requests of other partitions go on meanwhile.
     private func revoked(_ partitions: [TopicPartition], lost: Bool) async {
         let revoked = Set(partitions)
-        let deadline = ContinuousClock.now + configuration.drainTimeout
-        while !lost, ContinuousClock.now < deadline {
-            let pending = state.withLock { state in
-                revoked.reduce(0) { $0 + (state.watermarks[$1]?.count ?? 0) }
+        if !lost {
+            let finished = await waitForRequests(until: .now + configuration.drainTimeout) { state in
+                // Once stopping with no slot taken, what is left was given up by the drain: nothing will end.
+                revoked.allSatisfy { (state.watermarks[$0]?.count ?? 0) == 0 }
+                    || (state.stopping && state.slotsTaken == 0)
             }
-            if pending == 0 { break }
-            try? await Task.sleep(for: .milliseconds(5))
+            if !finished {
+                logger.warning("revoking \(partitions.sorted()) with requests still running: they are served again")
+            }
         }
         state.withLock { state in
             for partition in revoked { state.watermarks[partition] = nil }
@@ -478,10 +530,11 @@ public final class Worker: Sendable {
     /// Errors worth retrying are retried with back-off while the worker runs (the first, then every power-of-two
     /// try is logged; the health turns `stalled` after ``WorkerConfiguration/deliveryStallLimit``). Errors that
     /// retrying cannot cure end the tries, each logged once and counted: a copy too large for the broker is sent
-    /// again within ``DeadLetter/refusedCopyBudget``, else the request goes without a copy; a response its reply-to
-    /// topic refuses goes to the responses topic as an `internal` error; any other refused response is replaced
-    /// once by an `internal` error naming the cause (and copied to the dead-letter topic); when even that is
-    /// refused, the request is given up as answered, so that its offset is stored and nothing waits for it.
+    /// again within ``DeadLetter/refusedCopyBudget``, else the request goes without a copy. A response its reply-to
+    /// topic does not take (refused or failed) goes to the responses topic as an `internal` error; any other
+    /// refused response is replaced once by an `internal` error naming the cause. A request that ran fine and is
+    /// answered `internal` so gets a dead-letter copy. When even the `internal` error is refused, the request is
+    /// given up as answered, so that its offset is stored and nothing waits for it.
     /// - Returns: the response delivered (or given up), or `nil` when the worker stopped first.
     private func deliver(
         _ response: Response, to replyTopic: String, request: Request, deadLetter: ErrorDetail?
@@ -491,6 +544,8 @@ public final class Worker: Sendable {
         var deadLetter = deadLetter
         var copyBudget = recordLimit
         var replaced = false
+        // Whether the request has (or needs no) dead-letter copy: it failed before delivery, or expired.
+        var copied = deadLetter != nil || response.error != nil
         var attempt = 0
         defer { if attempt > 0 { endRetrying() } }
         func retry(_ what: String, _ error: KafkaError) async -> Bool {
@@ -524,39 +579,37 @@ public final class Worker: Sendable {
                     continue
                 }
             }
-            switch await send(response.message(topic: topic, key: request.message.key)) {
+            let outcome = await send(response.message(topic: topic, key: request.message.key))
+            let detail: ErrorDetail
+            switch outcome {
             case .acknowledged:
                 return response
-            case .refused(let refusal):
-                metrics.recordRefusal(record: "response", code: refusal.code.name)
+            case .failed(let failure) where topic == configuration.responsesTopic:
+                guard await retry("response", failure) else { return nil }
+                continue
+            case .refused(let error), .failed(let error):
+                if case .refused = outcome { metrics.recordRefusal(record: "response", code: error.code.name) }
                 if topic != configuration.responsesTopic {
-                    logger.error("response to \(request.requestID) refused by reply-to topic \(topic): \(refusal)")
-                    response.replaceWithError(
+                    logger.error("response to \(request.requestID) not delivered to reply-to topic \(topic): \(error)")
+                    detail = ErrorDetail(
                         code: WireProtocol.ErrorCode.internal,
-                        message: "the response could not be delivered to reply-to topic '\(topic)': \(refusal)")
+                        message: "the response could not be delivered to reply-to topic '\(topic)': \(error)")
                     topic = configuration.responsesTopic
                 } else if !replaced {
-                    logger.error("response to \(request.requestID) refused, answering internal: \(refusal)")
-                    let detail = ErrorDetail(
+                    logger.error("response to \(request.requestID) refused, answering internal: \(error)")
+                    detail = ErrorDetail(
                         code: WireProtocol.ErrorCode.internal,
-                        message: "the response (\(response.json().count) bytes) could not be delivered: \(refusal)")
-                    if response.error == nil { deadLetter = detail }
-                    response.replaceWithError(code: detail.code, message: detail.message)
+                        message: "the response (\(response.json().count) bytes) could not be delivered: \(error)")
                     replaced = true
                 } else {
-                    logger.error("response to \(request.requestID) refused, giving the request up: \(refusal)")
+                    logger.error("response to \(request.requestID) refused, giving the request up: \(error)")
                     return response
                 }
-            case .failed(let failure):
-                if topic != configuration.responsesTopic {
-                    response.replaceWithError(
-                        code: WireProtocol.ErrorCode.internal,
-                        message: "the response could not be delivered to reply-to topic '\(topic)': \(failure)")
-                    topic = configuration.responsesTopic
-                    continue
-                }
-                guard await retry("response", failure) else { return nil }
             }
+            // A request that ran fine has failed now: it gets its dead-letter copy too.
+            if !copied { deadLetter = detail }
+            copied = true
+            response.replaceWithError(code: detail.code, message: detail.message)
         }
     }
 
