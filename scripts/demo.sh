@@ -2,7 +2,9 @@
 # The demo: real inference over Kafka on the embedded broker. Starts `sluice broker`, then for each of three capture
 # modes a `sluice worker` serving the `digits` pipeline; sends 20 handwritten digits with `sluice call`, prints the
 # answers, and shows what each mode published to the lineage topic; then `sluice materialize` folds that topic into a
-# store, and `sluice runs` lists the runs and shows one as a DAG. Stops everything it started, by PID.
+# store, and `sluice runs` lists the runs and shows one as a DAG. Stops everything it started, by PID. Fails (exit 1)
+# when a step does not do what it shows: an answer missing or mostly wrong, lineage that a mode should (not) have
+# published, runs missing from the store.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SLUICE=${SLUICE:-.build/debug/sluice}
@@ -55,6 +57,8 @@ for answer, label in zip(answers, labels):
     print(f"   true {label}  answered {output['digit']}  p={output['probability']:.3f}  "
           f"run_id={answer['run_id']}  {answer['duration_ms']:.2f} ms in the worker")
 print(f"   {right} of {len(answers)} right")
+if len(answers) != len(labels) or right < 0.8 * len(labels):
+    sys.exit(f"expected {len(labels)} answers, mostly right; got {len(answers)}, {right} right")
 PY
   kill -TERM "$worker_pid"; wait "$worker_pid"; worker_pid=""
 }
@@ -65,13 +69,15 @@ serve memory-only '{"mode": "REALTIME", "runs": "off"}'
 
 echo
 echo "== what each mode published to sluice.lineage (events by capture mode and type)"
-timeout 60 python3 Tests/SluiceCLITests/python/read_topic.py "$brokers" sluice.lineage >"$out/lineage.jsonl" || true
+timeout 60 python3 Tests/SluiceCLITests/python/read_topic.py "$brokers" sluice.lineage >"$out/lineage.jsonl"
 python3 - "$out/lineage.jsonl" <<'PY'
 import collections, json, sys
 events = [json.loads(line)["value"] for line in open(sys.argv[1])]
 by_mode = collections.defaultdict(collections.Counter)
 for event in events:
     by_mode[event["capture"]][event["type"]] += 1
+if by_mode["BATCH"]["run_started"] != 20 or by_mode["REALTIME"]["run_started"] != 20 or by_mode.get("MEMORY"):
+    sys.exit(f"expected 20 runs each from BATCH and REALTIME and none from memory-only: {dict(by_mode)}")
 for mode in ("BATCH", "REALTIME", "MEMORY"):
     counts = by_mode.get(mode)
     if not counts:
@@ -98,11 +104,14 @@ for _ in $(seq 1 600); do
   sleep 0.1
 done
 kill -TERM "$materializer_pid"; wait "$materializer_pid"; materializer_pid=""
-echo "   $(cat "$out"/store/runs/digits/*/*.jsonl | wc -l) runs in $(ls "$out"/store/runs/digits/*/*.jsonl | wc -l) segment(s)"
+stored=$(cat "$out"/store/runs/digits/*/*.jsonl 2>/dev/null | wc -l)
+[ "$stored" -eq 40 ] || { echo "expected 40 runs in the store, found $stored:"; tail -20 "$out/materialize.err"; exit 1; }
+echo "   $stored runs in $(ls "$out"/store/runs/digits/*/*.jsonl | wc -l) segment(s)"
 echo
 echo "== sluice runs list --limit 5"
 "$SLUICE" runs --store "$out/store" list --limit 5 | sed 's/^/   /'
 run_id=$("$SLUICE" runs --store "$out/store" list --limit 1 | awk 'NR == 2 { print $1 }')
+[ -n "$run_id" ] || { echo "sluice runs list printed no run"; exit 1; }
 echo
 echo "== sluice runs show $run_id"
 "$SLUICE" runs --store "$out/store" show "$run_id" | sed 's/^/   /'
