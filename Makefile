@@ -6,7 +6,7 @@ SWIFT_FLAGS += -Xswiftc -warnings-as-errors
 endif
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build release test demo check-deploy clean
+.PHONY: all deps build release test demo chaos check-deploy clean
 
 all: build
 
@@ -43,6 +43,11 @@ check-deploy:
 # The embedded broker, workers in three capture modes, digits requests and what each mode tracked.
 demo: build
 	@scripts/demo.sh
+
+# The full chaos suite (scripts/chaos.py): hostile input in every capture mode, kill -9 loops, a frozen broker,
+# membership churn; one JSON line of figures per scenario. `make test` runs its short form.
+chaos: build
+	@python3 scripts/chaos.py
 
 clean:
 	rm -rf .build
