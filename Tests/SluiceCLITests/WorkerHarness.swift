@@ -189,6 +189,27 @@ struct ServiceProcess {
         throw KafkaError(code: .timedOut, message: "worker health never matched: \(process.standardError.suffix(2000))")
     }
 
+    /// The status code and body of `GET path`, whatever the status.
+    func httpStatus(_ path: String) async throws -> (status: Int, body: String) {
+        let curl = try ChildProcess(
+            "/usr/bin/env",
+            [
+                "python3", "-c",
+                """
+                import sys, urllib.request, urllib.error
+                try:
+                    answer = urllib.request.urlopen(sys.argv[1], timeout=5); print(answer.status); print(answer.read().decode())
+                except urllib.error.HTTPError as error:
+                    print(error.code); print(error.read().decode())
+                """,
+                "http://127.0.0.1:\(port)\(path)",
+            ])
+        let output = try await curl.readRest()
+        #expect(await curl.wait(timeout: .seconds(10)) == 0)
+        let lines = output.split(separator: "\n", maxSplits: 1)
+        return (Int(lines.first ?? "") ?? -1, lines.count > 1 ? String(lines[1]) : "")
+    }
+
     private func httpGet(_ path: String) async throws -> String? {
         let curl = try ChildProcess(
             "/usr/bin/env",

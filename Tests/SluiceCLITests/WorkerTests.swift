@@ -277,6 +277,33 @@ struct WorkerFleetTests {
         await cluster.stop()
     }
 
+    /// With the broker frozen, requests in flight cannot finish: after SIGTERM the worker drains, `/health` answers
+    /// 503 `stopping`, and a second SIGTERM ends it at once with status 2.
+    @Test func aStoppingWorkerIsUnhealthyAndASecondSignalExitsWithStatus2() async throws {
+        let cluster = try await ServingCluster.start()
+        let worker = try await cluster.startWorker(["--capture", "BATCH", "--concurrency", "4"])
+        try await cluster.produce((0..<3000).map { #"{"text": "frozen \#($0)"}"# }, to: cluster.requests)
+        try await worker.waitUntilAnswered(1)
+        cluster.broker.process.signal(SIGSTOP)
+        try await worker.waitUntil { $0.inFlight > 0 }
+        let serving = try await worker.httpStatus("/health")
+        #expect(serving.status == 200 && serving.body.contains(#""status":"serving""#), "\(serving)")
+        worker.process.signal(SIGTERM)
+        var stopping = (status: 0, body: "")
+        let deadline = ContinuousClock.now + .seconds(10)
+        repeat {
+            stopping = try await worker.httpStatus("/health")
+            if stopping.status == 503 { break }
+            try await Task.sleep(for: .milliseconds(100))
+        } while ContinuousClock.now < deadline
+        #expect(stopping.status == 503 && stopping.body.contains(#""status":"stopping""#), "\(stopping)")
+        #expect(worker.process.isRunning, "it waits for the frozen broker's acknowledgements")
+        worker.process.signal(SIGTERM)
+        #expect(await worker.process.wait(timeout: .seconds(10)) == 2)
+        cluster.broker.process.signal(SIGCONT)
+        await cluster.stop()
+    }
+
     @Test func killingAWorkerUnderLoadLosesNoRequest() async throws {
         let cluster = try await ServingCluster.start()
         let victim = try await cluster.startWorker(["--capture", "BATCH", "--concurrency", "8"])
