@@ -243,3 +243,51 @@ struct LineageWaitTests {
         return condition()
     }
 }
+
+@Suite("Deliveries that keep failing: a worker in process, its responses' broker down")
+struct DeliveryStallTests {
+    /// Responses live on broker 2. With broker 2 down, a response's delivery times out (`message.timeout.ms` 1 s)
+    /// and is tried again; after `deliveryStallLimit` with nothing acknowledged the health says `stalled` (not
+    /// live). Broker 2 back: the response is delivered, the call answered, and the worker is `serving` again.
+    @Test func aWorkerWhoseDeliveriesKeepFailingIsStalledUntilTheyPass() async throws {
+        let cluster = try MockCluster(brokers: 2, logger: quiet)
+        for topic in ["shout.requests", "shout.responses"] {
+            try cluster.createTopic(topic, partitions: 1)
+            try cluster.setPartitionLeader(topic: topic, partition: 0, broker: topic == "shout.responses" ? 2 : 1)
+        }
+        let settings = try KafkaConfiguration([
+            "bootstrap.servers": cluster.bootstrapServers, "fetch.wait.max.ms": "10", "socket.nagle.disable": "true",
+            "session.timeout.ms": "30000", "heartbeat.interval.ms": "1000", "linger.ms": "1",
+        ])
+        var configuration = WorkerConfiguration(
+            pipeline: AnyPipeline(Shout.pipeline), capture: try CaptureConfiguration.parse("MEMORY", source: .code),
+            kafka: try settings.merging(["message.timeout.ms": "1000"]))
+        configuration.deliveryStallLimit = .seconds(1)
+        let worker = try Worker(configuration: configuration, logger: quiet)
+        let serving = Task { try await worker.run() }
+        let client = try PipelineClient(kafka: settings, pipeline: "shout", logger: quiet)
+        #expect(try await client.call(Array(#""warm""#.utf8), timeout: .seconds(60)).output == Array(#""WARM""#.utf8))
+        #expect(worker.health.status == .serving && worker.health.isLive)
+
+        try cluster.setBrokerDown(2)
+        let call = Task { try await client.call(Array(#""later""#.utf8), timeout: .seconds(60)) }
+        var stalled = false
+        for _ in 0..<300 where !stalled {
+            stalled = worker.health.status == .stalled
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(stalled && !worker.health.isLive && worker.health.inFlight == 1)
+
+        try cluster.setBrokerUp(2)
+        #expect(try await call.value.output == Array(#""LATER""#.utf8))
+        var live = false
+        for _ in 0..<300 where !live {
+            live = worker.health.status == .serving
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(live && worker.health.inFlight == 0)
+        worker.stop()
+        try await serving.value
+        await client.close()
+    }
+}
