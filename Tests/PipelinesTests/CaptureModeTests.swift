@@ -137,6 +137,37 @@ struct CaptureModeTests {
             ])
     }
 
+    @Test func flushOnStepEndFailsTheRunAtTheStepWhoseLineageIsNotDurable() async throws {
+        let tracker = GatedTracker(failing: TrackingError("broker down"))
+        let result = await PipelineRunner(tracker: tracker).run(
+            textStats, input, options: RunOptions(capture: .realtime(flushOnStepEnd: true)))
+        guard case .failure(let error) = result.outcome else {
+            Issue.record("a run whose step lineage failed must not succeed")
+            return
+        }
+        #expect(error.code == "internal" && error.step == "tokenize")
+        #expect(error.message.contains("lineage of step 'tokenize' is not durable") && error.message.contains("broker down"))
+        // The run stops at that step: the later steps never start.
+        #expect(!tracker.log.contains("metadata"))
+    }
+
+    @Test func aCancelledRunFailsWithTheCodeCancelled() async throws {
+        let slow = Step("slow") { (value: Int) in
+            try await Task.sleep(for: .seconds(60))
+            return value
+        }
+        let pipeline = Pipeline("slow") { (value: Int) in try await slow(value) }
+        let running = Task { await PipelineRunner(tracker: RecordingTracker()).run(pipeline, 1, options: RunOptions()) }
+        try await Task.sleep(for: .milliseconds(50))
+        running.cancel()
+        let result = await running.value
+        guard case .failure(let error) = result.outcome else {
+            Issue.record("a cancelled run must not succeed")
+            return
+        }
+        #expect(error.code == "cancelled", "\(error)")
+    }
+
     @Test func logsKnobFiltersByLevel() async throws {
         let chatty = Step("chatty") { (value: Int) in
             for level in LogLevel.allCases { RunContext.current?.log("at \(level)", level: level) }

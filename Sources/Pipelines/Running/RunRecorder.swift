@@ -81,8 +81,15 @@ final class RunRecorder: Sendable {
         do {
             try await tracker.flush(runID: runID)
         } catch {
-            throw ErrorDetail(
-                code: "internal", message: "lineage of step '\(step)' is not durable: \(error)", step: step)
+            throw LineageNotDurable(
+                detail: ErrorDetail(
+                    code: "internal", message: "lineage of step '\(step)' is not durable: \(error)", step: step))
         }
     }
+}
+
+/// A step's lineage could not be made durable where the capture mode waits for it (`flush_on_step_end`): the run
+/// fails with `internal`, naming the step; the step is not tried again, and steps that called it do not wrap it.
+struct LineageNotDurable: Error {
+    let detail: ErrorDetail
 }

@@ -24,25 +24,19 @@ extension RunRecorder {
         while true {
             emit(.stepStarted(step: identity, attempt: attempt, inputs: inputArtifacts))
             let started = Timestamps.monotonicMicros()
+            let output: Output
             do {
-                let output = try await RunContext.$current.withValue(RunContext(run: self, stepRun: stepRun)) {
+                output = try await RunContext.$current.withValue(RunContext(run: self, stepRun: stepRun)) {
                     try await invoke()
                 }
-                emit(
-                    .stepCompleted(
-                        step: identity, attempt: attempt, durationMicros: Timestamps.monotonicMicros() - started,
-                        output: artifact("\(stepRun)/out", .produced, output)))
-                if let cacheKey {
-                    cache.store(
-                        cacheKey, StepCache.Entry(output: output, source: CachedStepRun(runID: runID, stepRun: stepRun))
-                    )
-                }
-                try await flushStepIfAsked(step.name)
-                return output
+            } catch let notDurable as LineageNotDurable {
+                // A step this one called could not make its lineage durable: the run fails with that, untried again.
+                throw notDurable
             } catch {
                 // A step that failed because a step it called failed reports that step's failure.
                 let failure = error as? StepError ?? StepError(step: step.name, stepRun: stepRun, underlying: error)
-                let retrying = step.retry.retries(after: attempt)
+                // A cancelled run is not tried again.
+                let retrying = !Task.isCancelled && step.retry.retries(after: attempt)
                 emit(
                     .stepFailed(
                         step: identity, attempt: attempt, durationMicros: Timestamps.monotonicMicros() - started,
@@ -54,7 +48,19 @@ extension RunRecorder {
                 }
                 await step.retry.wait(after: attempt)
                 attempt += 1
+                continue
             }
+            emit(
+                .stepCompleted(
+                    step: identity, attempt: attempt, durationMicros: Timestamps.monotonicMicros() - started,
+                    output: artifact("\(stepRun)/out", .produced, output)))
+            if let cacheKey {
+                cache.store(
+                    cacheKey, StepCache.Entry(output: output, source: CachedStepRun(runID: runID, stepRun: stepRun)))
+            }
+            // Outside the step's own failure handling: lineage that is not durable is not the step's failure.
+            try await flushStepIfAsked(step.name)
+            return output
         }
     }
 

@@ -21,8 +21,11 @@ public struct StepError: Error, CustomStringConvertible {
         self.underlying = underlying
     }
 
-    /// `step_failed`, or the code of a ``CodedError``.
-    public var code: String { (underlying as? any CodedError)?.code ?? "step_failed" }
+    /// `step_failed`, the code of a ``CodedError``, or `cancelled` when the step was cancelled.
+    public var code: String {
+        if underlying is CancellationError { return "cancelled" }
+        return (underlying as? any CodedError)?.code ?? "step_failed"
+    }
     public var message: String { String(describing: underlying) }
     public var description: String { "step '\(step)' failed: \(message)" }
 
@@ -39,6 +42,7 @@ extension ErrorDetail {
         switch error {
         case let failure as StepError: self = failure.detail
         case let detail as ErrorDetail: self = detail
+        case let notDurable as LineageNotDurable: self = notDurable.detail
         case let coded as any CodedError: self.init(code: coded.code, message: String(describing: coded))
         case is CancellationError: self.init(code: "cancelled", message: "the run was cancelled")
         default: self.init(code: "internal", message: String(describing: error))
