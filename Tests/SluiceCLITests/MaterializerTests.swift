@@ -284,7 +284,7 @@ struct MaterializerTests {
         defer { try? FileManager.default.removeItem(atPath: store) }
         let process = try ChildProcess(
             sluiceExecutable, ["materialize", "--brokers", broker.bootstrapServers, "--store", store])
-        #expect(await process.wait() != 0)
+        #expect(await process.wait() == 64, "a usage error: \(process.standardError)")
         #expect(
             process.standardError.contains("lineage topic sluice.lineage does not exist"), "\(process.standardError)")
         _ = await broker.stop()

@@ -225,11 +225,35 @@ struct WorkerTests {
         await cluster.stop()
     }
 
+    /// `sluice call` against a stand-in worker that answers every request twice: one line per input, in input
+    /// order, each its own response.
+    @Test func sluiceCallPrintsOneResponsePerInputWhenAWorkerAnswersTwice() async throws {
+        let cluster = try await ServingCluster.start()
+        let echo = try ChildProcess(
+            "/usr/bin/env", ["python3", pythonScript("echo_twice.py"), cluster.bootstrap, cluster.requests, "5"])
+        let inputs = (0..<5).map { #"{"n": \#($0)}"# }
+        let call = try ChildProcess(
+            sluiceExecutable,
+            [
+                "call", "--brokers", cluster.bootstrap, "--pipeline", cluster.pipeline, "--timeout", "60",
+                "--kafka", "fetch.wait.max.ms=10",
+            ], input: inputs.joined(separator: "\n") + "\n")
+        let lines = try await call.readRest().split(separator: "\n")
+        #expect(await call.wait(timeout: .seconds(90)) == 0, "\(call.standardError)")
+        #expect(await echo.wait(timeout: .seconds(60)) == 0, "\(echo.standardError)")
+        #expect(lines.count == 5, "\(lines)")
+        for (index, line) in lines.enumerated() {
+            let response = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+            #expect((response["output"] as? [String: Any])?["n"] as? Int == index, "\(line)")
+        }
+        await cluster.stop()
+    }
+
     @Test func missingTopicsAreAStartUpErrorNamingThem() async throws {
         let broker = try await BrokerProcess.start(["--topic", "text-stats.requests:2"])
         let process = try ChildProcess(
             sluiceExecutable, ["worker", "--brokers", broker.bootstrapServers, "--pipeline", "text-stats"])
-        #expect(await process.wait() != 0)
+        #expect(await process.wait() == 64, "a usage error: \(process.standardError)")
         #expect(process.standardError.contains("text-stats.responses"), "\(process.standardError)")
         #expect(process.standardError.contains("--create-topics"))
         _ = await broker.stop()
