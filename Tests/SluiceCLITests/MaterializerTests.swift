@@ -57,11 +57,20 @@ struct MaterializerTests {
             try? FileManager.default.removeItem(atPath: store)
             try? FileManager.default.removeItem(atPath: replay)
         }
+        // Two records that are not lineage events, and the end of a run whose beginning is not in the topic: counted,
+        // not stored.
+        let orphanEnd =
+            #"{"v":1,"event_id":"orphan/1/5","seq":5,"type":"run_completed","ts":2000,"run_id":"orphan","#
+            + #""pipeline":"text-stats","request_id":null,"capture":"BATCH","attempt":1,"status":"completed","#
+            + #""duration_us":1000,"output":null}"#
+        try await cluster.produce(["x\tnot json", "y\t{}", "orphan\t\(orphanEnd)"], to: cluster.lineage)
         let materializer = try await cluster.startMaterializer(store: store)
         #expect(try await waitForRuns(store, 60))
         // Caught up: every lineage partition that delivered records reports its lag, and it is zero.
         let metrics = try #require(try await materializer.metrics())
         #expect(metrics.contains("sluice_materializer_runs_written_total 60\n"))
+        #expect(metrics.contains("sluice_materializer_malformed_total 2\n"), "\(metrics)")
+        #expect(metrics.contains("sluice_materializer_partial_total 1\n"), "\(metrics)")
         #expect(metrics.contains("sluice_materializer_lag_records 0\n"))
         let partitionLags = metrics.matches(of: /sluice_materializer_partition_lag_records\{partition="\d+"\} (\d+)/)
         #expect(!partitionLags.isEmpty && partitionLags.allSatisfy { $0.1 == "0" })
