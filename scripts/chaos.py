@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -31,9 +32,10 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 PIPELINE = "text-stats"
 REQUESTS, RESPONSES, DLQ = f"{PIPELINE}.requests", f"{PIPELINE}.responses", f"{PIPELINE}.dlq"
 CAPTURES = ["BATCH", "REALTIME", "OFF", "MEMORY"]
-# The embedded broker holds a rebalance open for session.timeout.ms - 1 s (docs/operations.md): keep it short here.
-WORKER_KAFKA = ["session.timeout.ms=6000", "heartbeat.interval.ms=200", "fetch.wait.max.ms=10", "linger.ms=1",
-                "socket.nagle.disable=true"]
+# The embedded broker holds a rebalance open for session.timeout.ms - 1 s (docs/operations.md): keep it short here
+# (the freeze scenario lengthens it past the freeze, or the frozen broker would expire every session).
+SESSION_MS = 3000
+WORKER_KAFKA = ["heartbeat.interval.ms=200", "fetch.wait.max.ms=10", "linger.ms=1", "socket.nagle.disable=true"]
 
 
 class Processes:
@@ -69,11 +71,12 @@ def start_broker(processes, partitions):
 
 
 class Worker:
-    def __init__(self, processes, bootstrap, capture, name, extra=()):
+    def __init__(self, processes, bootstrap, capture, name, extra=(), session_ms=SESSION_MS):
         self.started_at = time.monotonic()
+        settings = WORKER_KAFKA + [f"session.timeout.ms={session_ms}"]
         self.process = processes.start(name, ["worker", "--brokers", bootstrap, "--pipeline", PIPELINE,
                                               "--capture", capture, "--http", "127.0.0.1:0", "--name", name]
-                                       + [a for setting in WORKER_KAFKA for a in ("--kafka", setting)] + list(extra))
+                                       + [a for setting in settings for a in ("--kafka", setting)] + list(extra))
         self.port = None
         deadline = time.monotonic() + 30
         while self.port is None and time.monotonic() < deadline and self.process.poll() is None:
@@ -100,6 +103,10 @@ class Worker:
         _, body = self.get("/metrics")
         match = re.search(r"sluice_request_duration_seconds_count\{[^}]*\} (\d+)", body)
         return int(match.group(1)) if match else 0
+
+    def commit_refusals(self):
+        """Offset commits the group coordinator refused, as librdkafka logged them (COMMITFAIL)."""
+        return sum("COMMITFAIL" in line for line in open(self.process.err_path))
 
     def wait_until(self, condition, timeout=60):
         deadline = time.monotonic() + timeout
@@ -132,9 +139,9 @@ class Load:
         producer = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 5, "message.max.bytes": 10_000_000})
         start = time.monotonic()
         for index, spec in enumerate(self.specs):
-            due = start + index / self.rate
-            if due > time.monotonic():
-                time.sleep(due - time.monotonic())
+            wait = start + index / self.rate - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
             headers = {"sluice-request-id": spec["id"]}
             headers.update(spec.get("headers", {}))
             self.sent_at[spec["id"]] = time.monotonic()
@@ -298,9 +305,10 @@ def scenario_freeze(processes, small):
     results = []
     for capture in (["BATCH"] if small else ["BATCH", "REALTIME"]):
         broker, bootstrap = start_broker(processes, 8)
-        worker = Worker(processes, bootstrap, capture, f"freeze-{capture}", ["--delivery-stall-seconds", "2"])
-        worker.wait_until(lambda w: w.health().get("assigned_partitions", 0) > 0)
         frozen = 5 if small else 15
+        worker = Worker(processes, bootstrap, capture, f"freeze-{capture}", ["--delivery-stall-seconds", "2"],
+                        session_ms=(frozen + 10) * 1000)
+        worker.wait_until(lambda w: w.health().get("assigned_partitions", 0) > 0)
         specs = [valid(index) for index in range(1500 if small else 9000)]
         load = Load(bootstrap, specs, rate=300)
         statuses = []
@@ -336,11 +344,13 @@ def scenario_churn(processes, small):
         specs = [valid(index) for index in range(20000 if small else 40000)]
         load = Load(bootstrap, specs, rate=rate)
         joins = []
+        members = [first]
 
         def churn():
             for name in ("2", "3"):
                 time.sleep(2)
                 joiner = Worker(processes, bootstrap, capture, f"churn-{capture}-{name}")
+                members.append(joiner)
                 owned = joiner.wait_until(lambda w: w.health().get("assigned_partitions", 0) > 0)
                 serving = joiner.wait_until(lambda w: w.answered() > 0)
                 joins.append({"owns_partitions_after": round(owned - joiner.started_at, 2) if owned else None,
@@ -352,6 +362,7 @@ def scenario_churn(processes, small):
         load.run(timeout=240, during=churn)
         result = load.report("churn", capture, check)
         result["joins"] = joins
+        result["commit_refusals"] = sum(member.commit_refusals() for member in members)
         results.append(result)
         processes.stop_all()
     return results
@@ -366,10 +377,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--small", action="store_true", help="the short form that make test runs")
     parser.add_argument("--sluice", default=os.environ.get("SLUICE", ".build/debug/sluice"))
+    parser.add_argument("--keep", action="store_true", help="keep the processes' logs (the directory is printed)")
     parser.add_argument("scenarios", nargs="*", default=list(SCENARIOS))
     arguments = parser.parse_args()
     failed = False
-    with tempfile.TemporaryDirectory(prefix="sluice-chaos-") as workdir:
+    workdir = tempfile.mkdtemp(prefix="sluice-chaos-")
+    if arguments.keep:
+        print(f"logs in {workdir}", file=sys.stderr)
+    try:
         processes = Processes(os.path.abspath(arguments.sluice), workdir)
         try:
             for name in arguments.scenarios:
@@ -380,6 +395,9 @@ def main():
                     failed = failed or bool(broken)
         finally:
             processes.stop_all()
+    finally:
+        if not arguments.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
     sys.exit(1 if failed else 0)
 
 
