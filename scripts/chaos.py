@@ -8,10 +8,11 @@ and prints one JSON line:
 `answered` counts ids with at least one response, `duplicates` responses beyond the first of an id, `wrong` responses
 whose status, code or output is not what the request calls for. Exit status 1 when a scenario breaks a guarantee of
 docs/operations.md: anything missing or wrong anywhere, or a duplicate where the guarantees allow none (hostile input,
-a frozen broker).
+a frozen broker), a worker that died or kept requests in flight, a store that lost or doubled a run or differs from
+an undisturbed one.
 
 usage: scripts/chaos.py [--small] [--sluice PATH] [SCENARIO ...]
-scenarios: hostile kill9 freeze churn (default: all)
+scenarios: hostile kill9 freeze churn materializer (default: all)
 """
 import argparse
 import json
@@ -63,20 +64,19 @@ class Processes:
                     process.wait()
 
 
-def start_broker(processes, partitions):
+def start_broker(processes, partitions, lineage_partitions=8):
     broker = processes.start("broker", ["broker", "--topic", f"{REQUESTS}:{partitions}",
                                         "--topic", f"{RESPONSES}:{partitions}", "--topic", f"{DLQ}:8",
-                                        "--topic", "sluice.lineage:8"])
+                                        "--topic", f"sluice.lineage:{lineage_partitions}"])
     return broker, broker.stdout.readline().strip()
 
 
-class Worker:
-    def __init__(self, processes, bootstrap, capture, name, extra=(), session_ms=SESSION_MS):
+class Service:
+    """A `sluice worker` or `sluice materialize` process with `--http 127.0.0.1:0`, and its /health and /metrics."""
+
+    def __init__(self, processes, name, arguments):
         self.started_at = time.monotonic()
-        settings = WORKER_KAFKA + [f"session.timeout.ms={session_ms}"]
-        self.process = processes.start(name, ["worker", "--brokers", bootstrap, "--pipeline", PIPELINE,
-                                              "--capture", capture, "--http", "127.0.0.1:0", "--name", name]
-                                       + [a for setting in settings for a in ("--kafka", setting)] + list(extra))
+        self.process = processes.start(name, arguments + ["--http", "127.0.0.1:0"])
         self.port = None
         deadline = time.monotonic() + 30
         while self.port is None and time.monotonic() < deadline and self.process.poll() is None:
@@ -84,7 +84,7 @@ class Worker:
             self.port = int(match.group(1)) if match else None
             time.sleep(0.05)
         if self.port is None:
-            raise RuntimeError(f"worker {name} did not start: {open(self.process.err_path).read()[-2000:]}")
+            raise RuntimeError(f"{name} did not start: {open(self.process.err_path).read()[-2000:]}")
 
     def get(self, path):
         try:
@@ -99,6 +99,22 @@ class Worker:
         status, body = self.get("/health")
         return json.loads(body) if status else {}
 
+    def wait_until(self, condition, timeout=60):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if condition(self):
+                return time.monotonic()
+            time.sleep(0.05)
+        return None
+
+
+class Worker(Service):
+    def __init__(self, processes, bootstrap, capture, name, extra=(), session_ms=SESSION_MS):
+        settings = WORKER_KAFKA + [f"session.timeout.ms={session_ms}"]
+        super().__init__(processes, name, ["worker", "--brokers", bootstrap, "--pipeline", PIPELINE,
+                                           "--capture", capture, "--name", name]
+                         + [a for setting in settings for a in ("--kafka", setting)] + list(extra))
+
     def answered(self):
         _, body = self.get("/metrics")
         match = re.search(r"sluice_request_duration_seconds_count\{[^}]*\} (\d+)", body)
@@ -107,14 +123,6 @@ class Worker:
     def commit_refusals(self):
         """Offset commits the group coordinator refused, as librdkafka logged them (COMMITFAIL)."""
         return sum("COMMITFAIL" in line for line in open(self.process.err_path))
-
-    def wait_until(self, condition, timeout=60):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if condition(self):
-                return time.monotonic()
-            time.sleep(0.05)
-        return None
 
 
 class Load:
@@ -368,7 +376,83 @@ def scenario_churn(processes, small):
     return results
 
 
-SCENARIOS = {"hostile": scenario_hostile, "kill9": scenario_kill9, "freeze": scenario_freeze, "churn": scenario_churn}
+def store_files(root):
+    """Every file of a store but its derived index and temporary files, by path: their bytes."""
+    files = {}
+    for directory, _, names in os.walk(root):
+        for name in names:
+            path = os.path.relpath(os.path.join(directory, name), root)
+            if not path.startswith(("tmp", "index.sqlite")):
+                files[path] = open(os.path.join(directory, name), "rb").read()
+    return files
+
+
+def stored_runs(root):
+    """The runs of the store's segments: their complete lines (a segment may be in the middle of a write)."""
+    return [json.loads(line) for path, data in store_files(root).items() if path.endswith(".jsonl")
+            for line in data.split(b"\n")[:-1] if line.strip()]
+
+
+def stored_lines(root):
+    """How many complete lines the store's segments hold (cheaper than reading the runs)."""
+    return sum(data.count(b"\n") for path, data in store_files(root).items() if path.endswith(".jsonl"))
+
+
+def start_materializer(processes, bootstrap, store, group):
+    return Service(processes, "materialize",
+                   ["materialize", "--brokers", bootstrap, "--store", store, "--group", group, "--batch-size", "1024",
+                    "--kafka", "fetch.wait.max.ms=10", "--kafka", "session.timeout.ms=6000",
+                    "--kafka", "heartbeat.interval.ms=200"])
+
+
+def scenario_materializer(processes, small):
+    """A BATCH worker answers requests; a materializer folding its lineage is killed with SIGKILL at random moments
+    and restarted, then catches up. Its store must hold every answered run once and be, byte for byte, the store an
+    undisturbed materializer writes from the same topic."""
+    import random
+    # The embedded broker keeps 5 MiB of a partition: 32 lineage partitions hold the whole run's lineage, so the
+    # undisturbed replay reads it all from the start.
+    _, bootstrap = start_broker(processes, 8, lineage_partitions=32)
+    worker = Worker(processes, bootstrap, "BATCH", "materializer-load")
+    worker.wait_until(lambda w: w.health().get("assigned_partitions", 0) > 0)
+    specs = [valid(index) for index in range(3000 if small else 12000)]
+    load = Load(bootstrap, specs, rate=300)
+    killed = os.path.join(processes.workdir, "killed-store")
+    undisturbed = os.path.join(processes.workdir, "undisturbed-store")
+    kills = 3 if small else 12
+    randomness = random.Random(12)
+
+    def killer():
+        for _ in range(kills):
+            materializer = start_materializer(processes, bootstrap, killed, "chaos-killed")
+            # Killed at a random moment of its work: once it owns partitions (the previous one's session has
+            # expired and the group joined), within the next 3 s.
+            materializer.wait_until(lambda m: m.health().get("assigned_partitions", 0) > 0, timeout=60)
+            time.sleep(randomness.uniform(0.0, 3.0))
+            materializer.process.kill()
+            materializer.process.wait()
+
+    load.run(timeout=300, during=killer)
+    result = load.report("materializer", "BATCH", check)
+    answered = {value["run_id"] for responses in load.responses.values() for value, _ in responses}
+    for store, group in ((killed, "chaos-killed"), (undisturbed, "chaos-undisturbed")):
+        materializer = start_materializer(processes, bootstrap, store, group)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and stored_lines(store) < len(answered):
+            time.sleep(2)
+        time.sleep(1)
+        materializer.process.terminate()
+        materializer.process.wait(60)
+    runs = [run["run_id"] for run in stored_runs(killed)]
+    result.update({"kills": kills, "runs_answered": len(answered), "runs_stored": len(set(runs)),
+                   "runs_missing_from_store": len(answered - set(runs)), "runs_stored_twice": len(runs) - len(set(runs)),
+                   "identical_to_undisturbed": store_files(killed) == store_files(undisturbed)})
+    processes.stop_all()
+    return [result]
+
+
+SCENARIOS = {"hostile": scenario_hostile, "kill9": scenario_kill9, "freeze": scenario_freeze, "churn": scenario_churn,
+             "materializer": scenario_materializer}
 # Where the guarantees allow no duplicate at all.
 NO_DUPLICATES = {"hostile", "freeze"}
 
@@ -392,6 +476,8 @@ def main():
                     print(json.dumps(result), flush=True)
                     broken = result["missing"] or result["wrong"] or (name in NO_DUPLICATES and result["duplicates"])
                     broken = broken or result.get("worker_alive") is False or result.get("in_flight_after") not in (0, None)
+                    broken = broken or result.get("identical_to_undisturbed") is False
+                    broken = broken or result.get("runs_missing_from_store") or result.get("runs_stored_twice")
                     failed = failed or bool(broken)
         finally:
             processes.stop_all()

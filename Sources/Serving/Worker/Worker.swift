@@ -484,7 +484,7 @@ public final class Worker: Sendable {
                 }
                 return
             } catch {
-                logger.warning("response to \(request.requestID) not enqueued: \(error)")
+                // Not enqueued (too large, unknown topic, ...): the slow path tries again and says why.
             }
         }
         await deliverSlowly(response, to: replyTopic, request: request, deadLetter: failure, done: done)
