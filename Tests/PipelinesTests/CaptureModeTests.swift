@@ -146,7 +146,9 @@ struct CaptureModeTests {
             return
         }
         #expect(error.code == "internal" && error.step == "tokenize")
-        #expect(error.message.contains("lineage of step 'tokenize' is not durable") && error.message.contains("broker down"))
+        #expect(
+            error.message.contains("lineage of step 'tokenize' is not durable") && error.message.contains("broker down")
+        )
         // The run stops at that step: the later steps never start.
         #expect(!tracker.log.contains("metadata"))
     }

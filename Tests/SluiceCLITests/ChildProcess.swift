@@ -80,7 +80,9 @@ final class ChildProcess: @unchecked Sendable {
         if process.isRunning {
             kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
-            Issue.record("\(process.executableURL?.lastPathComponent ?? "?") \(process.arguments ?? []) did not end within \(timeout): killed")
+            Issue.record(
+                "\(process.executableURL?.lastPathComponent ?? "?") \(process.arguments ?? []) did not end within \(timeout): killed"
+            )
         }
         return process.terminationStatus
     }

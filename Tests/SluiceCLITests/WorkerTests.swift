@@ -106,13 +106,16 @@ struct WorkerTests {
             }
         }
         let (status, responses) = try await cluster.call(specs, timeout: 90)
-        #expect(status == 0, "unanswered: \(Set(expected.keys).subtracting(responses.compactMap { $0["id"] as? String }))")
+        #expect(
+            status == 0, "unanswered: \(Set(expected.keys).subtracting(responses.compactMap { $0["id"] as? String }))")
         #expect(responses.count == specs.count, "answered more than once")
         var codes: [String: String] = [:]
         for response in responses {
             let value = try #require(response["value"] as? [String: Any])
             codes[response["id"] as? String ?? "?"] = (value["error"] as? [String: Any])?["code"] as? String ?? "ok"
-            if let output = value["output"] as? [String: Any], (response["id"] as? String)?.hasPrefix("near-valid") == true {
+            if let output = value["output"] as? [String: Any],
+                (response["id"] as? String)?.hasPrefix("near-valid") == true
+            {
                 #expect(output["tokens"] as? Int == 330_000)
             }
         }

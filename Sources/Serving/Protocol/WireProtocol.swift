@@ -243,7 +243,8 @@ public enum DeadLetter {
     static let recordOverhead = 512
 
     /// The copy of `request`, failed with `error`, for `topic`, at most `budget` bytes as librdkafka counts a record.
-    public static func message(for request: Request, error: ErrorDetail, topic: String, budget: Int) -> OutgoingMessage {
+    public static func message(for request: Request, error: ErrorDetail, topic: String, budget: Int) -> OutgoingMessage
+    {
         let original = request.message
         var headers = [
             KafkaHeader(WireProtocol.Header.errorCode, error.code),

@@ -137,7 +137,8 @@ public final class Worker: Sendable {
         if producerSettings["message.max.bytes"] == nil {
             try producerSettings.set("message.max.bytes", String(Self.defaultRecordLimit(configuration)))
         }
-        recordLimit = producerSettings["message.max.bytes"].flatMap { Int($0) } ?? Self.defaultRecordLimit(configuration)
+        recordLimit =
+            producerSettings["message.max.bytes"].flatMap { Int($0) } ?? Self.defaultRecordLimit(configuration)
         producer = try KafkaProducer(configuration: producerSettings, logger: logger)
         // Memory-only publishes nothing: no tracker, and no lineage topic is needed.
         let tracker =
@@ -236,7 +237,9 @@ public final class Worker: Sendable {
                 where [.rebalanceInProgress, .illegalGeneration].contains(error.code) && ContinuousClock.now < deadline
             {
                 attempt += 1
-                if attempt == 1 { logger.info("final commit refused while the group rebalances, trying again: \(error)") }
+                if attempt == 1 {
+                    logger.info("final commit refused while the group rebalances, trying again: \(error)")
+                }
                 try? await Task.sleep(for: .milliseconds(50 * min(attempt, 10)))
             } catch {
                 logger.warning("final commit: \(error)")
@@ -564,7 +567,8 @@ public final class Worker: Sendable {
                 case .acknowledged:
                     metrics.recordDeadLetter()
                     deadLetter = nil
-                case .refused(let refusal) where Self.isSizeRefusal(refusal) && copyBudget > DeadLetter.refusedCopyBudget:
+                case .refused(let refusal)
+                where Self.isSizeRefusal(refusal) && copyBudget > DeadLetter.refusedCopyBudget:
                     logger.warning(
                         "dead-letter copy of \(request.requestID) refused as too large (\(refusal)); sending a copy of at most \(DeadLetter.refusedCopyBudget) bytes"
                     )
