@@ -308,9 +308,14 @@ struct WorkerFleetTests {
     /// 503 `stopping`, and a second SIGTERM ends it at once with status 2.
     @Test func aStoppingWorkerIsUnhealthyAndASecondSignalExitsWithStatus2() async throws {
         let cluster = try await ServingCluster.start()
-        let worker = try await cluster.startWorker(["--capture", "BATCH", "--concurrency", "4"])
-        try await cluster.produce((0..<3000).map { #"{"text": "frozen \#($0)"}"# }, to: cluster.requests)
+        // Two slots and many requests: some are still waiting when the broker freezes. A session longer than the
+        // test keeps the frozen coordinator from expiring it.
+        let worker = try await cluster.startWorker([
+            "--capture", "BATCH", "--concurrency", "2", "--kafka", "session.timeout.ms=60000",
+        ])
+        try await cluster.produce((0..<20000).map { #"{"text": "frozen \#($0)"}"# }, to: cluster.requests)
         try await worker.waitUntilAnswered(1)
+        #expect(try await worker.answered() ?? 0 < 20000, "answered everything before the freeze")
         cluster.broker.process.signal(SIGSTOP)
         try await worker.waitUntil { $0.inFlight > 0 }
         let serving = try await worker.httpStatus("/health")
