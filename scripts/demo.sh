@@ -68,11 +68,14 @@ serve REALTIME REALTIME
 serve memory-only '{"mode": "REALTIME", "runs": "off"}'
 
 echo
-echo "== what each mode published to sluice.lineage (events by capture mode and type)"
+echo "== what each mode published to sluice.lineage (records, and events by capture mode and type)"
 timeout 60 python3 Tests/SluiceCLITests/python/read_topic.py "$brokers" sluice.lineage >"$out/lineage.jsonl"
 python3 - "$out/lineage.jsonl" <<'PY'
 import collections, json, sys
-events = [json.loads(line)["value"] for line in open(sys.argv[1])]
+# Lineage records v2: the events of one run, with the run's members once (docs/lineage-events.md).
+records = [json.loads(line)["value"] for line in open(sys.argv[1])]
+events = [dict(event, capture=record["capture"]) for record in records for event in record["events"]]
+record_count = collections.Counter(record["capture"] for record in records)
 by_mode = collections.defaultdict(collections.Counter)
 for event in events:
     by_mode[event["capture"]][event["type"]] += 1
@@ -84,7 +87,7 @@ for mode in ("BATCH", "REALTIME", "MEMORY"):
         print(f"   {mode:9} nothing: memory-only publishes no lineage")
         continue
     runs = counts["run_started"]
-    print(f"   {mode:9} {sum(counts.values())} events for {runs} runs: "
+    print(f"   {mode:9} {sum(counts.values())} events in {record_count[mode]} records for {runs} runs: "
           + ", ".join(f"{kind} {n}" for kind, n in sorted(counts.items())))
 run = [e for e in events if e["capture"] == "BATCH" and e["type"] in ("step_started", "step_completed")][:8]
 print("   one BATCH run, its steps and lineage edges:")

@@ -1,5 +1,5 @@
-// The materializer's fold-and-write path on its own, without Kafka: lineage events of text-stats-like runs, as the
-// workers publish them (JSON), decoded, folded and appended to a store in a temporary directory, synced and indexed
+// The materializer's fold-and-write path on its own, without Kafka: lineage records of text-stats-like runs, as
+// BATCH workers publish them (one record of 9 events per run), decoded, folded and appended to a store in a temporary directory, synced and indexed
 // every 4096 records as `sluice materialize` does. docs/benchmarks.md has the command and the figures.
 //
 // usage: lineage-benchmark [RUNS] [--no-index] (default 100000 runs, about 900 000 events; --no-index leaves the
@@ -49,15 +49,19 @@ for index in 0..<16 {
 let templates = (0..<16).map { tracker.events(ofRun: "template\($0)") }
 var records: [[UInt8]] = []
 var keys: [[UInt8]] = []
-records.reserveCapacity(runs * templates[0].count)
+records.reserveCapacity(runs)
 for run in 0..<runs {
     let runID = String(format: "%032x", run)
-    for var event in templates[run % 16] {
-        event.runID = runID
-        records.append(event.json())
-        keys.append(Array(runID.utf8))
-    }
+    records.append(
+        LineageRecord.encode(
+            templates[run % 16].map { event in
+                var event = event
+                event.runID = runID
+                return event
+            }))
+    keys.append(Array(runID.utf8))
 }
+let events = runs * templates[0].count
 let bytes = records.reduce(0) { $0 + $1.count }
 var logger = Logger(label: "lineage-benchmark")
 logger.logLevel = .error
@@ -80,7 +84,7 @@ if let flag = CommandLine.arguments.firstIndex(of: "--produce"), flag + 1 < Comm
     try await producer.flush(timeout: .seconds(120))
     await producer.close()
     print(
-        "produced \(records.count) events (\(bytes / records.count) bytes each, \(runs) runs) to \(topic); failed \(failures.withLock { $0 })"
+        "produced \(records.count) records of \(events) events (\(bytes / events) bytes per event, \(runs) runs) to \(topic); failed \(failures.withLock { $0 })"
     )
     exit(failures.withLock { $0 } == 0 ? 0 : 1)
 }
@@ -104,6 +108,6 @@ let written = counts.runsWritten
 let elapsed = started.duration(to: clock.now)
 let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
 print(
-    "\(records.count) events (\(bytes / records.count) bytes each, \(written) runs) in \(String(format: "%.2f", seconds)) s: "
-        + "\(Int(Double(records.count) / seconds)) events/s, \(String(format: "%.2f", seconds * 1e6 / Double(records.count))) µs per event"
+    "\(events) events in \(records.count) records (\(bytes / events) bytes per event, \(written) runs) in \(String(format: "%.2f", seconds)) s: "
+        + "\(Int(Double(events) / seconds)) events/s, \(String(format: "%.2f", seconds * 1e6 / Double(events))) µs per event"
 )

@@ -110,7 +110,14 @@ func runBenchmarks() async throws {
     var bytes = 0
     let resolved = pending.map { $0.resolve() }
     let resolvedAt = clock.now
-    for event in resolved { bytes += event.json().count }
+    // One lineage record per run, as a BATCH worker publishes it.
+    var start = 0
+    while start < resolved.count {
+        var end = start + 1
+        while end < resolved.count, resolved[end].runID == resolved[start].runID { end += 1 }
+        bytes += LineageRecord.encode(Array(resolved[start..<end])).count
+        start = end
+    }
     let elapsed = started.duration(to: clock.now)
     let writing = resolvedAt.duration(to: clock.now)
     let perEvent =

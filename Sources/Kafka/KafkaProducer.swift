@@ -47,6 +47,17 @@ public final class KafkaProducer: Sendable {
         try await client.produce(message, onDelivery: onDelivery)
     }
 
+    /// ``send(_:onDelivery:)`` for a thread of the caller's own (a ``DedicatedThread``): blocks that thread while
+    /// librdkafka's queue is full, and never suspends.
+    /// - Important: Never call it from Swift's cooperative pool or from a delivery handler.
+    /// - Throws: ``KafkaError`` if the record cannot be enqueued; `onDelivery` is then not called.
+    public func sendBlocking(
+        _ message: OutgoingMessage,
+        onDelivery: @escaping @Sendable (Result<DeliveryReport, KafkaError>) -> Void
+    ) throws {
+        try client.produceBlocking(message, onDelivery: onDelivery)
+    }
+
     /// Records enqueued or in flight that have no delivery report yet.
     public var outstanding: Int { client.outstanding }
 

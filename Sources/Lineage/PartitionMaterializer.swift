@@ -3,9 +3,12 @@ import Pipelines
 
 /// What folding records did, for the materializer's counters.
 public struct FoldCounts: Sendable, Hashable {
+    /// Lineage records read, readable or not.
+    public var records = 0
+    /// Lineage events read: a record of the format v2 carries several.
     public var events = 0
     public var runsWritten = 0
-    /// Records that were not lineage events.
+    /// Records that were not lineage records.
     public var malformed = 0
     /// Runs closed without a terminal event.
     public var incomplete = 0
@@ -16,6 +19,7 @@ public struct FoldCounts: Sendable, Hashable {
 
     /// Adds the counts of `other`.
     public mutating func add(_ other: FoldCounts) {
+        records += other.records
         events += other.events
         runsWritten += other.runsWritten
         malformed += other.malformed
@@ -57,14 +61,15 @@ public final class PartitionMaterializer {
     /// The offset to commit once the store is synced: the first offset of the oldest open run, or the next one.
     public var resumeOffset: Int64? { fold.resumeOffset }
 
-    /// Folds the record at `offset` (its value: one lineage event's JSON, or anything else, which is counted and
-    /// skipped) and appends the runs it closes. Durable only after ``sync()``.
+    /// Folds the record at `offset` (its value: a lineage record, or anything else, which is counted and skipped)
+    /// and appends the runs it closes. Durable only after ``sync()``.
     /// - Throws: ``StoreError`` when the store cannot be written.
     public func take(_ value: [UInt8]?, at offset: Int64, counts: inout FoldCounts) throws {
-        counts.events += 1
-        let event = decode(value, at: offset)
-        if event == nil { counts.malformed += 1 }
-        for run in fold.take(event, at: offset) {
+        counts.records += 1
+        let events = decode(value, at: offset)
+        if events.isEmpty { counts.malformed += 1 }
+        counts.events += events.count
+        for run in fold.take(events, at: offset) {
             if run.fold.status == .incomplete { counts.incomplete += 1 }
             guard run.fold.sawStart else {
                 if let written = store.lastWritten, run.position <= written { continue }
@@ -86,16 +91,17 @@ public final class PartitionMaterializer {
         try store.sync()
     }
 
-    private func decode(_ value: [UInt8]?, at offset: Int64) -> TrackingEvent<ArtifactRef>? {
+    /// The record's events; none when it is not a lineage record.
+    private func decode(_ value: [UInt8]?, at offset: Int64) -> [LineageEvent] {
         guard let value else {
             logger.warning("lineage partition \(partition) offset \(offset): a record without a value, skipped")
-            return nil
+            return []
         }
         do {
-            return try TrackingEvent<ArtifactRef>(json: value)
+            return try LineageRecord.decode(value)
         } catch {
-            logger.warning("lineage partition \(partition) offset \(offset): not a lineage event (\(error)), skipped")
-            return nil
+            logger.warning("lineage partition \(partition) offset \(offset): not a lineage record (\(error)), skipped")
+            return []
         }
     }
 }

@@ -122,9 +122,10 @@ struct MaterializeCommand: AsyncParsableCommand {
     /// The Prometheus text of a materializer's counters.
     static func metrics(_ status: MaterializerStatus) -> String {
         let counters: [(String, String, Int)] = [
-            ("sluice_materializer_events_total", "Lineage records read.", status.counts.events),
+            ("sluice_materializer_records_total", "Lineage records read.", status.counts.records),
+            ("sluice_materializer_events_total", "Lineage events read.", status.counts.events),
             ("sluice_materializer_runs_written_total", "Runs appended to segments.", status.counts.runsWritten),
-            ("sluice_materializer_malformed_total", "Records that were not lineage events.", status.counts.malformed),
+            ("sluice_materializer_malformed_total", "Records that were not lineage records.", status.counts.malformed),
             ("sluice_materializer_incomplete_total", "Runs closed without a terminal event.", status.counts.incomplete),
             (
                 "sluice_materializer_partial_total", "Runs not stored: their beginning was never read.",

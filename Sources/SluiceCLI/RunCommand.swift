@@ -10,7 +10,7 @@ struct RunCommand: AsyncParsableCommand {
         discussion: """
             Each input is the pipeline's input as JSON: --data, or one per line of standard input. For each, one \
             JSON line: {"pipeline", "status", "output", "error", "run_id", "capture", "duration_ms"}; with --events, \
-            then the run's lineage events, one JSON line each, exactly as a worker publishes them. The resolved \
+            then the run's lineage events as one JSON line: a lineage record v2, as a worker publishes a BATCH run. The resolved \
             capture configuration is printed to standard error first. Exits 1 if any run failed.
             """
     )
@@ -23,7 +23,7 @@ struct RunCommand: AsyncParsableCommand {
     @Option(name: .long, help: "One input as JSON; without it, each line of standard input is one.")
     var data: String?
 
-    @Flag(name: .long, help: "Print each run's lineage events after its result.")
+    @Flag(name: .long, help: "Print each run's lineage events, as one lineage record, after its result.")
     var events = false
 
     func run() async throws {
@@ -40,7 +40,8 @@ struct RunCommand: AsyncParsableCommand {
             if case .failure = result.outcome { failures += 1 }
             print(String(decoding: Self.resultLine(result, pipeline: pipeline.name), as: UTF8.self))
             if events, let runID = result.runID {
-                for event in tracker.events(ofRun: runID) { print(String(decoding: event.json(), as: UTF8.self)) }
+                let run = tracker.events(ofRun: runID)
+                if !run.isEmpty { print(String(decoding: LineageRecord.encode(run), as: UTF8.self)) }
             }
         }
         if let data {

@@ -76,7 +76,7 @@ struct PartitionFoldTests {
         var offset: Int64 = 0
         var closed: [ClosedRun] = []
         for event in [first[0]] + second + first.dropFirst() {
-            closed += fold.take(event, at: offset)
+            closed += fold.take([event], at: offset)
             offset += 1
             if closed.isEmpty { #expect(fold.resumeOffset == 0) }
         }
@@ -95,7 +95,7 @@ struct PartitionFoldTests {
         // A producer retry sends the first two events twice; the worker dies before run_completed; the request is
         // served again.
         for event in run.prefix(2) + run.prefix(2) + run.prefix(3) + again {
-            closed += fold.take(event, at: offset)
+            closed += fold.take([event], at: offset)
             offset += 1
         }
         #expect(closed.map(\.fold.status) == [.incomplete, .completed])
@@ -108,10 +108,10 @@ struct PartitionFoldTests {
     @Test func aRunWithoutNewsForNEventsBecomesIncomplete() async throws {
         let stalled = await events(runID: "stalled")
         var fold = PartitionFold(partition: 0, incompleteAfter: 5)
-        var closed = fold.take(stalled[0], at: 0)
+        var closed = fold.take([stalled[0]], at: 0)
         var offset: Int64 = 1
         while closed.isEmpty, offset < 100 {
-            closed += fold.take(nil, at: offset)  // unreadable records count too
+            closed += fold.take([], at: offset)  // unreadable records count too
             offset += 1
         }
         #expect(closed.count == 1 && closed[0].fold.status == .incomplete)
@@ -119,12 +119,34 @@ struct PartitionFoldTests {
         #expect(fold.resumeOffset == 6)
     }
 
+    /// Lineage records v2: a BATCH run in one record, a REALTIME run over several, beside a run of one record per
+    /// event (version 1), all give the same runs.
+    @Test func aRunInOneRecordOrInSeveralFoldsTheSame() async throws {
+        let whole = await events(runID: "whole")
+        let split = await events(runID: "split")
+        let single = await events(runID: "single")
+        var fold = PartitionFold(partition: 0, incompleteAfter: 1000)
+        var closed: [ClosedRun] = []
+        var offset: Int64 = 0
+        let decoded = try LineageRecord.decode(LineageRecord.encode(whole))
+        for record in [decoded, Array(split.prefix(2))] + single.map { [$0] } + [Array(split.dropFirst(2))] {
+            closed += fold.take(record, at: offset)
+            offset += 1
+        }
+        #expect(closed.map(\.fold.runID) == ["whole", "single", "split"])
+        #expect(closed.allSatisfy { $0.fold.status == .completed && $0.fold.sawStart })
+        #expect(closed.map(\.fold.events) == [whole.count, single.count, split.count])
+        #expect(closed[0].fold.firstOffset == 0 && closed[0].fold.terminalOffset == 0)
+        #expect(closed[2].fold.firstOffset == 1 && closed[2].fold.terminalOffset == offset - 1)
+        #expect(fold.resumeOffset == offset && fold.openRuns == 0)
+    }
+
     @Test func goingBackFoldsAgainFromThere() async throws {
         let run = await events(runID: "r")
         var fold = PartitionFold(partition: 0, incompleteAfter: 1000)
-        _ = fold.take(run[3], at: 40)  // a record from before a reassignment
+        _ = fold.take([run[3]], at: 40)  // a record from before a reassignment
         var closed: [ClosedRun] = []
-        for (index, event) in run.enumerated() { closed += fold.take(event, at: Int64(10 + index)) }
+        for (index, event) in run.enumerated() { closed += fold.take([event], at: Int64(10 + index)) }
         #expect(closed.count == 1 && closed[0].fold.sawStart && closed[0].fold.firstOffset == 10)
     }
 }
@@ -137,7 +159,7 @@ struct PartitionStoreTests {
         var offset: Int64 = 0
         for runID in runIDs {
             for event in await events(runID: runID, pad: pad, pipeline: pipeline) {
-                closed += fold.take(event, at: offset)
+                closed += fold.take([event], at: offset)
                 offset += 1
             }
         }

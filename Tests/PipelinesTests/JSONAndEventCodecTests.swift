@@ -140,40 +140,64 @@ struct JSONAndEventCodecTests {
             return
         }
         #expect(Set(events.map(\.type)) == Set(LineageEventType.allCases).subtracting([.runCompleted]))
+        // The whole run in one record, and each event in a record of its own.
+        let record = LineageRecord.encode(events)
+        #expect(try LineageRecord.decode(record) == events)
+        let object = try JSONValue(parsing: record)
+        #expect(object["v"] == 2 && object["run_id"]?.stringValue == events[0].runID)
         for event in events {
-            let json = event.json()
-            #expect(try LineageEvent(json: json) == event)
-            let object = try JSONValue(parsing: json)
-            #expect(object["v"] == 1 && object["type"]?.stringValue == event.type.rawValue)
+            #expect(try LineageRecord.decode(LineageRecord.encode([event])) == [event])
         }
         let completed = LineageEvent(
             seq: 0, timestamp: 1, runID: "r", pipeline: "p", requestID: nil, capture: "OFF", attempt: 1,
             body: .runCompleted(durationMicros: 5, output: nil))
-        #expect(try LineageEvent(json: completed.json()) == completed)
+        #expect(try LineageRecord.decode(LineageRecord.encode([completed])) == [completed])
     }
 
+    static let countCompleted = LineageEvent(
+        seq: 2, timestamp: 1_700_000_000_000_000, runID: "run-1", pipeline: "text-stats", requestID: "req-1",
+        capture: "BATCH", attempt: 1,
+        body: .stepCompleted(
+            step: StepRunID(step: "count", id: "count#1", version: 1), attempt: 1, durationMicros: 12,
+            output: ArtifactRef(
+                id: "count#1/out", type: "Int", sha256: ContentHash.sha256(Array("4".utf8)), size: 1,
+                inlineJSON: Array("4".utf8))))
+
     @Test func theWireFormIsDocumented() throws {
-        let event = LineageEvent(
-            seq: 2, timestamp: 1_700_000_000_000_000, runID: "run-1", pipeline: "text-stats", requestID: "req-1",
-            capture: "BATCH", attempt: 1,
-            body: .stepCompleted(
-                step: StepRunID(step: "count", id: "count#1", version: 1), attempt: 1, durationMicros: 12,
-                output: ArtifactRef(
-                    id: "count#1/out", type: "Int", sha256: ContentHash.sha256(Array("4".utf8)), size: 1,
-                    inlineJSON: Array("4".utf8))))
+        var log = Self.countCompleted
+        log.seq = 3
+        log.timestamp += 5
+        log.body = .log(stepRun: "count#1", level: .info, message: "counted")
         #expect(
-            String(decoding: event.json(), as: UTF8.self)
-                == #"{"v":1,"event_id":"run-1/1/2","seq":2,"type":"step_completed","ts":1700000000000000,"run_id":"run-1","#
-                + #""pipeline":"text-stats","request_id":"req-1","capture":"BATCH","attempt":1,"step":"count","#
+            String(decoding: LineageRecord.encode([Self.countCompleted, log]), as: UTF8.self)
+                == #"{"v":2,"run_id":"run-1","pipeline":"text-stats","request_id":"req-1","capture":"BATCH","attempt":1,"#
+                + #""events":[{"seq":2,"type":"step_completed","ts":1700000000000000,"step":"count","#
                 + #""step_run":"count#1","version":1,"step_attempt":1,"duration_us":12,"output":{"id":"count#1/out","#
                 + #""type":"Int","sha256":"4b227777d4dd1fc61c6f884f48641d02b4d121d3fd328cb08b5531fcacdabf8a","size":1,"#
-                + #""value":4}}"#)
+                + #""value":4}},{"seq":3,"type":"log","ts":1700000000000005,"step_run":"count#1","level":"info","#
+                + #""message":"counted"}]}"#)
+    }
+
+    @Test func aVersion1RecordIsStillRead() throws {
+        let v1 =
+            #"{"v":1,"event_id":"run-1/1/2","seq":2,"type":"step_completed","ts":1700000000000000,"run_id":"run-1","#
+            + #""pipeline":"text-stats","request_id":"req-1","capture":"BATCH","attempt":1,"step":"count","#
+            + #""step_run":"count#1","version":1,"step_attempt":1,"duration_us":12,"output":{"id":"count#1/out","#
+            + #""type":"Int","sha256":"4b227777d4dd1fc61c6f884f48641d02b4d121d3fd328cb08b5531fcacdabf8a","size":1,"#
+            + #""value":4}}"#
+        #expect(try LineageRecord.decode(Array(v1.utf8)) == [Self.countCompleted])
     }
 
     @Test(arguments: [
         (#"[]"#, "not a JSON object"),
-        (#"{"v":2,"type":"log"}"#, "schema version 2"),
-        (#"{"v":1,"type":"party"}"#, "unknown type 'party'"),
+        (#"{"v":3,"type":"log"}"#, "record version 3"),
+        (#"{"v":2,"run_id":"r","pipeline":"p","capture":"BATCH","attempt":1,"events":[]}"#, "non-empty"),
+        (#"{"v":2,"run_id":"r","pipeline":"p","capture":"BATCH","attempt":1}"#, "'events'"),
+        (
+            #"{"v":2,"run_id":"r","pipeline":"p","capture":"BATCH","attempt":1,"events":[{"seq":0,"ts":1,"type":"log","level":"info"}]}"#,
+            "event field 'message'"
+        ),
+        (#"{"v":1,"type":"party","run_id":"r","pipeline":"p","capture":"BATCH","attempt":1}"#, "unknown type 'party'"),
         (
             #"{"v":1,"type":"log","seq":0,"ts":1,"run_id":"r","pipeline":"p","capture":"BATCH","attempt":1,"event_id":"r/1/0","level":"loud","message":"m"}"#,
             "unknown log level"
@@ -197,7 +221,7 @@ struct JSONAndEventCodecTests {
     ])
     func malformedEventsAreErrorsNamingTheField(json: String, words: String) {
         do {
-            _ = try LineageEvent(json: Array(json.utf8))
+            _ = try LineageRecord.decode(Array(json.utf8))
             Issue.record("accepted \(json)")
         } catch {
             #expect("\(error)".contains(words), "\(error) lacks \(words)")

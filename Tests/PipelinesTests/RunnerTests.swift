@@ -262,7 +262,7 @@ struct RunnerTests {
         #expect(output.sha256 == nil)
         #expect(output.error != nil)
         // The event still encodes and decodes.
-        #expect(try LineageEvent(json: events[2].json()) == events[2])
+        #expect(try LineageRecord.decode(LineageRecord.encode([events[2]])) == [events[2]])
     }
 
     @Test func aStepCalledInsideAStepIsItsOwnStepRunAndItsFailureIsReported() async throws {

@@ -32,11 +32,17 @@ struct RunCommandTests {
         let output = try #require(result["output"] as? [String: Any])
         #expect(
             output["tokens"] as? Int == 4 && output["first"] as? String == "the" && output["last"] as? String == "fox")
-        #expect(lines.count == 1 + events)
-        let types = lines.dropFirst().compactMap { $0["type"] as? String }
+        // The run's events as one lineage record v2.
+        #expect(lines.count == (events > 0 ? 2 : 1))
+        let record = lines.count == 2 ? lines[1] : [:]
+        let recordEvents = record["events"] as? [[String: Any]] ?? []
+        #expect(recordEvents.count == events)
+        let types = recordEvents.compactMap { $0["type"] as? String }
         if events > 0 {
+            #expect(record["v"] as? Int == 2)
             #expect(types.first == "run_started" && types.last == "run_completed")
-            #expect(Set(lines.dropFirst().compactMap { $0["run_id"] as? String }) == [result["run_id"] as? String])
+            #expect(recordEvents.compactMap { $0["seq"] as? Int } == Array(0..<events))
+            #expect(record["run_id"] as? String == result["run_id"] as? String)
         } else {
             #expect(result["run_id"] is NSNull)
         }

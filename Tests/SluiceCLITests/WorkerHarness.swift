@@ -98,6 +98,23 @@ struct ServingCluster {
         }
     }
 
+    /// The lineage events on the lineage topic, record after record: each event of a lineage record v2 with the
+    /// record's run members (`run_id`, `pipeline`, `request_id`, `capture`, `attempt`) and its `partition`, `offset`
+    /// and `key`.
+    func lineageEvents() async throws -> [[String: Any]] {
+        try await read(lineage).flatMap { record -> [[String: Any]] in
+            let value = try #require(record["value"] as? [String: Any])
+            #expect(value["v"] as? Int == 2, "\(value)")
+            let events = try #require(value["events"] as? [[String: Any]])
+            return events.map { event in
+                var event = event
+                for member in ["run_id", "pipeline", "request_id", "capture", "attempt"] { event[member] = value[member] }
+                for member in ["partition", "offset", "key"] { event[member] = record[member] }
+                return event
+            }
+        }
+    }
+
     /// The offsets `group` has committed for `topic`, by partition (see committed.py).
     func committedOffsets(group: String, topic: String) async throws -> [Int: Int] {
         let reader = try ChildProcess(

@@ -195,19 +195,21 @@ struct WorkerTests {
         let specs: [[String: Any]] = (0..<20).map { ["id": "b\($0)", "value": ["text": "one two three \($0)"]] }
         let (status, responses) = try await cluster.call(specs)
         #expect(status == 0)
-        let events = try await cluster.read(cluster.lineage)
+        let records = try await cluster.read(cluster.lineage)
         for response in responses {
             let value = try #require(response["value"] as? [String: Any])
             let runID = try #require(value["run_id"] as? String)
-            let runEvents = events.filter { ($0["value"] as? [String: Any])?["run_id"] as? String == runID }
-            let types = runEvents.compactMap { ($0["value"] as? [String: Any])?["type"] as? String }
+            // The whole run in one record (lineage format v2), keyed by run id.
+            let runRecords = records.filter { ($0["value"] as? [String: Any])?["run_id"] as? String == runID }
+            #expect(runRecords.count == 1)
+            let record = try #require(runRecords.first)
+            #expect(record["key"] as? String == runID)
+            let events = (record["value"] as? [String: Any])?["events"] as? [[String: Any]] ?? []
+            let types = events.compactMap { $0["type"] as? String }
             #expect(types.first == "run_started" && types.last == "run_completed" && types.count == 9, "\(types)")
-            // Keyed by run id: one partition holds the whole run, in order.
-            #expect(Set(runEvents.compactMap { $0["partition"] as? Int }).count == 1)
-            #expect(Set(runEvents.compactMap { $0["key"] as? String }) == [runID])
-            // Produced (create time) no later than the response: the response waited for their acknowledgement.
-            let lastEvent = runEvents.compactMap { $0["timestamp"] as? Int }.max() ?? .max
-            #expect(lastEvent <= response["timestamp"] as? Int ?? 0)
+            #expect(events.compactMap { $0["seq"] as? Int } == Array(0..<9))
+            // Produced (create time) no later than the response: the response waited for its acknowledgement.
+            #expect(record["timestamp"] as? Int ?? .max <= response["timestamp"] as? Int ?? 0)
         }
         #expect(await worker.stop() == 0)
         await cluster.stop()
@@ -373,17 +375,13 @@ struct WorkerFleetTests {
         #expect(await next.stop() == 0)
         // Both stopped gracefully, so REALTIME's background lineage was flushed first: every answered run is complete.
         let completed = Set(
-            try await cluster.read(cluster.lineage).compactMap { record -> String? in
-                guard let event = record["value"] as? [String: Any], event["type"] as? String == "run_completed" else {
-                    return nil
-                }
-                return event["run_id"] as? String
+            try await cluster.lineageEvents().compactMap { event -> String? in
+                event["type"] as? String == "run_completed" ? event["run_id"] as? String : nil
             })
         let answered = Set(responses.compactMap { ($0["value"] as? [String: Any])?["run_id"] as? String })
         #expect(answered.count == ids.count && answered.isSubset(of: completed))
-        let servedByDraining = try await cluster.read(cluster.lineage).filter { record in
-            let event = record["value"] as? [String: Any]
-            return event?["type"] as? String == "run_started" && event?["worker"] as? String == "draining"
+        let servedByDraining = try await cluster.lineageEvents().filter { event in
+            event["type"] as? String == "run_started" && event["worker"] as? String == "draining"
         }
         #expect(servedByDraining.count > 0 && servedByDraining.count < ids.count)
         #expect(committed.values.reduce(0, +) == servedByDraining.count, "\(committed)")

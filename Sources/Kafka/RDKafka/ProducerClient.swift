@@ -1,4 +1,5 @@
 import CRdKafka
+import Dispatch
 import Logging
 import Synchronization
 
@@ -16,7 +17,8 @@ final class ProducerClient: RDKafkaClient, @unchecked Sendable {
         var closed = false
         /// Counts poll rounds that served events; a sender that saw `QUEUE_FULL` waits for it to change.
         var servedRounds: UInt64 = 0
-        var spaceWaiters: [CheckedContinuation<Void, Never>] = []
+        /// Wake-ups of senders waiting for room, called after the next poll round that served events, or on close.
+        var spaceWaiters: [@Sendable () -> Void] = []
     }
 
     private let state = Mutex(State())
@@ -47,7 +49,7 @@ final class ProducerClient: RDKafkaClient, @unchecked Sendable {
                     defer { state.spaceWaiters.removeAll() }
                     return state.spaceWaiters
                 }
-                for waiter in waiters { waiter.resume() }
+                for waiter in waiters { waiter() }
             }
         }
     }
@@ -60,36 +62,52 @@ final class ProducerClient: RDKafkaClient, @unchecked Sendable {
     ///   `onDelivery` is then not called.
     func produce(_ message: OutgoingMessage, onDelivery: @escaping DeliveryHandler) async throws {
         let token = Unmanaged.passRetained(DeliveryToken(onDelivery)).toOpaque()
-        while true {
-            guard let round = state.withLock({ $0.closed ? nil : $0.servedRounds }) else {
-                _ = Unmanaged<DeliveryToken>.fromOpaque(token).takeRetainedValue()
-                throw KafkaError.closed("producing to \(message.topic)")
+        while let round = try enqueue(message, token: token) {
+            await withCheckedContinuation { continuation in
+                if !waitForSpace(after: round, { continuation.resume() }) { continuation.resume() }
             }
-            let err = enqueue(message, token: token)
-            if err == RD_KAFKA_RESP_ERR_NO_ERROR { return }
-            guard err == RD_KAFKA_RESP_ERR__QUEUE_FULL else {
-                _ = Unmanaged<DeliveryToken>.fromOpaque(token).takeRetainedValue()
-                throw KafkaError(err, "producing to \(message.topic)")
-            }
-            await waitForSpace(after: round)
         }
     }
 
-    private func waitForSpace(after round: UInt64) async {
-        await withCheckedContinuation { continuation in
-            let waitNow = state.withLock { state in
-                // Delivery reports already served since the failed attempt: try again at once.
-                guard !state.closed, state.servedRounds == round else { return false }
-                state.spaceWaiters.append(continuation)
-                return true
-            }
-            if !waitNow { continuation.resume() }
+    /// ``produce(_:onDelivery:)`` for a thread of the caller's own: blocks that thread while librdkafka's queue is
+    /// full. Never call it from the poll thread or from Swift's cooperative pool.
+    func produceBlocking(_ message: OutgoingMessage, onDelivery: @escaping DeliveryHandler) throws {
+        let token = Unmanaged.passRetained(DeliveryToken(onDelivery)).toOpaque()
+        let room = DispatchSemaphore(value: 0)
+        while let round = try enqueue(message, token: token) {
+            if waitForSpace(after: round, { room.signal() }) { room.wait() }
+        }
+    }
+
+    /// Tries to enqueue: `nil` when enqueued, or the poll round after which to try again when the queue is full.
+    /// - Throws: ``KafkaError`` for any other refusal; the token is then released.
+    private func enqueue(_ message: OutgoingMessage, token: UnsafeMutableRawPointer) throws -> UInt64? {
+        guard let round = state.withLock({ $0.closed ? nil : $0.servedRounds }) else {
+            _ = Unmanaged<DeliveryToken>.fromOpaque(token).takeRetainedValue()
+            throw KafkaError.closed("producing to \(message.topic)")
+        }
+        let err = enqueueOnce(message, token: token)
+        if err == RD_KAFKA_RESP_ERR_NO_ERROR { return nil }
+        guard err == RD_KAFKA_RESP_ERR__QUEUE_FULL else {
+            _ = Unmanaged<DeliveryToken>.fromOpaque(token).takeRetainedValue()
+            throw KafkaError(err, "producing to \(message.topic)")
+        }
+        return round
+    }
+
+    /// Registers `wake` for the first poll round after `round` that serves events (or for the close).
+    /// - Returns: `false` when such a round already happened, or the client is closed: try again at once.
+    private func waitForSpace(after round: UInt64, _ wake: @escaping @Sendable () -> Void) -> Bool {
+        state.withLock { state in
+            guard !state.closed, state.servedRounds == round else { return false }
+            state.spaceWaiters.append(wake)
+            return true
         }
     }
 
     /// One `rd_kafka_produceva` call. librdkafka copies key and value (`RD_KAFKA_MSG_F_COPY`); the headers list is
     /// ours and passes to librdkafka only when the call succeeds (librdkafka #4627: never `RD_KAFKA_VTYPE_HEADER`).
-    private func enqueue(_ message: OutgoingMessage, token: UnsafeMutableRawPointer) -> rd_kafka_resp_err_t {
+    private func enqueueOnce(_ message: OutgoingMessage, token: UnsafeMutableRawPointer) -> rd_kafka_resp_err_t {
         let headers = Self.nativeHeaders(message.headers)
         let err = message.topic.withCString { topic in
             withOptionalBytes(message.key) { key in
@@ -184,7 +202,7 @@ final class ProducerClient: RDKafkaClient, @unchecked Sendable {
             defer { state.spaceWaiters.removeAll() }
             return state.spaceWaiters
         }
-        for waiter in waiters { waiter.resume() }
+        for waiter in waiters { waiter() }
         destroyHandle()
     }
 

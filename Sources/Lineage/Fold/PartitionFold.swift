@@ -21,7 +21,7 @@ struct StorePosition: Comparable, Hashable, Sendable {
     }
 }
 
-/// The open runs of one lineage partition, folded event by event in offset order.
+/// The open runs of one lineage partition, folded event by event in offset order (a record's events in their order).
 ///
 /// A deterministic function of the log from any offset at which no run was open: the committed offset
 /// (``resumeOffset``) is always such an offset. A run is closed by its terminal event, by a later `run_started` of
@@ -60,17 +60,20 @@ struct PartitionFold {
         }
     }
 
-    /// Takes the record at `offset`: `event` is `nil` when it could not be read (it still counts for the
-    /// `incomplete` rule). Returns the runs it closed, in the order their lines are written.
-    mutating func take(_ event: TrackingEvent<ArtifactRef>?, at offset: Int64) -> [ClosedRun] {
+    /// Takes the record at `offset` with its events (none when it could not be read: it still counts for the
+    /// `incomplete` rule, as one event). Returns the runs it closed, in the order their lines are written.
+    mutating func take(_ record: [TrackingEvent<ArtifactRef>], at offset: Int64) -> [ClosedRun] {
         if let next = nextOffset, offset < next {
             // The consumer went back (a rewind, or a record from before a reassignment): fold again from here.
             self = PartitionFold(partition: partition, incompleteAfter: incompleteAfter)
         }
         nextOffset = offset + 1
-        events += 1
         var closed: [ClosedRun] = []
-        if let event { fold(event, at: offset, into: &closed) }
+        if record.isEmpty { events += 1 }
+        for event in record {
+            events += 1
+            fold(event, at: offset, into: &closed)
+        }
         expire(at: offset, into: &closed)
         return closed
     }

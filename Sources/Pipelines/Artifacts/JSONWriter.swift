@@ -74,18 +74,6 @@ public struct JSONWriter: ~Copyable, Sendable {
         writeDigits(value)
     }
 
-    /// A string made of `text`, `/`, `first`, `/`, `second`, without building it first: a lineage event's id.
-    mutating func string(_ text: String, slash first: Int, slash second: Int) {
-        beginValue()
-        buffer.append(UInt8(ascii: "\""))
-        writeEscaped(text)
-        buffer.append(UInt8(ascii: "/"))
-        writeDigits(Int64(first))
-        buffer.append(UInt8(ascii: "/"))
-        writeDigits(Int64(second))
-        buffer.append(UInt8(ascii: "\""))
-    }
-
     private mutating func writeDigits(_ value: Int64) {
         if value < 0 { buffer.append(UInt8(ascii: "-")) }
         var magnitude = value.magnitude

@@ -3,9 +3,6 @@
 /// `Artifact` is ``ArtifactRef`` for an event as it travels and is stored (``LineageEvent``), and
 /// ``PendingArtifact`` for an event as the runner emits it, before anything is serialised (``PendingEvent``).
 public struct TrackingEvent<Artifact: Sendable>: Sendable {
-    /// The schema version this code writes.
-    public static var schemaVersion: Int { 1 }
-
     /// `<run_id>/<attempt>/<seq>`: unique, and the same when the same run emits the same event again.
     public var eventID: String { "\(runID)/\(attempt)/\(seq)" }
     /// The event's position in its run, from 0.

@@ -1,5 +1,5 @@
-// The JSON form of lineage events v1 (docs/protocol.md, "Lineage events"): written with `JSONWriter` in a fixed key
-// order, read with the JSON parser. Foundation's coders are not used: they cost microseconds per event.
+// The JSON form of lineage records (docs/lineage-events.md): written with `JSONWriter` in a fixed key order, read
+// with the JSON parser. Foundation's coders are not used: they cost microseconds per event.
 
 /// A lineage event that cannot be read, naming the field.
 public struct LineageEventDecodingError: Error, Sendable, Hashable, CustomStringConvertible {
@@ -9,82 +9,135 @@ public struct LineageEventDecodingError: Error, Sendable, Hashable, CustomString
 
 // MARK: - Writing
 
-extension TrackingEvent where Artifact == ArtifactRef {
-    /// The event as one JSON object.
-    public func json() -> [UInt8] {
-        var writer = JSONWriter(capacity: 1024)
-        write(to: &writer)
+/// The lineage wire format (docs/lineage-events.md). Version 2, written by this code: one record carries events of
+/// one run, in `seq` order, with the members common to the run written once. Version 1 (one event per record, every
+/// member in every event), written by earlier workers, is still read.
+public enum LineageRecord {
+    /// The record version this code writes.
+    public static var version: Int { 2 }
+
+    /// One record holding `events`.
+    /// - Precondition: `events` is not empty, and its events belong to one run (run id, pipeline, request id,
+    ///   capture and attempt are the first event's).
+    public static func encode(_ events: [LineageEvent]) -> [UInt8] {
+        var writer = JSONWriter(capacity: 512 * events.count)
+        write(events, to: &writer)
         return writer.bytes
     }
 
-    /// Writes the event as one JSON object.
-    public func write(to writer: inout JSONWriter) {
+    /// Writes one record holding `events` (see ``encode(_:)``).
+    public static func write(_ events: [LineageEvent], to writer: inout JSONWriter) {
+        precondition(!events.isEmpty, "a lineage record holds at least one event")
+        let run = events[0]
         writer.object { out in
-            out.field("v", Self.schemaVersion)
-            out.key("event_id")
-            out.string(runID, slash: attempt, slash: seq)
-            out.field("seq", seq)
-            out.field("type", type.rawValue)
-            out.field("ts", timestamp)
-            out.field("run_id", runID)
-            out.field("pipeline", pipeline)
-            out.field("request_id", requestID)
-            out.field("capture", capture)
-            out.field("attempt", attempt)
-            switch body {
-            case .runStarted(let configuration, let input, let traceparent, let worker):
-                out.key("configuration")
-                out.value(configuration)
-                out.key("input")
-                out.artifact(input)
-                out.field("traceparent", traceparent)
-                out.field("worker", worker)
-            case .stepStarted(let step, let attempt, let inputs):
-                out.stepRun(step)
-                out.field("step_attempt", attempt)
-                out.key("inputs")
-                out.array { list in for input in inputs { list.artifact(input) } }
-            case .stepCompleted(let step, let attempt, let duration, let output):
-                out.stepRun(step)
-                out.field("step_attempt", attempt)
-                out.field("duration_us", duration)
-                out.key("output")
-                out.artifact(output)
-            case .stepCached(let step, let inputs, let output, let cachedFrom):
-                out.stepRun(step)
-                out.key("inputs")
-                out.array { list in for input in inputs { list.artifact(input) } }
-                out.key("output")
-                out.artifact(output)
-                out.key("cached_from")
-                out.object { source in
-                    source.field("run_id", cachedFrom.runID)
-                    source.field("step_run", cachedFrom.stepRun)
+            out.field("v", version)
+            out.field("run_id", run.runID)
+            out.field("pipeline", run.pipeline)
+            out.field("request_id", run.requestID)
+            out.field("capture", run.capture)
+            out.field("attempt", run.attempt)
+            out.key("events")
+            out.array { list in
+                for event in events {
+                    assert(event.runID == run.runID && event.attempt == run.attempt, "one run per record")
+                    list.object { member in
+                        member.field("seq", event.seq)
+                        member.field("type", event.type.rawValue)
+                        member.field("ts", event.timestamp)
+                        event.body.write(to: &member)
+                    }
                 }
-            case .stepFailed(let step, let attempt, let duration, let error, let retrying):
-                out.stepRun(step)
-                out.field("step_attempt", attempt)
-                out.field("duration_us", duration)
-                out.errorDetail(error)
-                out.field("retrying", retrying)
-            case .log(let stepRun, let level, let message):
-                out.field("step_run", stepRun)
-                out.field("level", level.rawValue)
-                out.field("message", message)
-            case .metadata(let stepRun, let values):
-                out.field("step_run", stepRun)
-                out.key("values")
-                out.value(.object(values))
-            case .runCompleted(let duration, let output):
-                out.field("status", "completed")
-                out.field("duration_us", duration)
-                out.key("output")
-                out.artifact(output)
-            case .runFailed(let duration, let error):
-                out.field("status", "failed")
-                out.field("duration_us", duration)
-                out.errorDetail(error)
             }
+        }
+    }
+
+    /// The events of one record: those of a version 2 record, in order, or the one event of a version 1 record.
+    /// Unknown members are ignored, so a newer writer's additions do not break an older reader.
+    /// - Throws: ``LineageEventDecodingError`` naming the missing or malformed field, or ``JSONParseError``.
+    public static func decode(_ json: some Collection<UInt8>) throws -> [LineageEvent] {
+        // The members are located first and parsed one by one as they are read: no dictionary per object, and an
+        // inline value is kept as the bytes it was written with (Sluice writes canonical JSON).
+        try RawJSONObject.withObject(json) { object in
+            let record = Fields(object, "record")
+            switch try record.int("v") {
+            case 2:
+                let run = try RunMembers(record)
+                guard
+                    let events = try object.withObjects(
+                        "events", { try LineageEvent(run: run, fields: Fields($0, "event")) })
+                else { throw record.fail("events", "an array of events") }
+                guard !events.isEmpty else { throw record.fail("events", "a non-empty array") }
+                return events
+            case 1:
+                let event = try LineageEvent(run: try RunMembers(record), fields: record)
+                let eventID = try record.string("event_id")
+                guard eventID == event.eventID else {
+                    throw LineageEventDecodingError(message: "event_id '\(eventID)' is not '\(event.eventID)'")
+                }
+                return [event]
+            case let version:
+                throw LineageEventDecodingError(message: "record version \(version) is neither 1 nor 2")
+            }
+        }
+    }
+}
+
+extension LineageEventBody where Artifact == ArtifactRef {
+    /// Writes the members of this type of event (docs/lineage-events.md, "Members by type").
+    fileprivate func write(to out: inout JSONWriter) {
+        switch self {
+        case .runStarted(let configuration, let input, let traceparent, let worker):
+            out.key("configuration")
+            out.value(configuration)
+            out.key("input")
+            out.artifact(input)
+            out.field("traceparent", traceparent)
+            out.field("worker", worker)
+        case .stepStarted(let step, let attempt, let inputs):
+            out.stepRun(step)
+            out.field("step_attempt", attempt)
+            out.key("inputs")
+            out.array { list in for input in inputs { list.artifact(input) } }
+        case .stepCompleted(let step, let attempt, let duration, let output):
+            out.stepRun(step)
+            out.field("step_attempt", attempt)
+            out.field("duration_us", duration)
+            out.key("output")
+            out.artifact(output)
+        case .stepCached(let step, let inputs, let output, let cachedFrom):
+            out.stepRun(step)
+            out.key("inputs")
+            out.array { list in for input in inputs { list.artifact(input) } }
+            out.key("output")
+            out.artifact(output)
+            out.key("cached_from")
+            out.object { source in
+                source.field("run_id", cachedFrom.runID)
+                source.field("step_run", cachedFrom.stepRun)
+            }
+        case .stepFailed(let step, let attempt, let duration, let error, let retrying):
+            out.stepRun(step)
+            out.field("step_attempt", attempt)
+            out.field("duration_us", duration)
+            out.errorDetail(error)
+            out.field("retrying", retrying)
+        case .log(let stepRun, let level, let message):
+            out.field("step_run", stepRun)
+            out.field("level", level.rawValue)
+            out.field("message", message)
+        case .metadata(let stepRun, let values):
+            out.field("step_run", stepRun)
+            out.key("values")
+            out.value(.object(values))
+        case .runCompleted(let duration, let output):
+            out.field("status", "completed")
+            out.field("duration_us", duration)
+            out.key("output")
+            out.artifact(output)
+        case .runFailed(let duration, let error):
+            out.field("status", "failed")
+            out.field("duration_us", duration)
+            out.errorDetail(error)
         }
     }
 }
@@ -125,21 +178,26 @@ extension JSONWriter {
 
 // MARK: - Reading
 
-extension TrackingEvent where Artifact == ArtifactRef {
-    /// Reads an event written by ``json()`` (or by any writer following docs/protocol.md). Unknown members are
-    /// ignored, so a newer writer's additions do not break an older reader.
-    /// - Throws: ``LineageEventDecodingError`` naming the missing or malformed field, or ``JSONParseError``.
-    public init(json: some Collection<UInt8>) throws {
-        // The members are located first and parsed one by one as they are read: no dictionary per object, and an
-        // inline value is kept as the bytes it was written with (Sluice writes canonical JSON).
-        self = try RawJSONObject.withObject(json) { object in try Self(fields: Fields(object, "event")) }
-    }
+/// The members every event of a run shares: once per version 2 record, in every version 1 event.
+private struct RunMembers {
+    let runID: String
+    let pipeline: String
+    let requestID: String?
+    let capture: String
+    let attempt: Int
 
-    private init(fields: Fields) throws {
-        let version = try fields.int("v")
-        guard version == Self.schemaVersion else {
-            throw LineageEventDecodingError(message: "schema version \(version) is not \(Self.schemaVersion)")
-        }
+    init(_ fields: Fields) throws {
+        runID = try fields.string("run_id")
+        pipeline = try fields.string("pipeline")
+        requestID = try fields.optionalString("request_id")
+        capture = try fields.string("capture")
+        attempt = try fields.int("attempt")
+    }
+}
+
+extension TrackingEvent where Artifact == ArtifactRef {
+    /// The event whose own members are `fields`, of the run `run`.
+    fileprivate init(run: RunMembers, fields: Fields) throws {
         let typeName = try fields.string("type")
         guard let type = LineageEventType(rawValue: typeName) else {
             throw LineageEventDecodingError(message: "unknown type '\(typeName)'")
@@ -189,13 +247,8 @@ extension TrackingEvent where Artifact == ArtifactRef {
             body = .runFailed(durationMicros: try fields.int64("duration_us"), error: try fields.errorDetail())
         }
         self.init(
-            seq: try fields.int("seq"), timestamp: try fields.int64("ts"), runID: try fields.string("run_id"),
-            pipeline: try fields.string("pipeline"), requestID: try fields.optionalString("request_id"),
-            capture: try fields.string("capture"), attempt: try fields.int("attempt"), body: body)
-        let eventID = try fields.string("event_id")
-        guard eventID == self.eventID else {
-            throw LineageEventDecodingError(message: "event_id '\(eventID)' is not '\(self.eventID)'")
-        }
+            seq: try fields.int("seq"), timestamp: try fields.int64("ts"), runID: run.runID, pipeline: run.pipeline,
+            requestID: run.requestID, capture: run.capture, attempt: run.attempt, body: body)
     }
 }
 

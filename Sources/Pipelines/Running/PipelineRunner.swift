@@ -97,7 +97,7 @@ public struct PipelineRunner: Sendable {
         }
         if configuration.waitForTracking {
             do {
-                try await tracker.flush(runID: runID)
+                try await run.flush()
             } catch {
                 outcome = .failure(ErrorDetail(code: "internal", message: "the run's lineage is not durable: \(error)"))
             }

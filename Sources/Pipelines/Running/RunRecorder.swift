@@ -1,6 +1,10 @@
 import Synchronization
 
 /// The state of one tracked run: numbers its events and step runs and reports the events to the tracker in order.
+///
+/// A run whose capture waits for its lineage (BATCH, `flush_on_step_end`) holds its events until it waits, and then
+/// hands them over together, so that a tracker can publish them as one record; other runs hand each event over at
+/// once.
 final class RunRecorder: Sendable {
     let runID: String
     let pipeline: String
@@ -18,7 +22,12 @@ final class RunRecorder: Sendable {
         /// Set by the run's terminal event: what a leftover task reports after it is dropped, so that the run's
         /// last event stays its terminal one.
         var finished = false
+        /// Events not yet handed to the tracker, when the run holds them until it flushes.
+        var held: [PendingEvent] = []
     }
+
+    /// Whether events wait in ``Counters/held`` for ``flush()``.
+    private let holdsEvents: Bool
 
     private let counters = Mutex(Counters())
 
@@ -35,6 +44,7 @@ final class RunRecorder: Sendable {
         self.cache = cache
         self.ledger = ArtifactLedger(inlineLimit: configuration.inlineLimit)
         self.label = configuration.label
+        holdsEvents = configuration.waitForTracking || configuration.flushOnStepEnd
     }
 
     /// Numbers the event and hands it to the tracker; the lock keeps `seq` order and tracker order the same.
@@ -44,12 +54,33 @@ final class RunRecorder: Sendable {
         counters.withLock { counters in
             guard !counters.finished else { return }
             counters.finished = body.type.isTerminal
-            tracker.record(
-                PendingEvent(
-                    seq: counters.seq, timestamp: timestamp, runID: runID, pipeline: pipeline, requestID: requestID,
-                    capture: label, attempt: attempt, body: body))
+            let event = PendingEvent(
+                seq: counters.seq, timestamp: timestamp, runID: runID, pipeline: pipeline, requestID: requestID,
+                capture: label, attempt: attempt, body: body)
             counters.seq += 1
+            if holdsEvents {
+                counters.held.append(event)
+                // A run that does not wait at its end (REALTIME with `flush_on_step_end`) hands its last events
+                // over at once.
+                if counters.finished && !configuration.waitForTracking {
+                    tracker.record(contentsOf: counters.held)
+                    counters.held.removeAll()
+                }
+            } else {
+                tracker.record(event)
+            }
         }
+    }
+
+    /// Hands the held events to the tracker and waits until every event of the run so far is durable.
+    /// - Throws: what the tracker's flush throws.
+    func flush() async throws {
+        counters.withLock { counters in
+            guard !counters.held.isEmpty else { return }
+            tracker.record(contentsOf: counters.held)
+            counters.held.removeAll()
+        }
+        try await tracker.flush(runID: runID)
     }
 
     /// The id of the next invocation of `step` in this run: `<step>#<n>`, from 1.
@@ -79,7 +110,7 @@ final class RunRecorder: Sendable {
     func flushStepIfAsked(_ step: String) async throws {
         guard configuration.flushOnStepEnd else { return }
         do {
-            try await tracker.flush(runID: runID)
+            try await flush()
         } catch {
             throw LineageNotDurable(
                 detail: ErrorDetail(

@@ -10,10 +10,21 @@ public protocol Tracker: Sendable {
     ///   arrive (``PendingArtifact/resolve()``).
     func record(_ event: PendingEvent)
 
+    /// Takes events of one run, in `seq` order, that are ready together: a tracker that publishes records puts them
+    /// in one. The same rules as ``record(_:)``.
+    func record(contentsOf events: [PendingEvent])
+
     /// Returns when every event recorded so far for `runID` is durable (acknowledged by Kafka, for example).
     /// BATCH calls it before the run returns; REALTIME with `flush_on_step_end` after each step.
     /// - Throws: when one of those events could not be made durable.
     func flush(runID: String) async throws
+}
+
+extension Tracker {
+    /// Records the events one by one.
+    public func record(contentsOf events: [PendingEvent]) {
+        for event in events { record(event) }
+    }
 }
 
 /// Why a tracker could not make events durable: what ``Tracker/flush(runID:)`` throws.

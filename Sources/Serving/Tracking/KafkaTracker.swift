@@ -1,15 +1,18 @@
+import Dispatch
 import Kafka
 import Logging
 import Pipelines
 import Synchronization
 
-/// Publishes runs' lineage events to the lineage topic, keyed by run id so that a run's events stay in order on one
-/// partition.
+/// Publishes runs' lineage to the lineage topic as records of the lineage format v2 (docs/lineage-events.md), keyed by
+/// run id so that a run's records stay in order on one partition.
 ///
-/// ``record(_:)`` only queues the event (the runner's critical path). A drain task resolves queued events in order
-/// (serialises and hashes artifacts), writes their JSON and hands them to the producer, whose batching is
-/// librdkafka's. ``flush(runID:)`` waits until every event of the run recorded so far is acknowledged, or throws
-/// the first delivery failure: what BATCH and `flush_on_step_end` wait for.
+/// ``record(_:)`` only queues the event (the runner's critical path). A thread of the tracker's own takes whatever is
+/// queued, resolves it in order (serialises and hashes artifacts) and publishes the queued events of each run as one
+/// record: a run that holds its events until it waits (BATCH) goes out as one record, and under load a REALTIME run's
+/// events share records too, while a lone event still goes out at once. ``flush(runID:)`` waits until every event of
+/// the run recorded so far is acknowledged, or throws the first delivery failure: what BATCH and
+/// `flush_on_step_end` wait for.
 public final class KafkaTracker: Tracker {
     private struct RunState {
         /// Events recorded and not yet acknowledged (or failed).
@@ -18,48 +21,105 @@ public final class KafkaTracker: Tracker {
         var waiters: [CheckedContinuation<Void, any Error>] = []
     }
 
+    /// What the publishing thread is doing.
+    private enum Publisher {
+        /// Taking or publishing events: recording needs no wake-up.
+        case working
+        /// Waiting on ``KafkaTracker/wakeUp`` for events: the next record wakes it.
+        case sleeping
+        /// Ended, after ``KafkaTracker/close(timeout:)``.
+        case stopped
+    }
+
+    /// What the publishing thread does next.
+    private enum Step {
+        case publish([PendingEvent])
+        case sleep
+        case stop
+    }
+
     private struct State {
         var queue: [PendingEvent] = []
         var runs: [String: RunState] = [:]
         /// Runs whose events failed and that nobody flushed: kept for a later flush, oldest dropped first.
         var failedRuns: [String] = []
-        var doorbell: CheckedContinuation<Void, Never>?
+        var publisher = Publisher.working
         var closing = false
         var published = 0
         var failed = 0
+
+        /// Takes the queued events, or says to sleep (marking the publisher asleep) or to stop.
+        mutating func nextStep() -> Step {
+            if !queue.isEmpty {
+                defer { queue.removeAll(keepingCapacity: true) }
+                return .publish(queue)
+            }
+            if closing {
+                publisher = .stopped
+                return .stop
+            }
+            publisher = .sleeping
+            return .sleep
+        }
+
+        /// Marks a sleeping publisher awake. Returns whether to wake it.
+        mutating func wakePublisher() -> Bool {
+            guard publisher == .sleeping else { return false }
+            publisher = .working
+            return true
+        }
     }
 
     private let producer: KafkaProducer
     private let topic: String
+    /// Records larger than this are split: the producer's `message.max.bytes`.
+    private let recordLimit: Int
     private let logger: Logger
     private let state = Mutex(State())
-    private let drainer = Mutex<Task<Void, Never>?>(nil)
+    private let wakeUp = DispatchSemaphore(value: 0)
+    /// The publishing thread, set once `init` started it.
+    private let publisher = Mutex<DedicatedThread?>(nil)
 
+    /// Starts the publishing thread, which holds the tracker until ``close(timeout:)``.
     /// - Parameters:
-    ///   - producer: the producer the events go through (its delivery reports complete the runs' flushes).
+    ///   - producer: the producer the records go through (its delivery reports complete the runs' flushes).
     ///   - topic: the lineage topic.
-    public init(producer: KafkaProducer, topic: String, logger: Logger) {
+    ///   - recordLimit: the producer's `message.max.bytes`: the events of a run that do not fit in one record are
+    ///     split over several.
+    /// - Throws: ``KafkaError`` if the system refuses a thread.
+    public init(producer: KafkaProducer, topic: String, recordLimit: Int, logger: Logger) throws {
         self.producer = producer
         self.topic = topic
+        self.recordLimit = recordLimit
         self.logger = logger
-        let task = Task { [self] in await drain() }
-        drainer.withLock { $0 = task }
+        let thread = try DedicatedThread.start(name: "sluice-lineage") { [self] in publishUntilClosed() }
+        publisher.withLock { $0 = thread }
     }
 
-    /// Events recorded and not yet handed to the producer: the worker stops taking requests while this is large.
+    /// Events recorded and not yet taken by the publishing thread: the worker stops taking requests while this is
+    /// large.
     public var backlog: Int { state.withLock { $0.queue.count } }
 
     /// Events acknowledged by Kafka, and events whose delivery failed, since start.
     public var counts: (published: Int, failed: Int) { state.withLock { ($0.published, $0.failed) } }
 
     public func record(_ event: PendingEvent) {
-        let bell = state.withLock { state -> CheckedContinuation<Void, Never>? in
+        let wake = state.withLock { state in
             state.queue.append(event)
             state.runs[event.runID, default: RunState()].outstanding += 1
-            defer { state.doorbell = nil }
-            return state.doorbell
+            return state.wakePublisher()
         }
-        bell?.resume()
+        if wake { wakeUp.signal() }
+    }
+
+    public func record(contentsOf events: [PendingEvent]) {
+        guard let runID = events.first?.runID else { return }
+        let wake = state.withLock { state in
+            state.queue.append(contentsOf: events)
+            state.runs[runID, default: RunState()].outstanding += events.count
+            return state.wakePublisher()
+        }
+        if wake { wakeUp.signal() }
     }
 
     public func flush(runID: String) async throws {
@@ -79,16 +139,17 @@ public final class KafkaTracker: Tracker {
         }
     }
 
-    /// Publishes everything recorded so far and waits for its acknowledgements (at most `timeout`), then stops the
-    /// drain task. Record nothing after this.
+    /// Publishes everything recorded so far, stops the publishing thread and waits for the acknowledgements (at most
+    /// `timeout`). Record nothing after this.
     public func close(timeout: Duration) async {
-        let bell = state.withLock { state -> CheckedContinuation<Void, Never>? in
+        let wake = state.withLock { state in
             state.closing = true
-            defer { state.doorbell = nil }
-            return state.doorbell
+            return state.wakePublisher()
         }
-        bell?.resume()
-        await drainer.withLock { $0 }?.value
+        if wake { wakeUp.signal() }
+        if let thread = publisher.withLock({ $0 }) {
+            _ = try? await DedicatedThread.run(name: "sluice-ljoin") { thread.join() }
+        }
         do {
             try await producer.flush(timeout: timeout)
         } catch {
@@ -96,62 +157,67 @@ public final class KafkaTracker: Tracker {
         }
     }
 
-    // MARK: - Draining
+    // MARK: - Publishing (on the tracker's thread)
 
-    private func drain() async {
+    private func publishUntilClosed() {
         while true {
-            let batch = await nextBatch()
-            if batch.isEmpty { return }
-            for event in batch { await publish(event) }
-        }
-    }
-
-    /// Waits for queued events; an empty batch means closing with nothing left.
-    private func nextBatch() async -> [PendingEvent] {
-        while true {
-            let batch = state.withLock { state -> [PendingEvent]? in
-                if !state.queue.isEmpty {
-                    defer { state.queue.removeAll(keepingCapacity: true) }
-                    return state.queue
-                }
-                return state.closing ? [] : nil
-            }
-            if let batch { return batch }
-            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                let ready = state.withLock { state -> Bool in
-                    if !state.queue.isEmpty || state.closing { return true }
-                    state.doorbell = continuation
-                    return false
-                }
-                if ready { continuation.resume() }
+            switch state.withLock({ $0.nextStep() }) {
+            case .publish(let events): publish(events)
+            case .sleep: wakeUp.wait()
+            case .stop: return
             }
         }
     }
 
-    private func publish(_ pending: PendingEvent) async {
-        let event = pending.resolve()
-        let runID = event.runID
-        let message = OutgoingMessage(topic: topic, key: Array(runID.utf8), value: event.json())
+    /// Publishes the events of each run in `events` as one record (or several, when they exceed the record limit),
+    /// runs in the order of their first event.
+    private func publish(_ events: [PendingEvent]) {
+        var runs: [[PendingEvent]] = []
+        var runIndex: [String: Int] = [:]
+        for event in events {
+            if let last = runs.indices.last, runs[last][0].runID == event.runID {
+                runs[last].append(event)
+            } else if let index = runIndex[event.runID] {
+                runs[index].append(event)
+            } else {
+                runIndex[event.runID] = runs.count
+                runs.append([event])
+            }
+        }
+        for run in runs { publish(run: run.map { $0.resolve() }) }
+    }
+
+    private func publish(run events: [LineageEvent]) {
+        let value = LineageRecord.encode(events)
+        if value.count > recordLimit, events.count > 1 {
+            publish(run: Array(events[..<(events.count / 2)]))
+            publish(run: Array(events[(events.count / 2)...]))
+            return
+        }
+        let runID = events[0].runID
+        let count = events.count
         do {
-            try await producer.send(message) { [self] result in
+            try producer.sendBlocking(OutgoingMessage(topic: topic, key: Array(runID.utf8), value: value)) {
+                [self] result in
                 switch result {
-                case .success: complete(runID, failure: nil)
-                case .failure(let error): complete(runID, failure: error)
+                case .success: complete(runID, count, failure: nil)
+                case .failure(let error): complete(runID, count, failure: error)
                 }
             }
         } catch {
-            complete(runID, failure: error as? KafkaError ?? KafkaError(code: .invalidArgument, message: "\(error)"))
+            complete(
+                runID, count, failure: error as? KafkaError ?? KafkaError(code: .invalidArgument, message: "\(error)"))
         }
     }
 
-    /// One event of `runID` is acknowledged or failed; wakes the run's flushes when it was the last one.
-    private func complete(_ runID: String, failure: KafkaError?) {
-        if let failure { logger.error("lineage event of run \(runID) not delivered: \(failure)") }
+    /// `count` events of `runID` are acknowledged or failed; wakes the run's flushes when they were the last ones.
+    private func complete(_ runID: String, _ count: Int, failure: KafkaError?) {
+        if let failure { logger.error("lineage record of run \(runID) not delivered: \(failure)") }
         let (waiters, result) = state.withLock {
             state -> ([CheckedContinuation<Void, any Error>], Result<Void, KafkaError>) in
-            if failure == nil { state.published += 1 } else { state.failed += 1 }
+            if failure == nil { state.published += count } else { state.failed += count }
             guard var run = state.runs[runID] else { return ([], .success(())) }
-            run.outstanding -= 1
+            run.outstanding -= count
             if run.failure == nil, let failure { run.failure = failure }
             guard run.outstanding == 0 else {
                 state.runs[runID] = run

@@ -143,7 +143,9 @@ public final class Worker: Sendable {
         // Memory-only publishes nothing: no tracker, and no lineage topic is needed.
         let tracker =
             configuration.capture.isMemoryOnly
-            ? nil : KafkaTracker(producer: producer, topic: configuration.lineageTopic, logger: logger)
+            ? nil
+            : try KafkaTracker(
+                producer: producer, topic: configuration.lineageTopic, recordLimit: recordLimit, logger: logger)
         self.tracker = tracker
         runner = PipelineRunner(tracker: tracker.map { $0 as any Tracker } ?? DiscardingTracker())
     }
