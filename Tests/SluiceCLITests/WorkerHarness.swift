@@ -108,7 +108,9 @@ struct ServingCluster {
             let events = try #require(value["events"] as? [[String: Any]])
             return events.map { event in
                 var event = event
-                for member in ["run_id", "pipeline", "request_id", "capture", "attempt"] { event[member] = value[member] }
+                for member in ["run_id", "pipeline", "request_id", "capture", "attempt"] {
+                    event[member] = value[member]
+                }
                 for member in ["partition", "offset", "key"] { event[member] = record[member] }
                 return event
             }

@@ -215,6 +215,34 @@ struct WorkerTests {
         await cluster.stop()
     }
 
+    /// REALTIME's records carry whatever of a run the lineage thread finds queued: under load and when idle, every
+    /// answered run's events arrive complete, in `seq` order, on one partition.
+    @Test func realtimeLineageArrivesCompleteAndInOrderUnderLoadAndWhenIdle() async throws {
+        let cluster = try await ServingCluster.start()
+        let worker = try await cluster.startWorker(["--capture", "REALTIME"])
+        let burst: [[String: Any]] = (0..<400).map { ["id": "l\($0)", "value": ["text": "one two three \($0)"]] }
+        let (burstStatus, burstResponses) = try await cluster.call(burst)
+        let (idleStatus, idleResponses) = try await cluster.call([["id": "idle", "value": ["text": "alone"]]])
+        #expect(burstStatus == 0 && idleStatus == 0)
+        #expect(await worker.stop() == 0)  // REALTIME publishes the rest while draining
+        var runs: [String: [[String: Any]]] = [:]
+        for event in try await cluster.lineageEvents() {
+            runs[event["run_id"] as? String ?? "", default: []].append(event)
+        }
+        let answered = (burstResponses + idleResponses).compactMap {
+            ($0["value"] as? [String: Any])?["run_id"] as? String
+        }
+        #expect(answered.count == 401 && Set(answered) == Set(runs.keys))
+        for (runID, events) in runs {
+            #expect(events.compactMap { $0["seq"] as? Int } == Array(0..<9), "run \(runID)")
+            #expect(
+                events.first?["type"] as? String == "run_started" && events.last?["type"] as? String == "run_completed")
+            #expect(Set(events.compactMap { $0["partition"] as? Int }).count == 1)
+            #expect(Set(events.compactMap { $0["key"] as? String }) == [runID])
+        }
+        await cluster.stop()
+    }
+
     @Test func memoryOnlyPublishesNoLineage() async throws {
         let cluster = try await ServingCluster.start()
         let worker = try await cluster.startWorker(["--capture", #"{"mode": "REALTIME", "runs": "off"}"#])

@@ -47,13 +47,23 @@ public final class KafkaTracker: Tracker {
         var closing = false
         var published = 0
         var failed = 0
+        /// Callers of ``KafkaTracker/waitForRoom(backlog:)``, resumed when the publisher takes the queue.
+        var roomWaiters: [CheckedContinuation<Void, Never>] = []
+        /// Set by ``KafkaTracker/releaseRoomWaits()``: nobody waits for room any more.
+        var roomWaitsReleased = false
 
-        /// Takes the queued events, or says to sleep (marking the publisher asleep) or to stop.
-        mutating func nextStep() -> Step {
+        /// Takes the queued events (with the waiters for room, to resume), or says to sleep (marking the publisher
+        /// asleep) or to stop.
+        mutating func nextStep() -> (Step, [CheckedContinuation<Void, Never>]) {
+            defer { roomWaiters.removeAll() }
             if !queue.isEmpty {
                 defer { queue.removeAll(keepingCapacity: true) }
-                return .publish(queue)
+                return (.publish(queue), roomWaiters)
             }
+            return (idleStep(), roomWaiters)
+        }
+
+        private mutating func idleStep() -> Step {
             if closing {
                 publisher = .stopped
                 return .stop
@@ -96,9 +106,33 @@ public final class KafkaTracker: Tracker {
         publisher.withLock { $0 = thread }
     }
 
-    /// Events recorded and not yet taken by the publishing thread: the worker stops taking requests while this is
-    /// large.
+    /// Events recorded and not yet taken by the publishing thread.
     public var backlog: Int { state.withLock { $0.queue.count } }
+
+    /// Returns once at most `limit` events are waiting for the publishing thread (at once if so now), or once
+    /// ``releaseRoomWaits()`` is called: the worker takes no request while Kafka is slower than the pipeline, so
+    /// memory stays bounded.
+    public func waitForRoom(backlog limit: Int) async {
+        guard state.withLock({ $0.queue.count > limit && !$0.roomWaitsReleased }) else { return }
+        await withCheckedContinuation { continuation in
+            let waits = state.withLock { state in
+                guard state.queue.count > limit, !state.roomWaitsReleased else { return false }
+                state.roomWaiters.append(continuation)
+                return true
+            }
+            if !waits { continuation.resume() }
+        }
+    }
+
+    /// Ends every wait for room, now and later: for a worker that stops taking requests.
+    public func releaseRoomWaits() {
+        let waiters = state.withLock { state in
+            state.roomWaitsReleased = true
+            defer { state.roomWaiters.removeAll() }
+            return state.roomWaiters
+        }
+        for waiter in waiters { waiter.resume() }
+    }
 
     /// Events acknowledged by Kafka, and events whose delivery failed, since start.
     public var counts: (published: Int, failed: Int) { state.withLock { ($0.published, $0.failed) } }
@@ -161,7 +195,9 @@ public final class KafkaTracker: Tracker {
 
     private func publishUntilClosed() {
         while true {
-            switch state.withLock({ $0.nextStep() }) {
+            let (step, roomWaiters) = state.withLock { $0.nextStep() }
+            for waiter in roomWaiters { waiter.resume() }
+            switch step {
             case .publish(let events): publish(events)
             case .sleep: wakeUp.wait()
             case .stop: return
@@ -172,19 +208,26 @@ public final class KafkaTracker: Tracker {
     /// Publishes the events of each run in `events` as one record (or several, when they exceed the record limit),
     /// runs in the order of their first event.
     private func publish(_ events: [PendingEvent]) {
-        var runs: [[PendingEvent]] = []
+        // Positions of each run's events, without copying an event: most batches are one run's or a few runs'.
+        var runs: [[Int]] = []
         var runIndex: [String: Int] = [:]
-        for event in events {
-            if let last = runs.indices.last, runs[last][0].runID == event.runID {
-                runs[last].append(event)
-            } else if let index = runIndex[event.runID] {
-                runs[index].append(event)
+        var last: (runID: String, index: Int)?
+        for (position, event) in events.enumerated() {
+            let index: Int
+            if let last, last.runID == event.runID {
+                index = last.index
+                runs[index].append(position)
+            } else if let known = runIndex[event.runID] {
+                index = known
+                runs[index].append(position)
             } else {
-                runIndex[event.runID] = runs.count
-                runs.append([event])
+                index = runs.count
+                runIndex[event.runID] = index
+                runs.append([position])
             }
+            last = (event.runID, index)
         }
-        for run in runs { publish(run: run.map { $0.resolve() }) }
+        for positions in runs { publish(run: positions.map { events[$0].resolve() }) }
     }
 
     private func publish(run events: [LineageEvent]) {

@@ -29,8 +29,9 @@ public struct WorkerConfiguration: Sendable {
     public var allowedReplyPrefixes: [String]
     /// How long a revoke or a stop waits for requests in flight before giving them up.
     public var drainTimeout: Duration = .seconds(30)
-    /// Lineage events waiting to be published past which the worker stops taking requests.
-    public var maxLineageBacklog = 65_536
+    /// Lineage events waiting for the tracker's thread past which the worker stops taking requests (a bound on
+    /// memory when Kafka or the tracker is slower than the pipeline).
+    public var maxLineageBacklog = 16_384
     /// How long responses (or dead-letter copies) may keep failing with errors worth retrying, with nothing
     /// acknowledged meanwhile, before ``WorkerHealth`` reports the worker `stalled` (and `/health` answers 503).
     public var deliveryStallLimit: Duration = .seconds(60)
@@ -137,6 +138,11 @@ public final class Worker: Sendable {
         if producerSettings["message.max.bytes"] == nil {
             try producerSettings.set("message.max.bytes", String(Self.defaultRecordLimit(configuration)))
         }
+        // Records waiting in librdkafka, responses and lineage together, stay within this many KiB: past it the
+        // tracker's thread waits, then the backlog bound holds the readers (librdkafka's own default is 1 GiB).
+        if producerSettings["queue.buffering.max.kbytes"] == nil {
+            try producerSettings.set("queue.buffering.max.kbytes", String(Self.defaultProducerQueueKilobytes))
+        }
         recordLimit =
             producerSettings["message.max.bytes"].flatMap { Int($0) } ?? Self.defaultRecordLimit(configuration)
         producer = try KafkaProducer(configuration: producerSettings, logger: logger)
@@ -149,6 +155,9 @@ public final class Worker: Sendable {
         self.tracker = tracker
         runner = PipelineRunner(tracker: tracker.map { $0 as any Tracker } ?? DiscardingTracker())
     }
+
+    /// librdkafka's `queue.buffering.max.kbytes` for the producer unless the configuration sets it.
+    static let defaultProducerQueueKilobytes = 65_536
 
     /// librdkafka's `auto.commit.interval.ms` unless the configuration sets it (librdkafka's own default is 5000).
     static let defaultCommitIntervalMilliseconds = 1000
@@ -259,6 +268,7 @@ public final class Worker: Sendable {
             for waiter in state.slotWaiters { waiter.resume() }
             return state.consumer
         }
+        tracker?.releaseRoomWaits()
         consumer?.stopReading()
     }
 
@@ -375,12 +385,9 @@ public final class Worker: Sendable {
     }
 
     /// Holds the reader while the lineage backlog is over its limit: memory stays bounded when Kafka is slower
-    /// than the pipeline.
+    /// than the pipeline. ``stop()`` ends the wait.
     private func waitForLineageBacklog() async {
-        guard let tracker else { return }
-        while tracker.backlog > configuration.maxLineageBacklog, !state.withLock({ $0.stopping }) {
-            try? await Task.sleep(for: .milliseconds(1))
-        }
+        await tracker?.waitForRoom(backlog: configuration.maxLineageBacklog)
     }
 
     /// Waits until no request is in flight, at most `timeout`.
