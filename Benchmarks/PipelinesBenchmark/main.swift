@@ -1,4 +1,6 @@
 // The runner's own overhead per step, in process: `swift run -c release pipelines-benchmark`.
+// `pipelines-benchmark --records N` measures only what a tracker does with N runs' events (one lineage record per
+// run), for `valgrind --tool=callgrind`.
 //
 // Each figure is the median of several rounds of many runs of a 3-step pipeline whose steps do almost nothing, so
 // what is measured is the runner and the tracking on the critical path, not the work. docs/benchmarks.md has the
@@ -85,6 +87,40 @@ final class KeepingTracker: Tracker {
     func flush(runID: String) async throws {}
 }
 
+/// What a tracker does off the critical path with `runCount` runs of events: one lineage record per run (as a BATCH
+/// worker publishes it), its artifacts resolved (serialised, hashed, matched to producers) as the record is written.
+/// Returns nanoseconds per event for all of it and for the writing alone, bytes per event, events per run.
+func measureRecords(runs runCount: Int) async -> (Double, Double, Int, Int) {
+    let realtime = RunOptions(capture: .realtime)
+    let keeping = KeepingTracker()
+    for _ in 0..<runCount { _ = await PipelineRunner(tracker: keeping).run(textStats, input, options: realtime) }
+    let pending = keeping.events.withLock { $0 }
+    var runs: [[PendingEvent]] = []
+    for event in pending {
+        if runs.last?.first?.runID == event.runID { runs[runs.count - 1].append(event) } else { runs.append([event]) }
+    }
+    let clock = ContinuousClock()
+    let started = clock.now
+    var bytes = 0
+    for run in runs { bytes += LineageRecord.encode(run).count }
+    let elapsed = started.duration(to: clock.now)
+    // The writing alone: the same records from events resolved beforehand.
+    let resolvedRuns = runs.map { run in run.map { $0.resolve() } }
+    let writingStarted = clock.now
+    for run in resolvedRuns { bytes += LineageRecord.encode(run).count }
+    let writing = writingStarted.duration(to: clock.now)
+    bytes /= 2
+    let perEvent =
+        (Double(elapsed.components.seconds) * 1e9 + Double(elapsed.components.attoseconds) / 1e9)
+        / Double(pending.count)
+    let eventsPerRun = pending.count / runCount
+    let writingPerEvent =
+        (Double(writing.components.seconds) * 1e9 + Double(writing.components.attoseconds) / 1e9)
+        / Double(pending.count)
+
+    return (perEvent, writingPerEvent, bytes / pending.count, eventsPerRun)
+}
+
 /// Everything runs in this nonisolated function: top-level code is on the main actor, and every call from there into
 /// the pipeline would hop threads.
 func runBenchmarks() async throws {
@@ -100,33 +136,7 @@ func runBenchmarks() async throws {
         _ = await runner.run(textStats, input, options: realtime)
     }
 
-    // What a tracker does off the critical path: resolve each event (serialise, hash artifacts) and write its JSON.
-    let keeping = KeepingTracker()
-    let sampleRuns = 20_000
-    for _ in 0..<sampleRuns { _ = await PipelineRunner(tracker: keeping).run(textStats, input, options: realtime) }
-    let pending = keeping.events.withLock { $0 }
-    let clock = ContinuousClock()
-    let started = clock.now
-    var bytes = 0
-    let resolved = pending.map { $0.resolve() }
-    let resolvedAt = clock.now
-    // One lineage record per run, as a BATCH worker publishes it.
-    var start = 0
-    while start < resolved.count {
-        var end = start + 1
-        while end < resolved.count, resolved[end].runID == resolved[start].runID { end += 1 }
-        bytes += LineageRecord.encode(Array(resolved[start..<end])).count
-        start = end
-    }
-    let elapsed = started.duration(to: clock.now)
-    let writing = resolvedAt.duration(to: clock.now)
-    let perEvent =
-        (Double(elapsed.components.seconds) * 1e9 + Double(elapsed.components.attoseconds) / 1e9)
-        / Double(pending.count)
-    let eventsPerRun = pending.count / sampleRuns
-    let writingPerEvent =
-        (Double(writing.components.seconds) * 1e9 + Double(writing.components.attoseconds) / 1e9)
-        / Double(pending.count)
+    let (perEvent, writingPerEvent, bytes, eventsPerRun) = await measureRecords(runs: 20_000)
 
     print("")
     print("memory-only overhead per step:   \(format((memory - plain) / Double(steps))) ns over a plain async call")
@@ -135,8 +145,15 @@ func runBenchmarks() async throws {
         "REALTIME critical path per step: \(format((tracked - plain) / Double(steps))) ns (\(eventsPerRun) events a run)"
     )
     print(
-        "off the critical path:           \(format(perEvent)) ns per event to resolve and write (\(bytes / pending.count) bytes), of which \(format(writingPerEvent)) ns to write"
+        "off the critical path:           \(format(perEvent)) ns per event to resolve and write (\(bytes) bytes), of which \(format(writingPerEvent)) ns to write"
     )
 }
 
-try await runBenchmarks()
+if let flag = CommandLine.arguments.firstIndex(of: "--records"), let count = Int(CommandLine.arguments.last ?? ""),
+    flag + 1 < CommandLine.arguments.count
+{
+    let (perEvent, _, bytes, _) = await measureRecords(runs: count)
+    print("\(count) runs: \(format(perEvent)) ns per event to resolve and write (\(bytes) bytes)")
+} else {
+    try await runBenchmarks()
+}

@@ -20,15 +20,26 @@ public enum LineageRecord {
     /// - Precondition: `events` is not empty, and its events belong to one run (run id, pipeline, request id,
     ///   capture and attempt are the first event's).
     public static func encode(_ events: [LineageEvent]) -> [UInt8] {
+        encodeRecord(events)
+    }
+
+    /// One record holding `events`, their artifacts resolved as they are written, in order: what a tracker publishes
+    /// (same precondition).
+    public static func encode(_ events: [PendingEvent]) -> [UInt8] {
+        encodeRecord(events)
+    }
+
+    // Specialised for both kinds of events inside this module (a public generic would run unspecialised).
+    private static func encodeRecord<Artifact: RecordableArtifact>(_ events: [TrackingEvent<Artifact>]) -> [UInt8] {
         var writer = JSONWriter(capacity: 512 * events.count)
         write(events, to: &writer)
         return writer.bytes
     }
 
-    /// Writes one record holding `events` (see ``encode(_:)``).
-    public static func write(_ events: [LineageEvent], to writer: inout JSONWriter) {
-        precondition(!events.isEmpty, "a lineage record holds at least one event")
-        let run = events[0]
+    private static func write<Artifact: RecordableArtifact>(
+        _ events: [TrackingEvent<Artifact>], to writer: inout JSONWriter
+    ) {
+        guard let run = events.first else { preconditionFailure("a lineage record holds at least one event") }
         writer.object { out in
             out.field("v", version)
             out.field("run_id", run.runID)
@@ -82,7 +93,23 @@ public enum LineageRecord {
     }
 }
 
-extension LineageEventBody where Artifact == ArtifactRef {
+/// What a lineage record writes for an artifact: an ``ArtifactRef`` as it is, a ``PendingArtifact`` resolved as it
+/// is written (so that a tracker writes a run's record straight from the events the runner emitted).
+public protocol RecordableArtifact: Sendable {
+    /// The reference to write.
+    func reference() -> ArtifactRef
+}
+
+extension ArtifactRef: RecordableArtifact {
+    public func reference() -> ArtifactRef { self }
+}
+
+extension PendingArtifact: RecordableArtifact {
+    /// Resolves the artifact (``resolve()``): records of one run are written in `seq` order.
+    public func reference() -> ArtifactRef { resolve() }
+}
+
+extension LineageEventBody where Artifact: RecordableArtifact {
     /// Writes the members of this type of event (docs/lineage-events.md, "Members by type").
     fileprivate func write(to out: inout JSONWriter) {
         switch self {
@@ -90,26 +117,26 @@ extension LineageEventBody where Artifact == ArtifactRef {
             out.key("configuration")
             out.value(configuration)
             out.key("input")
-            out.artifact(input)
+            out.artifact(input?.reference())
             out.field("traceparent", traceparent)
             out.field("worker", worker)
         case .stepStarted(let step, let attempt, let inputs):
             out.stepRun(step)
             out.field("step_attempt", attempt)
             out.key("inputs")
-            out.array { list in for input in inputs { list.artifact(input) } }
+            out.array { list in for input in inputs { list.artifact(input.reference()) } }
         case .stepCompleted(let step, let attempt, let duration, let output):
             out.stepRun(step)
             out.field("step_attempt", attempt)
             out.field("duration_us", duration)
             out.key("output")
-            out.artifact(output)
+            out.artifact(output?.reference())
         case .stepCached(let step, let inputs, let output, let cachedFrom):
             out.stepRun(step)
             out.key("inputs")
-            out.array { list in for input in inputs { list.artifact(input) } }
+            out.array { list in for input in inputs { list.artifact(input.reference()) } }
             out.key("output")
-            out.artifact(output)
+            out.artifact(output?.reference())
             out.key("cached_from")
             out.object { source in
                 source.field("run_id", cachedFrom.runID)
@@ -133,7 +160,7 @@ extension LineageEventBody where Artifact == ArtifactRef {
             out.field("status", "completed")
             out.field("duration_us", duration)
             out.key("output")
-            out.artifact(output)
+            out.artifact(output?.reference())
         case .runFailed(let duration, let error):
             out.field("status", "failed")
             out.field("duration_us", duration)

@@ -227,18 +227,21 @@ public final class KafkaTracker: Tracker {
             }
             last = (event.runID, index)
         }
-        for positions in runs { publish(run: positions.map { events[$0].resolve() }) }
+        for positions in runs { publish(events, positions[...]) }
     }
 
-    private func publish(run events: [LineageEvent]) {
-        let value = LineageRecord.encode(events)
-        if value.count > recordLimit, events.count > 1 {
-            publish(run: Array(events[..<(events.count / 2)]))
-            publish(run: Array(events[(events.count / 2)...]))
+    /// Publishes the events at `positions` (one run's, in order), resolving their artifacts as the record is written.
+    private func publish(_ events: [PendingEvent], _ positions: ArraySlice<Int>) {
+        let value = LineageRecord.encode(positions.map { events[$0] })
+        if value.count > recordLimit, positions.count > 1 {
+            let middle = positions.startIndex + positions.count / 2
+            publish(events, positions[..<middle])
+            publish(events, positions[middle...])
             return
         }
-        let runID = events[0].runID
-        let count = events.count
+        let first = events[positions[positions.startIndex]]
+        let runID = first.runID
+        let count = positions.count
         do {
             try producer.sendBlocking(OutgoingMessage(topic: topic, key: Array(runID.utf8), value: value)) {
                 [self] result in
