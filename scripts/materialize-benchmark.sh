@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The materializer against a backlog: RUNS runs of text-stats lineage (9 events each; default 111112, about 1M events)
-# produced to `sluice.lineage` on the embedded broker, spread over PARTITIONS partitions (the mock keeps at most
-# 5 MiB per partition), then one `sluice materialize` started on an empty store and timed until it has read every
-# event. Prints events/s. Stops everything it started, by PID; bounded by TIMEOUT seconds (default 600).
+# The materializer against a backlog: RUNS runs of text-stats lineage (9 events each, one lineage record v2 per run;
+# default 111112, about 1M events) produced to `sluice.lineage` on the embedded broker, spread over PARTITIONS
+# partitions (the mock keeps at most 5 MiB per partition), then one `sluice materialize` started on an empty store and
+# timed until it has read every event. Prints events/s. Stops everything it started, by PID; bounded by TIMEOUT
+# seconds (default 600).
 # usage: scripts/materialize-benchmark.sh   (env: RUNS, PARTITIONS=128, SLUICE, BENCH, TIMEOUT, and ARGS: more
 # `sluice materialize` flags, e.g. ARGS="--batch-size 32768")
 set -euo pipefail

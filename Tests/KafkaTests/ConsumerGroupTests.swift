@@ -36,6 +36,9 @@ struct ConsumerGroupTests {
         try await produce(0..<40, to: topic, test)
 
         let revocations = Collector<Revocation>()
+        // Commits the embedded coordinator refused while the second member joined (docs/operations.md): the records
+        // they covered are read again by their next owner, as at-least-once allows.
+        let refusedCommits = Collector<KafkaError>()
         let progress = Mutex<[TopicPartition: Int64]>([:])
         let firstBox = Mutex<KafkaConsumer?>(nil)
         let first = try KafkaConsumer(
@@ -51,7 +54,8 @@ struct ConsumerGroupTests {
                         partitions: partitions, lost: lost, assignmentDuringHook: consumer?.assignment ?? [],
                         storeSucceeded: stored))
             }),
-            logger: testLogger)
+            logger: testLogger,
+            onError: { error in if error.code == .rebalanceInProgress { refusedCommits.append(error) } })
         firstBox.withLock { $0 = first }
         #expect(await eventually { first.assignment.count == 4 })
 
@@ -78,14 +82,28 @@ struct ConsumerGroupTests {
 
         // New records reach the two members; nothing read before the rebalance is read again.
         try await produce(40..<80, to: topic, test)
-        let later = await read(40, from: [first, second])
-        let (firstRecords, secondRecords) = (later[0], later[1])
+        // Read until every new record arrived (a refused hand-off commit adds records read again), at most 30 s.
+        var firstRecords: [KafkaMessage] = []
+        var secondRecords: [KafkaMessage] = []
+        var values: [Int] { (firstRecords + secondRecords).compactMap { $0.value?.text }.compactMap(Int.init) }
+        let deadline = ContinuousClock.now + .seconds(30)
+        while !Set(values).isSuperset(of: 40..<80), ContinuousClock.now < deadline {
+            let more = await read(1, from: [first, second], timeout: .seconds(1))
+            firstRecords += more[0]
+            secondRecords += more[1]
+        }
         await first.close()
         await second.close()
         #expect(!firstRecords.isEmpty)
         #expect(!secondRecords.isEmpty)
-        let values = (firstRecords + secondRecords).compactMap { $0.value?.text }.compactMap(Int.init)
-        #expect(values.sorted() == Array(40..<80))
+        // Nothing is missing; what was read before the rebalance is read again only when the hand-off commit was
+        // refused.
+        #expect(Set(values).isSuperset(of: 40..<80))
+        if refusedCommits.all.isEmpty {
+            #expect(values.sorted() == Array(40..<80))
+        } else {
+            #expect(values.allSatisfy { $0 < 80 })
+        }
     }
 
     /// The embedded broker alone, without Sluice's worker: while a new member's join is pending, its coordinator
