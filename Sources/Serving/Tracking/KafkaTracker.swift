@@ -88,7 +88,7 @@ public final class KafkaTracker: Tracker {
     private let state = Mutex(State())
     private let wakeUp = DispatchSemaphore(value: 0)
     /// The publishing thread, set once `init` started it.
-    private let publisher = Mutex<DedicatedThread?>(nil)
+    private let publishingThread = Mutex<DedicatedThread?>(nil)
 
     /// Starts the publishing thread, which holds the tracker until ``close(timeout:)``.
     /// - Parameters:
@@ -103,11 +103,8 @@ public final class KafkaTracker: Tracker {
         self.recordLimit = recordLimit
         self.logger = logger
         let thread = try DedicatedThread.start(name: "sluice-lineage") { [self] in publishUntilClosed() }
-        publisher.withLock { $0 = thread }
+        publishingThread.withLock { $0 = thread }
     }
-
-    /// Events recorded and not yet taken by the publishing thread.
-    public var backlog: Int { state.withLock { $0.queue.count } }
 
     /// Returns once at most `limit` events are waiting for the publishing thread (at once if so now), or once
     /// ``releaseRoomWaits()`` is called: the worker takes no request while Kafka is slower than the pipeline, so
@@ -181,7 +178,7 @@ public final class KafkaTracker: Tracker {
             return state.wakePublisher()
         }
         if wake { wakeUp.signal() }
-        if let thread = publisher.withLock({ $0 }) {
+        if let thread = publishingThread.withLock({ $0 }) {
             _ = try? await DedicatedThread.run(name: "sluice-ljoin") { thread.join() }
         }
         do {
