@@ -129,7 +129,8 @@ struct PartitionFoldTests {
         var closed: [ClosedRun] = []
         var offset: Int64 = 0
         let decoded = try LineageRecord.decode(LineageRecord.encode(whole))
-        for record in [decoded, Array(split.prefix(2))] + single.map { [$0] } + [Array(split.dropFirst(2))] {
+        let records = [decoded, Array(split.prefix(2))] + single.map { [$0] } + [Array(split.dropFirst(2))]
+        for record in records {
             closed += fold.take(record, at: offset)
             offset += 1
         }

@@ -31,15 +31,8 @@ public enum LineageRecord {
 
     // Specialised for both kinds of events inside this module (a public generic would run unspecialised).
     private static func encodeRecord<Artifact: RecordableArtifact>(_ events: [TrackingEvent<Artifact>]) -> [UInt8] {
-        var writer = JSONWriter(capacity: 512 * events.count)
-        write(events, to: &writer)
-        return writer.bytes
-    }
-
-    private static func write<Artifact: RecordableArtifact>(
-        _ events: [TrackingEvent<Artifact>], to writer: inout JSONWriter
-    ) {
         guard let run = events.first else { preconditionFailure("a lineage record holds at least one event") }
+        var writer = JSONWriter(capacity: 512 * events.count)
         writer.object { out in
             out.field("v", version)
             out.field("run_id", run.runID)
@@ -60,6 +53,7 @@ public enum LineageRecord {
                 }
             }
         }
+        return writer.bytes
     }
 
     /// The events of one record: those of a version 2 record, in order, or the one event of a version 1 record.
@@ -95,18 +89,18 @@ public enum LineageRecord {
 
 /// What a lineage record writes for an artifact: an ``ArtifactRef`` as it is, a ``PendingArtifact`` resolved as it
 /// is written (so that a tracker writes a run's record straight from the events the runner emitted).
-public protocol RecordableArtifact: Sendable {
+protocol RecordableArtifact: Sendable {
     /// The reference to write.
     func reference() -> ArtifactRef
 }
 
 extension ArtifactRef: RecordableArtifact {
-    public func reference() -> ArtifactRef { self }
+    func reference() -> ArtifactRef { self }
 }
 
 extension PendingArtifact: RecordableArtifact {
     /// Resolves the artifact (``resolve()``): records of one run are written in `seq` order.
-    public func reference() -> ArtifactRef { resolve() }
+    func reference() -> ArtifactRef { resolve() }
 }
 
 extension LineageEventBody where Artifact: RecordableArtifact {

@@ -138,13 +138,15 @@ public final class Worker: Sendable {
         if producerSettings["message.max.bytes"] == nil {
             try producerSettings.set("message.max.bytes", String(Self.defaultRecordLimit(configuration)))
         }
+        let recordLimit =
+            producerSettings["message.max.bytes"].flatMap { Int($0) } ?? Self.defaultRecordLimit(configuration)
+        self.recordLimit = recordLimit
         // Records waiting in librdkafka, responses and lineage together, stay within this many KiB: past it the
         // tracker's thread waits, then the backlog bound holds the readers (librdkafka's own default is 1 GiB).
         if producerSettings["queue.buffering.max.kbytes"] == nil {
-            try producerSettings.set("queue.buffering.max.kbytes", String(Self.defaultProducerQueueKilobytes))
+            try producerSettings.set(
+                "queue.buffering.max.kbytes", String(Self.defaultProducerQueueKilobytes(recordLimit: recordLimit)))
         }
-        recordLimit =
-            producerSettings["message.max.bytes"].flatMap { Int($0) } ?? Self.defaultRecordLimit(configuration)
         producer = try KafkaProducer(configuration: producerSettings, logger: logger)
         // Memory-only publishes nothing: no tracker, and no lineage topic is needed.
         let tracker =
@@ -156,8 +158,11 @@ public final class Worker: Sendable {
         runner = PipelineRunner(tracker: tracker.map { $0 as any Tracker } ?? DiscardingTracker())
     }
 
-    /// librdkafka's `queue.buffering.max.kbytes` for the producer unless the configuration sets it.
-    static let defaultProducerQueueKilobytes = 65_536
+    /// librdkafka's `queue.buffering.max.kbytes` for the producer unless the configuration sets it: 64 MiB, or room
+    /// for four of the largest records when they are larger (a record larger than the queue could never be sent).
+    static func defaultProducerQueueKilobytes(recordLimit: Int) -> Int {
+        max(65_536, 4 * recordLimit / 1024)
+    }
 
     /// librdkafka's `auto.commit.interval.ms` unless the configuration sets it (librdkafka's own default is 5000).
     static let defaultCommitIntervalMilliseconds = 1000
