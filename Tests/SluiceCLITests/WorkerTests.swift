@@ -243,6 +243,32 @@ struct WorkerTests {
         await cluster.stop()
     }
 
+    /// A run whose record would exceed the producer's `message.max.bytes` is split over several records; the
+    /// response still waits for all of them, and they carry the run complete and in order.
+    @Test func aRunTooLargeForOneRecordIsSplitAndStillComplete() async throws {
+        let cluster = try await ServingCluster.start()
+        let worker = try await cluster.startWorker(["--capture", "BATCH", "--kafka", "message.max.bytes=2000"])
+        let specs: [[String: Any]] = (0..<10).map { ["id": "s\($0)", "value": ["text": "one two three \($0)"]] }
+        let (status, responses) = try await cluster.call(specs)
+        #expect(status == 0)
+        #expect(await worker.stop() == 0)
+        let records = try await cluster.read(cluster.lineage)
+        let events = try await cluster.lineageEvents()
+        for response in responses {
+            let value = try #require(response["value"] as? [String: Any])
+            #expect(value["status"] as? String == "ok", "\(value)")
+            let runID = try #require(value["run_id"] as? String)
+            let runRecords = records.filter { ($0["value"] as? [String: Any])?["run_id"] as? String == runID }
+            #expect(runRecords.count > 1 && runRecords.allSatisfy { ($0["size"] as? Int ?? .max) <= 2000 })
+            let runEvents = events.filter { $0["run_id"] as? String == runID }
+            #expect(runEvents.compactMap { $0["seq"] as? Int } == Array(0..<9))
+            // Produced (create time) no later than the response: the response waited for every record.
+            let lastRecord = runRecords.compactMap { $0["timestamp"] as? Int }.max() ?? .max
+            #expect(lastRecord <= response["timestamp"] as? Int ?? 0)
+        }
+        await cluster.stop()
+    }
+
     @Test func memoryOnlyPublishesNoLineage() async throws {
         let cluster = try await ServingCluster.start()
         let worker = try await cluster.startWorker(["--capture", #"{"mode": "REALTIME", "runs": "off"}"#])
