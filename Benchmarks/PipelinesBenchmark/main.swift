@@ -87,38 +87,46 @@ final class KeepingTracker: Tracker {
     func flush(runID: String) async throws {}
 }
 
-/// What a tracker does off the critical path with `runCount` runs of events: one lineage record per run (as a BATCH
-/// worker publishes it), its artifacts resolved (serialised, hashed, matched to producers) as the record is written.
-/// Returns nanoseconds per event for all of it and for the writing alone, bytes per event, events per run.
-func measureRecords(runs runCount: Int) async -> (Double, Double, Int, Int) {
+/// The events of `runCount` REALTIME runs, grouped by run.
+func pendingRuns(_ runCount: Int) async -> [[PendingEvent]] {
     let realtime = RunOptions(capture: .realtime)
     let keeping = KeepingTracker()
     for _ in 0..<runCount { _ = await PipelineRunner(tracker: keeping).run(textStats, input, options: realtime) }
-    let pending = keeping.events.withLock { $0 }
     var runs: [[PendingEvent]] = []
-    for event in pending {
+    for event in keeping.events.withLock({ $0 }) {
         if runs.last?.first?.runID == event.runID { runs[runs.count - 1].append(event) } else { runs.append([event]) }
     }
-    let clock = ContinuousClock()
-    let started = clock.now
-    var bytes = 0
-    for run in runs { bytes += LineageRecord.encode(run).count }
-    let elapsed = started.duration(to: clock.now)
-    // The writing alone: the same records from events resolved beforehand.
-    let resolvedRuns = runs.map { run in run.map { $0.resolve() } }
-    let writingStarted = clock.now
-    for run in resolvedRuns { bytes += LineageRecord.encode(run).count }
-    let writing = writingStarted.duration(to: clock.now)
-    bytes /= 2
-    let perEvent =
-        (Double(elapsed.components.seconds) * 1e9 + Double(elapsed.components.attoseconds) / 1e9)
-        / Double(pending.count)
-    let eventsPerRun = pending.count / runCount
-    let writingPerEvent =
-        (Double(writing.components.seconds) * 1e9 + Double(writing.components.attoseconds) / 1e9)
-        / Double(pending.count)
+    return runs
+}
 
-    return (perEvent, writingPerEvent, bytes / pending.count, eventsPerRun)
+func nanoseconds(_ duration: Duration) -> Double {
+    Double(duration.components.seconds) * 1e9 + Double(duration.components.attoseconds) / 1e9
+}
+
+/// What a tracker does off the critical path with runs' events: one lineage record per run (as a BATCH worker
+/// publishes it), its artifacts resolved (serialised, hashed, matched to producers) as the record is written. The
+/// median over `rounds` rounds of `runCount` fresh runs each. Returns nanoseconds per event for all of it and for the
+/// writing alone, bytes per event, events per run.
+func measureRecords(runs runCount: Int, rounds: Int) async -> (Double, Double, Int, Int) {
+    let clock = ContinuousClock()
+    var total: [Double] = []
+    var writing: [Double] = []
+    var bytes = 0
+    var events = 0
+    for _ in 0..<rounds {
+        let runs = await pendingRuns(runCount)
+        events = runs.reduce(0) { $0 + $1.count }
+        bytes = 0
+        let started = clock.now
+        for run in runs { bytes += LineageRecord.encode(run).count }
+        total.append(nanoseconds(started.duration(to: clock.now)) / Double(events))
+        // The writing alone: the same records from events resolved beforehand.
+        let resolvedRuns = runs.map { run in run.map { $0.resolve() } }
+        let writingStarted = clock.now
+        for run in resolvedRuns { _ = LineageRecord.encode(run).count }
+        writing.append(nanoseconds(writingStarted.duration(to: clock.now)) / Double(events))
+    }
+    return (total.sorted()[rounds / 2], writing.sorted()[rounds / 2], bytes / events, events / runCount)
 }
 
 /// Everything runs in this nonisolated function: top-level code is on the main actor, and every call from there into
@@ -136,7 +144,7 @@ func runBenchmarks() async throws {
         _ = await runner.run(textStats, input, options: realtime)
     }
 
-    let (perEvent, writingPerEvent, bytes, eventsPerRun) = await measureRecords(runs: 20_000)
+    let (perEvent, writingPerEvent, bytes, eventsPerRun) = await measureRecords(runs: 5_000, rounds: rounds)
 
     print("")
     print("memory-only overhead per step:   \(format((memory - plain) / Double(steps))) ns over a plain async call")
@@ -152,7 +160,7 @@ func runBenchmarks() async throws {
 if let flag = CommandLine.arguments.firstIndex(of: "--records"), let count = Int(CommandLine.arguments.last ?? ""),
     flag + 1 < CommandLine.arguments.count
 {
-    let (perEvent, _, bytes, _) = await measureRecords(runs: count)
+    let (perEvent, _, bytes, _) = await measureRecords(runs: count, rounds: 1)
     print("\(count) runs: \(format(perEvent)) ns per event to resolve and write (\(bytes) bytes)")
 } else {
     try await runBenchmarks()

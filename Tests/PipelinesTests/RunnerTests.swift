@@ -69,6 +69,34 @@ struct RunnerTests {
         #expect(joinInputs.map(\.producedBy) == ["lengths#1/out", "upper#1/out"])
     }
 
+    /// A consumer is found by storage (the value handed on) and, failing that, by canonical bytes: an equal value
+    /// built anew still names its producer, a different one names none, and the hashes agree either way.
+    @Test func consumedValuesFindTheirProducerBySameStorageOrEqualBytes() async throws {
+        let words = Step("words") { (text: String) in text.split(separator: " ").map(String.init) }
+        let count = Step("count") { (words: [String]) in words.count }
+        let pipeline = Pipeline("producers") { (text: String) in
+            let handedOn = try await words(text)
+            // The same content in storage of its own, then content no step produced.
+            let rebuilt = handedOn.map { String($0.utf8.map { Character(UnicodeScalar($0)) }) }
+            return try await count(handedOn) + count(rebuilt) + count(handedOn + ["x"])
+        }
+        let (result, events) = await track(pipeline, "a bb", capture: .batch)
+        #expect(try result.outcome.get() == 7)
+        var outputs: [String: String] = [:]  // step run -> sha256
+        var consumed: [(producedBy: String?, sha256: String?)] = []
+        for event in events {
+            switch event.body {
+            case .stepCompleted(let step, _, _, let output?): outputs[step.id] = output.sha256
+            case .stepStarted(let step, _, let inputs) where step.step == "count":
+                consumed.append((inputs[0].producedBy, inputs[0].sha256))
+            default: break
+            }
+        }
+        #expect(consumed.map(\.producedBy) == ["words#1/out", "words#1/out", nil])
+        #expect(consumed[0].sha256 == outputs["words#1"] && consumed[1].sha256 == outputs["words#1"])
+        #expect(consumed[2].sha256 != nil && consumed[2].sha256 != outputs["words#1"])
+    }
+
     @Test func aFailingStepFailsTheRunAndStopsDownstreamSteps() async throws {
         let downstream = Counter()
         let check = Step("check") { (text: String) in

@@ -60,10 +60,17 @@ public struct PendingArtifact: Sendable {
 
     /// Serialises and hashes the value and finds its producer in the run.
     ///
+    /// A consumed value that is, bit for bit, a value the run produced (a step's output handed on to the next step:
+    /// the same storage) takes that artifact's hash without being serialised again.
+    ///
     /// - Important: The artifacts of one run must be resolved in the order of their events' `seq`, as the run
     ///   emitted them: a consumer finds its producer only when the producer was resolved first.
     public func resolve() -> ArtifactRef {
         let typeName = TypeNames.name(of: Swift.type(of: value))
+        if role == .consumed, let producer = ledger.producer(sharingStorageWith: value) {
+            return ArtifactRef(
+                id: id, type: typeName, sha256: producer.sha256, size: producer.size, producedBy: producer.id)
+        }
         let json: [UInt8]
         do {
             json = try CanonicalJSON.encode(value)
@@ -73,7 +80,7 @@ public struct PendingArtifact: Sendable {
         switch role {
         case .produced:
             let sha256 = ContentHash.sha256(json)
-            ledger.register(json, sha256: sha256, as: id)
+            ledger.register(value, json: json, sha256: sha256, as: id)
             return ArtifactRef(
                 id: id, type: typeName, sha256: sha256, size: json.count,
                 inlineJSON: json.count <= ledger.inlineLimit ? json : nil)
@@ -90,37 +97,64 @@ public struct PendingArtifact: Sendable {
     }
 }
 
-/// The artifacts one run produced so far, by their canonical bytes: how a consumer finds its producer.
+/// The artifacts one run produced so far: how a consumer finds its producer.
 ///
-/// A value produced twice in a run (two steps with equal outputs) is attributed to the latest producer.
+/// A consumer is matched first by storage (the very value a step produced, compared bit for bit: the ledger keeps
+/// the produced values, so their storage cannot be freed and reused meanwhile), then by canonical bytes. A value
+/// produced twice in a run is attributed to the latest producer it matches.
 final class ArtifactLedger: Sendable {
+    struct Producer {
+        let id: String
+        let sha256: String
+        let size: Int
+    }
+
+    private struct Entry {
+        let value: any Encodable & Sendable
+        let json: [UInt8]
+        let producer: Producer
+    }
+
     let inlineLimit: Int
-    private let producers = Mutex<[CanonicalBytes: (id: String, sha256: String)]>([:])
+    /// Resolution runs on one thread at a time per run (the tracker's); the lock only makes that safe to share.
+    private let entries = Mutex<[Entry]>([])
 
     init(inlineLimit: Int) {
         self.inlineLimit = inlineLimit
     }
 
-    func register(_ json: [UInt8], sha256: String, as id: String) {
-        producers.withLock { $0[CanonicalBytes(json)] = (id, sha256) }
+    func register(_ value: any Encodable & Sendable, json: [UInt8], sha256: String, as id: String) {
+        let entry = Entry(value: value, json: json, producer: Producer(id: id, sha256: sha256, size: json.count))
+        entries.withLock { $0.append(entry) }
     }
 
-    func producer(of json: [UInt8]) -> (id: String, sha256: String)? {
-        producers.withLock { $0[CanonicalBytes(json)] }
+    /// The latest producer of a value with the same storage as `value`.
+    func producer(sharingStorageWith value: any Encodable & Sendable) -> Producer? {
+        entries.withLock { entries in
+            entries.last { sameBits($0.value, value) }?.producer
+        }
+    }
+
+    /// The latest producer of a value whose canonical JSON is `json`.
+    func producer(of json: [UInt8]) -> Producer? {
+        entries.withLock { entries in
+            entries.last { $0.json == json }?.producer
+        }
     }
 }
 
-/// Canonical JSON bytes as a dictionary key, hashed in one pass over the buffer.
-private struct CanonicalBytes: Hashable {
-    let bytes: [UInt8]
-
-    init(_ bytes: [UInt8]) {
-        self.bytes = bytes
+/// Whether two values are of the same type and have the same bits: then they are the same value, sharing any
+/// storage they refer to. Values that merely compare equal may answer `false`.
+private func sameBits(_ first: any Encodable & Sendable, _ second: any Encodable & Sendable) -> Bool {
+    guard ObjectIdentifier(type(of: first)) == ObjectIdentifier(type(of: second)) else { return false }
+    func compare<Value>(_ first: Value) -> Bool {
+        guard var second = second as? Value else { return false }
+        var first = first
+        return withUnsafeBytes(of: &first) { left in
+            withUnsafeBytes(of: &second) { right in left.elementsEqual(right) }
+        }
     }
-
-    func hash(into hasher: inout Hasher) {
-        bytes.withUnsafeBytes { hasher.combine(bytes: $0) }
-    }
+    return compare(first)
 }
 
 /// Type names as lineage records them, computed once per type: `String(describing:)` costs about a microsecond.

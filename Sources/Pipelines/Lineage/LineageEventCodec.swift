@@ -20,35 +20,46 @@ public enum LineageRecord {
     /// - Precondition: `events` is not empty, and its events belong to one run (run id, pipeline, request id,
     ///   capture and attempt are the first event's).
     public static func encode(_ events: [LineageEvent]) -> [UInt8] {
-        encodeRecord(events)
+        encodeRecord(events, at: events.indices)
     }
 
     /// One record holding `events`, their artifacts resolved as they are written, in order: what a tracker publishes
     /// (same precondition).
     public static func encode(_ events: [PendingEvent]) -> [UInt8] {
-        encodeRecord(events)
+        encodeRecord(events, at: events.indices)
     }
 
-    // Specialised for both kinds of events inside this module (a public generic would run unspecialised).
-    private static func encodeRecord<Artifact: RecordableArtifact>(_ events: [TrackingEvent<Artifact>]) -> [UInt8] {
-        guard let run = events.first else { preconditionFailure("a lineage record holds at least one event") }
-        var writer = JSONWriter(capacity: 512 * events.count)
+    /// One record holding the events of `events` at `positions`, in that order, their artifacts resolved as they are
+    /// written: what a tracker publishes from the events it took together (same precondition for those events).
+    public static func encode(_ events: [PendingEvent], at positions: some Collection<Int>) -> [UInt8] {
+        encodeRecord(events, at: positions)
+    }
+
+    // Specialised for both kinds of events inside this module (a public generic would run unspecialised). Events are
+    // read in place: copying one retains each of its members.
+    private static func encodeRecord<Artifact: RecordableArtifact>(
+        _ events: [TrackingEvent<Artifact>], at positions: some Collection<Int>
+    ) -> [UInt8] {
+        guard let first = positions.first else { preconditionFailure("a lineage record holds at least one event") }
+        var writer = JSONWriter(capacity: 512 * positions.count)
         writer.object { out in
             out.field("v", version)
-            out.field("run_id", run.runID)
-            out.field("pipeline", run.pipeline)
-            out.field("request_id", run.requestID)
-            out.field("capture", run.capture)
-            out.field("attempt", run.attempt)
+            out.field("run_id", events[first].runID)
+            out.field("pipeline", events[first].pipeline)
+            out.field("request_id", events[first].requestID)
+            out.field("capture", events[first].capture)
+            out.field("attempt", events[first].attempt)
             out.key("events")
             out.array { list in
-                for event in events {
-                    assert(event.runID == run.runID && event.attempt == run.attempt, "one run per record")
+                for position in positions {
+                    assert(
+                        events[position].runID == events[first].runID
+                            && events[position].attempt == events[first].attempt, "one run per record")
                     list.object { member in
-                        member.field("seq", event.seq)
-                        member.field("type", event.type.rawValue)
-                        member.field("ts", event.timestamp)
-                        event.body.write(to: &member)
+                        member.field("seq", events[position].seq)
+                        member.field("type", events[position].type.rawValue)
+                        member.field("ts", events[position].timestamp)
+                        events[position].body.write(to: &member)
                     }
                 }
             }

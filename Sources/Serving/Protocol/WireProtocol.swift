@@ -48,7 +48,15 @@ public enum WireProtocol {
     /// The run of a request message: the same for a redelivery of the same message, different for a new message.
     /// 32 hexadecimal digits of SHA-256 over the topic, partition and offset.
     public static func runID(topic: String, partition: Int32, offset: Int64) -> String {
-        String(ContentHash.sha256(Array("sluice-run-v1\u{0}\(topic)\u{0}\(partition)\u{0}\(offset)".utf8)).prefix(32))
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(48 + topic.utf8.count)
+        bytes.append(contentsOf: "sluice-run-v1\u{0}".utf8)
+        bytes.append(contentsOf: topic.utf8)
+        bytes.append(0)
+        bytes.append(contentsOf: String(partition).utf8)
+        bytes.append(0)
+        bytes.append(contentsOf: String(offset).utf8)
+        return ContentHash.sha256(bytes, digits: 32)
     }
 }
 

@@ -11,8 +11,8 @@ import Synchronization
 /// queued, resolves it in order (serialises and hashes artifacts) and publishes the queued events of each run as one
 /// record: a run that holds its events until it waits (BATCH) goes out as one record, and under load a REALTIME run's
 /// events share records too, while a lone event still goes out at once. ``flush(runID:)`` waits until every event of
-/// the run recorded so far is acknowledged, or throws the first delivery failure: what BATCH and
-/// `flush_on_step_end` wait for.
+/// the run recorded with ``record(contentsOf:)`` so far is acknowledged, or throws the first delivery failure: what
+/// BATCH and `flush_on_step_end` wait for. Events recorded one by one are counted, not accounted per run.
 public final class KafkaTracker: Tracker {
     private struct RunState {
         /// Events recorded and not yet acknowledged (or failed).
@@ -135,9 +135,9 @@ public final class KafkaTracker: Tracker {
     public var counts: (published: Int, failed: Int) { state.withLock { ($0.published, $0.failed) } }
 
     public func record(_ event: PendingEvent) {
+        // Nobody flushes the run: its events need no accounting.
         let wake = state.withLock { state in
             state.queue.append(event)
-            state.runs[event.runID, default: RunState()].outstanding += 1
             return state.wakePublisher()
         }
         if wake { wakeUp.signal() }
@@ -205,39 +205,38 @@ public final class KafkaTracker: Tracker {
     /// Publishes the events of each run in `events` as one record (or several, when they exceed the record limit),
     /// runs in the order of their first event.
     private func publish(_ events: [PendingEvent]) {
-        // Positions of each run's events, without copying an event: most batches are one run's or a few runs'.
+        // Positions of each run's events, reading events in place (copying one retains all its members): most
+        // batches are one run's or a few runs'.
         var runs: [[Int]] = []
         var runIndex: [String: Int] = [:]
-        var last: (runID: String, index: Int)?
-        for (position, event) in events.enumerated() {
+        var last = -1
+        for position in events.indices {
             let index: Int
-            if let last, last.runID == event.runID {
-                index = last.index
-                runs[index].append(position)
-            } else if let known = runIndex[event.runID] {
+            if last >= 0, events[runs[last][0]].runID == events[position].runID {
+                index = last
+            } else if let known = runIndex[events[position].runID] {
                 index = known
-                runs[index].append(position)
             } else {
                 index = runs.count
-                runIndex[event.runID] = index
-                runs.append([position])
+                runIndex[events[position].runID] = index
+                runs.append([])
             }
-            last = (event.runID, index)
+            runs[index].append(position)
+            last = index
         }
         for positions in runs { publish(events, positions[...]) }
     }
 
     /// Publishes the events at `positions` (one run's, in order), resolving their artifacts as the record is written.
     private func publish(_ events: [PendingEvent], _ positions: ArraySlice<Int>) {
-        let value = LineageRecord.encode(positions.map { events[$0] })
+        let value = LineageRecord.encode(events, at: positions)
         if value.count > recordLimit, positions.count > 1 {
             let middle = positions.startIndex + positions.count / 2
             publish(events, positions[..<middle])
             publish(events, positions[middle...])
             return
         }
-        let first = events[positions[positions.startIndex]]
-        let runID = first.runID
+        let runID = events[positions[positions.startIndex]].runID
         let count = positions.count
         do {
             try producer.sendBlocking(OutgoingMessage(topic: topic, key: Array(runID.utf8), value: value)) {
@@ -259,7 +258,7 @@ public final class KafkaTracker: Tracker {
         let (waiters, result) = state.withLock {
             state -> ([CheckedContinuation<Void, any Error>], Result<Void, KafkaError>) in
             if failure == nil { state.published += count } else { state.failed += count }
-            guard var run = state.runs[runID] else { return ([], .success(())) }
+            guard !state.runs.isEmpty, var run = state.runs[runID] else { return ([], .success(())) }
             run.outstanding -= count
             if run.failure == nil, let failure { run.failure = failure }
             guard run.outstanding == 0 else {
