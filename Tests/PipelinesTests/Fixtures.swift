@@ -57,6 +57,15 @@ func track<Input, Output>(
     return (result, tracker.events)
 }
 
+/// Keeps the events as the runner emits them, unresolved.
+final class PendingTracker: Tracker {
+    private let state = Mutex<[PendingEvent]>([])
+    var events: [PendingEvent] { state.withLock { $0 } }
+    func record(_ event: PendingEvent) { state.withLock { $0.append(event) } }
+    func record(contentsOf events: [PendingEvent]) { state.withLock { $0.append(contentsOf: events) } }
+    func flush(runID: String) async throws {}
+}
+
 /// A tracker that records calls and whose flushes wait until released, or fail.
 final class GatedTracker: Tracker {
     private struct State {

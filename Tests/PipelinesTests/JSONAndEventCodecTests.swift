@@ -154,6 +154,43 @@ struct JSONAndEventCodecTests {
         #expect(try LineageRecord.decode(LineageRecord.encode([completed])) == [completed])
     }
 
+    /// A tracker writes records straight from the pending events: the same bytes as from the events resolved first,
+    /// with inline values, producers found by storage and by content, a value too large to inline and one that
+    /// cannot be encoded.
+    @Test func aRecordWrittenFromPendingEventsIsTheRecordOfTheResolvedEvents() async throws {
+        let split = Step("split") { (text: String) in text.split(separator: " ").map(String.init) }
+        let pad = Step("pad") { (words: [String]) in words.map { String(repeating: $0, count: 40) } }
+        let ratio = Step("ratio") { (words: [String]) in Double(words.count) / 0 }
+        let pipeline = Pipeline("pending") { (text: String) in
+            let words = try await split(text)
+            let rebuilt = words.map { String($0.utf8.map { Character(UnicodeScalar($0)) }) }
+            _ = try await pad(rebuilt)
+            return try await ratio(pad(words))
+        }
+        let pending = PendingTracker()
+        var capture = CaptureConfiguration.batch
+        capture.inlineLimit = 64
+        _ = await PipelineRunner(tracker: pending).run(pipeline, "a bb ccc", options: RunOptions(capture: capture))
+        let events = pending.events
+        // Both passes resolve in `seq` order; the second finds each producer again (every value is produced once).
+        let resolvedRecord = LineageRecord.encode(events.map { $0.resolve() })
+        let pendingRecord = LineageRecord.encode(events)
+        #expect(String(decoding: pendingRecord, as: UTF8.self) == String(decoding: resolvedRecord, as: UTF8.self))
+        let decoded = try LineageRecord.decode(pendingRecord)
+        #expect(
+            decoded.contains { event in
+                if case .stepCompleted(_, _, _, let output?) = event.body { output.error != nil } else { false }
+            })
+        #expect(
+            decoded.contains { event in
+                if case .stepCompleted(_, _, _, let output?) = event.body {
+                    output.inlineJSON == nil && output.sha256 != nil
+                } else {
+                    false
+                }
+            })
+    }
+
     static let countCompleted = LineageEvent(
         seq: 2, timestamp: 1_700_000_000_000_000, runID: "run-1", pipeline: "text-stats", requestID: "req-1",
         capture: "BATCH", attempt: 1,

@@ -1,3 +1,4 @@
+import Crypto
 import Synchronization
 
 /// A reference to an artifact as lineage records it: which value, of what type, with what content.
@@ -66,52 +67,73 @@ public struct PendingArtifact: Sendable {
     /// - Important: The artifacts of one run must be resolved in the order of their events' `seq`, as the run
     ///   emitted them: a consumer finds its producer only when the producer was resolved first.
     public func resolve() -> ArtifactRef {
-        let typeName = TypeNames.name(of: Swift.type(of: value))
+        let scratch = CanonicalScratch()
+        let found = resolve(in: scratch)
+        var ref = ArtifactRef(
+            id: id, type: found.type, sha256: found.digest.map { ContentHash.hex($0) }, size: found.size,
+            producedBy: found.producedBy, error: found.error)
+        if found.inlined { ref.inlineJSON = scratch.withBytes { Array($0) } }
+        return ref
+    }
+
+    /// What resolving found.
+    struct Resolution {
+        let type: String
+        /// `nil` when the value cannot be encoded (see `error`).
+        let digest: SHA256.Digest?
+        let size: Int
+        let producedBy: String?
+        let error: String?
+        /// Whether the value travels inline: then its canonical bytes are what the scratch holds.
+        let inlined: Bool
+    }
+
+    /// ``resolve()`` with the canonical bytes left in `scratch` (when `inlined`), for a writer to copy: nothing is
+    /// allocated per artifact but what the ledger keeps.
+    func resolve(in scratch: CanonicalScratch) -> Resolution {
+        let type = TypeNames.name(of: Swift.type(of: value))
         if role == .consumed, let producer = ledger.producer(sharingStorageWith: value) {
-            return ArtifactRef(
-                id: id, type: typeName, sha256: producer.sha256, size: producer.size, producedBy: producer.id)
+            return Resolution(
+                type: type, digest: producer.digest, size: producer.size, producedBy: producer.id, error: nil,
+                inlined: false)
         }
-        let json: [UInt8]
+        let hashed: (digest: SHA256.Digest, size: Int)
         do {
-            json = try CanonicalJSON.encode(value)
+            hashed = try CanonicalJSON.encode(value, in: scratch) { (ContentHash.digest($0), $0.count) }
         } catch {
-            return ArtifactRef(id: id, type: typeName, sha256: nil, size: 0, error: "\(error)")
+            return Resolution(type: type, digest: nil, size: 0, producedBy: nil, error: "\(error)", inlined: false)
         }
         switch role {
         case .produced:
-            let sha256 = ContentHash.sha256(json)
-            ledger.register(value, json: json, sha256: sha256, as: id)
-            return ArtifactRef(
-                id: id, type: typeName, sha256: sha256, size: json.count,
-                inlineJSON: json.count <= ledger.inlineLimit ? json : nil)
+            ledger.register(value, digest: hashed.digest, size: hashed.size, as: id)
         case .consumed:
-            // A value the run produced before is found by its bytes, and needs no hashing again.
-            if let producer = ledger.producer(of: json) {
-                return ArtifactRef(
-                    id: id, type: typeName, sha256: producer.sha256, size: json.count, producedBy: producer.id)
+            // An equal value in storage of its own: found by its content.
+            if let producer = ledger.producer(of: hashed.digest) {
+                return Resolution(
+                    type: type, digest: producer.digest, size: producer.size, producedBy: producer.id, error: nil,
+                    inlined: false)
             }
-            return ArtifactRef(
-                id: id, type: typeName, sha256: ContentHash.sha256(json), size: json.count,
-                inlineJSON: json.count <= ledger.inlineLimit ? json : nil)
         }
+        return Resolution(
+            type: type, digest: hashed.digest, size: hashed.size, producedBy: nil, error: nil,
+            inlined: hashed.size <= ledger.inlineLimit)
     }
 }
 
 /// The artifacts one run produced so far: how a consumer finds its producer.
 ///
 /// A consumer is matched first by storage (the very value a step produced, compared bit for bit: the ledger keeps
-/// the produced values, so their storage cannot be freed and reused meanwhile), then by canonical bytes. A value
+/// the produced values, so their storage cannot be freed and reused meanwhile), then by content hash. A value
 /// produced twice in a run is attributed to the latest producer it matches.
 final class ArtifactLedger: Sendable {
     struct Producer {
         let id: String
-        let sha256: String
+        let digest: SHA256.Digest
         let size: Int
     }
 
     private struct Entry {
         let value: any Encodable & Sendable
-        let json: [UInt8]
         let producer: Producer
     }
 
@@ -123,8 +145,8 @@ final class ArtifactLedger: Sendable {
         self.inlineLimit = inlineLimit
     }
 
-    func register(_ value: any Encodable & Sendable, json: [UInt8], sha256: String, as id: String) {
-        let entry = Entry(value: value, json: json, producer: Producer(id: id, sha256: sha256, size: json.count))
+    func register(_ value: any Encodable & Sendable, digest: SHA256.Digest, size: Int, as id: String) {
+        let entry = Entry(value: value, producer: Producer(id: id, digest: digest, size: size))
         entries.withLock { $0.append(entry) }
     }
 
@@ -135,14 +157,13 @@ final class ArtifactLedger: Sendable {
         }
     }
 
-    /// The latest producer of a value whose canonical JSON is `json`.
-    func producer(of json: [UInt8]) -> Producer? {
+    /// The latest producer of a value whose canonical JSON has this SHA-256.
+    func producer(of digest: SHA256.Digest) -> Producer? {
         entries.withLock { entries in
-            entries.last { $0.json == json }?.producer
+            entries.last { $0.producer.digest == digest }?.producer
         }
     }
 }
-
 /// Whether two values are of the same type and have the same bits: then they are the same value, sharing any
 /// storage they refer to. Values that merely compare equal may answer `false`.
 private func sameBits(_ first: any Encodable & Sendable, _ second: any Encodable & Sendable) -> Bool {

@@ -13,6 +13,18 @@ public enum CanonicalJSON {
         return output.bytes
     }
 
+    /// Encodes `value` into `scratch`, replacing what it held, and calls `body` with the canonical bytes: how a tracker
+    /// writing many artifacts encodes them without a buffer of its own per value.
+    /// - Throws: as ``encode(_:)``; `body` is then not called.
+    static func encode<Result>(
+        _ value: some Encodable, in scratch: CanonicalScratch, _ body: (UnsafeBufferPointer<UInt8>) -> Result
+    ) throws -> Result {
+        scratch.sink.writer.truncate(to: 0)
+        scratch.sink.writer.startPiece()
+        try write(value, to: scratch.sink, codingPath: [])
+        return scratch.sink.writer.withBytes(body)
+    }
+
     /// The canonical bytes of a JSON tree.
     public static func bytes(of tree: JSONValue) -> [UInt8] {
         var writer = JSONWriter()
@@ -22,6 +34,16 @@ public enum CanonicalJSON {
 }
 
 // MARK: - Output
+
+/// A buffer reused by canonical encodings (``CanonicalJSON/encode(_:in:_:)``). One thread at a time.
+final class CanonicalScratch {
+    fileprivate let sink = ByteSink()
+
+    /// Calls `body` with the bytes of the last encoding.
+    func withBytes<Result>(_ body: (UnsafeBufferPointer<UInt8>) -> Result) -> Result {
+        sink.writer.withBytes(body)
+    }
+}
 
 /// The bytes being written; shared by the encoders of one value.
 private final class ByteSink {

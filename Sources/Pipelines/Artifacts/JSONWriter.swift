@@ -16,6 +16,9 @@ public struct JSONWriter: ~Copyable, Sendable {
     /// How many bytes were written.
     public var count: Int { buffer.count }
 
+    /// Calls `body` with what was written.
+    func withBytes<Result>(_ body: (UnsafeBufferPointer<UInt8>) -> Result) -> Result { buffer.withBytes(body) }
+
     /// A copy of what was written from byte `start` on.
     func bytes(from start: Int) -> [UInt8] { buffer.suffix(from: start) }
 
@@ -97,6 +100,17 @@ public struct JSONWriter: ~Copyable, Sendable {
         } else {
             buffer.append(contentsOf: "null".utf8)
         }
+    }
+
+    /// `bytes` as a string of lowercase hexadecimal digits.
+    mutating func hex(_ bytes: some Sequence<UInt8>) {
+        beginValue()
+        buffer.append(UInt8(ascii: "\""))
+        for byte in bytes {
+            buffer.append(Self.hexDigits[Int(byte >> 4)])
+            buffer.append(Self.hexDigits[Int(byte & 0x0f)])
+        }
+        buffer.append(UInt8(ascii: "\""))
     }
 
     public mutating func bool(_ value: Bool) {

@@ -42,6 +42,7 @@ public enum LineageRecord {
     ) -> [UInt8] {
         guard let first = positions.first else { preconditionFailure("a lineage record holds at least one event") }
         var writer = JSONWriter(capacity: 512 * positions.count)
+        let scratch = CanonicalScratch()
         writer.object { out in
             out.field("v", version)
             out.field("run_id", events[first].runID)
@@ -59,7 +60,7 @@ public enum LineageRecord {
                         member.field("seq", events[position].seq)
                         member.field("type", events[position].type.rawValue)
                         member.field("ts", events[position].timestamp)
-                        events[position].body.write(to: &member)
+                        events[position].body.write(to: &member, scratch: scratch)
                     }
                 }
             }
@@ -101,47 +102,63 @@ public enum LineageRecord {
 /// What a lineage record writes for an artifact: an ``ArtifactRef`` as it is, a ``PendingArtifact`` resolved as it
 /// is written (so that a tracker writes a run's record straight from the events the runner emitted).
 protocol RecordableArtifact: Sendable {
-    /// The reference to write.
-    func reference() -> ArtifactRef
+    /// Writes the artifact's reference; `scratch` is a buffer to reuse for serialising.
+    func write(to out: inout JSONWriter, scratch: CanonicalScratch)
 }
 
 extension ArtifactRef: RecordableArtifact {
-    func reference() -> ArtifactRef { self }
+    func write(to out: inout JSONWriter, scratch: CanonicalScratch) {
+        out.artifact(self)
+    }
 }
 
 extension PendingArtifact: RecordableArtifact {
-    /// Resolves the artifact (``resolve()``): records of one run are written in `seq` order.
-    func reference() -> ArtifactRef { resolve() }
+    /// Resolves the artifact (``resolve()``) and writes it as ``JSONWriter/artifact(_:)`` writes the reference, from
+    /// the digest and the scratch's bytes: records of one run are written in `seq` order.
+    func write(to out: inout JSONWriter, scratch: CanonicalScratch) {
+        let found = resolve(in: scratch)
+        out.artifact(
+            id: id, type: found.type,
+            sha256: { out in if let digest = found.digest { out.hex(digest) } else { out.null() } }, size: found.size,
+            value: found.inlined ? { out in scratch.withBytes { out.raw($0) } } : nil, producedBy: found.producedBy,
+            error: found.error)
+    }
+}
+
+extension Optional where Wrapped: RecordableArtifact {
+    fileprivate func write(to out: inout JSONWriter, scratch: CanonicalScratch) {
+        if let artifact = self { artifact.write(to: &out, scratch: scratch) } else { out.null() }
+    }
 }
 
 extension LineageEventBody where Artifact: RecordableArtifact {
     /// Writes the members of this type of event (docs/lineage-events.md, "Members by type").
-    fileprivate func write(to out: inout JSONWriter) {
+    fileprivate func write(to out: inout JSONWriter, scratch: CanonicalScratch) {
         switch self {
         case .runStarted(let configuration, let input, let traceparent, let worker):
             out.key("configuration")
             out.value(configuration)
             out.key("input")
-            out.artifact(input?.reference())
+            input.write(to: &out, scratch: scratch)
             out.field("traceparent", traceparent)
             out.field("worker", worker)
         case .stepStarted(let step, let attempt, let inputs):
             out.stepRun(step)
             out.field("step_attempt", attempt)
             out.key("inputs")
-            out.array { list in for input in inputs { list.artifact(input.reference()) } }
+            out.array { list in for input in inputs { input.write(to: &list, scratch: scratch) } }
         case .stepCompleted(let step, let attempt, let duration, let output):
             out.stepRun(step)
             out.field("step_attempt", attempt)
             out.field("duration_us", duration)
             out.key("output")
-            out.artifact(output?.reference())
+            output.write(to: &out, scratch: scratch)
         case .stepCached(let step, let inputs, let output, let cachedFrom):
             out.stepRun(step)
             out.key("inputs")
-            out.array { list in for input in inputs { list.artifact(input.reference()) } }
+            out.array { list in for input in inputs { input.write(to: &list, scratch: scratch) } }
             out.key("output")
-            out.artifact(output?.reference())
+            output.write(to: &out, scratch: scratch)
             out.key("cached_from")
             out.object { source in
                 source.field("run_id", cachedFrom.runID)
@@ -165,7 +182,7 @@ extension LineageEventBody where Artifact: RecordableArtifact {
             out.field("status", "completed")
             out.field("duration_us", duration)
             out.key("output")
-            out.artifact(output?.reference())
+            output.write(to: &out, scratch: scratch)
         case .runFailed(let duration, let error):
             out.field("status", "failed")
             out.field("duration_us", duration)
@@ -191,19 +208,31 @@ extension JSONWriter {
     }
 
     /// An artifact reference; optional members are left out when absent.
-    mutating func artifact(_ ref: ArtifactRef?) {
-        guard let ref else { return null() }
+    mutating func artifact(_ ref: ArtifactRef) {
+        artifact(
+            id: ref.id, type: ref.type,
+            sha256: { out in if let sha256 = ref.sha256 { out.string(sha256) } else { out.null() } }, size: ref.size,
+            value: ref.inlineJSON.map { json in { out in out.raw(json) } }, producedBy: ref.producedBy, error: ref.error
+        )
+    }
+
+    /// The members of an artifact reference, in their order; `sha256` and `value` write their values.
+    mutating func artifact(
+        id: String, type: String, sha256: (inout JSONWriter) -> Void, size: Int, value: ((inout JSONWriter) -> Void)?,
+        producedBy: String?, error: String?
+    ) {
         object { out in
-            out.field("id", ref.id)
-            out.field("type", ref.type)
-            out.field("sha256", ref.sha256)
-            out.field("size", ref.size)
-            if let value = ref.inlineJSON {
+            out.field("id", id)
+            out.field("type", type)
+            out.key("sha256")
+            sha256(&out)
+            out.field("size", size)
+            if let value {
                 out.key("value")
-                out.raw(value)
+                value(&out)
             }
-            if let producedBy = ref.producedBy { out.field("produced_by", producedBy) }
-            if let error = ref.error { out.field("error", error) }
+            if let producedBy { out.field("produced_by", producedBy) }
+            if let error { out.field("error", error) }
         }
     }
 }
