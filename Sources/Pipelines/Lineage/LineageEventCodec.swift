@@ -20,25 +20,25 @@ public enum LineageRecord {
     /// - Precondition: `events` is not empty, and its events belong to one run (run id, pipeline, request id,
     ///   capture and attempt are the first event's).
     public static func encode(_ events: [LineageEvent]) -> [UInt8] {
-        encodeRecord(events, at: events.indices)
+        encodeRecord(events, at: Array(events.indices)[...])
     }
 
     /// One record holding `events`, their artifacts resolved as they are written, in order: what a tracker publishes
     /// (same precondition).
     public static func encode(_ events: [PendingEvent]) -> [UInt8] {
-        encodeRecord(events, at: events.indices)
+        encodeRecord(events, at: Array(events.indices)[...])
     }
 
     /// One record holding the events of `events` at `positions`, in that order, their artifacts resolved as they are
     /// written: what a tracker publishes from the events it took together (same precondition for those events).
-    public static func encode(_ events: [PendingEvent], at positions: some Collection<Int>) -> [UInt8] {
+    public static func encode(_ events: [PendingEvent], at positions: ArraySlice<Int>) -> [UInt8] {
         encodeRecord(events, at: positions)
     }
 
-    // Specialised for both kinds of events inside this module (a public generic would run unspecialised). Events are
-    // read in place: copying one retains each of its members.
+    // Specialised for both kinds of events inside this module (a public generic would run unspecialised: no public
+    // entry point is generic). Events are read in place: copying one retains each of its members.
     private static func encodeRecord<Artifact: RecordableArtifact>(
-        _ events: [TrackingEvent<Artifact>], at positions: some Collection<Int>
+        _ events: [TrackingEvent<Artifact>], at positions: ArraySlice<Int>
     ) -> [UInt8] {
         guard let first = positions.first else { preconditionFailure("a lineage record holds at least one event") }
         var writer = JSONWriter(capacity: 512 * positions.count)
