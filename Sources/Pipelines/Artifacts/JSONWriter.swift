@@ -102,15 +102,18 @@ public struct JSONWriter: ~Copyable, Sendable {
         }
     }
 
-    /// `bytes` as a string of lowercase hexadecimal digits.
-    mutating func hex(_ bytes: some Sequence<UInt8>) {
+    /// `bytes` as a string of lowercase hexadecimal digits, written in one copy.
+    mutating func hex(_ bytes: UnsafeRawBufferPointer) {
         beginValue()
-        buffer.append(UInt8(ascii: "\""))
-        for byte in bytes {
-            buffer.append(Self.hexDigits[Int(byte >> 4)])
-            buffer.append(Self.hexDigits[Int(byte & 0x0f)])
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 2 * bytes.count + 2) { text in
+            text[0] = UInt8(ascii: "\"")
+            for (index, byte) in bytes.enumerated() {
+                text[1 + 2 * index] = Self.hexDigits[Int(byte >> 4)]
+                text[2 + 2 * index] = Self.hexDigits[Int(byte & 0x0f)]
+            }
+            text[text.count - 1] = UInt8(ascii: "\"")
+            buffer.append(contentsOf: UnsafeBufferPointer(text))
         }
-        buffer.append(UInt8(ascii: "\""))
     }
 
     public mutating func bool(_ value: Bool) {

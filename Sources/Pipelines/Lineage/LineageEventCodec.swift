@@ -1,6 +1,8 @@
 // The JSON form of lineage records (docs/lineage-events.md): written with `JSONWriter` in a fixed key order, read
 // with the JSON parser. Foundation's coders are not used: they cost microseconds per event.
 
+import Crypto
+
 /// A lineage event that cannot be read, naming the field.
 public struct LineageEventDecodingError: Error, Sendable, Hashable, CustomStringConvertible {
     public let message: String
@@ -119,7 +121,8 @@ extension PendingArtifact: RecordableArtifact {
         let found = resolve(in: scratch)
         out.artifact(
             id: id, type: found.type,
-            sha256: { out in if let digest = found.digest { out.hex(digest) } else { out.null() } }, size: found.size,
+            sha256: { out in if let digest = found.digest { digest.withUnsafeBytes { out.hex($0) } } else { out.null() }
+            }, size: found.size,
             value: found.inlined ? { out in scratch.withBytes { out.raw($0) } } : nil, producedBy: found.producedBy,
             error: found.error)
     }
