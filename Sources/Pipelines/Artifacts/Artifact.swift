@@ -164,6 +164,7 @@ final class ArtifactLedger: Sendable {
         }
     }
 }
+
 /// Whether two values are of the same type and have the same bits: then they are the same value, sharing any
 /// storage they refer to. Values that merely compare equal may answer `false`.
 private func sameBits(_ first: any Encodable & Sendable, _ second: any Encodable & Sendable) -> Bool {
