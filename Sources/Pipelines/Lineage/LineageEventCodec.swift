@@ -119,10 +119,12 @@ extension PendingArtifact: RecordableArtifact {
     /// the digest and the scratch's bytes: records of one run are written in `seq` order.
     func write(to out: inout JSONWriter, scratch: CanonicalScratch) {
         let found = resolve(in: scratch)
+        func sha256(_ out: inout JSONWriter) {
+            guard let digest = found.digest else { return out.null() }
+            digest.withUnsafeBytes { out.hex($0) }
+        }
         out.artifact(
-            id: id, type: found.type,
-            sha256: { out in if let digest = found.digest { digest.withUnsafeBytes { out.hex($0) } } else { out.null() }
-            }, size: found.size,
+            id: id, type: found.type, sha256: sha256, size: found.size,
             value: found.inlined ? { out in scratch.withBytes { out.raw($0) } } : nil, producedBy: found.producedBy,
             error: found.error)
     }
