@@ -70,8 +70,7 @@ func measure(_ name: String, runs: Int = runsPerRound, _ body: () async throws -
         let start = clock.now
         for _ in 0..<runs { try await body() }
         let elapsed = start.duration(to: clock.now)
-        let nanoseconds = Double(elapsed.components.seconds) * 1e9 + Double(elapsed.components.attoseconds) / 1e9
-        samples.append(nanoseconds / Double(runs))
+        samples.append(nanoseconds(elapsed) / Double(runs))
     }
     let median = samples.sorted()[rounds / 2]
     print(name.padding(toLength: 44, withPad: " ", startingAt: 0), String(format: "%9.0f ns/run", median))
@@ -99,6 +98,7 @@ func pendingRuns(_ runCount: Int) async -> [[PendingEvent]] {
     return runs
 }
 
+/// `duration` in nanoseconds.
 func nanoseconds(_ duration: Duration) -> Double {
     Double(duration.components.seconds) * 1e9 + Double(duration.components.attoseconds) / 1e9
 }
