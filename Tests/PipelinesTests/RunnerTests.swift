@@ -97,6 +97,24 @@ struct RunnerTests {
         #expect(consumed[2].sha256 != nil && consumed[2].sha256 != outputs["words#1"])
     }
 
+    /// A value handed on long after it was produced (past the ledger's storage window) still names its producer,
+    /// found by its content.
+    @Test func aValueHandedOnManyStepsLaterStillFindsItsProducer() async throws {
+        let label = Step("label") { (number: Int) in "value \(number)" }
+        let length = Step("length") { (text: String) in text.count }
+        let pipeline = Pipeline("late") { (count: Int) in
+            var labels: [String] = []
+            for number in 0..<count { labels.append(try await label(number)) }
+            return try await length(labels[0])
+        }
+        let (result, events) = await track(pipeline, 100, capture: .batch)
+        #expect(try result.outcome.get() == 7)
+        let lengthInputs = events.compactMap { event -> [ArtifactRef]? in
+            if case .stepStarted(let step, _, let inputs) = event.body, step.step == "length" { inputs } else { nil }
+        }
+        #expect(lengthInputs.first?.first?.producedBy == "label#1/out")
+    }
+
     @Test func aFailingStepFailsTheRunAndStopsDownstreamSteps() async throws {
         let downstream = Counter()
         let check = Step("check") { (text: String) in

@@ -137,31 +137,44 @@ final class ArtifactLedger: Sendable {
         let producer: Producer
     }
 
+    private struct Produced {
+        /// In the order produced; only the latest ``ArtifactLedger/storageMatchWindow`` are compared by storage.
+        var entries: [Entry] = []
+        /// The latest producer of each content.
+        var byDigest: [SHA256.Digest: Producer] = [:]
+    }
+
+    /// How many of the latest produced values a consumer is compared with by storage: a value handed on is one of the
+    /// last few produced, and a run of thousands of step runs must not compare each input with all of them (an input
+    /// not matched so is still found by its content).
+    static let storageMatchWindow = 64
+
     let inlineLimit: Int
     /// Resolution runs on one thread at a time per run (the tracker's); the lock only makes that safe to share.
-    private let entries = Mutex<[Entry]>([])
+    private let produced = Mutex(Produced())
 
     init(inlineLimit: Int) {
         self.inlineLimit = inlineLimit
     }
 
     func register(_ value: any Encodable & Sendable, digest: SHA256.Digest, size: Int, as id: String) {
-        let entry = Entry(value: value, producer: Producer(id: id, digest: digest, size: size))
-        entries.withLock { $0.append(entry) }
+        let producer = Producer(id: id, digest: digest, size: size)
+        produced.withLock { produced in
+            produced.entries.append(Entry(value: value, producer: producer))
+            produced.byDigest[digest] = producer
+        }
     }
 
-    /// The latest producer of a value with the same storage as `value`.
+    /// The latest producer, among the last ``storageMatchWindow``, of a value with the same storage as `value`.
     func producer(sharingStorageWith value: any Encodable & Sendable) -> Producer? {
-        entries.withLock { entries in
-            entries.last { sameBits($0.value, value) }?.producer
+        produced.withLock { produced in
+            produced.entries.suffix(Self.storageMatchWindow).last { sameBits($0.value, value) }?.producer
         }
     }
 
     /// The latest producer of a value whose canonical JSON has this SHA-256.
     func producer(of digest: SHA256.Digest) -> Producer? {
-        entries.withLock { entries in
-            entries.last { $0.producer.digest == digest }?.producer
-        }
+        produced.withLock { $0.byDigest[digest] }
     }
 }
 
