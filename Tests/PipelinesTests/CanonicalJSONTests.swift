@@ -149,6 +149,55 @@ struct CanonicalJSONTests {
         #expect(try JSONValueDecoder.decode([String: Int?].self, from: Array(#"{"a": null}"#.utf8)) == ["a": nil])
     }
 
+    /// Names, escapes and sizes that the decoder finds in place, read as Foundation reads them; a repeated name keeps
+    /// its last value, as the parser does (Foundation keeps the first).
+    @Test func decodingFindsMembersInPlaceAsFoundationDoes() throws {
+        struct Member: Codable, Equatable {
+            var ab: Int
+            var note: String?
+            var grid: [[Int]]?
+            var tags: [String: String]?
+        }
+        let many = (0..<40).map { #""k\#($0)": \#($0)"# }.joined(separator: ", ")
+        let documents = [
+            #"{"a\u0062": 1, "note": "x\"y\u00e9\ud83d\ude00\n"}"#,
+            #"{"note": null, "ab": 4.0, "grid": [[], [1, 2], [3]], "tags": {"é": "e", "b": "\/"}}"#,
+            #"{"ab": -5, "tags": {\#(many.replacingOccurrences(of: ": ", with: ": \"").replacingOccurrences(of: ",", with: "\","))"}}"#,
+        ]
+        for document in documents {
+            let bytes = Array(document.utf8)
+            let ours = try JSONValueDecoder.decode(Member.self, from: bytes)
+            let foundation = try JSONDecoder().decode(Member.self, from: Data(bytes))
+            #expect(ours == foundation, "\(document)")
+        }
+        let numbers = "{" + many + "}"
+        let table = try JSONValueDecoder.decode([String: Int].self, from: Array(numbers.utf8))
+        #expect(table == Dictionary(uniqueKeysWithValues: (0..<40).map { ("k\($0)", $0) }))
+        #expect(try JSONValueDecoder.decode([Int?].self, from: Array("[1, null, 3]".utf8)) == [1, nil, 3])
+        for repeated in [#" { "ab" : 6 , "ab" : 7 } "#, #"{"ab": 6, "a\u0062": 7}"#] {
+            #expect(try JSONValueDecoder.decode(Member.self, from: Array(repeated.utf8)).ab == 7)
+            #expect(try JSONValue(parsing: Array(repeated.utf8)) == ["ab": 7])
+        }
+    }
+
+    /// Bytes that are not JSON fail decoding exactly where and how they fail parsing.
+    @Test(
+        arguments: [
+            "", "{", "[1,]", "{\"a\":1,}", "01", "1.", "tru", "\"open", "\"\\x\"", "\"\\ud800\"", "{\"a\" 1}", "[1] 2",
+            "{1:2}", "1e999", "\"\u{1}\"", String(repeating: "[", count: 600),
+        ].map { Array($0.utf8) } + [[0x5B, 0x22, 0xFF, 0x22, 0x5D]])
+    func decodingRefusesMalformedJSONAsTheParserDoes(bytes: [UInt8]) {
+        let parsing = Result { try JSONValue(parsing: bytes) }
+        let decoding = Result { try JSONValueDecoder.decode(JSONValue.self, from: bytes) }
+        guard case .failure(let parseError as JSONParseError) = parsing,
+            case .failure(let decodeError as JSONParseError) = decoding
+        else {
+            Issue.record("both must fail with JSONParseError: \(parsing), \(decoding)")
+            return
+        }
+        #expect(decodeError == parseError)
+    }
+
     @Test func decodingErrorsNameThePath() throws {
         struct Inner: Decodable { var count: Int }
         struct Outer: Decodable { var items: [Inner] }

@@ -154,7 +154,7 @@ private struct JSONParser {
         }
     }
 
-    private mutating func literal(_ word: StaticString) throws {
+    mutating func literal(_ word: StaticString) throws {
         let count = word.utf8CodeUnitCount
         guard index + count <= bytes.count else { throw error("unexpected end") }
         for offset in 0..<count where bytes[index + offset] != word.utf8Start[offset] {
@@ -163,7 +163,7 @@ private struct JSONParser {
         index += count
     }
 
-    private mutating func expect(_ byte: UInt8) throws {
+    mutating func expect(_ byte: UInt8) throws {
         skipWhitespace()
         guard index < bytes.count, bytes[index] == byte else {
             throw error("expected '\(Character(Unicode.Scalar(byte)))'")
@@ -172,7 +172,7 @@ private struct JSONParser {
     }
 
     /// Consumes `byte` after optional whitespace if it is next.
-    private mutating func take(_ byte: UInt8) -> Bool {
+    mutating func take(_ byte: UInt8) -> Bool {
         skipWhitespace()
         if index < bytes.count, bytes[index] == byte {
             index += 1
@@ -230,7 +230,7 @@ private struct JSONParser {
         }
     }
 
-    private mutating func parseString() throws -> String {
+    mutating func parseString() throws -> String {
         index += 1
         let start = index
         // Fast path: no escapes.
@@ -324,6 +324,19 @@ private struct JSONParser {
     }
 
     private mutating func parseNumber() throws -> JSONValue {
+        switch try readNumber() {
+        case .int(let number): .int(number)
+        case .double(let number): .double(number)
+        }
+    }
+
+    enum Number {
+        case int(Int64)
+        case double(Double)
+    }
+
+    /// Integers that fit in `Int64` as such, other numbers as `Double`; a number too large for a `Double` is refused.
+    mutating func readNumber() throws -> Number {
         let (start, isInteger) = try scanNumber()
         let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self)
         if isInteger, let integer = Int64(text) { return .int(integer) }
@@ -431,11 +444,14 @@ private struct JSONParser {
         }
     }
 
-    /// Moves past a string, checking its escapes and, when it has non-ASCII bytes, its UTF-8.
-    private mutating func skipString() throws {
+    /// Moves past a string, checking its escapes and, when it has non-ASCII bytes, its UTF-8; returns whether it has
+    /// escapes.
+    @discardableResult
+    mutating func skipString() throws -> Bool {
         index += 1
         let start = index
         var highBits: UInt8 = 0
+        var escaped = false
         while index < bytes.count {
             skipPlainStringBytes(&highBits)
             guard index < bytes.count else { break }
@@ -447,8 +463,9 @@ private struct JSONParser {
                     _ = try validated(UnsafeBufferPointer(rebasing: bytes[start..<index]), at: start)
                 }
                 index += 1
-                return
+                return escaped
             case UInt8(ascii: "\\"):
+                escaped = true
                 index += 1
                 guard index < bytes.count else { throw error("unexpected end") }
                 switch bytes[index] {
@@ -459,7 +476,10 @@ private struct JSONParser {
                     index += 1
                     var scratch: [UInt8] = []
                     try appendEscapedScalar(to: &scratch)
-                default: throw error("unknown escape")
+                default:
+                    // Where parseString reports it: past the escape.
+                    index += 1
+                    throw error("unknown escape")
                 }
             case 0..<0x20: throw error("control character in a string")
             default: index += 1
@@ -473,5 +493,142 @@ private struct JSONParser {
         let start = index
         while index < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[index]) { index += 1 }
         return index - start
+    }
+}
+
+// MARK: - A located document
+
+/// A JSON document checked and located in one pass: one node per value, in document order, each string or number
+/// only located or read in place. What ``JSONValueDecoder`` decodes from: a request's input becomes its type without
+/// a tree of ``JSONValue``s (no dictionary per object, no string per member name).
+struct JSONTape {
+    enum Node {
+        case null
+        case bool(Bool)
+        case int(Int64)
+        case double(Double)
+        /// The bytes between the quotes; `escaped` when they hold escapes to resolve.
+        case string(Range<Int>, escaped: Bool)
+        /// `end` is the index of the node after the container's last descendant.
+        case array(count: Int, end: Int)
+        case object(count: Int, end: Int)
+    }
+
+    let bytes: [UInt8]
+    private(set) var nodes: [Node] = []
+
+    /// The document `null`.
+    static let null = JSONTape(bytes: Array("null".utf8), nodes: [.null])
+
+    private init(bytes: [UInt8], nodes: [Node]) {
+        self.bytes = bytes
+        self.nodes = nodes
+    }
+
+    /// Checks `bytes` as ``JSONValue/init(parsing:)`` does (same grammar, numbers, nesting limit and errors).
+    /// - Throws: ``JSONParseError``.
+    init(_ bytes: [UInt8]) throws {
+        self.bytes = bytes
+        nodes.reserveCapacity(8)
+        try bytes.withUnsafeBufferPointer { buffer in
+            var parser = JSONParser(buffer)
+            try locate(&parser, depth: 0)
+            parser.skipWhitespace()
+            guard parser.index == buffer.count else { throw parser.error("unexpected bytes after the value") }
+        }
+    }
+
+    /// The index of the node after `index` and its descendants.
+    func next(after index: Int) -> Int {
+        switch nodes[index] {
+        case .array(_, let end), .object(_, let end): end
+        default: index + 1
+        }
+    }
+
+    /// The string at `range` (a ``Node/string(_:escaped:)``), its escapes resolved.
+    func string(_ range: Range<Int>, escaped: Bool) -> String {
+        bytes.withUnsafeBufferPointer { buffer in
+            let utf8 = UnsafeBufferPointer(rebasing: buffer[range])
+            guard escaped else { return String(decoding: utf8, as: UTF8.self) }
+            var parser = JSONParser(buffer)
+            parser.index = range.lowerBound - 1
+            // Checked when located: cannot fail.
+            return (try? parser.parseString()) ?? String(decoding: utf8, as: UTF8.self)
+        }
+    }
+
+    /// Whether the string at `range` is `key`.
+    func string(_ range: Range<Int>, escaped: Bool, equals key: String) -> Bool {
+        if escaped { return string(range, escaped: true) == key }
+        var key = key
+        return key.withUTF8 { keyBytes in
+            keyBytes.count == range.count
+                && bytes.withUnsafeBufferPointer { buffer in
+                    keyBytes.elementsEqual(UnsafeBufferPointer(rebasing: buffer[range]))
+                }
+        }
+    }
+
+    private mutating func locate(_ parser: inout JSONParser, depth: Int) throws {
+        guard depth < 512 else { throw parser.error("nested too deeply") }
+        parser.skipWhitespace()
+        guard parser.index < parser.bytes.count else { throw parser.error("unexpected end") }
+        switch parser.bytes[parser.index] {
+        case UInt8(ascii: "{"):
+            let at = nodes.count
+            nodes.append(.object(count: 0, end: 0))
+            parser.index += 1
+            var count = 0
+            if !parser.take(UInt8(ascii: "}")) {
+                repeat {
+                    parser.skipWhitespace()
+                    guard parser.index < parser.bytes.count, parser.bytes[parser.index] == UInt8(ascii: "\"") else {
+                        throw parser.error("expected a key")
+                    }
+                    try locateString(&parser)
+                    try parser.expect(UInt8(ascii: ":"))
+                    try locate(&parser, depth: depth + 1)
+                    count += 1
+                } while parser.take(UInt8(ascii: ","))
+                try parser.expect(UInt8(ascii: "}"))
+            }
+            nodes[at] = .object(count: count, end: nodes.count)
+        case UInt8(ascii: "["):
+            let at = nodes.count
+            nodes.append(.array(count: 0, end: 0))
+            parser.index += 1
+            var count = 0
+            if !parser.take(UInt8(ascii: "]")) {
+                repeat {
+                    try locate(&parser, depth: depth + 1)
+                    count += 1
+                } while parser.take(UInt8(ascii: ","))
+                try parser.expect(UInt8(ascii: "]"))
+            }
+            nodes[at] = .array(count: count, end: nodes.count)
+        case UInt8(ascii: "\""): try locateString(&parser)
+        case UInt8(ascii: "t"):
+            try parser.literal("true")
+            nodes.append(.bool(true))
+        case UInt8(ascii: "f"):
+            try parser.literal("false")
+            nodes.append(.bool(false))
+        case UInt8(ascii: "n"):
+            try parser.literal("null")
+            nodes.append(.null)
+        case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+            switch try parser.readNumber() {
+            case .int(let number): nodes.append(.int(number))
+            case .double(let number): nodes.append(.double(number))
+            }
+        default: throw parser.error("unexpected character")
+        }
+    }
+
+    private mutating func locateString(_ parser: inout JSONParser) throws {
+        let start = parser.index + 1
+        let escaped = try parser.skipString()
+        nodes.append(.string(start..<(parser.index - 1), escaped: escaped))
     }
 }

@@ -1,42 +1,58 @@
-/// Decodes `Decodable` values from JSON bytes through Sluice's own parser (``JSONValue/init(parsing:)``): how a
-/// worker reads a request's input without Foundation's `JSONDecoder`, which costs several microseconds a request.
+/// Decodes `Decodable` values from JSON bytes through Sluice's own parser: how a worker reads a request's input
+/// without Foundation's `JSONDecoder`, which costs several microseconds a request. The bytes are checked and located
+/// in one pass (``JSONTape``); a member's name is compared in place and a value is read only when it is decoded.
 ///
 /// Numbers convert where no precision is lost (an integral double decodes as `Int`, any integer as `Double`); a
-/// missing key or a wrong type throws the `DecodingError` Foundation would, with the coding path.
+/// missing key or a wrong type throws the `DecodingError` Foundation would, with the coding path. A repeated object
+/// key keeps its last value.
 public enum JSONValueDecoder {
     /// - Throws: ``JSONParseError`` for bytes that are not JSON, `DecodingError` for JSON that is not a `T`.
     public static func decode<T: Decodable>(_ type: T.Type, from bytes: [UInt8]) throws -> T {
-        try decode(type, from: JSONValue(parsing: bytes))
-    }
-
-    /// - Throws: `DecodingError` for a value that is not a `T`.
-    public static func decode<T: Decodable>(_ type: T.Type, from value: JSONValue) throws -> T {
-        try TreeDecoder(value: value, codingPath: []).decodeValue(type)
+        let document = LocatedDocument(try JSONTape(bytes))
+        return try TapeDecoder(document: document, node: 0, codingPath: []).decodeValue(type)
     }
 }
 
-private struct TreeDecoder: Decoder {
-    let value: JSONValue
+/// The tape every decoder and container of one decoding shares.
+private final class LocatedDocument {
+    let tape: JSONTape
+
+    init(_ tape: JSONTape) {
+        self.tape = tape
+    }
+
+    subscript(node: Int) -> JSONTape.Node { tape.nodes[node] }
+}
+
+private struct TapeDecoder: Decoder {
+    let document: LocatedDocument
+    let node: Int
     let codingPath: [any CodingKey]
     var userInfo: [CodingUserInfoKey: Any] { [:] }
 
     func container<Key: CodingKey>(keyedBy type: Key.Type) throws -> KeyedDecodingContainer<Key> {
-        guard case .object(let members) = value else { throw mismatch([String: JSONValue].self, value, codingPath) }
-        return KeyedDecodingContainer(KeyedTreeContainer<Key>(members: members, codingPath: codingPath))
+        guard case .object(let count, _) = document[node] else {
+            throw mismatch([String: JSONValue].self, document[node], codingPath)
+        }
+        return KeyedDecodingContainer(
+            KeyedTapeContainer<Key>(document: document, object: node, count: count, codingPath: codingPath))
     }
 
     func unkeyedContainer() throws -> any UnkeyedDecodingContainer {
-        guard case .array(let elements) = value else { throw mismatch([JSONValue].self, value, codingPath) }
-        return UnkeyedTreeContainer(elements: elements, codingPath: codingPath)
+        guard case .array(let count, _) = document[node] else {
+            throw mismatch([JSONValue].self, document[node], codingPath)
+        }
+        return UnkeyedTapeContainer(document: document, array: node, count: count, codingPath: codingPath)
     }
 
     func singleValueContainer() throws -> any SingleValueDecodingContainer {
-        SingleTreeContainer(value: value, codingPath: codingPath)
+        SingleTapeContainer(document: document, node: node, codingPath: codingPath)
     }
 
     /// Leaves directly (a metatype check, much cheaper than a dynamic cast), anything else through `init(from:)`.
     func decodeValue<T: Decodable>(_ type: T.Type) throws -> T {
-        if T.self == String.self { return unsafeBitCast(try leafString(value, codingPath), to: T.self) }
+        let value = document[node]
+        if T.self == String.self { return unsafeBitCast(try leafString(value, document, codingPath), to: T.self) }
         if T.self == Int.self { return unsafeBitCast(try leafInteger(Int.self, value, codingPath), to: T.self) }
         if T.self == Double.self { return unsafeBitCast(try leafDouble(value, codingPath), to: T.self) }
         if T.self == Bool.self { return unsafeBitCast(try leafBool(value, codingPath), to: T.self) }
@@ -46,24 +62,26 @@ private struct TreeDecoder: Decoder {
 
 // MARK: - Leaves
 
-private func mismatch(_ type: Any.Type, _ value: JSONValue, _ codingPath: [any CodingKey]) -> DecodingError {
+private func mismatch(_ type: Any.Type, _ value: JSONTape.Node, _ codingPath: [any CodingKey]) -> DecodingError {
     if case .null = value {
         return .valueNotFound(type, .init(codingPath: codingPath, debugDescription: "null where \(type) belongs"))
     }
     return .typeMismatch(type, .init(codingPath: codingPath, debugDescription: "not a \(type)"))
 }
 
-private func leafString(_ value: JSONValue, _ codingPath: [any CodingKey]) throws -> String {
-    guard case .string(let text) = value else { throw mismatch(String.self, value, codingPath) }
-    return text
+private func leafString(
+    _ value: JSONTape.Node, _ document: LocatedDocument, _ codingPath: [any CodingKey]
+) throws -> String {
+    guard case .string(let range, let escaped) = value else { throw mismatch(String.self, value, codingPath) }
+    return document.tape.string(range, escaped: escaped)
 }
 
-private func leafBool(_ value: JSONValue, _ codingPath: [any CodingKey]) throws -> Bool {
+private func leafBool(_ value: JSONTape.Node, _ codingPath: [any CodingKey]) throws -> Bool {
     guard case .bool(let flag) = value else { throw mismatch(Bool.self, value, codingPath) }
     return flag
 }
 
-private func leafDouble(_ value: JSONValue, _ codingPath: [any CodingKey]) throws -> Double {
+private func leafDouble(_ value: JSONTape.Node, _ codingPath: [any CodingKey]) throws -> Double {
     switch value {
     case .double(let number): return number
     case .int(let number): return Double(number)
@@ -72,132 +90,205 @@ private func leafDouble(_ value: JSONValue, _ codingPath: [any CodingKey]) throw
 }
 
 private func leafInteger<Number: FixedWidthInteger>(
-    _ type: Number.Type, _ value: JSONValue, _ codingPath: [any CodingKey]
+    _ type: Number.Type, _ value: JSONTape.Node, _ codingPath: [any CodingKey]
 ) throws -> Number {
     let exact: Number?
+    let written: String
     switch value {
-    case .int(let number): exact = Number(exactly: number)
-    case .double(let number): exact = Number(exactly: number)
+    case .int(let number): (exact, written) = (Number(exactly: number), "\(number)")
+    case .double(let number): (exact, written) = (Number(exactly: number), "\(number)")
     default: throw mismatch(type, value, codingPath)
     }
     guard let exact else {
         throw DecodingError.dataCorrupted(
-            .init(codingPath: codingPath, debugDescription: "\(value) does not fit in \(type)"))
+            .init(codingPath: codingPath, debugDescription: "\(written) does not fit in \(type)"))
     }
     return exact
 }
 
 /// One leaf value of any supported type.
-private func leaf<T: Decodable>(_ type: T.Type, _ value: JSONValue, _ codingPath: [any CodingKey]) throws -> T {
-    try TreeDecoder(value: value, codingPath: codingPath).decodeValue(type)
+private func leaf<T: Decodable>(
+    _ type: T.Type, _ document: LocatedDocument, _ node: Int, _ codingPath: [any CodingKey]
+) throws -> T {
+    try TapeDecoder(document: document, node: node, codingPath: codingPath).decodeValue(type)
 }
 
 // MARK: - Containers
 
-private struct KeyedTreeContainer<Key: CodingKey>: KeyedDecodingContainerProtocol {
-    let members: [String: JSONValue]
+private struct KeyedTapeContainer<Key: CodingKey>: KeyedDecodingContainerProtocol {
+    let document: LocatedDocument
+    /// The object's node; its members follow it, each a key node and a value node.
+    let object: Int
     let codingPath: [any CodingKey]
+    /// Member values by name, for objects too large to search member by member (a dictionary being decoded).
+    private let index: [String: Int]?
 
-    var allKeys: [Key] { members.keys.compactMap { Key(stringValue: $0) } }
+    /// Objects with more members than this are indexed by name once; smaller ones are searched.
+    private static var searchedMembers: Int { 16 }
 
-    func contains(_ key: Key) -> Bool { members[key.stringValue] != nil }
+    init(document: LocatedDocument, object: Int, count: Int, codingPath: [any CodingKey]) {
+        self.document = document
+        self.object = object
+        self.codingPath = codingPath
+        if count > Self.searchedMembers {
+            var index: [String: Int] = [:]
+            index.reserveCapacity(count)
+            for (name, value) in Self.members(document, object) { index[name] = value }
+            self.index = index
+        } else {
+            index = nil
+        }
+    }
 
-    private func member(_ key: Key) throws -> JSONValue {
-        guard let value = members[key.stringValue] else {
+    /// Each member's name and value node, in order.
+    private static func members(_ document: LocatedDocument, _ object: Int) -> [(name: String, value: Int)] {
+        guard case .object(_, let end) = document[object] else { return [] }
+        var members: [(name: String, value: Int)] = []
+        var key = object + 1
+        while key < end {
+            guard case .string(let range, let escaped) = document[key] else { break }
+            members.append((document.tape.string(range, escaped: escaped), key + 1))
+            key = document.tape.next(after: key + 1)
+        }
+        return members
+    }
+
+    var allKeys: [Key] { Self.members(document, object).compactMap { Key(stringValue: $0.name) } }
+
+    /// The value node of the member named `name` (the last one, if the name repeats).
+    private func valueNode(_ name: String) -> Int? {
+        if let index { return index[name] }
+        guard case .object(_, let end) = document[object] else { return nil }
+        var found: Int?
+        var key = object + 1
+        while key < end {
+            if case .string(let range, let escaped) = document[key],
+                document.tape.string(range, escaped: escaped, equals: name)
+            {
+                found = key + 1
+            }
+            key = document.tape.next(after: key + 1)
+        }
+        return found
+    }
+
+    func contains(_ key: Key) -> Bool { valueNode(key.stringValue) != nil }
+
+    private func member(_ key: Key) throws -> Int {
+        guard let node = valueNode(key.stringValue) else {
             throw DecodingError.keyNotFound(
                 key, .init(codingPath: codingPath, debugDescription: "no member '\(key.stringValue)'"))
         }
-        return value
+        return node
     }
 
     func decodeNil(forKey key: Key) throws -> Bool {
-        if case .null = try member(key) { return true }
+        if case .null = document[try member(key)] { return true }
         return false
     }
 
     func decode<T: Decodable>(_ type: T.Type, forKey key: Key) throws -> T {
-        try leaf(type, member(key), codingPath + [key])
+        try leaf(type, document, member(key), codingPath + [key])
     }
 
     func decodeIfPresent<T: Decodable>(_ type: T.Type, forKey key: Key) throws -> T? {
-        guard let value = members[key.stringValue] else { return nil }
-        if case .null = value { return nil }
-        return try leaf(type, value, codingPath + [key])
+        guard let node = valueNode(key.stringValue) else { return nil }
+        if case .null = document[node] { return nil }
+        return try leaf(type, document, node, codingPath + [key])
     }
 
     func nestedContainer<NestedKey: CodingKey>(
         keyedBy type: NestedKey.Type, forKey key: Key
     ) throws -> KeyedDecodingContainer<NestedKey> {
-        try TreeDecoder(value: member(key), codingPath: codingPath + [key]).container(keyedBy: type)
+        try TapeDecoder(document: document, node: member(key), codingPath: codingPath + [key]).container(keyedBy: type)
     }
 
     func nestedUnkeyedContainer(forKey key: Key) throws -> any UnkeyedDecodingContainer {
-        try TreeDecoder(value: member(key), codingPath: codingPath + [key]).unkeyedContainer()
+        try TapeDecoder(document: document, node: member(key), codingPath: codingPath + [key]).unkeyedContainer()
     }
 
     func superDecoder() throws -> any Decoder {
-        TreeDecoder(value: members["super"] ?? .null, codingPath: codingPath)
+        decoder(forMember: "super", codingPath)
     }
 
     func superDecoder(forKey key: Key) throws -> any Decoder {
-        TreeDecoder(value: members[key.stringValue] ?? .null, codingPath: codingPath + [key])
+        decoder(forMember: key.stringValue, codingPath + [key])
+    }
+
+    /// A decoder of the member, or of `null` when it is absent.
+    private func decoder(forMember name: String, _ path: [any CodingKey]) -> any Decoder {
+        guard let node = valueNode(name) else {
+            return TapeDecoder(document: LocatedDocument(.null), node: 0, codingPath: path)
+        }
+        return TapeDecoder(document: document, node: node, codingPath: path)
     }
 }
 
-private struct UnkeyedTreeContainer: UnkeyedDecodingContainer {
-    let elements: [JSONValue]
+private struct UnkeyedTapeContainer: UnkeyedDecodingContainer {
+    let document: LocatedDocument
     let codingPath: [any CodingKey]
+    let elementCount: Int
     private(set) var currentIndex = 0
+    /// The node of the element at `currentIndex`.
+    private var node: Int
 
-    init(elements: [JSONValue], codingPath: [any CodingKey]) {
-        self.elements = elements
+    init(document: LocatedDocument, array: Int, count: Int, codingPath: [any CodingKey]) {
+        self.document = document
         self.codingPath = codingPath
+        elementCount = count
+        node = array + 1
     }
 
-    var count: Int? { elements.count }
-    var isAtEnd: Bool { currentIndex >= elements.count }
+    var count: Int? { elementCount }
+    var isAtEnd: Bool { currentIndex >= elementCount }
 
-    private mutating func next(_ type: Any.Type) throws -> (JSONValue, [any CodingKey]) {
+    private mutating func next(_ type: Any.Type) throws -> (Int, [any CodingKey]) {
         guard !isAtEnd else {
             throw DecodingError.valueNotFound(
-                type, .init(codingPath: codingPath, debugDescription: "the array has only \(elements.count) elements"))
+                type, .init(codingPath: codingPath, debugDescription: "the array has only \(elementCount) elements"))
         }
-        defer { currentIndex += 1 }
-        return (elements[currentIndex], codingPath + [IndexKey(intValue: currentIndex)])
+        defer {
+            currentIndex += 1
+            node = document.tape.next(after: node)
+        }
+        return (node, codingPath + [IndexKey(intValue: currentIndex)])
     }
 
     mutating func decodeNil() throws -> Bool {
-        guard !isAtEnd, case .null = elements[currentIndex] else { return false }
-        currentIndex += 1
+        guard !isAtEnd, case .null = document[node] else { return false }
+        _ = try next(JSONValue.self)
         return true
     }
 
     mutating func decode<T: Decodable>(_ type: T.Type) throws -> T {
-        let (value, path) = try next(type)
-        return try leaf(type, value, path)
+        let (node, path) = try next(type)
+        return try leaf(type, document, node, path)
     }
 
     mutating func nestedContainer<NestedKey: CodingKey>(
         keyedBy type: NestedKey.Type
     ) throws -> KeyedDecodingContainer<NestedKey> {
-        let (value, path) = try next([String: JSONValue].self)
-        return try TreeDecoder(value: value, codingPath: path).container(keyedBy: type)
+        let (node, path) = try next([String: JSONValue].self)
+        return try TapeDecoder(document: document, node: node, codingPath: path).container(keyedBy: type)
     }
 
     mutating func nestedUnkeyedContainer() throws -> any UnkeyedDecodingContainer {
-        let (value, path) = try next([JSONValue].self)
-        return try TreeDecoder(value: value, codingPath: path).unkeyedContainer()
+        let (node, path) = try next([JSONValue].self)
+        return try TapeDecoder(document: document, node: node, codingPath: path).unkeyedContainer()
     }
 
     mutating func superDecoder() throws -> any Decoder {
-        let (value, path) = try next(JSONValue.self)
-        return TreeDecoder(value: value, codingPath: path)
+        let (node, path) = try next(JSONValue.self)
+        return TapeDecoder(document: document, node: node, codingPath: path)
     }
 }
 
-private struct SingleTreeContainer: SingleValueDecodingContainer {
-    let value: JSONValue
+private struct SingleTapeContainer: SingleValueDecodingContainer {
+    let document: LocatedDocument
+    let node: Int
     let codingPath: [any CodingKey]
+
+    private var value: JSONTape.Node { document[node] }
 
     func decodeNil() -> Bool {
         if case .null = value { return true }
@@ -205,7 +296,7 @@ private struct SingleTreeContainer: SingleValueDecodingContainer {
     }
 
     func decode(_ type: Bool.Type) throws -> Bool { try leafBool(value, codingPath) }
-    func decode(_ type: String.Type) throws -> String { try leafString(value, codingPath) }
+    func decode(_ type: String.Type) throws -> String { try leafString(value, document, codingPath) }
     func decode(_ type: Double.Type) throws -> Double { try leafDouble(value, codingPath) }
     func decode(_ type: Float.Type) throws -> Float { Float(try leafDouble(value, codingPath)) }
     func decode(_ type: Int.Type) throws -> Int { try leafInteger(type, value, codingPath) }
@@ -218,5 +309,5 @@ private struct SingleTreeContainer: SingleValueDecodingContainer {
     func decode(_ type: UInt16.Type) throws -> UInt16 { try leafInteger(type, value, codingPath) }
     func decode(_ type: UInt32.Type) throws -> UInt32 { try leafInteger(type, value, codingPath) }
     func decode(_ type: UInt64.Type) throws -> UInt64 { try leafInteger(type, value, codingPath) }
-    func decode<T: Decodable>(_ type: T.Type) throws -> T { try leaf(type, value, codingPath) }
+    func decode<T: Decodable>(_ type: T.Type) throws -> T { try leaf(type, document, node, codingPath) }
 }
