@@ -7,8 +7,12 @@ public struct AnyPipeline: Sendable {
     /// The Swift names of the input and output types, for help and errors.
     public let inputType: String
     public let outputType: String
-    private let runJSON: @Sendable (_ input: [UInt8], PipelineRunner, RunOptions) async -> RunResult<[UInt8]>
+    @usableFromInline
+    let runJSON: @Sendable (_ input: [UInt8], PipelineRunner, RunOptions) async -> RunResult<[UInt8]>
 
+    /// Inlinable, so that decoding, running and encoding are compiled for the pipeline's own types where the pipeline
+    /// is declared (not through generic metadata at run time).
+    @inlinable
     public init<Input, Output>(_ pipeline: Pipeline<Input, Output>) {
         name = pipeline.name
         capture = pipeline.capture
@@ -48,7 +52,8 @@ public struct AnyPipeline: Sendable {
     }
 
     /// A decoding error in one line: where in the input and what was wrong.
-    private static func describe(_ error: any Error, _ type: Any.Type) -> String {
+    @usableFromInline
+    static func describe(_ error: any Error, _ type: Any.Type) -> String {
         func path(_ codingPath: [any CodingKey]) -> String {
             codingPath.isEmpty
                 ? "the input"

@@ -37,6 +37,14 @@ public struct RunResult<Output: Sendable>: Sendable {
     /// `internal` when lineage a BATCH run waits for is not durable).
     public let outcome: Result<Output, ErrorDetail>
     public let durationMicros: Int64
+
+    @usableFromInline
+    init(runID: String?, capture: CaptureConfiguration, outcome: Result<Output, ErrorDetail>, durationMicros: Int64) {
+        self.runID = runID
+        self.capture = capture
+        self.outcome = outcome
+        self.durationMicros = durationMicros
+    }
 }
 
 /// Runs pipelines, reporting tracked runs to a tracker and sharing one step cache among them.
@@ -54,23 +62,33 @@ public struct PipelineRunner: Sendable {
     /// Memory-only runs bind no ``RunContext`` and report nothing. Tracked runs emit `run_started`, their steps'
     /// events and `run_completed` or `run_failed`; BATCH (`wait_for_tracking`) returns only after the tracker says
     /// every event is durable.
+    ///
+    /// Inlinable, so that a memory-only run is compiled for the pipeline's own types where the pipeline is declared.
+    @inlinable
     public func run<Input, Output>(
         _ pipeline: Pipeline<Input, Output>, _ input: Input, options: RunOptions = RunOptions()
     ) async -> RunResult<Output> {
         let configuration = options.capture ?? pipeline.capture ?? .batch
         let started = Timestamps.monotonicMicros()
-        if configuration.isMemoryOnly {
-            let outcome: Result<Output, ErrorDetail>
-            do {
-                outcome = .success(try await pipeline.run(input))
-            } catch {
-                outcome = .failure(ErrorDetail(describing: error))
-            }
-            return RunResult(
-                runID: nil, capture: configuration, outcome: outcome,
-                durationMicros: Timestamps.monotonicMicros() - started)
+        guard configuration.isMemoryOnly else {
+            return await runTracked(pipeline, input, options: options, configuration: configuration, started: started)
         }
+        let outcome: Result<Output, ErrorDetail>
+        do {
+            outcome = .success(try await pipeline.run(input))
+        } catch {
+            outcome = .failure(ErrorDetail(describing: error))
+        }
+        return RunResult(
+            runID: nil, capture: configuration, outcome: outcome, durationMicros: Timestamps.monotonicMicros() - started)
+    }
 
+    /// ``run(_:_:options:)`` of a tracked run.
+    @usableFromInline
+    func runTracked<Input, Output>(
+        _ pipeline: Pipeline<Input, Output>, _ input: Input, options: RunOptions,
+        configuration: CaptureConfiguration, started: Int64
+    ) async -> RunResult<Output> {
         let runID = options.runID ?? Self.randomRunID()
         let run = RunRecorder(
             runID: runID, pipeline: pipeline.name, options: options, configuration: configuration, tracker: tracker,

@@ -38,6 +38,7 @@ extension ErrorDetail: Error {}
 extension ErrorDetail {
     /// How a run reports what its body threw: a step's failure with its step, a ``CodedError`` with its code,
     /// cancellation as `cancelled`, anything else as `internal`.
+    @usableFromInline
     init(describing error: any Error) {
         switch error {
         case let failure as StepError: self = failure.detail
