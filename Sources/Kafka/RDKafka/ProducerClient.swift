@@ -23,6 +23,8 @@ final class ProducerClient: RDKafkaClient, @unchecked Sendable {
 
     private let state = Mutex(State())
     private var pollThread: DedicatedThread?
+    /// Called after each round of delivery reports (``onDeliveryRound(_:)``).
+    private let roundHandler = Mutex<(@Sendable () -> Void)?>(nil)
     /// Topic names by librdkafka's topic handle (which lives as long as the client): a delivery report names its
     /// topic without building a string per record.
     private let topicNames = Mutex<[Int: String]>([:])
@@ -44,6 +46,7 @@ final class ProducerClient: RDKafkaClient, @unchecked Sendable {
             // Blocks until a delivery report or error arrives; the timeout only bounds how long a stop can go
             // unnoticed if the wake-up were lost.
             if rd_kafka_poll(handle, 1000) > 0 {
+                deliveryRoundEnded()
                 let waiters = state.withLock { state in
                     state.servedRounds &+= 1
                     defer { state.spaceWaiters.removeAll() }
@@ -52,6 +55,16 @@ final class ProducerClient: RDKafkaClient, @unchecked Sendable {
                 for waiter in waiters { waiter() }
             }
         }
+    }
+
+    /// Sets what runs after each round of delivery reports, once their handlers ran, on the thread that served
+    /// them (the poll thread, or one that flushes or shuts down).
+    func onDeliveryRound(_ handler: @escaping @Sendable () -> Void) {
+        roundHandler.withLock { $0 = handler }
+    }
+
+    private func deliveryRoundEnded() {
+        roundHandler.withLock { $0 }?()
     }
 
     // MARK: - Producing
@@ -177,6 +190,8 @@ final class ProducerClient: RDKafkaClient, @unchecked Sendable {
         try await DedicatedThread.run(name: "sluice-kflush") { [self] in
             guard !state.withLock({ $0.closed }) else { return }
             let err = rd_kafka_flush(handle, milliseconds)
+            // rd_kafka_flush serves delivery reports on this thread.
+            deliveryRoundEnded()
             if err != RD_KAFKA_RESP_ERR_NO_ERROR {
                 throw KafkaError(err, "flush: \(outstanding) records still without a delivery report after \(timeout)")
             }
@@ -196,6 +211,7 @@ final class ProducerClient: RDKafkaClient, @unchecked Sendable {
         for _ in 0..<100 where rd_kafka_outq_len(handle) > 0 {
             rd_kafka_poll(handle, 50)
         }
+        deliveryRoundEnded()
         rd_kafka_yield(handle)
         pollThread?.join()
         let waiters = state.withLock { state in

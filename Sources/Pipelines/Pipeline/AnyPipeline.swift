@@ -79,6 +79,7 @@ public struct AnyPipeline: Sendable {
 
 extension RunResult {
     /// The same result with the output transformed; a transform that fails turns the outcome into that failure.
+    @inlinable
     public func mapOutput<Other>(_ transform: (Output) -> Result<Other, ErrorDetail>) -> RunResult<Other> {
         RunResult<Other>(
             runID: runID, capture: capture, outcome: outcome.flatMap(transform), durationMicros: durationMicros)

@@ -80,7 +80,8 @@ public struct PipelineRunner: Sendable {
             outcome = .failure(ErrorDetail(describing: error))
         }
         return RunResult(
-            runID: nil, capture: configuration, outcome: outcome, durationMicros: Timestamps.monotonicMicros() - started)
+            runID: nil, capture: configuration, outcome: outcome, durationMicros: Timestamps.monotonicMicros() - started
+        )
     }
 
     /// ``run(_:_:options:)`` of a tracked run.

@@ -129,6 +129,18 @@ public final class Worker: Sendable {
     private let runner: PipelineRunner
     private let state = Mutex(State())
 
+    /// A request whose response was acknowledged in the producer's current delivery round.
+    private struct Acknowledged {
+        let message: KafkaMessage
+        /// The response's error code; `nil` for `ok`.
+        let code: String?
+        /// When it was taken (``Timestamps/monotonicMicros()``).
+        let started: Int64
+    }
+
+    /// Requests acknowledged in the current delivery round, finished together when it ends (``finishAcknowledged()``).
+    private let acknowledged = Mutex<[Acknowledged]>([])
+
     /// - Throws: ``KafkaError`` when the producer cannot be created from the configuration.
     public init(configuration: WorkerConfiguration, logger: Logger) throws {
         self.configuration = configuration
@@ -156,6 +168,7 @@ public final class Worker: Sendable {
                 producer: producer, topic: configuration.lineageTopic, recordLimit: recordLimit, logger: logger)
         self.tracker = tracker
         runner = PipelineRunner(tracker: tracker.map { $0 as any Tracker } ?? DiscardingTracker())
+        producer.onDeliveryRound { [weak self] in self?.finishAcknowledged() }
     }
 
     /// librdkafka's `queue.buffering.max.kbytes` for the producer unless the configuration sets it: 64 MiB, or room
@@ -290,7 +303,7 @@ public final class Worker: Sendable {
                     while await acquireSlot() {
                         await waitForLineageBacklog()
                         guard let message = await messages.next() else {
-                            releaseSlot(endingRequest: false)
+                            releaseSlots(endingRequests: false)
                             return
                         }
                         state.withLock { state in
@@ -336,20 +349,21 @@ public final class Worker: Sendable {
         }
     }
 
-    /// Frees a slot, and ends its request if it held one: wakes one reader waiting for a slot (one slot serves one
-    /// reader), and the drains and revokes whose wait is over.
-    private func releaseSlot(endingRequest: Bool) {
-        let (slotWaiter, progressed) = state.withLock {
-            state -> (CheckedContinuation<Void, Never>?, [ProgressWaiter]) in
-            state.slotsTaken -= 1
-            if endingRequest { state.requests -= 1 }
-            let slotWaiter = state.slotWaiters.isEmpty ? nil : state.slotWaiters.removeFirst()
-            guard !state.progressWaiters.isEmpty else { return (slotWaiter, []) }
+    /// Frees `count` slots, and ends their requests if they held them: wakes a reader waiting for a slot per slot
+    /// (one slot serves one reader), and the drains and revokes whose wait is over.
+    private func releaseSlots(_ count: Int = 1, endingRequests: Bool) {
+        let (slotWaiters, progressed) = state.withLock {
+            state -> (ArraySlice<CheckedContinuation<Void, Never>>, [ProgressWaiter]) in
+            state.slotsTaken -= count
+            if endingRequests { state.requests -= count }
+            let woken = state.slotWaiters.prefix(count)
+            state.slotWaiters.removeFirst(woken.count)
+            guard !state.progressWaiters.isEmpty else { return (woken, []) }
             let done = state.progressWaiters.filter { $0.value.isDone(state) }
             for id in done.keys { state.progressWaiters[id] = nil }
-            return (slotWaiter, Array(done.values))
+            return (woken, Array(done.values))
         }
-        slotWaiter?.resume()
+        for waiter in slotWaiters { waiter.resume() }
         for waiter in progressed { waiter.continuation.resume(returning: true) }
     }
 
@@ -484,41 +498,41 @@ public final class Worker: Sendable {
         }
         if let error = response.error, error.code != WireProtocol.ErrorCode.deadlineExceeded { failure = error }
 
-        // Records the delivered response's code, stores the offset, frees the slot.
-        let done: @Sendable (String?) -> Void = { [self] code in
-            metrics.recordResponse(code: code, seconds: Double(Timestamps.monotonicMicros() - started) / 1_000_000)
-            finish(message)
-            releaseSlot(endingRequest: true)
-        }
         // The common case: no dead-letter copy. The delivery report finishes the request on the producer's thread,
-        // so no task waits for it; a failed delivery takes the slow path below.
+        // with the others of its delivery round, so no task waits for it; a failed delivery takes the slow path below.
         if failure == nil {
             let topic = replyTopic
             do {
                 try await producer.send(response.message(topic: topic, key: message.key)) { [self] result in
-                    if case .success = result { return done(response.error?.code) }
-                    Task { await deliverSlowly(response, to: topic, request: request, deadLetter: nil, done: done) }
+                    if case .success = result {
+                        let request = Acknowledged(message: message, code: response.error?.code, started: started)
+                        acknowledged.withLock { $0.append(request) }
+                        return
+                    }
+                    Task {
+                        await deliverSlowly(response, to: topic, request: request, deadLetter: nil, started: started)
+                    }
                 }
                 return
             } catch {
                 // Not enqueued (too large, unknown topic, ...): the slow path tries again and says why.
             }
         }
-        await deliverSlowly(response, to: replyTopic, request: request, deadLetter: failure, done: done)
+        await deliverSlowly(response, to: replyTopic, request: request, deadLetter: failure, started: started)
     }
 
     // MARK: - Delivering
 
-    /// Delivers with ``deliver(_:to:request:deadLetter:)`` and finishes the request with the code of the response
-    /// delivered; when the worker stops first, only frees its slot (the request is served again after a restart).
+    /// Delivers with ``deliver(_:to:request:deadLetter:)`` and finishes the request (taken at `started`) with the
+    /// code of the response delivered; when the worker stops first, only frees its slot (the request is served again
+    /// after a restart).
     private func deliverSlowly(
-        _ response: Response, to replyTopic: String, request: Request, deadLetter: ErrorDetail?,
-        done: @Sendable (String?) -> Void
+        _ response: Response, to replyTopic: String, request: Request, deadLetter: ErrorDetail?, started: Int64
     ) async {
         if let delivered = await deliver(response, to: replyTopic, request: request, deadLetter: deadLetter) {
-            done(delivered.error?.code)
+            finish([Acknowledged(message: request.message, code: delivered.error?.code, started: started)])
         } else {
-            releaseSlot(endingRequest: true)
+            releaseSlots(endingRequests: true)
         }
     }
 
@@ -658,20 +672,36 @@ public final class Worker: Sendable {
         }
     }
 
-    /// The request is done: move its partition's watermark and store the offset it allows.
-    private func finish(_ message: KafkaMessage) {
-        let partition = message.topicPartition
-        let (next, consumer) = state.withLock { state in
+    /// Finishes the requests acknowledged in the delivery round that just ended.
+    private func finishAcknowledged() {
+        var requests: [Acknowledged] = []
+        acknowledged.withLock { swap(&requests, &$0) }
+        if !requests.isEmpty { finish(requests) }
+    }
+
+    /// The requests are done: count their responses, move their partitions' watermarks, store the offsets they
+    /// allow and free their slots.
+    private func finish(_ requests: [Acknowledged]) {
+        let now = Timestamps.monotonicMicros()
+        metrics.recordResponses(requests.lazy.map { ($0.code, Double(now - $0.started) / 1_000_000) })
+        let (offsets, consumer) = state.withLock { state in
             // Deliveries are retried: this acknowledgement is progress.
             if state.lastProgress != nil { state.lastProgress = .now }
-            return (state.watermarks[partition]?.finish(message.offset), state.consumer)
+            var offsets: [TopicPartition: Int64] = [:]
+            for request in requests {
+                let partition = request.message.topicPartition
+                if let next = state.watermarks[partition]?.finish(request.message.offset) { offsets[partition] = next }
+            }
+            return (offsets, state.consumer)
         }
-        guard let next, let consumer else { return }
-        do {
-            try consumer.storeOffset(partition, nextOffset: next)
-        } catch {
-            logger.warning("storing offset \(next) of \(partition): \(error)")
+        if let consumer, !offsets.isEmpty {
+            do {
+                try consumer.storeOffsets(offsets)
+            } catch {
+                logger.warning("storing offsets \(offsets): \(error)")
+            }
         }
+        releaseSlots(requests.count, endingRequests: true)
     }
 }
 

@@ -34,13 +34,17 @@ public final class WorkerMetrics: Sendable {
         self.capture = capture
     }
 
-    func recordResponse(code: String?, seconds: Double) {
+    /// Counts responses delivered: each with its error code (`nil` for `ok`) and its seconds since the request
+    /// was taken.
+    func recordResponses(_ responses: some Sequence<(code: String?, seconds: Double)>) {
         state.withLock { state in
-            state.requests[code.map { "error \($0)" } ?? "ok ", default: 0] += 1
-            let bucket = Self.bucketBounds.firstIndex { seconds <= $0 } ?? Self.bucketBounds.count
-            state.buckets[bucket] += 1
-            state.durationSum += seconds
-            state.durationCount += 1
+            for (code, seconds) in responses {
+                state.requests[code.map { "error \($0)" } ?? "ok ", default: 0] += 1
+                let bucket = Self.bucketBounds.firstIndex { seconds <= $0 } ?? Self.bucketBounds.count
+                state.buckets[bucket] += 1
+                state.durationSum += seconds
+                state.durationCount += 1
+            }
         }
     }
 
