@@ -131,7 +131,9 @@ public final class Worker: Sendable {
 
     /// A request whose response was acknowledged in the producer's current delivery round.
     private struct Acknowledged {
-        let message: KafkaMessage
+        /// Where its request was read.
+        let partition: TopicPartition
+        let offset: Int64
         /// The response's error code; `nil` for `ok`.
         let code: String?
         /// When it was taken (``Timestamps/monotonicMicros()``).
@@ -505,7 +507,9 @@ public final class Worker: Sendable {
             do {
                 try await producer.send(response.message(topic: topic, key: message.key)) { [self] result in
                     if case .success = result {
-                        let request = Acknowledged(message: message, code: response.error?.code, started: started)
+                        let request = Acknowledged(
+                            partition: message.topicPartition, offset: message.offset, code: response.error?.code,
+                            started: started)
                         acknowledged.withLock { $0.append(request) }
                         return
                     }
@@ -530,7 +534,11 @@ public final class Worker: Sendable {
         _ response: Response, to replyTopic: String, request: Request, deadLetter: ErrorDetail?, started: Int64
     ) async {
         if let delivered = await deliver(response, to: replyTopic, request: request, deadLetter: deadLetter) {
-            finish([Acknowledged(message: request.message, code: delivered.error?.code, started: started)])
+            finish([
+                Acknowledged(
+                    partition: request.message.topicPartition, offset: request.message.offset,
+                    code: delivered.error?.code, started: started)
+            ])
         } else {
             releaseSlots(endingRequests: true)
         }
@@ -689,8 +697,9 @@ public final class Worker: Sendable {
             if state.lastProgress != nil { state.lastProgress = .now }
             var offsets: [TopicPartition: Int64] = [:]
             for request in requests {
-                let partition = request.message.topicPartition
-                if let next = state.watermarks[partition]?.finish(request.message.offset) { offsets[partition] = next }
+                if let next = state.watermarks[request.partition]?.finish(request.offset) {
+                    offsets[request.partition] = next
+                }
             }
             return (offsets, state.consumer)
         }
