@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Interleaved A/B of sluice builds on the referee's embedded broker and load generator: for each repetition, each
+# build in turn serves N text-stats requests at window W on a fresh broker; prints replies/s and the worker's CPU
+# (user + system, from /proc/<pid>/stat) per request, sorted by build. What docs/benchmarks.md calls "runs of each
+# build alternating".
+#
+#   cp -r ../shared/bench /tmp/bench && chmod -R u+w /tmp/bench && make -C /tmp/bench mockbroker loadgen
+#   BENCH=/tmp/bench scripts/worker-ab.sh MEMORY 300000 6 /tmp/sluice-before /tmp/sluice-after
+#
+# Environment: BENCH (the referee's copy, default /tmp/bench), W (window, default 8192, the referee's `sat`),
+# PROFILE (`throughput`, the referee's `sat` flags, or `latency`: linger.ms=0, as `lat1`), PERF=1 to `perf record -g`
+# the worker for 6 s into /tmp/worker-ab.perf.data (of the last run).
+set -euo pipefail
+CAPTURE=${1:?usage: worker-ab.sh CAPTURE N REPS SLUICE...}
+N=${2:?count}
+REPS=${3:?repetitions}
+shift 3
+BENCH=${BENCH:-/tmp/bench}
+W=${W:-8192}
+PROFILE=${PROFILE:-throughput}
+[ "$PROFILE" = latency ] && LINGER=0 || LINGER=1
+PORT=18199
+WORK=$(mktemp -d)
+BROKER=""
+WORKER=""
+cleanup() {
+  for pid in $WORKER $BROKER; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+  WORKER=""
+  BROKER=""
+}
+trap 'cleanup; rm -rf "$WORK"' EXIT
+
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+one_run() { # $1 = sluice binary; prints "replies/s cpu-µs-per-request"
+  "$BENCH/mockbroker" 1 bench.requests:8 bench.responses:8 bench.lineage:8 >"$WORK/broker.out" 2>/dev/null &
+  BROKER=$!
+  for _ in $(seq 1 50); do [ -s "$WORK/broker.out" ] && break; sleep 0.1; done
+  local bootstrap
+  bootstrap=$(head -1 "$WORK/broker.out")
+  "$1" worker --brokers "$bootstrap" --pipeline text-stats --group "ab-$RANDOM" --requests-topic bench.requests \
+    --responses-topic bench.responses --lineage-topic bench.lineage --capture "$CAPTURE" --http "127.0.0.1:$PORT" \
+    --kafka fetch.wait.max.ms=1 --kafka fetch.min.bytes=1 --kafka socket.nagle.disable=true \
+    --kafka max.in.flight=5 --kafka linger.ms=$LINGER >"$WORK/worker.out" 2>"$WORK/worker.err" &
+  WORKER=$!
+  for _ in $(seq 1 300); do
+    curl -s --max-time 1 "http://127.0.0.1:$PORT/health" 2>/dev/null | grep -q '"assigned_partitions" *: *8' && break
+    sleep 0.1
+  done
+  local before after line perf=""
+  before=$(ticks "$WORKER")
+  if [ "${PERF:-}" = 1 ]; then
+    (sleep 2; perf record -F 1999 -g -p "$WORKER" -o /tmp/worker-ab.perf.data -- sleep 6 >/dev/null 2>&1) &
+    perf=$!
+  fi
+  line=$(timeout 90 "$BENCH/loadgen" -q -b "$bootstrap" -n "$N" -w "$W" -p "$PROFILE" -T 60 | grep '^RESULT' || true)
+  after=$(ticks "$WORKER")
+  [ -n "$perf" ] && wait "$perf"
+  cleanup
+  echo "$line" | awk -v ticks=$((after - before)) -v hz="$(getconf CLK_TCK)" '{
+    for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+    printf "%10.0f replies/s %7.1f us/req p50 %6.2f ms p99 %7.2f ms\n", v["tput"],
+      ticks / hz * 1e6 / (v["matched"] > 0 ? v["matched"] : 1), v["p50_us"] / 1000, v["p99_us"] / 1000 }'
+}
+
+for _ in $(seq 1 "$REPS"); do
+  for build in "$@"; do echo "$build $(one_run "$build")"; done
+done | sort
