@@ -578,34 +578,20 @@ struct JSONTape {
         case UInt8(ascii: "{"):
             let at = nodes.count
             nodes.append(.object(count: 0, end: 0))
-            parser.index += 1
-            var count = 0
-            if !parser.take(UInt8(ascii: "}")) {
-                repeat {
-                    parser.skipWhitespace()
-                    guard parser.index < parser.bytes.count, parser.bytes[parser.index] == UInt8(ascii: "\"") else {
-                        throw parser.error("expected a key")
-                    }
-                    try locateString(&parser)
-                    try parser.expect(UInt8(ascii: ":"))
-                    try locate(&parser, depth: depth + 1)
-                    count += 1
-                } while parser.take(UInt8(ascii: ","))
-                try parser.expect(UInt8(ascii: "}"))
+            let count = try Self.elements(&parser, closing: UInt8(ascii: "}")) { parser in
+                parser.skipWhitespace()
+                guard parser.index < parser.bytes.count, parser.bytes[parser.index] == UInt8(ascii: "\"") else {
+                    throw parser.error("expected a key")
+                }
+                try locateString(&parser)
+                try parser.expect(UInt8(ascii: ":"))
+                try locate(&parser, depth: depth + 1)
             }
             nodes[at] = .object(count: count, end: nodes.count)
         case UInt8(ascii: "["):
             let at = nodes.count
             nodes.append(.array(count: 0, end: 0))
-            parser.index += 1
-            var count = 0
-            if !parser.take(UInt8(ascii: "]")) {
-                repeat {
-                    try locate(&parser, depth: depth + 1)
-                    count += 1
-                } while parser.take(UInt8(ascii: ","))
-                try parser.expect(UInt8(ascii: "]"))
-            }
+            let count = try Self.elements(&parser, closing: UInt8(ascii: "]")) { try locate(&$0, depth: depth + 1) }
             nodes[at] = .array(count: count, end: nodes.count)
         case UInt8(ascii: "\""): try locateString(&parser)
         case UInt8(ascii: "t"):
@@ -624,6 +610,22 @@ struct JSONTape {
             }
         default: throw parser.error("unexpected character")
         }
+    }
+
+    /// Moves past the members or elements of the container whose opening byte is next, `element` locating each one;
+    /// returns how many.
+    private static func elements(
+        _ parser: inout JSONParser, closing: UInt8, _ element: (inout JSONParser) throws -> Void
+    ) throws -> Int {
+        parser.index += 1
+        if parser.take(closing) { return 0 }
+        var count = 0
+        repeat {
+            try element(&parser)
+            count += 1
+        } while parser.take(UInt8(ascii: ","))
+        try parser.expect(closing)
+        return count
     }
 
     private mutating func locateString(_ parser: inout JSONParser) throws {
