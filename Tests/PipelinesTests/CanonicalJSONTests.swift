@@ -174,6 +174,13 @@ struct CanonicalJSONTests {
         let table = try JSONValueDecoder.decode([String: Int].self, from: Array(numbers.utf8))
         #expect(table == Dictionary(uniqueKeysWithValues: (0..<40).map { ("k\($0)", $0) }))
         #expect(try JSONValueDecoder.decode([Int?].self, from: Array("[1, null, 3]".utf8)) == [1, nil, 3])
+        // A name written decomposed is the precomposed name, as Swift compares strings.
+        struct Accented: Codable, Equatable {
+            var café: Int
+        }
+        let decomposed = Array(#"{"cafe\#u{301}": 8}"#.utf8)
+        #expect(try JSONValueDecoder.decode(Accented.self, from: decomposed) == Accented(café: 8))
+        #expect(try JSONDecoder().decode(Accented.self, from: Data(decomposed)) == Accented(café: 8))
         for repeated in [#" { "ab" : 6 , "ab" : 7 } "#, #"{"ab": 6, "a\u0062": 7}"#] {
             #expect(try JSONValueDecoder.decode(Member.self, from: Array(repeated.utf8)).ab == 7)
             #expect(try JSONValue(parsing: Array(repeated.utf8)) == ["ab": 7])

@@ -558,16 +558,20 @@ struct JSONTape {
         }
     }
 
-    /// Whether the string at `range` is `key`.
+    /// Whether the string at `range` is `key`, as Swift compares strings (Unicode canonical equivalence).
     func string(_ range: Range<Int>, escaped: Bool, equals key: String) -> Bool {
         if escaped { return string(range, escaped: true) == key }
         var key = key
-        return key.withUTF8 { keyBytes in
-            keyBytes.count == range.count
-                && bytes.withUnsafeBufferPointer { buffer in
-                    keyBytes.elementsEqual(UnsafeBufferPointer(rebasing: buffer[range]))
-                }
+        let (sameBytes, ascii) = key.withUTF8 { keyBytes in
+            bytes.withUnsafeBufferPointer { buffer in
+                let text = UnsafeBufferPointer(rebasing: buffer[range])
+                let same = keyBytes.count == text.count && keyBytes.elementsEqual(text)
+                return (same, same || (keyBytes.allSatisfy { $0 < 0x80 } && text.allSatisfy { $0 < 0x80 }))
+            }
         }
+        // ASCII is equal only byte for byte; other text may be equal written otherwise (a precomposed "é" and "e"
+        // with a combining accent).
+        return sameBytes || (!ascii && string(range, escaped: false) == key)
     }
 
     private mutating func locate(_ parser: inout JSONParser, depth: Int) throws {
