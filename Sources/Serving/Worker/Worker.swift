@@ -507,10 +507,10 @@ public final class Worker: Sendable {
             do {
                 try await producer.send(response.message(topic: topic, key: message.key)) { [self] result in
                     if case .success = result {
-                        let request = Acknowledged(
+                        let acknowledgement = Acknowledged(
                             partition: message.topicPartition, offset: message.offset, code: response.error?.code,
                             started: started)
-                        acknowledged.withLock { $0.append(request) }
+                        acknowledged.withLock { $0.append(acknowledgement) }
                         return
                     }
                     Task {
