@@ -562,16 +562,16 @@ struct JSONTape {
     func string(_ range: Range<Int>, escaped: Bool, equals key: String) -> Bool {
         if escaped { return string(range, escaped: true) == key }
         var key = key
-        let (sameBytes, ascii) = key.withUTF8 { keyBytes in
+        let (sameBytes, bothASCII) = key.withUTF8 { keyBytes in
             bytes.withUnsafeBufferPointer { buffer in
                 let text = UnsafeBufferPointer(rebasing: buffer[range])
-                let same = keyBytes.count == text.count && keyBytes.elementsEqual(text)
-                return (same, same || (keyBytes.allSatisfy { $0 < 0x80 } && text.allSatisfy { $0 < 0x80 }))
+                if keyBytes.elementsEqual(text) { return (true, true) }
+                return (false, keyBytes.allSatisfy { $0 < 0x80 } && text.allSatisfy { $0 < 0x80 })
             }
         }
         // ASCII is equal only byte for byte; other text may be equal written otherwise (a precomposed "é" and "e"
         // with a combining accent).
-        return sameBytes || (!ascii && string(range, escaped: false) == key)
+        return sameBytes || (!bothASCII && string(range, escaped: false) == key)
     }
 
     private mutating func locate(_ parser: inout JSONParser, depth: Int) throws {
