@@ -24,7 +24,7 @@ final class ProducerClient: RDKafkaClient, @unchecked Sendable {
     private let state = Mutex(State())
     private var pollThread: DedicatedThread?
     /// Called after each round of delivery reports (``onDeliveryRound(_:)``).
-    private let roundHandler = Mutex<(@Sendable () -> Void)?>(nil)
+    private let roundHandler = Mutex<RoundHandler?>(nil)
     /// Topic names by librdkafka's topic handle (which lives as long as the client): a delivery report names its
     /// topic without building a string per record.
     private let topicNames = Mutex<[Int: String]>([:])
@@ -60,11 +60,17 @@ final class ProducerClient: RDKafkaClient, @unchecked Sendable {
     /// Sets what runs after each round of delivery reports, once their handlers ran, on the thread that served
     /// them (the poll thread, or one that flushes or shuts down).
     func onDeliveryRound(_ handler: @escaping @Sendable () -> Void) {
-        roundHandler.withLock { $0 = handler }
+        roundHandler.withLock { $0 = RoundHandler(body: handler) }
     }
 
     private func deliveryRoundEnded() {
-        roundHandler.withLock { $0 }?()
+        roundHandler.withLock { $0 }?.body()
+    }
+
+    /// The handler in a struct of its own: a bare closure in a `Mutex` gains two reabstraction thunks every time
+    /// `withLock` reads it (swiftlang/swift#91348), so each round would call through a longer chain than the last.
+    private struct RoundHandler {
+        let body: @Sendable () -> Void
     }
 
     // MARK: - Producing
