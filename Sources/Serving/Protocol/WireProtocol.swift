@@ -85,9 +85,9 @@ public struct Request: Sendable {
             }
             return text
         }
-        let fallbackID = "\(message.topic)/\(message.partition)/\(message.offset)"
-        let requestID = text(WireProtocol.Header.requestID)
-        self.requestID = requestID.flatMap { $0.isEmpty ? nil : $0 } ?? fallbackID
+        self.requestID =
+            text(WireProtocol.Header.requestID).flatMap { $0.isEmpty ? nil : $0 }
+            ?? "\(message.topic)/\(message.partition)/\(message.offset)"
         replyTo = text(WireProtocol.Header.replyTo).flatMap { $0.isEmpty ? nil : $0 }
         if let deadline = text(WireProtocol.Header.deadline) {
             if let milliseconds = Int64(deadline.trimmingWhitespace), milliseconds >= 0 {
