@@ -105,6 +105,29 @@ struct ProduceConsumeTests {
         #expect(Set(reports.map { "\($0.partition)/\($0.offset)" }).count == 500)
     }
 
+    /// The round handler runs after every round of delivery reports, and always from the same depth of the poll
+    /// thread's stack: a closure read from its lock through a reabstraction thunk would call through two more thunks
+    /// every round (swiftlang/swift#91348) and end in a stack overflow.
+    @Test func eachDeliveryRoundCallsItsHandlerFromTheSameDepth() async throws {
+        let test = try TestCluster()
+        let topic = try test.topic("rounds", partitions: 1)
+        let producer = try KafkaProducer(configuration: test.producerConfiguration(), logger: testLogger)
+        let stackAddresses = Collector<UInt>()
+        producer.onDeliveryRound {
+            var marker: UInt8 = 0
+            stackAddresses.append(withUnsafeMutablePointer(to: &marker) { UInt(bitPattern: $0) })
+        }
+        for index in 0..<100 {
+            // One record at a time: each report comes in a round of its own.
+            _ = try await producer.send(OutgoingMessage(topic: topic, value: "\(index)".bytes))
+        }
+        let addresses = stackAddresses.all
+        await producer.close()
+        #expect(addresses.count >= 50)
+        // Two thunks per earlier round would move the handler's frame by kilobytes over 100 rounds.
+        #expect((addresses.max() ?? 0) - (addresses.min() ?? 0) < 512)
+    }
+
     @Test func closingEndsTheRecordSequence() async throws {
         let test = try TestCluster()
         let topic = try test.topic("close", partitions: 1)
