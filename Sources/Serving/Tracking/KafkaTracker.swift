@@ -33,7 +33,8 @@ public final class KafkaTracker: Tracker {
 
     /// What the publishing thread does next.
     private enum Step {
-        case publish([PendingEvent])
+        /// Publish the events just taken.
+        case publish
         case sleep
         case stop
     }
@@ -52,13 +53,14 @@ public final class KafkaTracker: Tracker {
         /// Set by ``KafkaTracker/releaseRoomWaits()``: nobody waits for room any more.
         var roomWaitsReleased = false
 
-        /// Takes the queued events (with the waiters for room, to resume), or says to sleep (marking the publisher
-        /// asleep) or to stop.
-        mutating func nextStep() -> (Step, [CheckedContinuation<Void, Never>]) {
+        /// Takes the queued events into `batch`, which must be empty, leaving its storage as the new queue (the two
+        /// buffers swap, so neither is copied nor allocated again), with the waiters for room to resume; or says to
+        /// sleep (marking the publisher asleep) or to stop.
+        mutating func nextStep(taking batch: inout [PendingEvent]) -> (Step, [CheckedContinuation<Void, Never>]) {
             defer { roomWaiters.removeAll() }
             if !queue.isEmpty {
-                defer { queue.removeAll(keepingCapacity: true) }
-                return (.publish(queue), roomWaiters)
+                swap(&batch, &queue)
+                return (.publish, roomWaiters)
             }
             return (idleStep(), roomWaiters)
         }
@@ -191,11 +193,15 @@ public final class KafkaTracker: Tracker {
     // MARK: - Publishing (on the tracker's thread)
 
     private func publishUntilClosed() {
+        var batch: [PendingEvent] = []
         while true {
-            let (step, roomWaiters) = state.withLock { $0.nextStep() }
+            let (step, roomWaiters) = state.withLock { $0.nextStep(taking: &batch) }
             for waiter in roomWaiters { waiter.resume() }
             switch step {
-            case .publish(let events): publish(events)
+            case .publish:
+                publish(batch)
+                // Kept for the next swap with the queue: its storage is reused, not allocated again.
+                batch.removeAll(keepingCapacity: true)
             case .sleep: wakeUp.wait()
             case .stop: return
             }
