@@ -17,7 +17,12 @@ public struct TrackingEvent<Artifact: Sendable>: Sendable {
     public var capture: String
     /// Which delivery of the same request this run is: 1, then 2 when a redelivered request runs again.
     public var attempt: Int
-    public var body: LineageEventBody<Artifact>
+    public var body: LineageEventBody<Artifact> {
+        didSet { type = body.type }
+    }
+    /// The event's type (`run_started`, `step_completed`, ...), the body's, kept beside it: reading it from an event
+    /// in an array is then a field read, where computing it copied the whole event to switch over its body.
+    public private(set) var type: LineageEventType
 
     public init(
         seq: Int, timestamp: Int64, runID: String, pipeline: String, requestID: String?, capture: String,
@@ -31,10 +36,8 @@ public struct TrackingEvent<Artifact: Sendable>: Sendable {
         self.capture = capture
         self.attempt = attempt
         self.body = body
+        type = body.type
     }
-
-    /// The wire name of the event's type (`run_started`, `step_completed`, ...).
-    public var type: LineageEventType { body.type }
 
     /// The same event with every artifact transformed.
     public func mapArtifacts<Other: Sendable>(

@@ -53,10 +53,10 @@ final class RunRecorder: Sendable {
         let timestamp = Timestamps.wallMicros()
         counters.withLock { counters in
             guard !counters.finished else { return }
-            counters.finished = body.type.isTerminal
             let event = PendingEvent(
                 seq: counters.seq, timestamp: timestamp, runID: runID, pipeline: pipeline, requestID: requestID,
                 capture: label, attempt: attempt, body: body)
+            counters.finished = event.type.isTerminal
             counters.seq += 1
             if holdsEvents {
                 counters.held.append(event)
