@@ -57,6 +57,7 @@ public final class KafkaTracker: Tracker {
         /// buffers swap, so neither is copied nor allocated again), with the waiters for room to resume; or says to
         /// sleep (marking the publisher asleep) or to stop.
         mutating func nextStep(taking batch: inout [PendingEvent]) -> (Step, [CheckedContinuation<Void, Never>]) {
+            assert(batch.isEmpty, "the publisher empties its batch before it takes the next")
             defer { roomWaiters.removeAll() }
             if !queue.isEmpty {
                 swap(&batch, &queue)
