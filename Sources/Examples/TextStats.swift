@@ -28,19 +28,32 @@ public enum TextStats {
     public static let tokenize = Step("tokenize") { (request: Request) in
         var text = request.text
         return text.withUTF8 { bytes in
+            // Counted first, so that the array is allocated once rather than grown.
             var tokens: [String] = []
-            var start = 0
-            for index in 0...bytes.count {
-                guard index == bytes.count || bytes[index] == 0x20 || (0x09...0x0D).contains(bytes[index]) else {
-                    continue
-                }
-                if index > start {
-                    tokens.append(String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self))
-                }
-                start = index + 1
+            tokens.reserveCapacity(tokenRanges(bytes) { _ in })
+            tokenRanges(bytes) { range in
+                tokens.append(String(decoding: UnsafeBufferPointer(rebasing: bytes[range]), as: UTF8.self))
             }
             return tokens
         }
+    }
+
+    /// Calls `body` with the range of each token of `bytes`, in order; returns how many there were.
+    @discardableResult
+    private static func tokenRanges(_ bytes: UnsafeBufferPointer<UInt8>, _ body: (Range<Int>) -> Void) -> Int {
+        var count = 0
+        var start = 0
+        for index in 0...bytes.count {
+            guard index == bytes.count || bytes[index] == 0x20 || (0x09...0x0D).contains(bytes[index]) else {
+                continue
+            }
+            if index > start {
+                body(start..<index)
+                count += 1
+            }
+            start = index + 1
+        }
+        return count
     }
 
     /// The number of tokens, also attached to the step run as metadata.

@@ -145,10 +145,18 @@ final class ProducerClient: RDKafkaClient, @unchecked Sendable {
         guard !headers.isEmpty else { return nil }
         let native = rd_kafka_headers_new(headers.count)
         for header in headers {
-            if let value = header.value {
-                value.withUnsafeBytes { _ = rd_kafka_header_add(native, header.name, -1, $0.baseAddress, $0.count) }
-            } else {
-                _ = rd_kafka_header_add(native, header.name, -1, nil, 0)
+            // The name goes with its length: passing a String where C wants a string copied it to a new buffer.
+            var name = header.name
+            name.withUTF8 { name in
+                name.withMemoryRebound(to: CChar.self) { name in
+                    if let value = header.value {
+                        value.withUnsafeBytes {
+                            _ = rd_kafka_header_add(native, name.baseAddress, name.count, $0.baseAddress, $0.count)
+                        }
+                    } else {
+                        _ = rd_kafka_header_add(native, name.baseAddress, name.count, nil, 0)
+                    }
+                }
             }
         }
         return native

@@ -24,11 +24,6 @@ struct ByteBuffer: ~Copyable, @unchecked Sendable {
         body(UnsafeBufferPointer(start: base, count: count))
     }
 
-    /// A copy of the bytes from `start` to the end.
-    func suffix(from start: Int) -> [UInt8] {
-        Array(UnsafeBufferPointer(start: base + start, count: count - start))
-    }
-
     @inline(__always)
     private mutating func reserve(_ extra: Int) {
         if count + extra > capacity { grow(count + extra) }

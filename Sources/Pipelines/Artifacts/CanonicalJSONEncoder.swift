@@ -136,7 +136,11 @@ private final class ByteEncoder: Encoder {
     }
 
     func container<Key: CodingKey>(keyedBy type: Key.Type) -> KeyedEncodingContainer<Key> {
-        if shape == .none { shape = .object }
+        if shape == .none {
+            shape = .object
+            // Room for a typical object's members at once, rather than growing the array member by member.
+            members.reserveCapacity(8)
+        }
         return KeyedEncodingContainer(KeyedByteContainer<Key>(encoder: self))
     }
 
@@ -176,8 +180,6 @@ private final class ByteEncoder: Encoder {
         case .none:
             return
         case .object:
-            let region = sink.writer.bytes(from: start)
-            sink.writer.truncate(to: start)
             // Insertion sort (objects are small), stable: of a key encoded twice the later value is kept, as
             // Foundation keeps it.
             for index in members.indices.dropFirst() {
@@ -189,30 +191,46 @@ private final class ByteEncoder: Encoder {
                 }
                 members[position] = member
             }
-            sink.writer.startPiece()
-            sink.writer.object { out in
-                for (index, member) in members.enumerated()
-                where index + 1 == members.count || members[index + 1].key != member.key {
-                    out.key(named: member.key)
-                    out.raw(Self.bytes(of: member.piece, in: region, from: start))
+            rewrite { out, written in
+                out.object { out in
+                    for (index, member) in members.enumerated()
+                    where index + 1 == members.count || members[index + 1].key != member.key {
+                        out.key(named: member.key)
+                        write(member.piece, from: written, to: &out)
+                    }
                 }
             }
         case .array:
-            let region = sink.writer.bytes(from: start)
-            sink.writer.truncate(to: start)
-            sink.writer.startPiece()
-            sink.writer.array { out in
-                for element in elements { out.raw(Self.bytes(of: element, in: region, from: start)) }
+            rewrite { out, written in
+                out.array { out in
+                    for element in elements { write(element, from: written, to: &out) }
+                }
             }
         }
     }
 
-    private static func bytes(of piece: Piece, in region: [UInt8], from start: Int) -> ArraySlice<UInt8> {
+    /// Replaces what was written since `start` by what `body` writes, given a copy of it (on the stack when small).
+    private func rewrite(_ body: (inout JSONWriter, UnsafeBufferPointer<UInt8>) -> Void) {
+        let length = sink.count - start
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: length) { copy in
+            sink.writer.withBytes { written in
+                _ = copy.initialize(fromContentsOf: UnsafeBufferPointer(rebasing: written[start...]))
+            }
+            sink.writer.truncate(to: start)
+            sink.writer.startPiece()
+            body(&sink.writer, UnsafeBufferPointer(copy))
+        }
+    }
+
+    /// Writes a member's or element's value: its span of `written` (what was written from `start` on), or the
+    /// nested encoder's bytes.
+    private func write(_ piece: Piece, from written: UnsafeBufferPointer<UInt8>, to out: inout JSONWriter) {
         switch piece {
-        case .span(let span): return region[(span.lowerBound - start)..<(span.upperBound - start)]
+        case .span(let span):
+            out.raw(UnsafeBufferPointer(rebasing: written[(span.lowerBound - start)..<(span.upperBound - start)]))
         case .deferred(let encoder):
             encoder.finish()
-            return encoder.sink.bytes[...]
+            encoder.sink.writer.withBytes { out.raw($0) }
         }
     }
 }

@@ -529,7 +529,8 @@ struct JSONTape {
     /// - Throws: ``JSONParseError``.
     init(_ bytes: [UInt8]) throws {
         self.bytes = bytes
-        nodes.reserveCapacity(8)
+        // Room for a node per 16 bytes and a few more, so that a typical request's tape is allocated once.
+        nodes.reserveCapacity(8 + bytes.count / 16)
         try bytes.withUnsafeBufferPointer { buffer in
             var parser = JSONParser(buffer)
             try locate(&parser, depth: 0)

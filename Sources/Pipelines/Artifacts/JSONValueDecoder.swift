@@ -49,14 +49,8 @@ private struct TapeDecoder: Decoder {
         SingleTapeContainer(document: document, node: node, codingPath: codingPath)
     }
 
-    /// Leaves directly (a metatype check, much cheaper than a dynamic cast), anything else through `init(from:)`.
     func decodeValue<T: Decodable>(_ type: T.Type) throws -> T {
-        let value = document[node]
-        if T.self == String.self { return unsafeBitCast(try leafString(value, document, codingPath), to: T.self) }
-        if T.self == Int.self { return unsafeBitCast(try leafInteger(Int.self, value, codingPath), to: T.self) }
-        if T.self == Double.self { return unsafeBitCast(try leafDouble(value, codingPath), to: T.self) }
-        if T.self == Bool.self { return unsafeBitCast(try leafBool(value, codingPath), to: T.self) }
-        return try T(from: self)
+        try leaf(type, document, node, codingPath)
     }
 }
 
@@ -70,47 +64,54 @@ private func mismatch(_ type: Any.Type, _ value: JSONTape.Node, _ codingPath: [a
 }
 
 private func leafString(
-    _ value: JSONTape.Node, _ document: LocatedDocument, _ codingPath: [any CodingKey]
+    _ value: JSONTape.Node, _ document: LocatedDocument, _ codingPath: @autoclosure () -> [any CodingKey]
 ) throws -> String {
-    guard case .string(let range, let escaped) = value else { throw mismatch(String.self, value, codingPath) }
+    guard case .string(let range, let escaped) = value else { throw mismatch(String.self, value, codingPath()) }
     return document.tape.string(range, escaped: escaped)
 }
 
-private func leafBool(_ value: JSONTape.Node, _ codingPath: [any CodingKey]) throws -> Bool {
-    guard case .bool(let flag) = value else { throw mismatch(Bool.self, value, codingPath) }
+private func leafBool(_ value: JSONTape.Node, _ codingPath: @autoclosure () -> [any CodingKey]) throws -> Bool {
+    guard case .bool(let flag) = value else { throw mismatch(Bool.self, value, codingPath()) }
     return flag
 }
 
-private func leafDouble(_ value: JSONTape.Node, _ codingPath: [any CodingKey]) throws -> Double {
+private func leafDouble(_ value: JSONTape.Node, _ codingPath: @autoclosure () -> [any CodingKey]) throws -> Double {
     switch value {
     case .double(let number): return number
     case .int(let number): return Double(number)
-    default: throw mismatch(Double.self, value, codingPath)
+    default: throw mismatch(Double.self, value, codingPath())
     }
 }
 
 private func leafInteger<Number: FixedWidthInteger>(
-    _ type: Number.Type, _ value: JSONTape.Node, _ codingPath: [any CodingKey]
+    _ type: Number.Type, _ value: JSONTape.Node, _ codingPath: @autoclosure () -> [any CodingKey]
 ) throws -> Number {
     let exact: Number?
     let written: String
     switch value {
     case .int(let number): (exact, written) = (Number(exactly: number), "\(number)")
     case .double(let number): (exact, written) = (Number(exactly: number), "\(number)")
-    default: throw mismatch(type, value, codingPath)
+    default: throw mismatch(type, value, codingPath())
     }
     guard let exact else {
         throw DecodingError.dataCorrupted(
-            .init(codingPath: codingPath, debugDescription: "\(written) does not fit in \(type)"))
+            .init(codingPath: codingPath(), debugDescription: "\(written) does not fit in \(type)"))
     }
     return exact
 }
 
-/// One leaf value of any supported type.
+/// The value at `node`: leaves directly (a metatype check, much cheaper than a dynamic cast), anything else through
+/// `init(from:)`. The coding path is built only for an error or an `init(from:)`: a member's path is its container's
+/// and its key, and appending them for every leaf decoded would allocate an array each time.
 private func leaf<T: Decodable>(
-    _ type: T.Type, _ document: LocatedDocument, _ node: Int, _ codingPath: [any CodingKey]
+    _ type: T.Type, _ document: LocatedDocument, _ node: Int, _ codingPath: @autoclosure () -> [any CodingKey]
 ) throws -> T {
-    try TapeDecoder(document: document, node: node, codingPath: codingPath).decodeValue(type)
+    let value = document[node]
+    if T.self == String.self { return unsafeBitCast(try leafString(value, document, codingPath()), to: T.self) }
+    if T.self == Int.self { return unsafeBitCast(try leafInteger(Int.self, value, codingPath()), to: T.self) }
+    if T.self == Double.self { return unsafeBitCast(try leafDouble(value, codingPath()), to: T.self) }
+    if T.self == Bool.self { return unsafeBitCast(try leafBool(value, codingPath()), to: T.self) }
+    return try T(from: TapeDecoder(document: document, node: node, codingPath: codingPath()))
 }
 
 // MARK: - Containers
@@ -242,7 +243,8 @@ private struct UnkeyedTapeContainer: UnkeyedDecodingContainer {
     var count: Int? { elementCount }
     var isAtEnd: Bool { currentIndex >= elementCount }
 
-    private mutating func next(_ type: Any.Type) throws -> (Int, [any CodingKey]) {
+    /// The element's node; moves past it.
+    private mutating func next(_ type: Any.Type) throws -> Int {
         guard !isAtEnd else {
             throw DecodingError.valueNotFound(
                 type, .init(codingPath: codingPath, debugDescription: "the array has only \(elementCount) elements"))
@@ -251,8 +253,11 @@ private struct UnkeyedTapeContainer: UnkeyedDecodingContainer {
             currentIndex += 1
             node = document.tape.next(after: node)
         }
-        return (node, codingPath + [IndexKey(intValue: currentIndex)])
+        return node
     }
+
+    /// The coding path of the element at `currentIndex`.
+    private var elementPath: [any CodingKey] { codingPath + [IndexKey(intValue: currentIndex)] }
 
     mutating func decodeNil() throws -> Bool {
         guard !isAtEnd, case .null = document[node] else { return false }
@@ -261,25 +266,27 @@ private struct UnkeyedTapeContainer: UnkeyedDecodingContainer {
     }
 
     mutating func decode<T: Decodable>(_ type: T.Type) throws -> T {
-        let (node, path) = try next(type)
-        return try leaf(type, document, node, path)
+        let (index, parent) = (currentIndex, codingPath)
+        let node = try next(type)
+        return try leaf(type, document, node, parent + [IndexKey(intValue: index)])
     }
 
     mutating func nestedContainer<NestedKey: CodingKey>(
         keyedBy type: NestedKey.Type
     ) throws -> KeyedDecodingContainer<NestedKey> {
-        let (node, path) = try next([String: JSONValue].self)
-        return try TapeDecoder(document: document, node: node, codingPath: path).container(keyedBy: type)
+        let path = elementPath
+        return try TapeDecoder(document: document, node: next([String: JSONValue].self), codingPath: path)
+            .container(keyedBy: type)
     }
 
     mutating func nestedUnkeyedContainer() throws -> any UnkeyedDecodingContainer {
-        let (node, path) = try next([JSONValue].self)
-        return try TapeDecoder(document: document, node: node, codingPath: path).unkeyedContainer()
+        let path = elementPath
+        return try TapeDecoder(document: document, node: next([JSONValue].self), codingPath: path).unkeyedContainer()
     }
 
     mutating func superDecoder() throws -> any Decoder {
-        let (node, path) = try next(JSONValue.self)
-        return TapeDecoder(document: document, node: node, codingPath: path)
+        let path = elementPath
+        return TapeDecoder(document: document, node: try next(JSONValue.self), codingPath: path)
     }
 }
 

@@ -19,9 +19,6 @@ public struct JSONWriter: ~Copyable, Sendable {
     /// Calls `body` with what was written.
     func withBytes<Result>(_ body: (UnsafeBufferPointer<UInt8>) -> Result) -> Result { buffer.withBytes(body) }
 
-    /// A copy of what was written from byte `start` on.
-    func bytes(from start: Int) -> [UInt8] { buffer.suffix(from: start) }
-
     // MARK: - Containers
 
     /// An object whose members `body` writes, each with ``key(_:)`` and a value.

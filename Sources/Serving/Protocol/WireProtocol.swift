@@ -182,9 +182,14 @@ public struct Response: Sendable {
         OutgoingMessage(
             topic: topic, key: key, value: json(),
             headers: [
-                KafkaHeader(WireProtocol.Header.requestID, requestID), KafkaHeader(WireProtocol.Header.status, status),
+                KafkaHeader(WireProtocol.Header.requestID, requestID),
+                KafkaHeader(WireProtocol.Header.status, error == nil ? Self.okBytes : Self.errorBytes),
             ])
     }
+
+    /// The `sluice-status` header's two values, made once.
+    private static let okBytes = Array("ok".utf8)
+    private static let errorBytes = Array("error".utf8)
 
     /// Reads a response's JSON value.
     /// - Throws: an error naming the member that is missing or malformed.

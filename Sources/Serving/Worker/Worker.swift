@@ -696,10 +696,15 @@ public final class Worker: Sendable {
             // Deliveries are retried: this acknowledgement is progress.
             if state.lastProgress != nil { state.lastProgress = .now }
             var offsets: [TopicPartition: Int64] = [:]
-            for request in requests {
-                if let next = state.watermarks[request.partition]?.finish(request.offset) {
-                    offsets[request.partition] = next
+            // Each partition's watermark is taken out, moved and put back: finishing through the dictionary's
+            // subscript nests three `modify` accessors, and each allocated its frame (three mallocs a request).
+            let partitions = Set(requests.lazy.map(\.partition))
+            for partition in partitions {
+                guard var watermark = state.watermarks.removeValue(forKey: partition) else { continue }
+                for request in requests where request.partition == partition {
+                    if let next = watermark.finish(request.offset) { offsets[partition] = next }
                 }
+                state.watermarks[partition] = watermark
             }
             return (offsets, state.consumer)
         }
