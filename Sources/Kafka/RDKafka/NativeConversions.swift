@@ -38,6 +38,10 @@ extension TopicPartition {
 struct MessageDecoder {
     private var lastTopicHandle: OpaquePointer?
     private var lastTopicName = ""
+    /// Header names seen so far (at most ``headerNameLimit``), reused rather than made again for every record: a
+    /// name longer than 15 bytes, as `sluice-request-id`, is a heap string.
+    private var headerNames: [String] = []
+    private static let headerNameLimit = 32
 
     mutating func decode(_ native: UnsafeMutablePointer<rd_kafka_message_t>) -> KafkaMessage {
         let record = native.pointee
@@ -48,7 +52,7 @@ struct MessageDecoder {
         let timestamp = rd_kafka_message_timestamp(native, &timestampType)
         return KafkaMessage(
             topic: topic, partition: record.partition, offset: record.offset, key: key, value: value,
-            headers: Self.headers(of: native),
+            headers: headers(of: native),
             timestampMilliseconds: timestampType == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? nil : timestamp
         )
     }
@@ -63,7 +67,7 @@ struct MessageDecoder {
         return lastTopicName
     }
 
-    private static func headers(of native: UnsafeMutablePointer<rd_kafka_message_t>) -> [KafkaHeader] {
+    private mutating func headers(of native: UnsafeMutablePointer<rd_kafka_message_t>) -> [KafkaHeader] {
         var headers: OpaquePointer?
         guard rd_kafka_message_headers(native, &headers) == RD_KAFKA_RESP_ERR_NO_ERROR, let headers else { return [] }
         var result: [KafkaHeader] = []
@@ -74,9 +78,22 @@ struct MessageDecoder {
         var size = 0
         while rd_kafka_header_get_all(headers, index, &name, &value, &size) == RD_KAFKA_RESP_ERR_NO_ERROR {
             let bytes = value.map { [UInt8](UnsafeRawBufferPointer(start: $0, count: size)) }
-            result.append(KafkaHeader(name.map { String(cString: $0) } ?? "", bytes))
+            result.append(KafkaHeader(name.map { headerName($0) } ?? "", bytes))
             index += 1
         }
         return result
+    }
+
+    private mutating func headerName(_ name: UnsafePointer<CChar>) -> String {
+        let length = strlen(name)
+        for known in headerNames where known.utf8.count == length {
+            let same = known.utf8.withContiguousStorageIfAvailable {
+                length == 0 || memcmp($0.baseAddress!, name, length) == 0
+            }
+            if same == true { return known }
+        }
+        let made = String(cString: name)
+        if headerNames.count < Self.headerNameLimit { headerNames.append(made) }
+        return made
     }
 }
