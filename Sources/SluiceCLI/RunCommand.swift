@@ -80,7 +80,8 @@ struct RunCommand: AsyncParsableCommand {
             }
             out.field("run_id", result.runID)
             out.field("capture", result.capture.label)
-            out.field("duration_ms", Double(result.durationMicros) / 1000)
+            out.key("duration_ms")
+            out.milliseconds(micros: result.durationMicros)
         }
         return writer.bytes
     }

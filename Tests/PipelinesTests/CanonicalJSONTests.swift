@@ -137,6 +137,16 @@ struct CanonicalJSONTests {
         #expect(try JSONValue(parsing: bytes) == .array(expected.map(JSONValue.string)))
     }
 
+    @Test("A duration in milliseconds is written from its microseconds as Swift writes that Double")
+    func millisecondsFromMicroseconds() throws {
+        let micros: [Int64] = [0, 1, 5, 10, 120, 999, 1000, 1001, 1230, 12_000, 123_456, 86_400_000_000, -1500, -7]
+        for value in micros {
+            var writer = JSONWriter()
+            writer.milliseconds(micros: value)
+            #expect(String(decoding: writer.bytes, as: UTF8.self) == (Double(value) / 1000).description, "\(value)")
+        }
+    }
+
     @Test func decodingReadsWhatEncodingWroteAndAgreesWithFoundation() throws {
         let bytes = try CanonicalJSON.encode(Everything())
         let ours = try JSONValueDecoder.decode(Everything.self, from: bytes)

@@ -124,9 +124,38 @@ public struct JSONWriter: ~Copyable, Sendable {
     }
 
     /// Writes `json`, which must already be one complete JSON value.
-    public mutating func raw(_ json: some Collection<UInt8>) {
+    public mutating func raw(_ json: UnsafeBufferPointer<UInt8>) {
         beginValue()
         buffer.append(contentsOf: json)
+    }
+
+    /// Writes `json`, which must already be one complete JSON value. (Not generic: called from other modules, a
+    /// generic one ran unspecialised, asking the runtime for metadata at every call.)
+    public mutating func raw(_ json: [UInt8]) {
+        json.withUnsafeBufferPointer { raw($0) }
+    }
+
+    /// `micros / 1000` as a decimal number with up to three fractional digits (`1.234`, `12.0`, `0.005`): a
+    /// duration in milliseconds written exactly and without formatting a floating-point number, in the form Swift
+    /// gives that `Double`.
+    public mutating func milliseconds(micros: Int64) {
+        beginValue()
+        if micros < 0 { buffer.append(UInt8(ascii: "-")) }
+        let magnitude = micros.magnitude
+        writeDigits(Int64(magnitude / 1000))
+        buffer.append(UInt8(ascii: "."))
+        var fraction = Int(magnitude % 1000)
+        var digits = 3
+        while digits > 1 && fraction % 10 == 0 {
+            fraction /= 10
+            digits -= 1
+        }
+        var divisor = [1, 10, 100][digits - 1]
+        repeat {
+            buffer.append(UInt8(ascii: "0") + UInt8(fraction / divisor))
+            fraction %= divisor
+            divisor /= 10
+        } while divisor > 0
     }
 
     // MARK: - Assembling from pieces

@@ -172,7 +172,8 @@ public struct Response: Sendable {
             }
             out.field("run_id", runID)
             out.field("capture", capture)
-            out.field("duration_ms", Double(durationMicros) / 1000)
+            out.key("duration_ms")
+            out.milliseconds(micros: durationMicros)
         }
         return writer.bytes
     }
