@@ -93,7 +93,8 @@ let package = Package(
             swiftSettings: upcoming
         ),
         .executableTarget(
-            name: "pipelines-benchmark", dependencies: ["Pipelines"], path: "Benchmarks/PipelinesBenchmark",
+            name: "pipelines-benchmark", dependencies: ["Pipelines", "Examples", "Serving"],
+            path: "Benchmarks/PipelinesBenchmark",
             swiftSettings: upcoming
         ),
         .testTarget(

@@ -5,8 +5,11 @@
 // Each figure is the median of several rounds of many runs of a 3-step pipeline whose steps do almost nothing, so
 // what is measured is the runner and the tracking on the critical path, not the work. docs/benchmarks.md has the
 // figures and how to read them.
+import Examples
 import Foundation
+import Kafka
 import Pipelines
+import Serving
 import Synchronization
 
 struct Document: Codable, Sendable {
@@ -129,6 +132,30 @@ func measureRecords(runs runCount: Int, rounds: Int) async -> (Double, Double, I
     return (total.sorted()[rounds / 2], writing.sorted()[rounds / 2], bytes / events, events / runCount)
 }
 
+/// A memory-only worker's own work on one request, without Kafka: reading the request's headers, decoding its input,
+/// running `text-stats` and writing the response's record, for the referee's load generator's request (its default
+/// 200-byte payload; `../shared/bench/loadgen.c`).
+func measureRequestWork(_ runner: PipelineRunner) async -> Double {
+    let id = "0123abcd-1234"
+    let text = (0..<29).map { ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "again"][$0 % 10] }
+    let payload = #"{"id":"\#(id)","seq":1234,"text":"\#(text.joined(separator: " "))","meta":{"src":"loadgen"}}"#
+    let message = KafkaMessage(
+        topic: "bench.requests", partition: 3, offset: 12_345, key: Array(id.utf8), value: Array(payload.utf8),
+        headers: [KafkaHeader(WireProtocol.Header.requestID, id)])
+    let pipeline = AnyPipeline(TextStats.pipeline)
+    return await measure("a request's work in a memory-only worker") {
+        let request = Request(message)
+        let result = await pipeline.run(
+            json: message.value ?? [], runner: runner,
+            options: RunOptions(capture: .memoryOnly, requestID: request.requestID))
+        guard case .success(let output) = result.outcome else { fatalError("text-stats failed: \(result.outcome)") }
+        let response = Response(
+            requestID: request.requestID, pipeline: pipeline.name, output: output, error: nil, runID: nil,
+            capture: "MEMORY", durationMicros: 10)
+        _ = response.message(topic: "bench.responses", key: message.key)
+    }
+}
+
 /// Everything runs in this nonisolated function: top-level code is on the main actor, and every call from there into
 /// the pipeline would hop threads.
 func runBenchmarks() async throws {
@@ -144,6 +171,8 @@ func runBenchmarks() async throws {
         _ = await runner.run(textStats, input, options: realtime)
     }
 
+    let requestWork = await measureRequestWork(runner)
+
     let (perEvent, writingPerEvent, bytes, eventsPerRun) = await measureRecords(runs: 5_000, rounds: rounds)
 
     print("")
@@ -152,6 +181,8 @@ func runBenchmarks() async throws {
     print(
         "REALTIME critical path per step: \(format((tracked - plain) / Double(steps))) ns (\(eventsPerRun) events a run)"
     )
+    print(
+        "a memory-only worker's own work:  \(format(requestWork)) ns a request (headers, input, text-stats, response)")
     print(
         "off the critical path:           \(format(perEvent)) ns per event to resolve and write (\(bytes) bytes), of which \(format(writingPerEvent)) ns to write"
     )
