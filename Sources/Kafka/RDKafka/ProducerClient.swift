@@ -92,9 +92,12 @@ final class ProducerClient: RDKafkaClient, @unchecked Sendable {
     /// full. Never call it from the poll thread or from Swift's cooperative pool.
     func produceBlocking(_ message: OutgoingMessage, onDelivery: @escaping DeliveryHandler) throws {
         let token = Unmanaged.passRetained(DeliveryToken(onDelivery)).toOpaque()
-        let room = DispatchSemaphore(value: 0)
+        // Made only when the queue is full: most records are enqueued at the first try.
+        var room: DispatchSemaphore?
         while let round = try enqueue(message, token: token) {
-            if waitForSpace(after: round, { room.signal() }) { room.wait() }
+            let wake = room ?? DispatchSemaphore(value: 0)
+            room = wake
+            if waitForSpace(after: round, { wake.signal() }) { wake.wait() }
         }
     }
 

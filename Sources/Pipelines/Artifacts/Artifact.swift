@@ -151,10 +151,15 @@ final class ArtifactLedger: Sendable {
 
     let inlineLimit: Int
     /// Resolution runs on one thread at a time per run (the tracker's); the lock only makes that safe to share.
-    private let produced = Mutex(Produced())
+    private let produced: Mutex<Produced>
 
     init(inlineLimit: Int) {
         self.inlineLimit = inlineLimit
+        // Room for a typical run's outputs at once, rather than growing both by doubling from one.
+        var produced = Produced()
+        produced.entries.reserveCapacity(8)
+        produced.byDigest.reserveCapacity(8)
+        self.produced = Mutex(produced)
     }
 
     func register(_ value: any Encodable & Sendable, digest: SHA256.Digest, size: Int, as id: String) {

@@ -212,26 +212,40 @@ public final class KafkaTracker: Tracker {
     /// Publishes the events of each run in `events` as one record (or several, when they exceed the record limit),
     /// runs in the order of their first event.
     private func publish(_ events: [PendingEvent]) {
-        // Positions of each run's events, reading events in place (copying one retains all its members): most
-        // batches are one run's or a few runs'.
-        var runs: [[Int]] = []
+        guard !events.isEmpty else { return }
+        // Each event's run, numbered in the order of first appearance, reading events in place (copying one retains
+        // all its members). Most batches are one run's or a few runs': the previous event's run is tried first, and
+        // run ids are indexed only once a second run appears.
+        var runOf = [Int](repeating: 0, count: events.count)
+        var firstPositions: [Int] = [0]
         var runIndex: [String: Int] = [:]
-        var last = -1
-        for position in events.indices {
-            let index: Int
-            if last >= 0, events[runs[last][0]].runID == events[position].runID {
-                index = last
-            } else if let known = runIndex[events[position].runID] {
-                index = known
-            } else {
-                index = runs.count
-                runIndex[events[position].runID] = index
-                runs.append([])
+        var last = 0
+        for position in events.indices.dropFirst() {
+            let runID = events[position].runID
+            if events[firstPositions[last]].runID != runID {
+                if runIndex.isEmpty { runIndex[events[0].runID] = 0 }
+                if let known = runIndex[runID] {
+                    last = known
+                } else {
+                    last = firstPositions.count
+                    runIndex[runID] = last
+                    firstPositions.append(position)
+                }
             }
-            runs[index].append(position)
-            last = index
+            runOf[position] = last
         }
-        for positions in runs { publish(events, positions[...]) }
+        guard firstPositions.count > 1 else { return publish(events, Array(events.indices)[...]) }
+        // The positions grouped by run, each run's in order (a counting sort).
+        var starts = [Int](repeating: 0, count: firstPositions.count + 1)
+        for run in runOf { starts[run + 1] += 1 }
+        for run in firstPositions.indices { starts[run + 1] += starts[run] }
+        var grouped = [Int](repeating: 0, count: events.count)
+        var next = starts
+        for position in events.indices {
+            grouped[next[runOf[position]]] = position
+            next[runOf[position]] += 1
+        }
+        for run in firstPositions.indices { publish(events, grouped[starts[run]..<starts[run + 1]]) }
     }
 
     /// Publishes the events at `positions` (one run's, in order), resolving their artifacts as the record is written.
