@@ -696,16 +696,20 @@ public final class Worker: Sendable {
             // Deliveries are retried: this acknowledgement is progress.
             if state.lastProgress != nil { state.lastProgress = .now }
             var offsets: [TopicPartition: Int64] = [:]
-            // Each partition's watermark is taken out, moved and put back: finishing through the dictionary's
-            // subscript nests three `modify` accessors, and each allocated its frame (three mallocs a request).
-            let partitions = Set(requests.lazy.map(\.partition))
-            for partition in partitions {
-                guard var watermark = state.watermarks.removeValue(forKey: partition) else { continue }
-                for request in requests where request.partition == partition {
-                    if let next = watermark.finish(request.offset) { offsets[partition] = next }
+            // The watermark of the partition being finished is out of the dictionary, put back when the partition
+            // changes: finishing through the dictionary's subscript nests three `modify` accessors, and each
+            // allocated its frame (three mallocs a request).
+            var partition: TopicPartition?
+            var watermark: OffsetWatermark?
+            for request in requests {
+                if request.partition != partition {
+                    if let partition, let watermark { state.watermarks[partition] = watermark }
+                    partition = request.partition
+                    watermark = state.watermarks.removeValue(forKey: request.partition)
                 }
-                state.watermarks[partition] = watermark
+                if let next = watermark?.finish(request.offset) { offsets[request.partition] = next }
             }
+            if let partition, let watermark { state.watermarks[partition] = watermark }
             return (offsets, state.consumer)
         }
         if let consumer, !offsets.isEmpty {
