@@ -137,7 +137,7 @@ public struct JSONWriter: ~Copyable, Sendable {
 
     /// `micros / 1000` as a decimal number with up to three fractional digits (`1.234`, `12.0`, `0.005`): a
     /// duration in milliseconds written exactly and without formatting a floating-point number, in the form Swift
-    /// gives that `Double`.
+    /// gives that `Double` (for any duration a `Double` holds exactly, under 2^53 µs).
     public mutating func milliseconds(micros: Int64) {
         beginValue()
         if micros < 0 { buffer.append(UInt8(ascii: "-")) }
@@ -150,7 +150,7 @@ public struct JSONWriter: ~Copyable, Sendable {
             fraction /= 10
             digits -= 1
         }
-        var divisor = [1, 10, 100][digits - 1]
+        var divisor = digits == 3 ? 100 : digits == 2 ? 10 : 1
         repeat {
             buffer.append(UInt8(ascii: "0") + UInt8(fraction / divisor))
             fraction %= divisor
