@@ -29,7 +29,7 @@ final class RunRecorder: Sendable {
     /// Whether events wait in ``Counters/held`` for ``flush()``.
     private let holdsEvents: Bool
 
-    private let counters = Mutex(Counters())
+    private let counters: Mutex<Counters>
 
     init(
         runID: String, pipeline: String, options: RunOptions, configuration: CaptureConfiguration,
@@ -45,6 +45,11 @@ final class RunRecorder: Sendable {
         self.ledger = ArtifactLedger(inlineLimit: configuration.inlineLimit)
         self.label = configuration.label
         holdsEvents = configuration.waitForTracking || configuration.flushOnStepEnd
+        // Room for a typical run's steps and events at once, rather than growing from one by doubling.
+        var counters = Counters()
+        counters.invocations.reserveCapacity(8)
+        if holdsEvents { counters.held.reserveCapacity(16) }
+        self.counters = Mutex(counters)
     }
 
     /// Numbers the event and hands it to the tracker; the lock keeps `seq` order and tracker order the same.

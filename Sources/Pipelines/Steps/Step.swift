@@ -57,7 +57,10 @@ public struct Step<each Input: Codable & Sendable, Output: Codable & Sendable>: 
 
     @usableFromInline
     func runTracked(in context: RunContext, _ input: repeat each Input) async throws -> Output {
+        var count = 0
+        for _ in repeat each input { count += 1 }
         var inputs: [any Codable & Sendable] = []
+        inputs.reserveCapacity(count)
         for value in repeat each input { inputs.append(value) }
         return try await context.run.runStep(
             StepDescription(name: name, version: version, cache: cache, retry: retry), inputs: inputs
