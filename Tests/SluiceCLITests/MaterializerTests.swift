@@ -16,10 +16,13 @@ private func storeFiles(_ root: String) throws -> [String: Data] {
     return files
 }
 
-/// The runs in the store's segments.
+/// The runs in the store's segments, from their complete lines. A line without its newline is one being written, or
+/// cut by a kill (the next start repairs it): not a run yet. (Read while a materializer wrote, it failed to parse now
+/// and then.)
 private func storedRuns(_ root: String) throws -> [[String: Any]] {
     try storeFiles(root).filter { $0.key.hasSuffix(".jsonl") }.values.flatMap { data in
-        try String(decoding: data, as: UTF8.self).split(separator: "\n").map {
+        let complete = data.lastIndex(of: UInt8(ascii: "\n")).map { data[...$0] } ?? Data()
+        return try String(decoding: complete, as: UTF8.self).split(separator: "\n").map {
             try #require(try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])
         }
     }
