@@ -93,6 +93,10 @@ let package = Package(
             swiftSettings: upcoming
         ),
         .executableTarget(
+            name: "record-probe", dependencies: ["Pipelines", "Examples"], path: "Benchmarks/RecordProbe",
+            swiftSettings: upcoming
+        ),
+        .executableTarget(
             name: "pipelines-benchmark", dependencies: ["Pipelines", "Examples", "Serving"],
             path: "Benchmarks/PipelinesBenchmark",
             swiftSettings: upcoming

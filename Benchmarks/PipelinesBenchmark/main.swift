@@ -1,6 +1,7 @@
 // The runner's own overhead per step, in process: `swift run -c release pipelines-benchmark`.
 // `pipelines-benchmark --records N` measures only what a tracker does with N runs' events (one lineage record per
-// run), for `valgrind --tool=callgrind`.
+// run); `--critical-path N` only a REALTIME run's critical path and a request's work, memory-only and REALTIME, N runs
+// a round: loops to `perf record` on their own. Instruction counts, for callgrind: `record-probe`.
 //
 // Each figure is the median of several rounds of many runs of a 3-step pipeline whose steps do almost nothing, so
 // what is measured is the runner and the tracking on the critical path, not the work. docs/benchmarks.md has the
@@ -135,7 +136,7 @@ func measureRecords(runs runCount: Int, rounds: Int) async -> (Double, Double, I
 /// A memory-only worker's own work on one request, without Kafka: reading the request's headers, decoding its input,
 /// running `text-stats` and writing the response's record, for the referee's load generator's request (its default
 /// 200-byte payload; `../shared/bench/loadgen.c`).
-func measureRequestWork(_ runner: PipelineRunner) async -> Double {
+func measureRequestWork(_ runner: PipelineRunner, capture: CaptureConfiguration = .memoryOnly) async -> Double {
     let id = "0123abcd-1234"
     let text = (0..<29).map { ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "again"][$0 % 10] }
     let payload = #"{"id":"\#(id)","seq":1234,"text":"\#(text.joined(separator: " "))","meta":{"src":"loadgen"}}"#
@@ -143,11 +144,12 @@ func measureRequestWork(_ runner: PipelineRunner) async -> Double {
         topic: "bench.requests", partition: 3, offset: 12_345, key: Array(id.utf8), value: Array(payload.utf8),
         headers: [KafkaHeader(WireProtocol.Header.requestID, id)])
     let pipeline = AnyPipeline(TextStats.pipeline)
-    return await measure("a request's work in a memory-only worker") {
+    let name = capture.isMemoryOnly ? "a request's work in a memory-only worker" : "a request's work, \(capture.label)"
+    return await measure(name) {
         let request = Request(message)
         let result = await pipeline.run(
             json: message.value ?? [], runner: runner,
-            options: RunOptions(capture: .memoryOnly, requestID: request.requestID))
+            options: RunOptions(capture: capture, requestID: request.requestID))
         guard case .success(let output) = result.outcome else { fatalError("text-stats failed: \(result.outcome)") }
         let response = Response(
             requestID: request.requestID, pipeline: pipeline.name, output: output, error: nil, runID: nil,
@@ -188,7 +190,22 @@ func runBenchmarks() async throws {
     )
 }
 
-if let flag = CommandLine.arguments.firstIndex(of: "--records"), let count = Int(CommandLine.arguments.last ?? ""),
+/// Only the REALTIME runs' critical path, `count` runs a round, and a request's work memory-only and REALTIME
+/// (nonisolated, as ``runBenchmarks()``).
+func measureCriticalPath(runs count: Int) async {
+    let runner = PipelineRunner(tracker: HandOffTracker())
+    let realtime = RunOptions(capture: .realtime)
+    _ = await measure("runner, REALTIME (critical path)", runs: count) {
+        _ = await runner.run(textStats, input, options: realtime)
+    }
+    _ = await measureRequestWork(runner)
+    _ = await measureRequestWork(runner, capture: .realtime)
+}
+
+if CommandLine.arguments.contains("--critical-path"), let count = Int(CommandLine.arguments.last ?? "") {
+    await measureCriticalPath(runs: count)
+} else if let flag = CommandLine.arguments.firstIndex(of: "--records"),
+    let count = Int(CommandLine.arguments.last ?? ""),
     flag + 1 < CommandLine.arguments.count
 {
     let (perEvent, _, bytes, _) = await measureRecords(runs: count, rounds: 1)

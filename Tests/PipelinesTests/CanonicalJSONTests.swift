@@ -137,6 +137,44 @@ struct CanonicalJSONTests {
         #expect(try JSONValue(parsing: bytes) == .array(expected.map(JSONValue.string)))
     }
 
+    @Test func integersAreWrittenAsSwiftWritesThem() {
+        var generator = SystemRandomNumberGenerator()
+        let edges: [Int64] = [
+            0, 1, -1, 9, 10, -10, 99, 100, Int64.max, Int64.min, Int64.min + 1, 1_796_052_414_063_303,
+        ]
+        for value in edges
+            + (0..<500).map({ _ in
+                Int64.random(in: .min ... .max, using: &generator) >> Int64.random(in: 0...63, using: &generator)
+            })
+        {
+            var writer = JSONWriter()
+            writer.int(value)
+            #expect(String(decoding: writer.bytes, as: UTF8.self) == String(value), "\(value)")
+        }
+    }
+
+    @Test func objectMembersAreSortedByTheirUTF8Bytes() throws {
+        // Names that share prefixes, differ in length or case, and hold characters of one to four UTF-8 bytes.
+        let names = ["", "a", "ab", "abc", "b", "B", "é", "😀", "z", "zz", "\u{7F}", "Ω"]
+        var members: [String: JSONValue] = [:]
+        for (index, name) in names.enumerated() { members[name] = .int(Int64(index)) }
+        var writer = JSONWriter()
+        writer.value(.object(members))
+        let written = try #require(try JSONValue(parsing: writer.bytes))
+        guard case .object(let parsed) = written else {
+            Issue.record("not an object")
+            return
+        }
+        #expect(parsed == members)
+        // Each name's position in the bytes written: in UTF-8 byte order.
+        let bytes = writer.bytes
+        let positions = names.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }.map { name in
+            let needle = Array(("\"" + name + "\":").utf8)
+            return (0...(bytes.count - needle.count)).first { Array(bytes[$0..<$0 + needle.count]) == needle } ?? -1
+        }
+        #expect(!positions.contains(-1) && positions == positions.sorted(), "\(String(decoding: bytes, as: UTF8.self))")
+    }
+
     @Test("A duration in milliseconds is written from its microseconds as Swift writes that Double")
     func millisecondsFromMicroseconds() throws {
         let micros: [Int64] = [0, 1, 5, 10, 120, 999, 1000, 1001, 1230, 12_000, 123_456, 86_400_000_000, -1500, -7]

@@ -187,14 +187,12 @@ final class ArtifactLedger: Sendable {
 /// storage they refer to. Values that merely compare equal may answer `false`.
 private func sameBits(_ first: any Encodable & Sendable, _ second: any Encodable & Sendable) -> Bool {
     guard ObjectIdentifier(type(of: first)) == ObjectIdentifier(type(of: second)) else { return false }
-    func compare<Value>(_ first: Value) -> Bool {
-        guard var second = second as? Value else { return false }
-        var first = first
-        return withUnsafeBytes(of: &first) { left in
-            withUnsafeBytes(of: &second) { right in left.elementsEqual(right) }
-        }
+    // Both values opened as they are (of one type, so of one size): no dynamic cast of one to the other's type.
+    func withBits<Value>(of value: Value, _ body: (UnsafeRawBufferPointer) -> Bool) -> Bool {
+        var value = value
+        return withUnsafeBytes(of: &value, body)
     }
-    return compare(first)
+    return withBits(of: first) { left in withBits(of: second) { right in left.elementsEqual(right) } }
 }
 
 /// Type names as lineage records them, computed once per type: `String(describing:)` costs about a microsecond.

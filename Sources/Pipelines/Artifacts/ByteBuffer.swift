@@ -38,6 +38,16 @@ struct ByteBuffer: ~Copyable, @unchecked Sendable {
         capacity = larger
     }
 
+    /// Lets `body` write at most `maximum` bytes in place, after what was written, and keeps the count it returns:
+    /// one capacity check for a short run of bytes, where appending them one by one checks each.
+    @inline(__always)
+    mutating func append(atMost maximum: Int, _ body: (UnsafeMutablePointer<UInt8>) -> Int) {
+        reserve(maximum)
+        let written = body(base + count)
+        assert(written <= maximum, "wrote \(written) bytes where at most \(maximum) were reserved")
+        count += written
+    }
+
     @inline(__always)
     mutating func append(_ byte: UInt8) {
         reserve(1)

@@ -185,7 +185,7 @@ private final class ByteEncoder: Encoder {
             for index in members.indices.dropFirst() {
                 var position = index
                 let member = members[index]
-                while position > 0, member.key.utf8.lexicographicallyPrecedes(members[position - 1].key.utf8) {
+                while position > 0, utf8Precedes(member.key, members[position - 1].key) {
                     members[position] = members[position - 1]
                     position -= 1
                 }

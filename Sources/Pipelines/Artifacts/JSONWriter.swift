@@ -44,12 +44,25 @@ public struct JSONWriter: ~Copyable, Sendable {
     /// - Precondition: `name` needs no escaping (no quote, backslash or control character): member names written
     ///   in code are copied as they are.
     public mutating func key(_ name: StaticString) {
-        if !first { buffer.append(UInt8(ascii: ",")) }
+        // Member names are a few bytes: the name, its quotes, colon and separator written after one capacity check,
+        // rather than four appends (each checking the capacity) and a call to `memmove`.
+        let separated = !first
+        let source = name.utf8Start
+        let length = name.utf8CodeUnitCount
+        buffer.append(atMost: length + 4) { out in
+            var position = 0
+            if separated {
+                out[0] = UInt8(ascii: ",")
+                position = 1
+            }
+            out[position] = UInt8(ascii: "\"")
+            for index in 0..<length { out[position + 1 + index] = source[index] }
+            position += 1 + length
+            out[position] = UInt8(ascii: "\"")
+            out[position + 1] = UInt8(ascii: ":")
+            return position + 2
+        }
         first = false
-        buffer.append(UInt8(ascii: "\""))
-        name.withUTF8Buffer { buffer.append(contentsOf: $0) }
-        buffer.append(UInt8(ascii: "\""))
-        buffer.append(UInt8(ascii: ":"))
         afterKey = true
     }
 
@@ -75,18 +88,26 @@ public struct JSONWriter: ~Copyable, Sendable {
     }
 
     private mutating func writeDigits(_ value: Int64) {
-        if value < 0 { buffer.append(UInt8(ascii: "-")) }
-        var magnitude = value.magnitude
-        // At most 20 digits, written backwards into a small buffer then copied.
-        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)
-        withUnsafeMutableBytes(of: &digits) { raw in
-            var start = 20
+        let magnitude = value.magnitude
+        // How many digits first, then written in place from the last: at most 19 digits and a sign.
+        var length = 1
+        var rest = magnitude
+        while rest >= 10 {
+            rest /= 10
+            length += 1
+        }
+        let negative = value < 0
+        buffer.append(atMost: 20) { out in
+            if negative { out[0] = UInt8(ascii: "-") }
+            let end = length + (negative ? 1 : 0)
+            var remaining = magnitude
+            var position = end
             repeat {
-                start -= 1
-                raw[start] = UInt8(ascii: "0") + UInt8(magnitude % 10)
-                magnitude /= 10
-            } while magnitude > 0
-            buffer.append(contentsOf: UnsafeBufferPointer(rebasing: raw.bindMemory(to: UInt8.self)[start..<20]))
+                position -= 1
+                out[position] = UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: remaining % 10)
+                remaining /= 10
+            } while remaining > 0
+            return end
         }
     }
 
@@ -181,10 +202,12 @@ public struct JSONWriter: ~Copyable, Sendable {
         case .string(let text): string(text)
         case .array(let elements): array { writer in for element in elements { writer.value(element) } }
         case .object(let members):
+            // The members sorted with their values: no lookup of each name again.
+            let sorted = members.sorted { utf8Precedes($0.key, $1.key) }
             object { writer in
-                for name in members.keys.sorted(by: { $0.utf8.lexicographicallyPrecedes($1.utf8) }) {
+                for (name, member) in sorted {
                     writer.key(named: name)
-                    writer.value(members[name]!)
+                    writer.value(member)
                 }
             }
         }
@@ -293,6 +316,24 @@ public struct JSONWriter: ~Copyable, Sendable {
             buffer.append(UInt8(ascii: "0"))
             buffer.append(Self.hexDigits[Int(byte >> 4)])
             buffer.append(Self.hexDigits[Int(byte & 0x0f)])
+        }
+    }
+}
+
+/// Whether `first` comes before `second` in UTF-8 byte order: the order of canonical JSON's member names. Compares
+/// the bytes in place, where `lexicographicallyPrecedes` over two `UTF8View`s decodes them through an iterator.
+func utf8Precedes(_ first: String, _ second: String) -> Bool {
+    var first = first
+    var second = second
+    return first.withUTF8 { left in
+        second.withUTF8 { right in
+            let common = min(left.count, right.count)
+            var index = 0
+            while index < common {
+                if left[index] != right[index] { return left[index] < right[index] }
+                index += 1
+            }
+            return left.count < right.count
         }
     }
 }

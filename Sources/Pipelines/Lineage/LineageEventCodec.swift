@@ -2,6 +2,7 @@
 // with the JSON parser. Foundation's coders are not used: they cost microseconds per event.
 
 import Crypto
+import Synchronization
 
 /// A lineage event that cannot be read, naming the field.
 public struct LineageEventDecodingError: Error, Sendable, Hashable, CustomStringConvertible {
@@ -70,6 +71,18 @@ public enum LineageRecord {
         return writer.bytes
     }
 
+    /// The canonical JSON of a run's configuration: that of the last configuration written when it is the same (the
+    /// runs of a pipeline share one; comparing the same object is one pointer comparison), instead of sorting its ten
+    /// members again for every run.
+    fileprivate static func json(ofConfiguration configuration: JSONValue) -> [UInt8] {
+        if let last = lastConfiguration.withLock({ $0 }), last.configuration == configuration { return last.json }
+        let json = CanonicalJSON.bytes(of: configuration)
+        lastConfiguration.withLock { $0 = (configuration, json) }
+        return json
+    }
+
+    private static let lastConfiguration = Mutex<(configuration: JSONValue, json: [UInt8])?>(nil)
+
     /// The events of one record: those of a version 2 record, in order, or the one event of a version 1 record.
     /// Unknown members are ignored, so a newer writer's additions do not break an older reader.
     /// - Throws: ``LineageEventDecodingError`` naming the missing or malformed field, or ``JSONParseError``.
@@ -124,9 +137,8 @@ extension PendingArtifact: RecordableArtifact {
             digest.withUnsafeBytes { out.hex($0) }
         }
         out.artifact(
-            id: id, type: found.type, sha256: sha256, size: found.size,
-            value: found.inlined ? { out in scratch.withBytes { out.raw($0) } } : nil, producedBy: found.producedBy,
-            error: found.error)
+            id: id, type: found.type, sha256: sha256, size: found.size, inlined: found.inlined,
+            value: { out in scratch.withBytes { out.raw($0) } }, producedBy: found.producedBy, error: found.error)
     }
 }
 
@@ -142,7 +154,7 @@ extension LineageEventBody where Artifact: RecordableArtifact {
         switch self {
         case .runStarted(let configuration, let input, let traceparent, let worker):
             out.key("configuration")
-            out.value(configuration)
+            out.raw(LineageRecord.json(ofConfiguration: configuration))
             out.key("input")
             input.write(to: &out, scratch: scratch)
             out.field("traceparent", traceparent)
@@ -217,14 +229,16 @@ extension JSONWriter {
         artifact(
             id: ref.id, type: ref.type,
             sha256: { out in if let sha256 = ref.sha256 { out.string(sha256) } else { out.null() } }, size: ref.size,
-            value: ref.inlineJSON.map { json in { out in out.raw(json) } }, producedBy: ref.producedBy, error: ref.error
-        )
+            inlined: ref.inlineJSON != nil, value: { out in out.raw(ref.inlineJSON ?? []) }, producedBy: ref.producedBy,
+            error: ref.error)
     }
 
-    /// The members of an artifact reference, in their order; `sha256` and `value` write their values.
+    /// The members of an artifact reference, in their order; `sha256` and `value` write their values, `value` only
+    /// when the artifact is `inlined`. (The closures are not optional: an optional closure escapes, and its context is
+    /// allocated at every call.)
     mutating func artifact(
-        id: String, type: String, sha256: (inout JSONWriter) -> Void, size: Int, value: ((inout JSONWriter) -> Void)?,
-        producedBy: String?, error: String?
+        id: String, type: String, sha256: (inout JSONWriter) -> Void, size: Int, inlined: Bool,
+        value: (inout JSONWriter) -> Void, producedBy: String?, error: String?
     ) {
         object { out in
             out.field("id", id)
@@ -232,7 +246,7 @@ extension JSONWriter {
             out.key("sha256")
             sha256(&out)
             out.field("size", size)
-            if let value {
+            if inlined {
                 out.key("value")
                 value(&out)
             }
