@@ -9,7 +9,8 @@
 #
 # Environment: BENCH (the referee's copy, default /tmp/bench), W (window, default 8192, the referee's `sat`),
 # PROFILE (`throughput`, the referee's `sat` flags, or `latency`: linger.ms=0, as `lat1`), PERF=1 to `perf record -g`
-# the worker for 6 s into /tmp/worker-ab.perf.data (of the last run).
+# the worker for 6 s into /tmp/worker-ab.perf.data (of the last run), WORKER_ARGS for more `sluice worker` flags.
+# Prints replies/s, the worker's and the broker's CPU per request, p50 and p99.
 set -euo pipefail
 CAPTURE=${1:?usage: worker-ab.sh CAPTURE N REPS SLUICE...}
 N=${2:?count}
@@ -41,26 +42,30 @@ one_run() { # $1 = sluice binary; prints "replies/s cpu-µs-per-request"
   "$1" worker --brokers "$bootstrap" --pipeline text-stats --group "ab-$RANDOM" --requests-topic bench.requests \
     --responses-topic bench.responses --lineage-topic bench.lineage --capture "$CAPTURE" --http "127.0.0.1:$PORT" \
     --kafka fetch.wait.max.ms=1 --kafka fetch.min.bytes=1 --kafka socket.nagle.disable=true \
-    --kafka max.in.flight=5 --kafka linger.ms=$LINGER >"$WORK/worker.out" 2>"$WORK/worker.err" &
+    --kafka max.in.flight=5 --kafka linger.ms=$LINGER ${WORKER_ARGS:-} >"$WORK/worker.out" 2>"$WORK/worker.err" &
   WORKER=$!
   for _ in $(seq 1 300); do
     curl -s --max-time 1 "http://127.0.0.1:$PORT/health" 2>/dev/null | grep -q '"assigned_partitions" *: *8' && break
     sleep 0.1
   done
-  local before after line perf=""
+  local before after broker_before broker_after line perf=""
   before=$(ticks "$WORKER")
+  broker_before=$(ticks "$BROKER")
   if [ "${PERF:-}" = 1 ]; then
     (sleep 2; perf record -F 1999 -g -p "$WORKER" -o /tmp/worker-ab.perf.data -- sleep 6 >/dev/null 2>&1) &
     perf=$!
   fi
   line=$(timeout 90 "$BENCH/loadgen" -q -b "$bootstrap" -n "$N" -w "$W" -p "$PROFILE" -T 60 | grep '^RESULT' || true)
   after=$(ticks "$WORKER")
+  broker_after=$(ticks "$BROKER")
   [ -n "$perf" ] && wait "$perf"
   cleanup
-  echo "$line" | awk -v ticks=$((after - before)) -v hz="$(getconf CLK_TCK)" '{
+  echo "$line" | awk -v ticks=$((after - before)) -v broker=$((broker_after - broker_before)) \
+    -v hz="$(getconf CLK_TCK)" '{
     for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
-    printf "%10.0f replies/s %7.1f us/req p50 %6.2f ms p99 %7.2f ms\n", v["tput"],
-      ticks / hz * 1e6 / (v["matched"] > 0 ? v["matched"] : 1), v["p50_us"] / 1000, v["p99_us"] / 1000 }'
+    n = v["matched"] > 0 ? v["matched"] : 1
+    printf "%10.0f replies/s %7.1f us/req broker %5.1f us/req p50 %6.2f ms p99 %7.2f ms\n", v["tput"],
+      ticks / hz * 1e6 / n, broker / hz * 1e6 / n, v["p50_us"] / 1000, v["p99_us"] / 1000 }'
 }
 
 for _ in $(seq 1 "$REPS"); do
