@@ -14,31 +14,14 @@ set -euo pipefail
 CAPTURE=${1:?usage: allocations.sh CAPTURE N SLUICE}
 N=${2:?count}
 SLUICE=${3:?sluice binary}
-BENCH=${BENCH:-/tmp/bench}
-W=${W:-8192}
 PORT=18196
-WORK=$(mktemp -d)
-BROKER=""
-WORKER=""
-trap 'for pid in $WORKER $BROKER; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done; rm -rf "$WORK"' EXIT
+. "$(dirname "$0")/referee-worker.sh"
 
 gcc -O2 -shared -fPIC -o "$WORK/sampler.so" "$(dirname "$0")/allocation-sampler.c" -ldl
-"$BENCH/mockbroker" 1 bench.requests:8 bench.responses:8 bench.lineage:8 >"$WORK/broker.out" 2>/dev/null &
-BROKER=$!
-for _ in $(seq 1 50); do [ -s "$WORK/broker.out" ] && break; sleep 0.1; done
-bootstrap=$(head -1 "$WORK/broker.out")
-SAMPLER_THREAD=${THREAD:-default-qos} SAMPLER_OUT=$WORK LD_PRELOAD=$WORK/sampler.so "$SLUICE" worker \
-  --brokers "$bootstrap" --pipeline text-stats --group "alloc-$RANDOM" --requests-topic bench.requests \
-  --responses-topic bench.responses --lineage-topic bench.lineage --capture "$CAPTURE" --http "127.0.0.1:$PORT" \
-  --kafka fetch.wait.max.ms=1 --kafka fetch.min.bytes=1 --kafka socket.nagle.disable=true \
-  --kafka max.in.flight=5 --kafka linger.ms=1 >"$WORK/worker.out" 2>"$WORK/worker.err" &
-WORKER=$!
-for _ in $(seq 1 300); do
-  curl -s --max-time 1 "http://127.0.0.1:$PORT/health" 2>/dev/null | grep -q '"assigned_partitions" *: *8' && break
-  sleep 0.1
-done
+referee_start "$WORK" "$PORT" "$CAPTURE" throughput -- env SAMPLER_THREAD="${THREAD:-default-qos}" \
+  SAMPLER_OUT="$WORK" LD_PRELOAD="$WORK/sampler.so" "$SLUICE"
 kill -USR2 "$WORKER"
-timeout 120 "$BENCH/loadgen" -q -b "$bootstrap" -n "$N" -w "$W" -p throughput -T 100 | grep '^RESULT' | cut -c1-100
+timeout 120 "$BENCH/loadgen" -q -b "$BOOTSTRAP" -n "$N" -w "$W" -p throughput -T 100 | grep '^RESULT' | cut -c1-100
 kill -USR2 "$WORKER"
 sleep 0.5
 python3 - "$WORK" "$N" "${TOP:-25}" <<'PY'

@@ -14,17 +14,8 @@ set -euo pipefail
 CAPTURE=${1:?usage: thread-costs.sh CAPTURE N SLUICE}
 N=${2:?count}
 SLUICE=${3:?sluice binary}
-BENCH=${BENCH:-/tmp/bench}
-W=${W:-8192}
 PORT=18196
-WORK=$(mktemp -d)
-BROKER=""
-WORKER=""
-cleanup() {
-  for pid in $WORKER $BROKER; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+. "$(dirname "$0")/referee-worker.sh"
 
 # "<thread name> <ticks>" for every thread of $1, threads of one name summed.
 threads() {
@@ -33,22 +24,10 @@ threads() {
   done | awk '{ticks[$1] += $2} END {for (name in ticks) print name, ticks[name]}' | sort
 }
 
-"$BENCH/mockbroker" 1 bench.requests:8 bench.responses:8 bench.lineage:8 >"$WORK/broker.out" 2>/dev/null &
-BROKER=$!
-for _ in $(seq 1 50); do [ -s "$WORK/broker.out" ] && break; sleep 0.1; done
-bootstrap=$(head -1 "$WORK/broker.out")
-"$SLUICE" worker --brokers "$bootstrap" --pipeline text-stats --group "threads-$RANDOM" \
-  --requests-topic bench.requests --responses-topic bench.responses --lineage-topic bench.lineage \
-  --capture "$CAPTURE" --http "127.0.0.1:$PORT" --kafka fetch.wait.max.ms=1 --kafka fetch.min.bytes=1 \
-  --kafka socket.nagle.disable=true --kafka max.in.flight=5 --kafka linger.ms=1 >"$WORK/worker.out" 2>&1 &
-WORKER=$!
-for _ in $(seq 1 300); do
-  curl -s --max-time 1 "http://127.0.0.1:$PORT/health" 2>/dev/null | grep -q '"assigned_partitions" *: *8' && break
-  sleep 0.1
-done
+referee_start "$WORK" "$PORT" "$CAPTURE" throughput -- "$SLUICE"
 threads "$WORKER" >"$WORK/before"
 echo "broker $(awk '{print $14 + $15}' "/proc/$BROKER/stat")" >>"$WORK/before"
-line=$(timeout 120 "$BENCH/loadgen" -q -b "$bootstrap" -n "$N" -w "$W" -p throughput -T 60 ${RATE:+-R "$RATE"} |
+line=$(timeout 120 "$BENCH/loadgen" -q -b "$BOOTSTRAP" -n "$N" -w "$W" -p throughput -T 60 ${RATE:+-R "$RATE"} |
   grep '^RESULT' || true)
 threads "$WORKER" >"$WORK/after"
 echo "broker $(awk '{print $14 + $15}' "/proc/$BROKER/stat")" >>"$WORK/after"

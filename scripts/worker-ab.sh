@@ -16,38 +16,14 @@ CAPTURE=${1:?usage: worker-ab.sh CAPTURE N REPS SLUICE...}
 N=${2:?count}
 REPS=${3:?repetitions}
 shift 3
-BENCH=${BENCH:-/tmp/bench}
-W=${W:-8192}
 PROFILE=${PROFILE:-throughput}
-[ "$PROFILE" = latency ] && LINGER=0 || LINGER=1
 PORT=18199
-WORK=$(mktemp -d)
-BROKER=""
-WORKER=""
-cleanup() {
-  for pid in $WORKER $BROKER; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
-  WORKER=""
-  BROKER=""
-}
-trap 'cleanup; rm -rf "$WORK"' EXIT
+. "$(dirname "$0")/referee-worker.sh"
 
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-one_run() { # $1 = sluice binary; prints "replies/s cpu-µs-per-request"
-  "$BENCH/mockbroker" 1 bench.requests:8 bench.responses:8 bench.lineage:8 >"$WORK/broker.out" 2>/dev/null &
-  BROKER=$!
-  for _ in $(seq 1 50); do [ -s "$WORK/broker.out" ] && break; sleep 0.1; done
-  local bootstrap
-  bootstrap=$(head -1 "$WORK/broker.out")
-  "$1" worker --brokers "$bootstrap" --pipeline text-stats --group "ab-$RANDOM" --requests-topic bench.requests \
-    --responses-topic bench.responses --lineage-topic bench.lineage --capture "$CAPTURE" --http "127.0.0.1:$PORT" \
-    --kafka fetch.wait.max.ms=1 --kafka fetch.min.bytes=1 --kafka socket.nagle.disable=true \
-    --kafka max.in.flight=5 --kafka linger.ms=$LINGER ${WORKER_ARGS:-} >"$WORK/worker.out" 2>"$WORK/worker.err" &
-  WORKER=$!
-  for _ in $(seq 1 300); do
-    curl -s --max-time 1 "http://127.0.0.1:$PORT/health" 2>/dev/null | grep -q '"assigned_partitions" *: *8' && break
-    sleep 0.1
-  done
+one_run() { # $1 = sluice binary; prints "replies/s cpu-µs-per-request ..."
+  referee_start "$WORK" "$PORT" "$CAPTURE" "$PROFILE" -- "$1"
   local before after broker_before broker_after line perf=""
   before=$(ticks "$WORKER")
   broker_before=$(ticks "$BROKER")
@@ -55,11 +31,11 @@ one_run() { # $1 = sluice binary; prints "replies/s cpu-µs-per-request"
     (sleep 2; perf record -F 1999 -g -p "$WORKER" -o /tmp/worker-ab.perf.data -- sleep 6 >/dev/null 2>&1) &
     perf=$!
   fi
-  line=$(timeout 90 "$BENCH/loadgen" -q -b "$bootstrap" -n "$N" -w "$W" -p "$PROFILE" -T 60 | grep '^RESULT' || true)
+  line=$(timeout 90 "$BENCH/loadgen" -q -b "$BOOTSTRAP" -n "$N" -w "$W" -p "$PROFILE" -T 60 | grep '^RESULT' || true)
   after=$(ticks "$WORKER")
   broker_after=$(ticks "$BROKER")
   [ -n "$perf" ] && wait "$perf"
-  cleanup
+  referee_stop
   echo "$line" | awk -v ticks=$((after - before)) -v broker=$((broker_after - broker_before)) \
     -v hz="$(getconf CLK_TCK)" '{
     for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
