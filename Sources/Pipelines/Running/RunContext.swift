@@ -14,7 +14,7 @@ public struct RunContext: Sendable {
     /// groups) inherit it.
     @TaskLocal public static var current: RunContext?
 
-    let run: RunRecorder
+    @usableFromInline let run: RunRecorder
     /// The step run this context is inside (`<step>#<n>`), or `nil` in the pipeline's body outside any step.
     public let stepRun: String?
 

@@ -5,7 +5,7 @@ import Synchronization
 /// A run whose capture waits for its lineage (BATCH, `flush_on_step_end`) holds its events until it waits, and then
 /// hands them over together, so that a tracker can publish them as one record; other runs hand each event over at
 /// once.
-final class RunRecorder: Sendable {
+@usableFromInline final class RunRecorder: Sendable {
     let runID: String
     let pipeline: String
     let requestID: String?

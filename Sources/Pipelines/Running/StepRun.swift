@@ -2,7 +2,7 @@
 
 extension RunRecorder {
     /// Runs one step as a step run: cache lookup, attempts with their events, cache store, flush on step end.
-    func runStep<Output: Codable & Sendable>(
+    @usableFromInline func runStep<Output: Codable & Sendable>(
         _ step: StepDescription, inputs: [any Codable & Sendable], invoke: () async throws -> Output
     ) async throws -> Output {
         let stepRun = nextStepRun(of: step.name)

@@ -55,7 +55,10 @@ public struct Step<each Input: Codable & Sendable, Output: Codable & Sendable>: 
         }
     }
 
-    @usableFromInline
+    /// A step run of the tracked run `context` belongs to. Inlinable, so that the inputs (a parameter pack) are gathered
+    /// by code compiled for the step's own types where the pipeline is declared, not by generic code asking the
+    /// runtime for their metadata at every call.
+    @inlinable
     func runTracked(in context: RunContext, _ input: repeat each Input) async throws -> Output {
         var count = 0
         for _ in repeat each input { count += 1 }
@@ -69,9 +72,17 @@ public struct Step<each Input: Codable & Sendable, Output: Codable & Sendable>: 
 }
 
 /// What the runner needs to know of a step, whatever its types.
-struct StepDescription: Sendable {
+@usableFromInline struct StepDescription: Sendable {
     let name: String
     let version: Int
     let cache: Bool
     let retry: RetryPolicy
+
+    @usableFromInline
+    init(name: String, version: Int, cache: Bool, retry: RetryPolicy) {
+        self.name = name
+        self.version = version
+        self.cache = cache
+        self.retry = retry
+    }
 }
