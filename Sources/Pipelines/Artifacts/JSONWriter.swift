@@ -47,20 +47,20 @@ public struct JSONWriter: ~Copyable, Sendable {
         // Member names are a few bytes: the name, its quotes, colon and separator written after one capacity check,
         // rather than four appends (each checking the capacity) and a call to `memmove`.
         let separated = !first
-        let source = name.utf8Start
-        let length = name.utf8CodeUnitCount
-        buffer.append(atMost: length + 4) { out in
-            var position = 0
-            if separated {
-                out[0] = UInt8(ascii: ",")
-                position = 1
+        name.withUTF8Buffer { source in
+            buffer.append(atMost: source.count + 4) { out in
+                var position = 0
+                if separated {
+                    out[0] = UInt8(ascii: ",")
+                    position = 1
+                }
+                out[position] = UInt8(ascii: "\"")
+                for index in 0..<source.count { out[position + 1 + index] = source[index] }
+                position += 1 + source.count
+                out[position] = UInt8(ascii: "\"")
+                out[position + 1] = UInt8(ascii: ":")
+                return position + 2
             }
-            out[position] = UInt8(ascii: "\"")
-            for index in 0..<length { out[position + 1 + index] = source[index] }
-            position += 1 + length
-            out[position] = UInt8(ascii: "\"")
-            out[position + 1] = UInt8(ascii: ":")
-            return position + 2
         }
         first = false
         afterKey = true
