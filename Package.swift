@@ -8,7 +8,7 @@ let upcoming: [SwiftSetting] = [
 
 let package = Package(
     name: "sluice",
-    platforms: [.macOS(.v15)],
+    // Linux only (no `platforms`): the embedded broker's set-up, thread naming and the status server use Linux calls.
     products: [
         .executable(name: "sluice", targets: ["sluice"]),
         .library(name: "SluiceCLI", targets: ["SluiceCLI"]),
@@ -23,6 +23,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         .systemLibrary(
@@ -31,12 +32,13 @@ let package = Package(
             providers: [.apt(["librdkafka-dev"])]
         ),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
-        .target(name: "CSystemSupport", linkerSettings: [.linkedLibrary("dl")]),
+        .target(name: "CSystemSupport"),
+        .target(name: "SystemSupport", dependencies: ["CSystemSupport"], swiftSettings: upcoming),
         .target(
             name: "Kafka",
             dependencies: [
                 "CRdKafka",
-                "CSystemSupport",
+                "SystemSupport",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "DequeModule", package: "swift-collections"),
             ],
@@ -53,8 +55,9 @@ let package = Package(
         .target(
             name: "Serving",
             dependencies: [
-                "Kafka", "Pipelines", "CSQLite",
+                "Kafka", "Pipelines", "SystemSupport",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "DequeModule", package: "swift-collections"),
             ],
             swiftSettings: upcoming
@@ -62,8 +65,9 @@ let package = Package(
         .target(
             name: "Lineage",
             dependencies: [
-                "Kafka", "Pipelines", "CSQLite",
+                "Kafka", "Pipelines", "CSQLite", "SystemSupport",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "DequeModule", package: "swift-collections"),
             ],
             swiftSettings: upcoming
@@ -75,9 +79,11 @@ let package = Package(
         .target(
             name: "SluiceCLI",
             dependencies: [
-                "Kafka", "Pipelines", "Serving", "Lineage", "Examples",
+                "Kafka", "Pipelines", "Serving", "Lineage", "Examples", "SystemSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
             swiftSettings: upcoming,
             // jemalloc replaces glibc's malloc in every executable that serves with Sluice: librdkafka frees on its
@@ -116,7 +122,7 @@ let package = Package(
         ),
         .testTarget(
             name: "SluiceCLITests",
-            dependencies: ["Kafka"],
+            dependencies: ["Kafka", "SystemSupport"],
             exclude: ["python"],
             swiftSettings: upcoming
         ),

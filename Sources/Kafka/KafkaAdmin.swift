@@ -1,5 +1,6 @@
 import CRdKafka
 import Logging
+import SystemSupport
 
 /// A topic to create: its name, partition count, replication factor and topic-level settings.
 public struct NewTopic: Sendable, Hashable {

@@ -1,4 +1,5 @@
 import Logging
+import SystemSupport
 
 /// A member of a consumer group: subscribes to topics and reads their records through ``messages``; or, created with
 /// fixed partitions, a reader of just those, committing to its group without joining it.
@@ -27,7 +28,8 @@ public final class KafkaConsumer: Sendable {
     ///   - onError: called with client-level and consume errors, and with a commit the coordinator refused when
     ///     partitions were revoked (their next owner then re-reads what was stored since the last commit), on
     ///     librdkafka's or the poll thread.
-    /// - Throws: ``KafkaError`` naming a property librdkafka refuses, or when subscribing fails.
+    /// - Throws: ``KafkaError`` naming a property librdkafka refuses, or when subscribing fails; `ThreadStartError` when
+    ///   the system refuses its poll thread.
     public init(
         configuration: KafkaConfiguration,
         topics: [String],

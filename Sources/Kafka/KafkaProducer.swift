@@ -1,5 +1,6 @@
 import Logging
 import Synchronization
+import SystemSupport
 
 /// Produces records to Kafka. Batching is librdkafka's (`linger.ms`, `batch.size`, ...).
 ///
@@ -16,7 +17,8 @@ public final class KafkaProducer: Sendable {
     ///   - logger: receives librdkafka's log lines.
     ///   - onError: called on the poll thread with client-level errors (brokers unreachable, ...), which librdkafka
     ///     also retries on its own.
-    /// - Throws: ``KafkaError`` naming a property librdkafka refuses.
+    /// - Throws: ``KafkaError`` naming a property librdkafka refuses; `ThreadStartError` when the system refuses its
+    ///   poll thread.
     public init(
         configuration: KafkaConfiguration,
         logger: Logger = Logger(label: "sluice.kafka.producer"),

@@ -1,6 +1,9 @@
 import CRdKafka
-import CSystemSupport
 import Logging
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// A Kafka protocol request type, for ``MockCluster/pushRequestErrors(_:_:)``.
 public struct KafkaRequestType: RawRepresentable, Hashable, Sendable {
@@ -22,9 +25,9 @@ public struct KafkaRequestType: RawRepresentable, Hashable, Sendable {
 /// The embedded broker: librdkafka's mock cluster, an in-memory implementation of the Kafka protocol listening on
 /// real TCP ports on 127.0.0.1, with fault injection.
 ///
-/// Memory only and not for production (see DESIGN.md, "The broker"): a partition keeps at most 5 MiB, transactions
-/// are not honoured, and all its brokers share one thread. Brokers are numbered from 1. Accepted sockets get
-/// TCP_NODELAY as on a real broker, unless ``setsTCPNoDelay`` is turned off.
+/// Memory only and not for production (docs/operations.md, "The embedded broker"): a partition keeps at most 5 MiB,
+/// transactions are not honoured, and all its brokers share one thread. Brokers are numbered from 1. Its connections
+/// have TCP_NODELAY, as a real broker's do, unless `tcpNoDelay` is `false`.
 public final class MockCluster: @unchecked Sendable {
     // @unchecked Sendable: the mock's functions hand their work to the mock's own thread and wait for it, so they
     // may be called from any thread; the pointers are immutable until `deinit`.
@@ -36,8 +39,12 @@ public final class MockCluster: @unchecked Sendable {
     public let brokerCount: Int
 
     /// Starts a cluster of `brokers` brokers.
+    /// - Parameter tcpNoDelay: whether the brokers' connections get TCP_NODELAY (a real broker sets it; librdkafka's
+    ///   mock leaves Nagle's algorithm on, which delays small responses by up to 40 ms).
     /// - Throws: ``KafkaError`` if the count is outside 1...16 or librdkafka cannot start it.
-    public init(brokers: Int = 1, logger: Logger = Logger(label: "sluice.kafka.mock")) throws {
+    public init(
+        brokers: Int = 1, tcpNoDelay: Bool = true, logger: Logger = Logger(label: "sluice.kafka.mock")
+    ) throws {
         guard (1...16).contains(brokers) else {
             throw KafkaError(code: .invalidArgument, message: "mock broker count \(brokers) is outside 1...16")
         }
@@ -52,17 +59,54 @@ public final class MockCluster: @unchecked Sendable {
         self.cluster = cluster
         brokerCount = brokers
         bootstrapServers = String(cString: rd_kafka_mock_cluster_bootstraps(cluster))
+        if tcpNoDelay {
+            let ports = Set(
+                bootstrapServers.split(separator: ",").compactMap { $0.split(separator: ":").last }
+                    .compactMap { UInt16($0) })
+            let listeners = Self.setNoDelay(onListenersOf: ports)
+            if listeners != brokers {
+                logger.warning("TCP_NODELAY set on \(listeners) of the \(brokers) mock brokers' listening sockets")
+            }
+        }
+    }
+
+    /// Sets TCP_NODELAY on this process's listening TCP sockets bound to one of `ports`, before any client knows
+    /// them: Linux copies the option to every socket a listener accepts.
+    /// - Returns: how many listening sockets it set.
+    private static func setNoDelay(onListenersOf ports: Set<UInt16>) -> Int {
+        guard let directory = opendir("/proc/self/fd") else { return 0 }
+        defer { closedir(directory) }
+        var descriptors: [Int32] = []
+        while let entry = readdir(directory) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) {
+                String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            if let fd = Int32(name) { descriptors.append(fd) }
+        }
+        var set = 0
+        for fd in descriptors {
+            var address = sockaddr_in()
+            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+            let named = withUnsafeMutablePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+            }
+            guard named == 0, address.sin_family == sa_family_t(AF_INET),
+                ports.contains(UInt16(bigEndian: address.sin_port))
+            else { continue }
+            var listening: Int32 = 0
+            var size = socklen_t(MemoryLayout<Int32>.size)
+            guard getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &size) == 0, listening != 0 else { continue }
+            var one: Int32 = 1
+            if setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size)) == 0 {
+                set += 1
+            }
+        }
+        return set
     }
 
     deinit {
         rd_kafka_mock_cluster_destroy(cluster)
         owner.destroyHandle()
-    }
-
-    /// Whether sockets accepted by this process get TCP_NODELAY (default true, as a real broker). Process-wide.
-    public static var setsTCPNoDelay: Bool {
-        get { sluice_broker_sockets_nodelay() != 0 }
-        set { sluice_broker_sockets_set_nodelay(newValue ? 1 : 0) }
     }
 
     /// Creates `name` with `partitions` partitions, replicated on `min(brokers, 3)` brokers unless told otherwise.

@@ -1,7 +1,9 @@
 import Kafka
 import Logging
 import Pipelines
+import ServiceLifecycle
 import Synchronization
+import SystemSupport
 
 /// Everything a materializer needs to know, with the defaults of docs/configuration.md.
 public struct MaterializerConfiguration: Sendable {
@@ -45,6 +47,15 @@ public struct Shard: Sendable, Hashable, CustomStringConvertible {
     public var description: String { "\(index)/\(count)" }
 }
 
+/// `--shard I/N` selects none of the lineage topic's partitions (N is larger than the partition count).
+public struct EmptyShardError: Error, Sendable, CustomStringConvertible {
+    public let shard: Shard
+    public let topic: String
+    public let partitions: Int
+
+    public var description: String { "shard \(shard) holds none of the \(partitions) partitions of \(topic)" }
+}
+
 /// What `GET /health` and `GET /metrics` of a materializer report.
 public struct MaterializerStatus: Sendable {
     /// `starting` until the consumer has joined, `running`, then `stopping`.
@@ -63,7 +74,10 @@ public struct MaterializerStatus: Sendable {
 /// - Important: A partition's offset is stored only after the lines and artifacts before it are durable, and it is
 ///   the first offset of the partition's oldest open run: a restart re-reads what it still needs and skips what it
 ///   wrote (``PartitionStore``). Files are written on a thread of their own, never on the cooperative pool.
-public final class Materializer: Sendable {
+///
+/// A `Service` of swift-service-lifecycle: in a `ServiceGroup`, a graceful shutdown (or the task's cancellation)
+/// stops it as ``stop()`` does.
+public final class Materializer: Service, Sendable {
     private struct State: @unchecked Sendable {
         var phase = "starting"
         var stopping = false
@@ -104,10 +118,19 @@ public final class Materializer: Sendable {
         return status
     }
 
-    /// Consumes and folds until ``stop()``, then makes the store durable, commits and leaves the group.
+    /// Consumes and folds until ``stop()``, a graceful shutdown or cancellation, then makes the store durable, commits
+    /// and leaves the group.
     /// - Throws: ``KafkaError`` when the consumer cannot be created, ``StoreError`` when the store cannot be written
     ///   (the partition's offsets are then left where the store is durable).
     public func run() async throws {
+        try await withTaskCancellationOrGracefulShutdownHandler {
+            try await materialize()
+        } onCancelOrGracefulShutdown: { [self] in
+            stop()
+        }
+    }
+
+    private func materialize() async throws {
         try await DedicatedThread.run(name: "sluice-store") { [self] in
             try FileSystem.makeDirectories("\(configuration.store)/runs")
             // What the last process wrote but did not index (it stopped between the two) is indexed now.
@@ -169,15 +192,14 @@ public final class Materializer: Sendable {
     }
 
     /// The lineage partitions in `shard`.
-    /// - Throws: ``KafkaError`` when the topic cannot be listed or the shard holds none of its partitions.
+    /// - Throws: ``KafkaError`` when the topic cannot be listed, ``EmptyShardError`` when the shard holds none of its
+    ///   partitions.
     private func partitions(of shard: Shard, settings: KafkaConfiguration) async throws -> [TopicPartition] {
         let topics = try await KafkaAdmin(configuration: settings, logger: logger).listTopics()
         let all = topics.first { $0.name == configuration.lineageTopic }?.partitions ?? []
         let selected = shard.select(all)
         guard !selected.isEmpty else {
-            throw KafkaError(
-                code: .invalidArgument,
-                message: "shard \(shard) holds none of the \(all.count) partitions of \(configuration.lineageTopic)")
+            throw EmptyShardError(shard: shard, topic: configuration.lineageTopic, partitions: all.count)
         }
         return selected.map { TopicPartition(configuration.lineageTopic, $0) }
     }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Kafka
 import Logging
+import UnixSignals
 
 #if canImport(Glibc)
     import Glibc
@@ -51,10 +52,10 @@ struct BrokerCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        try TerminationSignals.install()
         let logger = Logger(label: "sluice.broker")
-        MockCluster.setsTCPNoDelay = !nagle
-        let cluster = try MockCluster(brokers: brokers, logger: logger)
+        // Trapped before the cluster starts its thread.
+        let signals = await UnixSignalsSequence(trapping: ServiceRunner.terminationSignals)
+        let cluster = try MockCluster(brokers: brokers, tcpNoDelay: !nagle, logger: logger)
         for spec in topics {
             let topic = try Self.parseTopic(spec, defaultPartitions: partitions)
             try cluster.createTopic(topic.name, partitions: topic.partitions)
@@ -63,8 +64,10 @@ struct BrokerCommand: AsyncParsableCommand {
         fflush(nil)  // the first line reaches a reading process at once
         logger.info(
             "embedded broker: \(brokers) broker(s) at \(cluster.bootstrapServers), TCP_NODELAY \(nagle ? "off" : "on")")
-        let signal = await TerminationSignals.next()
-        logger.info("stopping on signal \(signal)")
+        for await signal in signals {
+            logger.info("stopping on signal \(signal)")
+            break
+        }
         withExtendedLifetime(cluster) {}
     }
 }

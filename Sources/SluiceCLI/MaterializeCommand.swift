@@ -4,6 +4,7 @@ import Kafka
 import Lineage
 import Logging
 import Pipelines
+import ServiceLifecycle
 
 /// `sluice materialize`: folds the lineage topic into the file store (docs/operations.md).
 struct MaterializeCommand: AsyncParsableCommand {
@@ -99,7 +100,6 @@ struct MaterializeCommand: AsyncParsableCommand {
                 "lineage topic \(lineageTopic) does not exist on \(connection.bootstrapServers): workers publish to it; create it first"
             )
         }
-        try TerminationSignals.install()
         let materializer = Materializer(configuration: configuration, logger: logger)
         let server = try StatusServer.healthAndMetrics(
             address: http, logger: logger,
@@ -113,10 +113,10 @@ struct MaterializeCommand: AsyncParsableCommand {
                 return status.status == "stopping"
             },
             metrics: { Self.metrics(materializer.status) })
-        let signals = TerminationSignals.stopOnFirst(logger: logger) { materializer.stop() }
-        try await materializer.run()
-        signals.cancel()
-        server?.stop()
+        try await ServiceRunner.run(
+            (server.map { [.init(service: $0)] } ?? [])
+                + [.init(service: materializer, successTerminationBehavior: .gracefullyShutdownGroup)],
+            logger: logger)
     }
 
     /// The Prometheus text of a materializer's counters.

@@ -1,7 +1,9 @@
 import Kafka
 import Logging
 import Pipelines
+import ServiceLifecycle
 import Synchronization
+import SystemSupport
 
 #if canImport(Glibc)
     import Glibc
@@ -12,8 +14,9 @@ import Synchronization
 /// A tiny HTTP/1.1 server for `GET /health` and `GET /metrics` (`--http HOST:PORT`), on a thread of its own.
 ///
 /// One request per connection (`Connection: close`), answered from the `routes` closure; requests are read with a
-/// size limit and a time limit, so a slow or hostile client cannot hold it for long.
-final class StatusServer: Sendable {
+/// size limit and a time limit, so a slow or hostile client cannot hold it for long. It listens from `init` (so that a
+/// bad `--http` fails at start-up) and, as a `Service`, until a graceful shutdown or cancellation.
+final class StatusServer: Service, Sendable {
     /// A route's answer: status code, content type, body.
     typealias Answer = (status: Int, contentType: String, body: String)
 
@@ -86,6 +89,12 @@ final class StatusServer: Sendable {
             serve(logger: logger, routes: routes)
         }
         thread.withLock { $0 = started }
+    }
+
+    /// Serves until a graceful shutdown or cancellation, then stops.
+    func run() async {
+        try? await gracefulShutdown()
+        stop()
     }
 
     /// Stops listening and waits for the thread.

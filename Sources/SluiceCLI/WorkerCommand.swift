@@ -3,6 +3,7 @@ import Foundation
 import Kafka
 import Logging
 import Pipelines
+import ServiceLifecycle
 import Serving
 
 /// `sluice worker`: serves one pipeline from its requests topic (docs/operations.md, docs/protocol.md).
@@ -105,7 +106,6 @@ struct WorkerCommand: AsyncParsableCommand {
 
         try await checkTopics(configuration, settings: settings, logger: logger)
         let captureLabel = configuration.capture.label
-        try TerminationSignals.install()
         let worker = try Worker(configuration: configuration, logger: logger)
         let server = try StatusServer.healthAndMetrics(
             address: http, logger: logger,
@@ -119,10 +119,11 @@ struct WorkerCommand: AsyncParsableCommand {
                 return !health.isLive
             },
             metrics: { worker.metricsText })
-        let signals = TerminationSignals.stopOnFirst(logger: logger) { worker.stop() }
-        try await worker.run()
-        signals.cancel()
-        server?.stop()
+        // The worker stops first (it drains) while /health reports it stopping; the server goes when it is done.
+        try await ServiceRunner.run(
+            (server.map { [.init(service: $0)] } ?? [])
+                + [.init(service: worker, successTerminationBehavior: .gracefullyShutdownGroup)],
+            logger: logger)
     }
 
     /// Refuses to start when a topic the worker uses is missing, naming it, unless `--create-topics`.

@@ -46,15 +46,28 @@ struct AdminAndMockTests {
         await producer.close()
     }
 
-    @Test func brokerSocketsGetTCPNoDelay() async throws {
-        let test = try TestCluster()
-        let topic = try test.topic("nodelay", partitions: 1)
+    /// Set on the listening sockets as the cluster starts, and copied by Linux to each connection they accept; a
+    /// cluster asked for the stock behaviour leaves Nagle's algorithm on.
+    @Test(arguments: [true, false]) func brokerSocketsGetTCPNoDelayUnlessAskedNot(_ tcpNoDelay: Bool) async throws {
+        let test = try TestCluster(brokers: 2, tcpNoDelay: tcpNoDelay)
+        let topic = try test.topic("nodelay", partitions: 2)
+        // A partition led by each broker: the producer connects to both.
+        for partition in Int32(0)...1 {
+            try test.cluster.setPartitionLeader(topic: topic, partition: partition, broker: partition + 1)
+        }
         let producer = try KafkaProducer(configuration: test.producerConfiguration(), logger: testLogger)
-        _ = try await producer.send(OutgoingMessage(topic: topic, value: "x".bytes))
-        let port = try #require(test.cluster.bootstrapServers.split(separator: ":").last.flatMap { UInt16($0) })
-        let accepted = acceptedSockets(onPort: port)
-        #expect(!accepted.isEmpty)
-        #expect(accepted.allSatisfy { $0.noDelay })
+        for partition in Int32(0)...1 {
+            _ = try await producer.send(OutgoingMessage(topic: topic, partition: partition, value: "x".bytes))
+        }
+        let ports = test.cluster.bootstrapServers.split(separator: ",").compactMap {
+            $0.split(separator: ":").last.flatMap { UInt16($0) }
+        }
+        #expect(ports.count == 2)
+        for port in ports {
+            let accepted = acceptedSockets(onPort: port)
+            #expect(!accepted.isEmpty, "no connection accepted on \(port)")
+            #expect(accepted.allSatisfy { $0.noDelay == tcpNoDelay })
+        }
         await producer.close()
     }
 

@@ -8,8 +8,8 @@ struct TestCluster {
     let cluster: MockCluster
     private let prefix: String
 
-    init(brokers: Int = 1) throws {
-        cluster = try MockCluster(brokers: brokers, logger: testLogger)
+    init(brokers: Int = 1, tcpNoDelay: Bool = true) throws {
+        cluster = try MockCluster(brokers: brokers, tcpNoDelay: tcpNoDelay, logger: testLogger)
         prefix = "t\(UInt32.random(in: 0...UInt32.max))"
     }
 

@@ -1,5 +1,6 @@
 import Foundation
 import Kafka
+import SystemSupport
 import Testing
 
 /// A process started by a test: stdout is readable line by line, stderr goes to a file; stopped by PID.

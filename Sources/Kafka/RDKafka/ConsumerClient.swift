@@ -3,6 +3,7 @@ import DequeModule
 import Dispatch
 import Logging
 import Synchronization
+import SystemSupport
 
 /// A group consumer handle with its poll thread and a bounded buffer of records for the Swift side.
 ///

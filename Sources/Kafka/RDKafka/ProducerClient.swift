@@ -2,6 +2,7 @@ import CRdKafka
 import Dispatch
 import Logging
 import Synchronization
+import SystemSupport
 
 /// The outcome of one produced record, as its delivery report says.
 typealias DeliveryHandler = @Sendable (Result<DeliveryReport, KafkaError>) -> Void

@@ -3,6 +3,7 @@ import Kafka
 import Logging
 import Pipelines
 import Synchronization
+import SystemSupport
 
 /// Publishes runs' lineage to the lineage topic as records of the lineage format v2 (docs/lineage-events.md), keyed by
 /// run id so that a run's records stay in order on one partition.

@@ -1,6 +1,7 @@
 import Kafka
 import Logging
 import Pipelines
+import ServiceLifecycle
 import Synchronization
 
 #if canImport(Glibc)
@@ -90,10 +91,13 @@ public struct WorkerHealth: Sendable {
 
 /// A worker: consumes requests, runs the pipeline, produces responses, publishes lineage, stores offsets in order.
 ///
+/// A `Service` of swift-service-lifecycle: in a `ServiceGroup`, a graceful shutdown (or the task's cancellation)
+/// stops it as ``stop()`` does, and ``run()`` returns once it has drained.
+///
 /// - Important: An offset is stored only when its request's response (and DLQ copy) is acknowledged, and every
 ///   earlier request of its partition is too; in BATCH the response is produced only after the run's events are
 ///   acknowledged. librdkafka's auto-commit commits what is stored; a revoke and a stop commit at once.
-public final class Worker: Sendable {
+public final class Worker: Service, Sendable {
     /// A wait for a condition on the state that only the end of a request can make true.
     private struct ProgressWaiter {
         let isDone: @Sendable (State) -> Bool
@@ -210,10 +214,18 @@ public final class Worker: Sendable {
 
     // MARK: - Life
 
-    /// Consumes and serves until ``stop()``, then drains: waits for requests in flight (at most `drainTimeout`),
-    /// publishes all lineage, commits, leaves the group.
+    /// Consumes and serves until ``stop()``, a graceful shutdown or cancellation, then drains: waits for requests in
+    /// flight (at most `drainTimeout`), publishes all lineage, commits, leaves the group.
     /// - Throws: ``KafkaError`` when the consumer cannot be created.
     public func run() async throws {
+        try await withTaskCancellationOrGracefulShutdownHandler {
+            try await serve()
+        } onCancelOrGracefulShutdown: { [self] in
+            stop()
+        }
+    }
+
+    private func serve() async throws {
         var consumerSettings = configuration.kafka
         try consumerSettings.set("group.id", configuration.group)
         if consumerSettings["auto.offset.reset"] == nil { try consumerSettings.set("auto.offset.reset", "earliest") }

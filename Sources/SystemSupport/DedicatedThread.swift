@@ -26,7 +26,7 @@ public final class DedicatedThread: @unchecked Sendable {
     private init() {}
 
     /// Starts `body` on a new joinable thread named `name` (at most 15 characters are kept).
-    /// - Throws: ``KafkaError`` if the system refuses a thread.
+    /// - Throws: ``ThreadStartError`` if the system refuses a thread.
     public static func start(name: String, _ body: @escaping @Sendable () -> Void) throws -> DedicatedThread {
         let dedicated = DedicatedThread()
         try dedicated.launch(Body(name: name, run: body))
@@ -59,7 +59,7 @@ public final class DedicatedThread: @unchecked Sendable {
             }, argument)
         if status != 0 {
             _ = Unmanaged<Body>.fromOpaque(argument).takeRetainedValue()
-            throw KafkaError(code: .invalidArgument, message: "could not start thread \(body.name): errno \(status)")
+            throw ThreadStartError(name: body.name, errno: status)
         }
     }
 
@@ -68,4 +68,14 @@ public final class DedicatedThread: @unchecked Sendable {
         if pthread_equal(pthread_self(), thread) != 0 { return }
         pthread_join(thread, nil)
     }
+}
+
+/// The system refused a thread (`pthread_create` failed: too many threads, or no memory for a stack).
+public struct ThreadStartError: Error, Sendable, CustomStringConvertible {
+    /// The thread's name.
+    public let name: String
+    /// What `pthread_create` returned.
+    public let errno: Int32
+
+    public var description: String { "could not start thread \(name): \(String(cString: strerror(errno)))" }
 }
