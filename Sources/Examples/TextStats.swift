@@ -1,6 +1,7 @@
 import Pipelines
 
-/// The benchmark pipeline of DESIGN.md: tokenize `text`, count the tokens, build `{tokens, first, last}`.
+/// The benchmark pipeline of docs/benchmarks.md (it serves the referee's requests): tokenize `text`, count the tokens,
+/// build `{tokens, first, last}`.
 public enum TextStats {
     public struct Request: Codable, Sendable, Hashable {
         public var text: String

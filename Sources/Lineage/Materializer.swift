@@ -58,8 +58,15 @@ public struct EmptyShardError: Error, Sendable, CustomStringConvertible {
 
 /// What `GET /health` and `GET /metrics` of a materializer report.
 public struct MaterializerStatus: Sendable {
-    /// `starting` until the consumer has joined, `running`, then `stopping`.
-    public var status: String
+    public enum Phase: String, Sendable {
+        /// The store is being opened and the consumer created.
+        case starting
+        case running
+        /// ``Materializer/stop()`` was called, or the service group is shutting down.
+        case stopping
+    }
+
+    public var phase: Phase
     public var assignedPartitions: Int
     public var openRuns: Int
     public var counts: FoldCounts
@@ -69,7 +76,7 @@ public struct MaterializerStatus: Sendable {
 }
 
 /// The materializer: folds the lineage topic's events into runs and appends finished runs to the store
-/// (DESIGN.md, "File store"; docs/operations.md).
+/// (docs/store.md, docs/operations.md).
 ///
 /// - Important: A partition's offset is stored only after the lines and artifacts before it are durable, and it is
 ///   the first offset of the partition's oldest open run: a restart re-reads what it still needs and skips what it
@@ -79,8 +86,7 @@ public struct MaterializerStatus: Sendable {
 /// stops it as ``stop()`` does.
 public final class Materializer: Service, Sendable {
     private struct State: @unchecked Sendable {
-        var phase = "starting"
-        var stopping = false
+        var phase = MaterializerStatus.Phase.starting
         var consumer: KafkaConsumer?
         /// Partitions assigned now; a partition's work is created when its first record is folded.
         var assigned: Set<TopicPartition> = []
@@ -104,7 +110,7 @@ public final class Materializer: Service, Sendable {
         let (snapshot, nextOffsets, consumer) = state.withLock { state in
             (
                 MaterializerStatus(
-                    status: state.phase, assignedPartitions: state.assigned.count,
+                    phase: state.phase, assignedPartitions: state.assigned.count,
                     openRuns: state.work.values.reduce(0) { $0 + $1.openRuns }, counts: state.counts, lag: [:]),
                 state.nextOffsets, state.consumer
             )
@@ -165,8 +171,8 @@ public final class Materializer: Service, Sendable {
         }
         let stopped = state.withLock { state -> Bool in
             state.consumer = consumer
-            if !state.stopping { state.phase = "running" }
-            return state.stopping
+            if state.phase != .stopping { state.phase = .running }
+            return state.phase == .stopping
         }
         if stopped { consumer.stopReading() }
         logger.info(
@@ -207,8 +213,7 @@ public final class Materializer: Service, Sendable {
     /// Stops reading; ``run()`` then commits what is durable and returns.
     public func stop() {
         let consumer = state.withLock { state -> KafkaConsumer? in
-            state.stopping = true
-            state.phase = "stopping"
+            state.phase = .stopping
             return state.consumer
         }
         consumer?.stopReading()

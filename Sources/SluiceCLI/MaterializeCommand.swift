@@ -105,12 +105,12 @@ struct MaterializeCommand: AsyncParsableCommand {
             address: http, logger: logger,
             health: { out in
                 let status = materializer.status
-                out.field("status", status.status)
+                out.field("status", status.phase.rawValue)
                 out.field("assigned_partitions", status.assignedPartitions)
                 out.field("open_runs", status.openRuns)
                 out.field("events", status.counts.events)
                 out.field("runs_written", status.counts.runsWritten)
-                return status.status == "stopping"
+                return status.phase == .stopping
             },
             metrics: { Self.metrics(materializer.status) })
         try await ServiceRunner.run(

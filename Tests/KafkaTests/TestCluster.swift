@@ -36,7 +36,7 @@ struct TestCluster {
             "bootstrap.servers": cluster.bootstrapServers,
             "group.id": name(group),
             "auto.offset.reset": "earliest",
-            // The mock holds an empty fetch for the whole wait (see DESIGN.md): keep it short.
+            // The mock holds an empty fetch for the whole wait (docs/operations.md): keep it short.
             "fetch.wait.max.ms": "10",
             "session.timeout.ms": "6000",
             "heartbeat.interval.ms": "200",

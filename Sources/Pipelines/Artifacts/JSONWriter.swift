@@ -2,12 +2,12 @@
 ///
 /// Strings are escaped as RFC 8259 requires; non-finite numbers become `null`.
 public struct JSONWriter: ~Copyable, Sendable {
-    private var buffer: ByteBuffer
+    private var buffer: GrowableBytes
     private var first = true
     private var afterKey = false
 
     public init(capacity: Int = 256) {
-        buffer = ByteBuffer(capacity: capacity)
+        buffer = GrowableBytes(capacity: capacity)
     }
 
     /// What was written.

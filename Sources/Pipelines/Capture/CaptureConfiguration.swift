@@ -4,7 +4,7 @@ import Synchronization
 ///
 /// Each mode sets every knob (see ``init(mode:)``); a mapping may then set knobs one by one. See docs/capture.md.
 public struct CaptureConfiguration: Sendable, Hashable {
-    /// The capture modes of DESIGN.md. Memory-only is REALTIME with `runs: off` or `persistence: memory`.
+    /// The capture modes of docs/capture.md. Memory-only is REALTIME with `runs: off` or `persistence: memory`.
     public enum Mode: String, Sendable, Hashable, CaseIterable {
         case batch = "BATCH"
         case realtime = "REALTIME"

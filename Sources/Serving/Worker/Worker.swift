@@ -4,91 +4,6 @@ import Pipelines
 import ServiceLifecycle
 import Synchronization
 
-#if canImport(Glibc)
-    import Glibc
-#elseif canImport(Darwin)
-    import Darwin
-#endif
-
-/// Everything a worker needs to know, with the defaults of docs/configuration.md.
-public struct WorkerConfiguration: Sendable {
-    public var pipeline: AnyPipeline
-    public var capture: CaptureConfiguration
-    /// librdkafka properties for the consumer and the producer (`bootstrap.servers` and the `--kafka` flags).
-    public var kafka: KafkaConfiguration
-    public var group: String
-    public var requestsTopic: String
-    public var responsesTopic: String
-    public var deadLetterTopic: String
-    public var lineageTopic: String
-    /// Requests run at once, at most.
-    public var concurrency = 1024
-    /// Request values larger than this get `payload_too_large`.
-    public var maxPayloadBytes = 1 << 20
-    /// Reply-to topics a request may name: these topics and the topics that start with one of them. Default: the
-    /// responses topic.
-    public var allowedReplyPrefixes: [String]
-    /// How long a revoke or a stop waits for requests in flight before giving them up.
-    public var drainTimeout: Duration = .seconds(30)
-    /// Lineage events waiting for the tracker's thread past which the worker stops taking requests (a bound on
-    /// memory when Kafka or the tracker is slower than the pipeline).
-    public var maxLineageBacklog = 16_384
-    /// How long responses (or dead-letter copies) may keep failing with errors worth retrying, with nothing
-    /// acknowledged meanwhile, before ``WorkerHealth`` reports the worker `stalled` (and `/health` answers 503).
-    public var deliveryStallLimit: Duration = .seconds(60)
-    /// Recorded on every run's `run_started` as `worker`. Default: `<host name>:<process id>` (a pod's name on
-    /// Kubernetes).
-    public var name = WorkerConfiguration.defaultName
-
-    public init(pipeline: AnyPipeline, capture: CaptureConfiguration, kafka: KafkaConfiguration) {
-        self.pipeline = pipeline
-        self.capture = capture
-        self.kafka = kafka
-        group = "sluice.\(pipeline.name)"
-        requestsTopic = WireProtocol.requestsTopic(pipeline.name)
-        responsesTopic = WireProtocol.responsesTopic(pipeline.name)
-        deadLetterTopic = WireProtocol.deadLetterTopic(pipeline.name)
-        lineageTopic = WireProtocol.lineageTopic
-        allowedReplyPrefixes = [responsesTopic]
-    }
-
-    /// `<host name>:<process id>`.
-    public static var defaultName: String {
-        var host = [CChar](repeating: 0, count: 256)
-        let name =
-            gethostname(&host, host.count - 1) == 0
-            ? String(decoding: host.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) : "unknown-host"
-        return "\(name):\(getpid())"
-    }
-
-    /// Whether a request may ask for its response on `topic`.
-    public func allowsReply(to topic: String) -> Bool {
-        allowedReplyPrefixes.contains { topic.hasPrefix($0) }
-    }
-}
-
-/// What `GET /health` reports.
-public struct WorkerHealth: Sendable {
-    public enum Status: String, Sendable {
-        /// The consumer is being created.
-        case starting
-        case serving
-        /// Responses have been failing with errors worth retrying, and nothing was acknowledged, for longer than
-        /// ``WorkerConfiguration/deliveryStallLimit``.
-        case stalled
-        /// ``Worker/stop()`` was called: draining.
-        case stopping
-    }
-
-    public var status: Status
-    public var assignedPartitions: Int
-    /// Requests taken from the consumer and not yet finished.
-    public var inFlight: Int
-
-    /// Whether a liveness probe should pass: not stalled and not stopping.
-    public var isLive: Bool { status == .starting || status == .serving }
-}
-
 /// A worker: consumes requests, runs the pipeline, produces responses, publishes lineage, stores offsets in order.
 ///
 /// A `Service` of swift-service-lifecycle: in a `ServiceGroup`, a graceful shutdown (or the task's cancellation)
@@ -106,7 +21,8 @@ public final class Worker: Service, Sendable {
 
     private struct State {
         var phase = WorkerHealth.Status.starting
-        var stopping = false
+        /// ``Worker/stop()`` was called (the phase never leaves `stopping`).
+        var stopping: Bool { phase == .stopping }
         var watermarks: [TopicPartition: OffsetWatermark] = [:]
         /// Slots under `concurrency` held by reading lanes and by requests waiting for their acknowledgements.
         var slotsTaken = 0
@@ -294,7 +210,6 @@ public final class Worker: Service, Sendable {
     /// Stops taking requests; ``run()`` then drains and returns. Requests being run are not cancelled.
     public func stop() {
         let consumer = state.withLock { state -> KafkaConsumer? in
-            state.stopping = true
             state.phase = .stopping
             defer { state.slotWaiters.removeAll() }
             for waiter in state.slotWaiters { waiter.resume() }
@@ -733,10 +648,4 @@ public final class Worker: Service, Sendable {
         }
         releaseSlots(requests.count, endingRequests: true)
     }
-}
-
-/// The tracker of memory-only workers: nothing is recorded, since memory-only runs report nothing.
-struct DiscardingTracker: Tracker {
-    func record(_ event: PendingEvent) {}
-    func flush(runID: String) async throws {}
 }

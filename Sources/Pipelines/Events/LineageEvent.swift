@@ -1,4 +1,4 @@
-/// One tracking event of a run: the lineage event model v1 (DESIGN.md, docs/protocol.md).
+/// One tracking event of a run: the lineage event model (docs/lineage-events.md, docs/protocol.md).
 ///
 /// `Artifact` is ``ArtifactRef`` for an event as it travels and is stored (``LineageEvent``), and
 /// ``PendingArtifact`` for an event as the runner emits it, before anything is serialised (``PendingEvent``).

@@ -1,6 +1,6 @@
 /// A growable byte buffer for writers: an append is a capacity check and a copy, with none of `Array`'s per-call
 /// generic, reference-counting and uniqueness overhead. Not copyable, so it needs no copy-on-write.
-struct ByteBuffer: ~Copyable, @unchecked Sendable {
+struct GrowableBytes: ~Copyable, @unchecked Sendable {
     // @unchecked Sendable: the buffer owns its allocation alone (it cannot be copied), so moving it to another
     // thread moves the allocation with it.
     private var base: UnsafeMutablePointer<UInt8>
