@@ -80,11 +80,7 @@ struct CallCommand: AsyncParsableCommand {
                     var writer = JSONWriter()
                     writer.object { out in
                         out.field("status", "error")
-                        out.key("error")
-                        out.object { detail in
-                            detail.field("code", "timeout")
-                            detail.field("message", "\(error)")
-                        }
+                        out.field("error", ErrorDetail(code: "timeout", message: "\(error)"))
                     }
                     print(String(decoding: writer.bytes, as: UTF8.self))
                 case nil:

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Pipelines
+import Serving
 
 /// `sluice run`: runs a pipeline in process, without Kafka, and prints each result and, if asked, its lineage events.
 struct RunCommand: AsyncParsableCommand {
@@ -55,35 +56,17 @@ struct RunCommand: AsyncParsableCommand {
         if failures > 0 { throw ExitCode(1) }
     }
 
-    /// The result as one JSON object, shaped like the worker's response.
+    /// The result as one JSON object: the worker's response object, with no request id.
     static func resultLine(_ result: RunResult<[UInt8]>, pipeline: String) -> [UInt8] {
-        var writer = JSONWriter()
-        writer.object { out in
-            out.field("pipeline", pipeline)
-            switch result.outcome {
-            case .success(let output):
-                out.field("status", "ok")
-                out.key("output")
-                out.raw(output)
-                out.key("error")
-                out.null()
-            case .failure(let error):
-                out.field("status", "error")
-                out.key("output")
-                out.null()
-                out.key("error")
-                out.object { detail in
-                    detail.field("code", error.code)
-                    detail.field("message", error.message)
-                    detail.field("step", error.step)
-                }
-            }
-            out.field("run_id", result.runID)
-            out.field("capture", result.capture.label)
-            out.key("duration_ms")
-            out.milliseconds(micros: result.durationMicros)
+        let output: [UInt8]?
+        let error: ErrorDetail?
+        switch result.outcome {
+        case .success(let bytes): (output, error) = (bytes, nil)
+        case .failure(let failure): (output, error) = (nil, failure)
         }
-        return writer.bytes
+        return Response.json(
+            requestID: nil, pipeline: pipeline, output: output, error: error, runID: result.runID,
+            capture: result.capture.label, durationMicros: result.durationMicros)
     }
 
     private func printError(_ line: String) {

@@ -194,14 +194,6 @@ struct RunFold {
                 if let error = ref.error { out.field("error", error) }
             }
         }
-        func writeError(_ detail: ErrorDetail?, into out: inout JSONWriter) {
-            guard let detail else { return out.null() }
-            out.object { out in
-                out.field("code", detail.code)
-                out.field("message", detail.message)
-                out.field("step", detail.step)
-            }
-        }
         func optional(_ value: Int64?, into out: inout JSONWriter) {
             if let value { out.int(value) } else { out.null() }
         }
@@ -229,8 +221,7 @@ struct RunFold {
             artifact(input, into: &out)
             out.key("output")
             artifact(output, into: &out)
-            out.key("error")
-            writeError(self.error, into: &out)
+            out.field("error", self.error)
             out.key("metadata")
             out.value(.object(metadata))
             out.key("steps")
@@ -256,8 +247,7 @@ struct RunFold {
                         } else {
                             out.null()
                         }
-                        out.key("error")
-                        writeError(step.error, into: &out)
+                        out.field("error", step.error)
                         out.key("metadata")
                         out.value(.object(step.metadata))
                     }

@@ -188,6 +188,20 @@ public struct ErrorDetail: Sendable, Hashable {
     }
 }
 
+extension JSONWriter {
+    /// Writes `error` as the error object of docs/protocol.md, `{"code", "message", "step"}`, or `null`: the one writer
+    /// of it, for responses, lineage events, the store's lines and the commands that print results.
+    public mutating func field(_ name: StaticString, _ error: ErrorDetail?) {
+        key(name)
+        guard let error else { return null() }
+        object { out in
+            out.field("code", error.code)
+            out.field("message", error.message)
+            out.field("step", error.step)
+        }
+    }
+}
+
 /// The level of a step's log line.
 public enum LogLevel: String, Sendable, Hashable, CaseIterable, Comparable {
     case debug

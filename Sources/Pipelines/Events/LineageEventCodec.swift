@@ -185,7 +185,7 @@ extension LineageEventBody where Artifact: RecordableArtifact {
             out.stepRun(step)
             out.field("step_attempt", attempt)
             out.field("duration_us", duration)
-            out.errorDetail(error)
+            out.field("error", error)
             out.field("retrying", retrying)
         case .log(let stepRun, let level, let message):
             out.field("step_run", stepRun)
@@ -203,7 +203,7 @@ extension LineageEventBody where Artifact: RecordableArtifact {
         case .runFailed(let duration, let error):
             out.field("status", "failed")
             out.field("duration_us", duration)
-            out.errorDetail(error)
+            out.field("error", error)
         }
     }
 }
@@ -213,15 +213,6 @@ extension JSONWriter {
         field("step", step.step)
         field("step_run", step.id)
         field("version", step.version)
-    }
-
-    fileprivate mutating func errorDetail(_ error: ErrorDetail) {
-        key("error")
-        object { out in
-            out.field("code", error.code)
-            out.field("message", error.message)
-            out.field("step", error.step)
-        }
     }
 
     /// An artifact reference; optional members are left out when absent.

@@ -153,23 +153,25 @@ public struct Response: Sendable {
 
     /// The response's JSON value.
     public func json() -> [UInt8] {
+        Self.json(
+            requestID: requestID, pipeline: pipeline, output: output, error: error, runID: runID, capture: capture,
+            durationMicros: durationMicros)
+    }
+
+    /// The response object of docs/protocol.md: the one writer of it, for responses and for the results `sluice run`
+    /// prints (whose runs have no request: `request_id` is then `null`).
+    public static func json(
+        requestID: String?, pipeline: String, output: [UInt8]?, error: ErrorDetail?, runID: String?, capture: String,
+        durationMicros: Int64
+    ) -> [UInt8] {
         var writer = JSONWriter(capacity: 256 + (output?.count ?? 0))
         writer.object { out in
             out.field("request_id", requestID)
             out.field("pipeline", pipeline)
-            out.field("status", status)
+            out.field("status", error == nil ? "ok" : "error")
             out.key("output")
             if let output { out.raw(output) } else { out.null() }
-            out.key("error")
-            if let error {
-                out.object { detail in
-                    detail.field("code", error.code)
-                    detail.field("message", error.message)
-                    detail.field("step", error.step)
-                }
-            } else {
-                out.null()
-            }
+            out.field("error", error)
             out.field("run_id", runID)
             out.field("capture", capture)
             out.key("duration_ms")
