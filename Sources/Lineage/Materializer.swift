@@ -85,21 +85,34 @@ public struct MaterializerStatus: Sendable {
 /// A `Service` of swift-service-lifecycle: in a `ServiceGroup`, a graceful shutdown (or the task's cancellation)
 /// stops it as ``stop()`` does.
 public final class Materializer: Service, Sendable {
-    private struct State: @unchecked Sendable {
+    /// What `/health` and `/metrics` read, and what decides which records are folded: held only for moments, never
+    /// across a batch's writing (so `/health` never waits on disk).
+    private struct State: Sendable {
         var phase = MaterializerStatus.Phase.starting
         var consumer: KafkaConsumer?
         /// Partitions assigned now; a partition's work is created when its first record is folded.
         var assigned: Set<TopicPartition> = []
-        var work: [TopicPartition: PartitionMaterializer] = [:]
-        var index: StoreIndex?
         var counts = FoldCounts()
         /// Per partition, the offset after the last record folded.
         var nextOffsets: [TopicPartition: Int64] = [:]
+        /// Runs folded in memory after the last batch, over the partitions.
+        var openRuns = 0
+    }
+
+    /// What a batch works on: held across its fold, write and sync. A revoke takes it too, so that it waits for the
+    /// batch in hand.
+    private struct Store: @unchecked Sendable {
+        // @unchecked Sendable: the partitions' work and the index are used under the lock only.
+        var work: [TopicPartition: PartitionMaterializer] = [:]
+        var index: StoreIndex?
+        /// The threads that fold and sync a batch's partitions at once, while the materializer runs.
+        var threads: FoldThreads?
     }
 
     public let configuration: MaterializerConfiguration
     private let logger: Logger
     private let state = Mutex(State())
+    private let store = Mutex(Store())
 
     public init(configuration: MaterializerConfiguration, logger: Logger) {
         self.configuration = configuration
@@ -110,13 +123,13 @@ public final class Materializer: Service, Sendable {
         let (snapshot, nextOffsets, consumer) = state.withLock { state in
             (
                 MaterializerStatus(
-                    phase: state.phase, assignedPartitions: state.assigned.count,
-                    openRuns: state.work.values.reduce(0) { $0 + $1.openRuns }, counts: state.counts, lag: [:]),
+                    phase: state.phase, assignedPartitions: state.assigned.count, openRuns: state.openRuns,
+                    counts: state.counts, lag: [:]),
                 state.nextOffsets, state.consumer
             )
         }
         var status = snapshot
-        // Outside the state lock: a batch may hold it for a while, and the consumer takes its own.
+        // Outside the state lock: the consumer takes its own.
         let watermarks = consumer?.highWatermarks(Array(nextOffsets.keys)) ?? [:]
         for (partition, next) in nextOffsets {
             if let high = watermarks[partition] { status.lag[partition] = max(0, high - next) }
@@ -143,7 +156,17 @@ public final class Materializer: Service, Sendable {
             let index = try StoreIndex(root: configuration.store)
             let caughtUp = try index.catchUp()
             if caughtUp > 0 { logger.info("indexed \(caughtUp) run(s) the index did not have") }
-            state.withLock { $0.index = index }
+            store.withLock { store in
+                store.index = index
+                store.threads = FoldThreads(helpers: Self.foldThreads - 1)
+            }
+        }
+        defer {
+            let threads = store.withLock { store in
+                defer { store.threads = nil }
+                return store.threads
+            }
+            threads?.close()
         }
         var settings = configuration.kafka
         try settings.set("group.id", configuration.group)
@@ -222,35 +245,44 @@ public final class Materializer: Service, Sendable {
     // MARK: - Folding
 
     /// Folds `batch`, writes the runs it closes, makes them durable, then stores each partition's resume offset.
-    /// Partitions are independent: each one's records are folded, written and synced on one of several threads.
-    /// Runs under the state lock, so a revoke waits for the batch in hand. Blocking: a dedicated thread's work.
+    /// Partitions are independent: each one's records are folded, written and synced on one of the fold threads.
+    /// Holds the store lock, so a revoke waits for the batch in hand. Blocking: a dedicated thread's work.
     private func fold(_ batch: [KafkaMessage], consumer: KafkaConsumer) throws {
-        try state.withLock { state in
+        try store.withLock { store in
+            // Read under the store lock: a revoke that ended before this batch has removed its partitions.
+            let assigned = state.withLock { $0.assigned }
             var records: [TopicPartition: [KafkaMessage]] = [:]
             // A record read before its partition was revoked is not ours any more.
-            for message in batch where state.assigned.contains(message.topicPartition) {
+            for message in batch where assigned.contains(message.topicPartition) {
                 records[message.topicPartition, default: []].append(message)
             }
             var touched: [TopicPartition: PartitionMaterializer] = [:]
             var shares: [(work: PartitionMaterializer, records: [KafkaMessage])] = []
             for (partition, messages) in records {
-                let work = try state.work[partition] ?? open(partition)
-                state.work[partition] = work
+                let work = try store.work[partition] ?? open(partition)
+                store.work[partition] = work
                 touched[partition] = work
                 shares.append((work, messages))
-                state.nextOffsets[partition] = messages.last.map { $0.offset + 1 }
             }
-            let folded = try Self.inParallel(shares) { share -> (counts: FoldCounts, appended: [String]) in
+            let foldShare = {
+                (share: (work: PartitionMaterializer, records: [KafkaMessage])) throws -> (FoldCounts, [String]) in
                 var counts = FoldCounts()
                 for message in share.records {
                     try share.work.take(message.value, at: message.offset, counts: &counts)
                 }
                 return (counts, try share.work.sync())
             }
-            for result in folded { state.counts.add(result.counts) }
-            let appended = folded.flatMap(\.appended)
+            let folded = try store.threads?.map(shares, foldShare) ?? shares.map(foldShare)
+            let openRuns = store.work.values.reduce(0) { $0 + $1.openRuns }
+            state.withLock { state in
+                for (partition, messages) in records {
+                    state.nextOffsets[partition] = messages.last.map { $0.offset + 1 }
+                }
+                for (counts, _) in folded { state.counts.add(counts) }
+                state.openRuns = openRuns
+            }
             do {
-                try state.index?.catchUp(segments: appended)
+                try store.index?.catchUp(segments: folded.flatMap(\.1))
             } catch {
                 // The index is derived: what it misses now, the next catch-up (or a restart) indexes.
                 logger.warning("indexing: \(error)")
@@ -263,40 +295,8 @@ public final class Materializer: Service, Sendable {
         }
     }
 
-    /// Threads that fold and sync partitions at once.
+    /// Threads that fold and sync partitions at once, the batch's own included.
     private static let foldThreads = 8
-
-    /// `body` of each of `items`, on up to ``foldThreads`` threads at once (the calling thread is one), each item on
-    /// exactly one; returns when all are done. For partitions: their CPU work spreads over the cores, and their `fsync`s
-    /// overlap, so the file system commits their journal entries together (a 1M backlog over 128 partitions: 51k ->
-    /// 61k events/s when only the syncs ran at once).
-    /// - Throws: the first error of an item, once every item is done.
-    private static func inParallel<Item, Result>(
-        _ items: [Item], _ body: @escaping (Item) throws -> Result
-    ) throws -> [Result] {
-        guard items.count > 1 else { return try items.map(body) }
-        // The items are each touched by one thread, and the caller waits for all of them.
-        nonisolated(unsafe) let items = items
-        nonisolated(unsafe) let body = body
-        let next = Atomic(0)
-        nonisolated(unsafe) var outcomes = [Swift.Result<Result, any Error>?](repeating: nil, count: items.count)
-        let lock = Mutex(())
-        let drain: @Sendable () -> Void = {
-            while true {
-                let index = next.add(1, ordering: .relaxed).oldValue
-                guard index < items.count else { return }
-                let outcome = Swift.Result { try body(items[index]) }
-                lock.withLock { _ in outcomes[index] = outcome }
-            }
-        }
-        // The calling thread drains too, so a helper that cannot be started only makes it slower.
-        let helpers = (1..<min(foldThreads, items.count)).compactMap { _ in
-            try? DedicatedThread.start(name: "sluice-fold", drain)
-        }
-        drain()
-        for helper in helpers { helper.join() }
-        return try lock.withLock { _ in outcomes }.map { try $0!.get() }
-    }
 
     private func open(_ partition: TopicPartition) throws -> PartitionMaterializer {
         let work = try PartitionMaterializer(
@@ -315,11 +315,13 @@ public final class Materializer: Service, Sendable {
     /// stored; forget them, so that a record of theirs still in hand is not folded.
     private func release(_ partitions: [TopicPartition], lost: Bool) async {
         _ = try? await DedicatedThread.run(name: "sluice-store") { [self] in
-            state.withLock { state in
-                for partition in partitions {
-                    state.assigned.remove(partition)
-                    state.work[partition] = nil
-                    state.nextOffsets[partition] = nil
+            store.withLock { store in
+                for partition in partitions { store.work[partition] = nil }
+                let openRuns = store.work.values.reduce(0) { $0 + $1.openRuns }
+                state.withLock { state in
+                    state.assigned.subtract(partitions)
+                    for partition in partitions { state.nextOffsets[partition] = nil }
+                    state.openRuns = openRuns
                 }
             }
         }

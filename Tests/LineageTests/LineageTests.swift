@@ -1,5 +1,6 @@
 import Foundation
 import Pipelines
+import Synchronization
 import Testing
 
 @testable import Lineage
@@ -245,5 +246,53 @@ struct PartitionStoreTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: parent) == ["store"])
         let pipelines = try FileManager.default.contentsOfDirectory(atPath: root + "/runs")
         #expect(pipelines.count == 5)
+    }
+}
+
+@Suite("The fold threads: a batch's partitions at once, on threads started once", .serialized)
+struct FoldThreadsTests {
+    private struct Refused: Error, Equatable { let item: Int }
+
+    /// The threads of this process named `name`.
+    private func threads(named name: String) -> Int {
+        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
+        return tasks.filter {
+            (try? String(contentsOfFile: "/proc/self/task/\($0)/comm", encoding: .utf8))?
+                .trimmingCharacters(in: .whitespacesAndNewlines) == name
+        }.count
+    }
+
+    @Test func everyItemRunsOnceInOrderOfResultsAndTheThreadsAreReused() throws {
+        let pool = FoldThreads(helpers: 3)
+        defer { pool.close() }
+        let runs = Mutex([Int](repeating: 0, count: 200))
+        for round in 0..<20 {
+            let results = try pool.map(Array(0..<200)) { item -> Int in
+                runs.withLock { $0[item] += 1 }
+                return item * 2 + round
+            }
+            #expect(results == (0..<200).map { $0 * 2 + round })
+        }
+        #expect(runs.withLock { $0 }.allSatisfy { $0 == 20 })
+        // Twenty batches, and only the three helpers (each names itself as it starts, before its first wait).
+        #expect(threads(named: "sluice-fold") == 3)
+        pool.close()
+        #expect(threads(named: "sluice-fold") == 0)
+    }
+
+    @Test func anErrorIsThrownOnceEveryItemIsDone() throws {
+        let pool = FoldThreads(helpers: 3)
+        defer { pool.close() }
+        let done = Mutex(Set<Int>())
+        #expect(throws: Refused(item: 7)) {
+            _ = try pool.map(Array(0..<50)) { item in
+                done.withLock { _ = $0.insert(item) }
+                if item == 7 { throw Refused(item: 7) }
+                return item
+            }
+        }
+        #expect(done.withLock { $0 } == Set(0..<50))
+        // The pool serves the next batch as before.
+        #expect(try pool.map([1, 2, 3]) { $0 + 1 } == [2, 3, 4])
     }
 }
