@@ -1,5 +1,4 @@
 import CRdKafka
-import DequeModule
 import Dispatch
 import Logging
 import Synchronization
@@ -17,40 +16,17 @@ import SystemSupport
 /// wake-up, up to about a second later, so a reader that merely keeps up slowly must not pause on every burst. Only
 /// the poll thread calls pause/resume, so the paused set librdkafka holds is the one recorded here.
 final class ConsumerClient: RDKafkaClient, @unchecked Sendable {
-    // @unchecked Sendable: mutable state is in `state` (a Mutex); `pollThread` and `queue` are written in `init`
-    // only; librdkafka's handle and queue are thread-safe.
+    // @unchecked Sendable: mutable state is in `state` (a ConsumerStateMachine behind a Mutex); `pollThread` and
+    // `queue` are written in `init` only; librdkafka's handle and queue are thread-safe.
 
-    private struct Waiter {
-        let id: UInt64
-        let continuation: CheckedContinuation<KafkaMessage?, Never>
-    }
-
-    private struct State {
-        var buffer = Deque<KafkaMessage>()
-        var waiters = Deque<Waiter>()
-        var nextWaiterID: UInt64 = 0
-        var assignment: Set<TopicPartition> = []
-        var pausedByUser: Set<TopicPartition> = []
-        /// What librdkafka has paused now; only the poll thread (or the closing thread, once it has stopped) changes it.
-        var pausedNow: Set<TopicPartition> = []
-        var backpressure = false
-        /// Something that decides the paused set changed; the poll thread reconciles before it polls again.
-        var pauseStale = false
-        var stopping = false
-        var closed = false
-        /// The poll thread waits on `drained` for the reader to make room.
-        var waitingForRoom = false
-        /// `stopReading()` was called: readers get `nil`, the group membership stays.
-        var readingStopped = false
-    }
+    private typealias Reader = CheckedContinuation<KafkaMessage?, Never>
 
     /// How long the buffer may stay full before the partitions are paused.
     static let pauseAfter: DispatchTimeInterval = .milliseconds(500)
 
     let capacity: Int
-    private let resumeLevel: Int
     private let rebalanceHandler: RebalanceHandler
-    private let state = Mutex(State())
+    private let state: Mutex<ConsumerStateMachine<Reader>>
     /// Signalled by the reader when it takes the buffer down to half while the poll thread waits for room.
     private let drained = DispatchSemaphore(value: 0)
     private var queue: OpaquePointer!
@@ -66,8 +42,9 @@ final class ConsumerClient: RDKafkaClient, @unchecked Sendable {
         configuration: KafkaConfiguration, source: Source, capacity: Int, rebalanceHandler: RebalanceHandler,
         logger: Logger, onError: @escaping @Sendable (KafkaError) -> Void
     ) throws {
-        self.capacity = max(1, capacity)
-        resumeLevel = self.capacity / 2
+        let machine = ConsumerStateMachine<Reader>(capacity: capacity)
+        self.capacity = machine.capacity
+        state = Mutex(machine)
         self.rebalanceHandler = rebalanceHandler
         try super.init(type: RD_KAFKA_CONSUMER, configuration: configuration, logger: logger, onError: onError) {
             try KafkaConfiguration.apply("enable.auto.offset.store", "false", to: $0)
@@ -87,7 +64,7 @@ final class ConsumerClient: RDKafkaClient, @unchecked Sendable {
                 try TopicPartition.withNativeList(partitions.map { ($0, nil) }) {
                     try KafkaError.check(rd_kafka_assign(handle, $0), "assigning \(partitions.sorted())")
                 }
-                state.withLock { $0.assignment = Set(partitions) }
+                state.withLock { $0.assigned(partitions) }
                 logger.info("assigned \(partitions.sorted())")
             }
             pollThread = try DedicatedThread.start(name: "sluice-kcons") { [self] in pollLoop() }
@@ -103,14 +80,14 @@ final class ConsumerClient: RDKafkaClient, @unchecked Sendable {
     private func pollLoop() {
         var decoder = MessageDecoder()
         var batch = [UnsafeMutablePointer<rd_kafka_message_t>?](repeating: nil, count: 256)
-        while !state.withLock({ $0.stopping }) {
+        while state.withLock({ $0.isPolling }) {
             reconcilePauses()
             if waitForRoom() { continue }
             // Blocks until a record or event; rd_kafka_queue_yield wakes it for a stop or a resume.
             guard let first = rd_kafka_consumer_poll(handle, 1000) else { continue }
             accept(first, &decoder)
             // Take what else is ready without waiting, up to the room left in the buffer.
-            let room = min(batch.count, state.withLock { capacity - $0.buffer.count })
+            let room = min(batch.count, state.withLock { $0.roomLeft })
             guard room > 0 else { continue }
             let count = batch.withUnsafeMutableBufferPointer {
                 rd_kafka_consume_batch_queue(queue, 0, $0.baseAddress, room)
@@ -131,48 +108,23 @@ final class ConsumerClient: RDKafkaClient, @unchecked Sendable {
             return
         }
         let message = decoder.decode(native)
-        let waiter = state.withLock { state -> Waiter? in
-            if let waiter = state.waiters.popFirst() { return waiter }
-            state.buffer.append(message)
-            return nil
-        }
-        waiter?.continuation.resume(returning: message)
+        state.withLock { $0.arrived(message) }?.resume(returning: message)
     }
 
     /// While the buffer is full (and the partitions not yet paused for it), waits for the reader to take it down to
     /// half, at most ``pauseAfter``; if it is still full then, asks for the partitions to be paused.
     /// - Returns: whether it waited (the loop then starts over).
     private func waitForRoom() -> Bool {
-        let full = state.withLock { state -> Bool in
-            guard state.buffer.count >= capacity, !state.backpressure, !state.stopping else { return false }
-            state.waitingForRoom = true
-            return true
-        }
-        guard full else { return false }
+        guard state.withLock({ $0.startWaitingForRoom() }) else { return false }
         let outcome = drained.wait(timeout: .now() + Self.pauseAfter)
-        state.withLock { state in
-            state.waitingForRoom = false
-            if outcome == .timedOut && state.buffer.count >= capacity { state.pauseStale = true }
-        }
+        state.withLock { $0.roomWaitEnded(timedOut: outcome == .timedOut) }
         return true
     }
 
     /// Brings librdkafka's paused set to what backpressure and the user ask for. Poll thread only (or the closing
     /// thread once the poll thread has ended).
     private func reconcilePauses() {
-        let change = state.withLock { state -> (pause: [TopicPartition], resume: [TopicPartition])? in
-            guard state.pauseStale else { return nil }
-            state.pauseStale = false
-            if state.buffer.count >= capacity {
-                state.backpressure = true
-            } else if state.buffer.count <= resumeLevel {
-                state.backpressure = false
-            }
-            let wanted = state.backpressure ? state.assignment : state.pausedByUser.intersection(state.assignment)
-            defer { state.pausedNow = wanted }
-            return (Array(wanted.subtracting(state.pausedNow)), Array(state.pausedNow.subtracting(wanted)))
-        }
-        guard let change else { return }
+        guard let change = state.withLock({ $0.reconcilePauses() }) else { return }
         setPaused(change.pause, true)
         setPaused(change.resume, false)
     }
@@ -212,10 +164,7 @@ final class ConsumerClient: RDKafkaClient, @unchecked Sendable {
                 logger.error("\(failure)")
                 onError(failure)
             }
-            state.withLock { state in
-                state.assignment.formUnion(partitions)
-                state.pauseStale = true
-            }
+            state.withLock { $0.assigned(partitions) }
             reconcilePauses()
             logger.info("assigned \(partitions.sorted())")
             rebalanceHandler.partitionsAssigned(partitions)
@@ -223,16 +172,11 @@ final class ConsumerClient: RDKafkaClient, @unchecked Sendable {
             let lost = rd_kafka_assignment_lost(handle) != 0
             let revoked = Set(partitions)
             // Buffered records of these partitions are not handed out any more: their next owner reads them.
-            state.withLock { $0.buffer.removeAll { revoked.contains($0.topicPartition) } }
+            state.withLock { $0.revoking(revoked) }
             logger.info("revoking \(partitions.sorted())\(lost ? " (lost)" : "")")
             // The partitions are still assigned while the hook runs, so it can store offsets for them.
             runBlocking { await self.rebalanceHandler.partitionsRevoked(partitions, lost) }
-            let stillPaused = state.withLock { state -> [TopicPartition] in
-                state.assignment.subtract(revoked)
-                state.pausedByUser.subtract(revoked)
-                defer { state.pausedNow.subtract(revoked) }
-                return Array(state.pausedNow.intersection(revoked))
-            }
+            let stillPaused = state.withLock { $0.revoked(revoked) }
             // librdkafka keeps a partition's pause across reassignment; clear it so a later assignment starts clean.
             setPaused(stillPaused, false)
             // A refused commit means the partitions' next owner re-reads from the last committed offset.
@@ -250,10 +194,7 @@ final class ConsumerClient: RDKafkaClient, @unchecked Sendable {
             logger.error("\(error)")
             onError(error)
             _ = rd_kafka_assign(handle, nil)
-            state.withLock { state in
-                state.assignment.removeAll()
-                state.pauseStale = true
-            }
+            state.withLock { $0.assignmentLost() }
         }
     }
 
@@ -281,32 +222,22 @@ final class ConsumerClient: RDKafkaClient, @unchecked Sendable {
 
     // MARK: - Reading records
 
-    /// The next record, waiting for one if the buffer is empty; `nil` once the consumer is closed or the calling task
-    /// is cancelled.
+    /// The next record, waiting for one if the buffer is empty; `nil` once reading stopped, the consumer is closed or
+    /// the calling task is cancelled.
     func next() async -> KafkaMessage? {
-        if state.withLock({ $0.readingStopped }) { return nil }
         if let ready = takeBuffered() { return ready }
-        let id = state.withLock { state in
-            defer { state.nextWaiterID &+= 1 }
-            return state.nextWaiterID
-        }
+        let id = state.withLock { $0.makeReaderID() }
         return await withTaskCancellationHandler {
-            await withCheckedContinuation { continuation in
-                let ready = state.withLock { state -> KafkaMessage?? in
-                    if let message = state.buffer.popFirst() { return .some(message) }
-                    // A task cancelled before it got here would never be woken by the cancellation handler.
-                    if state.closed || state.readingStopped || Task.isCancelled { return .some(nil) }
-                    state.waiters.append(Waiter(id: id, continuation: continuation))
-                    return .none
+            await withCheckedContinuation { reader in
+                // A task cancelled before it got here would never be woken by the cancellation handler.
+                let read = state.withLock { $0.read(reader, id: id, cancelled: Task.isCancelled) }
+                if case .now(let message, let wake) = read {
+                    perform(wake)
+                    reader.resume(returning: message)
                 }
-                if let ready { continuation.resume(returning: ready) }
             }
         } onCancel: {
-            let waiter = state.withLock { state -> Waiter? in
-                guard let index = state.waiters.firstIndex(where: { $0.id == id }) else { return nil }
-                return state.waiters.remove(at: index)
-            }
-            waiter?.continuation.resume(returning: nil)
+            state.withLock { $0.cancel(reader: id) }?.resume(returning: nil)
         }
     }
 
@@ -319,29 +250,22 @@ final class ConsumerClient: RDKafkaClient, @unchecked Sendable {
         return batch
     }
 
+    /// A buffered record, unless reading stopped.
     private func takeBuffered() -> KafkaMessage? {
-        let (message, wake, room) = state.withLock { state -> (KafkaMessage?, Bool, Bool) in
-            guard let message = state.buffer.popFirst() else { return (nil, false, false) }
-            let wake = state.backpressure && !state.pauseStale && state.buffer.count <= resumeLevel
-            if wake { state.pauseStale = true }
-            let room = state.waitingForRoom && state.buffer.count <= resumeLevel
-            if room { state.waitingForRoom = false }
-            return (message, wake, room)
-        }
-        if wake { wakePollThread() }
-        if room { drained.signal() }
+        guard let (message, wake) = state.withLock({ $0.readingStopped ? nil : $0.takeBuffered() }) else { return nil }
+        perform(wake)
         return message
+    }
+
+    private func perform(_ wake: ConsumerStateMachine<Reader>.Wake) {
+        if wake.pollThread { wakePollThread() }
+        if wake.roomWaiter { drained.signal() }
     }
 
     /// Ends the record sequence for its readers (waiting ones get `nil` now) while the consumer stays in its group,
     /// so that work in flight can still store and commit its offsets.
     func stopReading() {
-        let waiters = state.withLock { state in
-            state.readingStopped = true
-            defer { state.waiters.removeAll() }
-            return state.waiters
-        }
-        for waiter in waiters { waiter.continuation.resume(returning: nil) }
+        for reader in state.withLock({ $0.stopReading() }) { reader.resume(returning: nil) }
     }
 
     // MARK: - Offsets, pausing, assignment
@@ -360,7 +284,7 @@ final class ConsumerClient: RDKafkaClient, @unchecked Sendable {
 
     func commit() async throws {
         try await DedicatedThread.run(name: "sluice-kcommit") { [self] in
-            guard !state.withLock({ $0.closed }) else { throw KafkaError.closed("committing") }
+            guard !state.withLock({ $0.isClosed }) else { throw KafkaError.closed("committing") }
             if let error = commitStoredOffsets(context: "committing") { throw error }
         }
     }
@@ -368,7 +292,7 @@ final class ConsumerClient: RDKafkaClient, @unchecked Sendable {
     func committedOffsets(_ partitions: [TopicPartition], timeout: Duration) async throws -> [TopicPartition: Int64] {
         let milliseconds = ProducerClient.milliseconds(timeout)
         return try await DedicatedThread.run(name: "sluice-kcommitted") { [self] in
-            guard !state.withLock({ $0.closed }) else { throw KafkaError.closed("reading committed offsets") }
+            guard !state.withLock({ $0.isClosed }) else { throw KafkaError.closed("reading committed offsets") }
             return try TopicPartition.withNativeList(partitions.map { ($0, nil) }) { list in
                 try KafkaError.check(rd_kafka_committed(handle, list, milliseconds), "reading committed offsets")
                 var offsets: [TopicPartition: Int64] = [:]
@@ -382,10 +306,7 @@ final class ConsumerClient: RDKafkaClient, @unchecked Sendable {
     }
 
     func setPausedByUser(_ partitions: [TopicPartition], _ paused: Bool) {
-        state.withLock { state in
-            if paused { state.pausedByUser.formUnion(partitions) } else { state.pausedByUser.subtract(partitions) }
-            state.pauseStale = true
-        }
+        state.withLock { $0.setPausedByUser(partitions, paused) }
         wakePollThread()
     }
 
@@ -394,7 +315,7 @@ final class ConsumerClient: RDKafkaClient, @unchecked Sendable {
     func highWatermarks(_ partitions: [TopicPartition]) -> [TopicPartition: Int64] {
         // Under the lock: `shutdown` marks the client closed under it before it destroys the handle.
         state.withLock { state in
-            guard !state.closed else { return [:] }
+            guard !state.isClosed else { return [:] }
             var watermarks: [TopicPartition: Int64] = [:]
             for partition in partitions {
                 var low: Int64 = -1
@@ -413,11 +334,7 @@ final class ConsumerClient: RDKafkaClient, @unchecked Sendable {
     /// Stops the poll thread, leaves the group (running the revoke hook and committing, when `leaveGroup`), ends the
     /// record sequence and destroys the handle. Blocks; idempotent.
     func shutdown(leaveGroup: Bool) {
-        let first = state.withLock { state in
-            defer { state.stopping = true }
-            return !state.stopping
-        }
-        guard first else { return }
+        guard state.withLock({ $0.beginShutdown() }) else { return }
         wakePollThread()
         drained.signal()
         pollThread?.join()
@@ -426,13 +343,7 @@ final class ConsumerClient: RDKafkaClient, @unchecked Sendable {
             let err = rd_kafka_consumer_close(handle)
             if err != RD_KAFKA_RESP_ERR_NO_ERROR { logger.warning("\(KafkaError(err, "leaving the group"))") }
         }
-        let waiters = state.withLock { state in
-            state.closed = true
-            state.buffer.removeAll()
-            defer { state.waiters.removeAll() }
-            return state.waiters
-        }
-        for waiter in waiters { waiter.continuation.resume(returning: nil) }
+        for reader in state.withLock({ $0.close() }) { reader.resume(returning: nil) }
         rd_kafka_queue_destroy(queue)
         destroyHandle(flags: leaveGroup ? 0 : Int32(RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE))
     }
