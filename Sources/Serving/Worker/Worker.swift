@@ -13,31 +13,9 @@ import Synchronization
 ///   earlier request of its partition is too; in BATCH the response is produced only after the run's events are
 ///   acknowledged. librdkafka's auto-commit commits what is stored; a revoke and a stop commit at once.
 public final class Worker: Service, Sendable {
-    /// A wait for a condition on the state that only the end of a request can make true.
-    private struct ProgressWaiter {
-        let isDone: @Sendable (State) -> Bool
-        let continuation: CheckedContinuation<Bool, Never>
-    }
-
-    private struct State {
-        var phase = WorkerHealth.Status.starting
-        /// ``Worker/stop()`` was called (the phase never leaves `stopping`).
-        var stopping: Bool { phase == .stopping }
-        var watermarks: [TopicPartition: OffsetWatermark] = [:]
-        /// Slots under `concurrency` held by reading lanes and by requests waiting for their acknowledgements.
-        var slotsTaken = 0
-        /// Requests taken from the consumer and not yet finished.
-        var requests = 0
-        var slotWaiters: [CheckedContinuation<Void, Never>] = []
-        /// Drains and revokes waiting for requests to end, by id; checked whenever a slot is freed.
-        var progressWaiters: [UInt64: ProgressWaiter] = [:]
-        var nextWaiterID: UInt64 = 0
-        var consumer: KafkaConsumer?
-        /// Requests whose delivery is being retried after an error worth retrying.
-        var retrying = 0
-        /// While `retrying > 0`: when the first of them failed, or the last acknowledgement since.
-        var lastProgress: ContinuousClock.Instant?
-    }
+    private typealias State = WorkerStateMachine<
+        KafkaConsumer, CheckedContinuation<Void, Never>, CheckedContinuation<Bool, Never>
+    >
 
     public let configuration: WorkerConfiguration
     public let metrics: WorkerMetrics
@@ -47,7 +25,7 @@ public final class Worker: Service, Sendable {
     private let recordLimit: Int
     private let tracker: KafkaTracker?
     private let runner: PipelineRunner
-    private let state = Mutex(State())
+    private let state: Mutex<State>
 
     /// A request whose response was acknowledged in the producer's current delivery round.
     private struct Acknowledged {
@@ -67,6 +45,7 @@ public final class Worker: Service, Sendable {
     public init(configuration: WorkerConfiguration, logger: Logger) throws {
         self.configuration = configuration
         self.logger = logger
+        state = Mutex(State(concurrency: configuration.concurrency))
         metrics = WorkerMetrics(pipeline: configuration.pipeline.name, capture: configuration.capture.label)
         var producerSettings = configuration.kafka
         if producerSettings["message.max.bytes"] == nil {
@@ -110,14 +89,11 @@ public final class Worker: Service, Sendable {
 
     public var health: WorkerHealth {
         let now = ContinuousClock.now
-        return state.withLock { state in
-            var status = state.phase
-            if status == .serving, let since = state.lastProgress, now - since > configuration.deliveryStallLimit {
-                status = .stalled
-            }
-            return WorkerHealth(
-                status: status, assignedPartitions: state.consumer?.assignment.count ?? 0, inFlight: state.requests)
+        let (status, consumer, requests) = state.withLock { state in
+            (state.status(at: now, stallLimit: configuration.deliveryStallLimit), state.consumer, state.requests)
         }
+        // Outside the state lock: the consumer takes its own.
+        return WorkerHealth(status: status, assignedPartitions: consumer?.assignment.count ?? 0, inFlight: requests)
     }
 
     /// The Prometheus text of ``metrics`` with the current gauges.
@@ -156,11 +132,7 @@ public final class Worker: Service, Sendable {
                 await revoked(partitions, lost: lost)
             }),
             logger: logger)
-        let stopped = state.withLock { state -> Bool in
-            state.consumer = consumer
-            if !state.stopping { state.phase = .serving }
-            return state.stopping
-        }
+        let stopped = state.withLock { $0.consumerCreated(consumer) }
         if stopped { consumer.stopReading() }
         let reader = Task { [self] in await read(consumer) }
         logger.info(
@@ -209,12 +181,8 @@ public final class Worker: Service, Sendable {
 
     /// Stops taking requests; ``run()`` then drains and returns. Requests being run are not cancelled.
     public func stop() {
-        let consumer = state.withLock { state -> KafkaConsumer? in
-            state.phase = .stopping
-            defer { state.slotWaiters.removeAll() }
-            for waiter in state.slotWaiters { waiter.resume() }
-            return state.consumer
-        }
+        let (consumer, slotWaiters) = state.withLock { $0.stop() }
+        for waiter in slotWaiters { waiter.resume() }
         tracker?.releaseRoomWaits()
         consumer?.stopReading()
     }
@@ -235,10 +203,7 @@ public final class Worker: Service, Sendable {
                             releaseSlots(endingRequests: false)
                             return
                         }
-                        state.withLock { state in
-                            state.requests += 1
-                            state.watermarks[message.topicPartition, default: OffsetWatermark()].begin(message.offset)
-                        }
+                        state.withLock { $0.begin(message.topicPartition, offset: message.offset) }
                         await handle(message)
                     }
                 }
@@ -258,22 +223,9 @@ public final class Worker: Service, Sendable {
     /// Waits for room under `concurrency`; `false` when stopping.
     private func acquireSlot() async -> Bool {
         while true {
-            let granted = state.withLock { state -> Bool? in
-                if state.stopping { return false }
-                if state.slotsTaken < configuration.concurrency {
-                    state.slotsTaken += 1
-                    return true
-                }
-                return nil
-            }
-            if let granted { return granted }
+            if let granted = state.withLock({ $0.acquireSlot() }) { return granted }
             await withCheckedContinuation { continuation in
-                let ready = state.withLock { state -> Bool in
-                    if state.stopping || state.slotsTaken < configuration.concurrency { return true }
-                    state.slotWaiters.append(continuation)
-                    return false
-                }
-                if ready { continuation.resume() }
+                if !state.withLock({ $0.waitForSlot(continuation) }) { continuation.resume() }
             }
         }
     }
@@ -281,19 +233,9 @@ public final class Worker: Service, Sendable {
     /// Frees `count` slots, and ends their requests if they held them: wakes a reader waiting for a slot per slot
     /// (one slot serves one reader), and the drains and revokes whose wait is over.
     private func releaseSlots(_ count: Int = 1, endingRequests: Bool) {
-        let (slotWaiters, progressed) = state.withLock {
-            state -> (ArraySlice<CheckedContinuation<Void, Never>>, [ProgressWaiter]) in
-            state.slotsTaken -= count
-            if endingRequests { state.requests -= count }
-            let woken = state.slotWaiters.prefix(count)
-            state.slotWaiters.removeFirst(woken.count)
-            guard !state.progressWaiters.isEmpty else { return (woken, []) }
-            let done = state.progressWaiters.filter { $0.value.isDone(state) }
-            for id in done.keys { state.progressWaiters[id] = nil }
-            return (woken, Array(done.values))
-        }
+        let (slotWaiters, progressed) = state.withLock { $0.releaseSlots(count, endingRequests: endingRequests) }
         for waiter in slotWaiters { waiter.resume() }
-        for waiter in progressed { waiter.continuation.resume(returning: true) }
+        for waiter in progressed { waiter.resume(returning: true) }
     }
 
     /// Waits until `isDone` holds for the state, checked now and whenever a request ends, or until `deadline`.
@@ -301,25 +243,18 @@ public final class Worker: Service, Sendable {
     private func waitForRequests(
         until deadline: ContinuousClock.Instant, _ isDone: @escaping @Sendable (State) -> Bool
     ) async -> Bool {
-        let id = state.withLock { state in
-            defer { state.nextWaiterID &+= 1 }
-            return state.nextWaiterID
-        }
+        let id = state.withLock { $0.makeWaitID() }
         return await withTaskGroup(of: Bool.self) { group in
             group.addTask { [self] in
                 await withTaskCancellationHandler {
                     await withCheckedContinuation { continuation in
-                        let outcome = state.withLock { state -> Bool? in
-                            if isDone(state) { return true }
-                            if Task.isCancelled { return false }
-                            state.progressWaiters[id] = ProgressWaiter(isDone: isDone, continuation: continuation)
-                            return nil
+                        let outcome = state.withLock {
+                            $0.waitForProgress(id: id, until: isDone, continuation, cancelled: Task.isCancelled)
                         }
                         if let outcome { continuation.resume(returning: outcome) }
                     }
                 } onCancel: {
-                    let waiter = state.withLock { $0.progressWaiters.removeValue(forKey: id) }
-                    waiter?.continuation.resume(returning: false)
+                    state.withLock { $0.cancelProgressWait(id: id) }?.resume(returning: false)
                 }
             }
             group.addTask {
@@ -356,16 +291,13 @@ public final class Worker: Service, Sendable {
         if !lost {
             let finished = await waitForRequests(until: .now + configuration.drainTimeout) { state in
                 // Once stopping with no slot taken, what is left was given up by the drain: nothing will end.
-                revoked.allSatisfy { (state.watermarks[$0]?.count ?? 0) == 0 }
-                    || (state.stopping && state.slotsTaken == 0)
+                revoked.allSatisfy { state.inFlight(of: $0) == 0 } || (state.isStopping && state.slotsTaken == 0)
             }
             if !finished {
                 logger.warning("revoking \(partitions.sorted()) with requests still running: they are served again")
             }
         }
-        state.withLock { state in
-            for partition in revoked { state.watermarks[partition] = nil }
-        }
+        state.withLock { $0.forget(revoked) }
     }
 
     // MARK: - Serving one request
@@ -587,24 +519,18 @@ public final class Worker: Service, Sendable {
     /// Waits before another try (up to a second); `false` when the worker is stopping: the request is then served
     /// again after a restart.
     private func retryLater(_ attempt: Int) async -> Bool {
-        if state.withLock({ $0.stopping }) { return false }
+        if state.withLock({ $0.isStopping }) { return false }
         try? await Task.sleep(for: .milliseconds(min(1000, 10 << min(attempt, 7))))
-        return !state.withLock { $0.stopping }
+        return !state.withLock { $0.isStopping }
     }
 
     private func beginRetrying() {
         let now = ContinuousClock.now
-        state.withLock { state in
-            if state.retrying == 0 { state.lastProgress = now }
-            state.retrying += 1
-        }
+        state.withLock { $0.beginRetrying(at: now) }
     }
 
     private func endRetrying() {
-        state.withLock { state in
-            state.retrying -= 1
-            if state.retrying == 0 { state.lastProgress = nil }
-        }
+        state.withLock { $0.endRetrying() }
     }
 
     /// Finishes the requests acknowledged in the delivery round that just ended.
@@ -617,27 +543,11 @@ public final class Worker: Service, Sendable {
     /// The requests are done: count their responses, move their partitions' watermarks, store the offsets they
     /// allow and free their slots.
     private func finish(_ requests: [Acknowledged]) {
-        let now = Timestamps.monotonicMicros()
-        metrics.recordResponses(requests.lazy.map { ($0.code, Double(now - $0.started) / 1_000_000) })
+        let micros = Timestamps.monotonicMicros()
+        metrics.recordResponses(requests.lazy.map { ($0.code, Double(micros - $0.started) / 1_000_000) })
+        let now = ContinuousClock.now
         let (offsets, consumer) = state.withLock { state in
-            // Deliveries are retried: this acknowledgement is progress.
-            if state.lastProgress != nil { state.lastProgress = .now }
-            var offsets: [TopicPartition: Int64] = [:]
-            // The watermark of the partition being finished is out of the dictionary, put back when the partition
-            // changes: finishing through the dictionary's subscript nests three `modify` accessors, and each
-            // allocated its frame (three mallocs a request).
-            var partition: TopicPartition?
-            var watermark: OffsetWatermark?
-            for request in requests {
-                if request.partition != partition {
-                    if let partition, let watermark { state.watermarks[partition] = watermark }
-                    partition = request.partition
-                    watermark = state.watermarks.removeValue(forKey: request.partition)
-                }
-                if let next = watermark?.finish(request.offset) { offsets[request.partition] = next }
-            }
-            if let partition, let watermark { state.watermarks[partition] = watermark }
-            return (offsets, state.consumer)
+            (state.finish(requests.lazy.map { (partition: $0.partition, offset: $0.offset) }, at: now), state.consumer)
         }
         if let consumer, !offsets.isEmpty {
             do {
