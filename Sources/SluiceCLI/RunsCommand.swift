@@ -43,17 +43,14 @@ struct RunsCommand: ParsableCommand {
         @Option(name: .long, help: "Only runs of this pipeline.")
         var pipeline: String?
 
-        @Option(name: .long, help: "Only runs with this status: completed, failed or incomplete.")
-        var status: String?
+        @Option(name: .long, help: "Only runs with this status.")
+        var status: RunStatus?
 
         @Option(name: .long, help: "At most this many runs.")
         var limit = 20
 
         func validate() throws {
             guard limit >= 1 else { throw ValidationError("--limit \(limit) must be at least 1") }
-            if let status, !["completed", "failed", "incomplete"].contains(status) {
-                throw ValidationError("--status '\(status)' is not one of completed, failed, incomplete")
-            }
         }
 
         func run() throws {
@@ -66,7 +63,8 @@ struct RunsCommand: ParsableCommand {
             for run in runs {
                 print(
                     [
-                        pad(run.runID, 32), pad("\(run.attempt)", 7), pad(run.pipeline, 16), pad(run.status, 10),
+                        pad(run.runID, 32), pad("\(run.attempt)", 7), pad(run.pipeline, 16),
+                        pad(run.status.rawValue, 10),
                         pad(run.capture, 8), pad(run.startedMicros.map(utc) ?? "-", 26),
                         pad(run.durationMicros.map(duration) ?? "-", 10), "\(run.steps)",
                     ].joined(separator: " "))
@@ -303,3 +301,5 @@ private struct RunView {
         return lines.joined(separator: "\n")
     }
 }
+
+extension RunStatus: ExpressibleByArgument {}

@@ -6,14 +6,6 @@ import Pipelines
 /// Everything in the line comes from the events and their offsets, never from the clock or the materializer's
 /// settings other than the store's inline limit: replaying the same log gives the same bytes.
 struct RunFold {
-    /// How a fold ended.
-    enum Status: String {
-        case completed
-        case failed
-        /// No terminal event: a later attempt of the same run began, or the partition moved on too far without it.
-        case incomplete
-    }
-
     let runID: String
     let attempt: Int
     let firstOffset: Int64
@@ -36,7 +28,8 @@ struct RunFold {
     private var steps: [StepFold] = []
     private var stepIndex: [String: Int] = [:]
     private var logs: [(micros: Int64, stepRun: String?, level: String, message: String)] = []
-    private(set) var status: Status?
+    /// How the fold ended; `nil` while open.
+    private(set) var status: RunStatus?
     private(set) var terminalOffset: Int64?
     private var endedMicros: Int64?
     private var durationMicros: Int64?
@@ -79,13 +72,13 @@ struct RunFold {
             update(step) { fold in
                 fold.attempts = max(fold.attempts, attempt)
                 if fold.startedMicros == nil { fold.startedMicros = event.timestamp }
-                fold.status = "running"
+                fold.status = .running
                 fold.inputs = inputs
             }
         case .stepCompleted(let step, let attempt, let duration, let output):
             update(step) { fold in
                 fold.attempts = max(fold.attempts, attempt)
-                fold.status = "completed"
+                fold.status = .completed
                 fold.endedMicros = event.timestamp
                 fold.durationMicros = duration
                 fold.output = output
@@ -93,7 +86,7 @@ struct RunFold {
             }
         case .stepCached(let step, let inputs, let output, let cachedFrom):
             update(step) { fold in
-                fold.status = "cached"
+                fold.status = .cached
                 fold.startedMicros = fold.startedMicros ?? event.timestamp
                 fold.endedMicros = event.timestamp
                 fold.inputs = inputs
@@ -103,7 +96,7 @@ struct RunFold {
         case .stepFailed(let step, let attempt, let duration, let error, let retrying):
             update(step) { fold in
                 fold.attempts = max(fold.attempts, attempt)
-                fold.status = retrying ? "retrying" : "failed"
+                fold.status = retrying ? .retrying : .failed
                 fold.endedMicros = event.timestamp
                 fold.durationMicros = duration
                 fold.error = error
@@ -133,7 +126,7 @@ struct RunFold {
         close(.incomplete, at: offset, micros: nil)
     }
 
-    private mutating func close(_ status: Status, at offset: Int64, micros: Int64?) {
+    private mutating func close(_ status: RunStatus, at offset: Int64, micros: Int64?) {
         self.status = status
         terminalOffset = offset
         endedMicros = micros
@@ -209,7 +202,7 @@ struct RunFold {
             out.field("run_id", runID)
             out.field("attempt", attempt)
             out.field("pipeline", pipeline)
-            out.field("status", status?.rawValue ?? "incomplete")
+            out.field("status", (status ?? .incomplete).rawValue)
             out.field("capture", capture)
             out.field("request_id", requestID)
             out.field("worker", worker)
@@ -231,7 +224,7 @@ struct RunFold {
                         out.field("step_run", step.stepRun)
                         out.field("step", step.step)
                         out.field("version", step.version)
-                        out.field("status", step.status)
+                        out.field("status", step.status.rawValue)
                         out.field("attempts", step.attempts)
                         timings(step.startedMicros, step.endedMicros, step.durationMicros, into: &out)
                         out.key("inputs")
@@ -283,9 +276,7 @@ struct StepFold {
     var step: String
     let stepRun: String
     var version: Int
-    /// `running` (started, no outcome yet), `completed`, `cached`, `retrying` (failed, another attempt follows),
-    /// `failed`.
-    var status = "running"
+    var status = StepRunStatus.running
     var attempts = 0
     var startedMicros: Int64?
     var endedMicros: Int64?

@@ -5,7 +5,7 @@ public struct IndexedRun: Sendable, Hashable {
     public var runID: String
     public var attempt: Int
     public var pipeline: String
-    public var status: String
+    public var status: RunStatus
     public var capture: String
     public var requestID: String?
     public var startedMicros: Int64?
@@ -142,7 +142,7 @@ public final class StoreIndex {
                     try addRun.run(
                         place + [
                             .integer(Int64(line.count)), .text(entry.run.runID), .integer(Int64(entry.run.attempt)),
-                            .text(entry.run.pipeline), .text(entry.run.status), .text(entry.run.capture),
+                            .text(entry.run.pipeline), .text(entry.run.status.rawValue), .text(entry.run.capture),
                             .optional(entry.run.requestID), .optional(entry.run.startedMicros),
                             .optional(entry.run.durationMicros), .integer(Int64(entry.run.steps)),
                         ])
@@ -167,14 +167,14 @@ public final class StoreIndex {
         "run_id, attempt, pipeline, status, capture, request_id, started_us, duration_us, steps, segments.path, line_offset, line_length"
 
     /// Runs, newest first: of `pipeline` and with `status` when given, at most `limit`.
-    public func runs(pipeline: String? = nil, status: String? = nil, limit: Int = 50) throws -> [IndexedRun] {
+    public func runs(pipeline: String? = nil, status: RunStatus? = nil, limit: Int = 50) throws -> [IndexedRun] {
         let query = try database.prepare(
             """
             SELECT \(Self.runColumns) FROM runs JOIN segments ON segments.id = runs.segment
             WHERE (?1 IS NULL OR pipeline = ?1) AND (?2 IS NULL OR status = ?2)
             ORDER BY started_us DESC, segment DESC, line_offset DESC LIMIT ?3
             """)
-        try query.bind([.optional(pipeline), .optional(status), .integer(Int64(limit))])
+        try query.bind([.optional(pipeline), .optional(status?.rawValue), .integer(Int64(limit))])
         return try Self.rows(query)
     }
 
@@ -242,7 +242,8 @@ public final class StoreIndex {
             runs.append(
                 IndexedRun(
                     runID: query.text(0) ?? "", attempt: Int(query.integer(1) ?? 0), pipeline: query.text(2) ?? "",
-                    status: query.text(3) ?? "", capture: query.text(4) ?? "", requestID: query.text(5),
+                    status: query.text(3).flatMap(RunStatus.init(rawValue:)) ?? .incomplete,
+                    capture: query.text(4) ?? "", requestID: query.text(5),
                     startedMicros: query.integer(6), durationMicros: query.integer(7),
                     steps: Int(query.integer(8) ?? 0), segment: query.text(9) ?? "",
                     lineOffset: query.integer(10) ?? 0, lineLength: Int(query.integer(11) ?? 0)))
@@ -305,9 +306,12 @@ private struct IndexEntry {
                     try add("output", in: step, .produced, stepRun)
                     return 1
                 }?.count ?? 0
+            guard let status = try string("status", in: fields).flatMap(RunStatus.init(rawValue:)) else {
+                throw StoreError(message: "a run's line without a status of \(RunStatus.allCases.map(\.rawValue))")
+            }
             let run = IndexedRun(
                 runID: try string("run_id", in: fields) ?? "", attempt: Int(try integer("attempt", in: fields) ?? 1),
-                pipeline: try string("pipeline", in: fields) ?? "", status: try string("status", in: fields) ?? "",
+                pipeline: try string("pipeline", in: fields) ?? "", status: status,
                 capture: try string("capture", in: fields) ?? "", requestID: try string("request_id", in: fields),
                 startedMicros: try integer("started_us", in: fields),
                 durationMicros: try integer("duration_us", in: fields),
