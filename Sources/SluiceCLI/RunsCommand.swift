@@ -160,69 +160,16 @@ private func duration(_ micros: Int64) -> String {
     micros < 10_000 ? "\(micros) µs" : String(format: "%.1f ms", Double(micros) / 1000)
 }
 
-/// A run's line, read for display.
+/// A stored run, shown as text or as a Graphviz DAG.
 private struct RunView {
-    struct Artifact {
-        var id: String
-        var type: String
-        var sha256: String?
-        var size: Int
-        var producedBy: String?
-        var file: String?
-        var value: JSONValue?
+    let run: StoredRun
+
+    init(_ run: StoredRun) {
+        self.run = run
     }
 
-    struct StepView {
-        var stepRun: String
-        var step: String
-        var status: String
-        var attempts: Int
-        var duration: Int64?
-        var inputs: [Artifact]
-        var output: Artifact?
-        var error: String?
-    }
-
-    var fields: [String: JSONValue]
-    var steps: [StepView] = []
-
-    init(_ line: JSONValue) {
-        if case .object(let fields) = line { self.fields = fields } else { fields = [:] }
-        if case .array(let list)? = fields["steps"] {
-            for case .object(let step) in list {
-                var inputs: [Artifact] = []
-                if case .array(let values)? = step["inputs"] { inputs = values.compactMap(Self.artifact) }
-                steps.append(
-                    StepView(
-                        stepRun: Self.string(step["step_run"]) ?? "?", step: Self.string(step["step"]) ?? "?",
-                        status: Self.string(step["status"]) ?? "?", attempts: Int(Self.integer(step["attempts"]) ?? 0),
-                        duration: Self.integer(step["duration_us"]), inputs: inputs,
-                        output: Self.artifact(step["output"]), error: Self.errorText(step["error"])))
-            }
-        }
-    }
-
-    static func string(_ value: JSONValue?) -> String? {
-        if case .string(let text)? = value { return text }
-        return nil
-    }
-
-    static func integer(_ value: JSONValue?) -> Int64? {
-        if case .int(let number)? = value { return number }
-        return nil
-    }
-
-    static func artifact(_ value: JSONValue?) -> Artifact? {
-        guard case .object(let fields)? = value else { return nil }
-        return Artifact(
-            id: string(fields["id"]) ?? "?", type: string(fields["type"]) ?? "?", sha256: string(fields["sha256"]),
-            size: Int(integer(fields["size"]) ?? 0), producedBy: string(fields["produced_by"]),
-            file: string(fields["file"]), value: fields["value"])
-    }
-
-    static func errorText(_ value: JSONValue?) -> String? {
-        guard case .object(let fields)? = value else { return nil }
-        return "\(string(fields["code"]) ?? "error"): \(string(fields["message"]) ?? "")"
+    private static func errorText(_ error: ErrorDetail?) -> String? {
+        error.map { "\($0.code): \($0.message)" }
     }
 
     /// The step run that produced an artifact id (`input` is the run's own input).
@@ -230,12 +177,12 @@ private struct RunView {
         id == "input" ? "input" : String(id.split(separator: "/").first ?? Substring(id))
     }
 
-    private static func describe(_ artifact: Artifact) -> String {
+    private static func describe(_ artifact: StoredRun.Artifact) -> String {
         var text = "\(artifact.type), \(artifact.size) B"
         if let sha256 = artifact.sha256 { text += ", sha256 \(sha256.prefix(12))…" }
         if let file = artifact.file { text += ", in \(file)" }
         if let value = artifact.value {
-            let json = String(decoding: CanonicalJSON.bytes(of: value), as: UTF8.self)
+            let json = String(decoding: value, as: UTF8.self)
             text += ": " + (json.count > 60 ? json.prefix(57) + "..." : json)
         }
         return text
@@ -243,30 +190,27 @@ private struct RunView {
 
     func text(delivery: Int, of deliveries: Int) -> String {
         var lines: [String] = []
-        let status = Self.string(fields["status"]) ?? "?"
+        lines.append("run \(run.runID) (delivery \(delivery) of \(deliveries) stored, attempt \(run.attempt))")
         lines.append(
-            "run \(Self.string(fields["run_id"]) ?? "?") (delivery \(delivery) of \(deliveries) stored, attempt \(Self.integer(fields["attempt"]) ?? 1))"
-        )
-        lines.append(
-            "  pipeline \(Self.string(fields["pipeline"]) ?? "?"), \(status), capture \(Self.string(fields["capture"]) ?? "?")"
-                + (Self.integer(fields["duration_us"]).map { ", \(duration($0))" } ?? "")
-                + (Self.integer(fields["started_us"]).map { ", started \(utc($0))" } ?? ""))
-        if let request = Self.string(fields["request_id"]) { lines.append("  request \(request)") }
-        if let worker = Self.string(fields["worker"]) { lines.append("  worker \(worker)") }
-        if let error = Self.errorText(fields["error"]) { lines.append("  error \(error)") }
-        if let input = Self.artifact(fields["input"]) { lines.append("input: \(Self.describe(input))") }
-        for step in steps {
-            let took = step.duration.map { ", \(duration($0))" } ?? ""
+            "  pipeline \(run.pipeline), \(run.status.rawValue), capture \(run.capture)"
+                + (run.durationMicros.map { ", \(duration($0))" } ?? "")
+                + (run.startedMicros.map { ", started \(utc($0))" } ?? ""))
+        if let request = run.requestID { lines.append("  request \(request)") }
+        if let worker = run.worker { lines.append("  worker \(worker)") }
+        if let error = Self.errorText(run.error) { lines.append("  error \(error)") }
+        if let input = run.input { lines.append("input: \(Self.describe(input))") }
+        for step in run.steps {
+            let took = step.durationMicros.map { ", \(duration($0))" } ?? ""
             let attempts = step.attempts > 1 ? ", \(step.attempts) attempts" : ""
-            lines.append("\(step.stepRun) [\(step.step)] \(step.status)\(took)\(attempts)")
+            lines.append("\(step.stepRun) [\(step.step)] \(step.status.rawValue)\(took)\(attempts)")
             for input in step.inputs {
                 let from = input.producedBy.map { "← \(Self.node(ofArtifact: $0))" } ?? "← (outside the run)"
                 lines.append("    in  \(input.id) \(from): \(Self.describe(input))")
             }
             if let output = step.output { lines.append("    out \(output.id): \(Self.describe(output))") }
-            if let error = step.error { lines.append("    error \(error)") }
+            if let error = Self.errorText(step.error) { lines.append("    error \(error)") }
         }
-        if let output = Self.artifact(fields["output"]) {
+        if let output = run.output {
             let from = output.producedBy.map { " ← \(Self.node(ofArtifact: $0))" } ?? ""
             lines.append("output\(from): \(Self.describe(output))")
         }
@@ -283,18 +227,19 @@ private struct RunView {
         }
         var lines = ["digraph run {", "  rankdir=LR;", "  node [shape=box, fontname=\"Helvetica\"];"]
         lines.append("  \"input\" [shape=ellipse];")
-        for step in steps {
-            let label = quoted(step.stepRun, step.status + (step.duration.map { ", \(duration($0))" } ?? ""))
+        for step in run.steps {
+            let label = quoted(
+                step.stepRun, step.status.rawValue + (step.durationMicros.map { ", \(duration($0))" } ?? ""))
             lines.append("  \(quoted(step.stepRun)) [label=\(label)];")
         }
         lines.append("  \"output\" [shape=ellipse];")
-        for step in steps {
+        for step in run.steps {
             for input in step.inputs {
                 let from = input.producedBy.map(Self.node(ofArtifact:)) ?? "input"
                 lines.append("  \(quoted(from)) -> \(quoted(step.stepRun)) [label=\(quoted(input.type))];")
             }
         }
-        if let output = Self.artifact(fields["output"]), let producer = output.producedBy {
+        if let output = run.output, let producer = output.producedBy {
             lines.append("  \(quoted(Self.node(ofArtifact: producer))) -> \"output\" [label=\(quoted(output.type))];")
         }
         lines.append("}")

@@ -296,3 +296,64 @@ struct FoldThreadsTests {
         #expect(try pool.map([1, 2, 3]) { $0 + 1 } == [2, 3, 4])
     }
 }
+
+@Suite("A run's line: one model, written and read back")
+struct StoredRunTests {
+    private func artifact(
+        _ id: String, value: String? = nil, file: String? = nil, producedBy: String? = nil
+    )
+        -> StoredRun.Artifact
+    {
+        StoredRun.Artifact(
+            id: id, type: "Int", sha256: String(repeating: "a", count: 64), size: 2,
+            value: value.map { Array($0.utf8) },
+            file: file, producedBy: producedBy, error: nil)
+    }
+
+    private var run: StoredRun {
+        StoredRun(
+            runID: "r1", attempt: 2, pipeline: "p", status: .failed, capture: "BATCH", requestID: "q1", worker: "w:1",
+            trace: nil, startedMicros: 10, endedMicros: 30, durationMicros: 20,
+            configuration: .object(["mode": .string("BATCH")]), input: artifact("input", value: "{\"a\":1}"),
+            output: nil, error: ErrorDetail(code: "step_failed", message: "no", step: "b"),
+            metadata: ["tokens": .int(3)],
+            steps: [
+                StoredRun.Step(
+                    stepRun: "a#1", step: "a", version: 1, status: .cached, attempts: 0, startedMicros: 11,
+                    endedMicros: 11, durationMicros: nil,
+                    inputs: [artifact("a#1/in0", value: "1", producedBy: "input")],
+                    output: artifact("a#1/out", file: "artifacts/aa/aaaa"),
+                    cachedFrom: CachedStepRun(runID: "r0", stepRun: "a#1"), error: nil, metadata: [:]),
+                StoredRun.Step(
+                    stepRun: "b#1", step: "b", version: 3, status: .failed, attempts: 2, startedMicros: 12,
+                    endedMicros: 29, durationMicros: 17, inputs: [], output: nil, cachedFrom: nil,
+                    error: ErrorDetail(code: "step_failed", message: "no", step: "b"), metadata: ["k": .bool(true)]),
+            ],
+            logs: [StoredRun.Log(micros: 13, stepRun: "b#1", level: "warning", message: "retrying")],
+            position: StoredRun.Position(
+                partition: 3, firstOffset: 100, terminalOffset: 108, terminalRank: 0, events: 9))
+    }
+
+    @Test func aLineReadBackIsWrittenAgainByteForByte() throws {
+        let line = run.line()
+        let read = try StoredRun(line: line)
+        #expect(read.line() == line)
+        #expect(read.status == .failed && read.steps.map(\.status) == [.cached, .failed])
+        #expect(read.steps[0].cachedFrom == CachedStepRun(runID: "r0", stepRun: "a#1"))
+        #expect(read.steps[0].output?.file == "artifacts/aa/aaaa" && read.steps[0].output?.value == nil)
+        #expect(read.position.terminalOffset == 108 && read.logs.first?.message == "retrying")
+    }
+
+    @Test(arguments: [
+        (#"{"run_id":"r"}"#, "attempt"),
+        (#"{"run_id":"r","attempt":1,"pipeline":"p","status":"done","capture":"BATCH"}"#, "status"),
+        (#"[1]"#, "not a JSON object"),
+    ])
+    func aMalformedLineIsAnErrorNamingTheMember(line: String, words: String) {
+        #expect {
+            try StoredRun(line: Array(line.utf8))
+        } throws: { error in
+            "\(error)".contains(words)
+        }
+    }
+}

@@ -158,116 +158,47 @@ struct RunFold {
     func line(
         partition: Int32, rank: Int, storeInlineLimit: Int
     ) -> (line: [UInt8], artifacts: [(sha256: String, value: [UInt8])]) {
-        var artifacts: [(sha256: String, value: [UInt8])] = []
-        var out = JSONWriter(capacity: 2048)
-        func artifact(_ ref: ArtifactRef?, into out: inout JSONWriter) {
-            guard let ref else { return out.null() }
-            out.object { out in
-                out.field("id", ref.id)
-                out.field("type", ref.type)
-                out.field("sha256", ref.sha256)
-                out.field("size", ref.size)
-                if let value = ref.inlineJSON {
-                    if value.count <= storeInlineLimit {
-                        out.key("value")
-                        out.raw(value)
-                    } else if let sha256 = ref.sha256, StoreNames.isSHA256(sha256),
-                        ContentHash.sha256(value) == sha256
-                    {
-                        artifacts.append((sha256, value))
-                        out.field("file", ArtifactFiles.relativePath(of: sha256))
-                    } else {
-                        // A value whose hash does not match is kept in the line, never under another value's name.
-                        out.key("value")
-                        out.raw(value)
-                        out.field("error", "the value's SHA-256 is not the sha256 its event gives")
-                    }
-                }
-                if let producedBy = ref.producedBy { out.field("produced_by", producedBy) }
-                if let error = ref.error { out.field("error", error) }
-            }
-        }
-        func optional(_ value: Int64?, into out: inout JSONWriter) {
-            if let value { out.int(value) } else { out.null() }
-        }
-        func timings(_ started: Int64?, _ ended: Int64?, _ duration: Int64?, into out: inout JSONWriter) {
-            out.key("started_us")
-            optional(started, into: &out)
-            out.key("ended_us")
-            optional(ended, into: &out)
-            out.key("duration_us")
-            optional(duration, into: &out)
-        }
-        out.object { out in
-            out.field("run_id", runID)
-            out.field("attempt", attempt)
-            out.field("pipeline", pipeline)
-            out.field("status", (status ?? .incomplete).rawValue)
-            out.field("capture", capture)
-            out.field("request_id", requestID)
-            out.field("worker", worker)
-            out.field("trace", traceparent)
-            timings(startedMicros, endedMicros, durationMicros, into: &out)
-            out.key("configuration")
-            out.value(configuration ?? .null)
-            out.key("input")
-            artifact(input, into: &out)
-            out.key("output")
-            artifact(output, into: &out)
-            out.field("error", self.error)
-            out.key("metadata")
-            out.value(.object(metadata))
-            out.key("steps")
-            out.array { list in
-                for step in steps {
-                    list.object { out in
-                        out.field("step_run", step.stepRun)
-                        out.field("step", step.step)
-                        out.field("version", step.version)
-                        out.field("status", step.status.rawValue)
-                        out.field("attempts", step.attempts)
-                        timings(step.startedMicros, step.endedMicros, step.durationMicros, into: &out)
-                        out.key("inputs")
-                        out.array { list in for input in step.inputs { artifact(input, into: &list) } }
-                        out.key("output")
-                        artifact(step.output, into: &out)
-                        out.key("cached_from")
-                        if let source = step.cachedFrom {
-                            out.object { out in
-                                out.field("run_id", source.runID)
-                                out.field("step_run", source.stepRun)
-                            }
-                        } else {
-                            out.null()
-                        }
-                        out.field("error", step.error)
-                        out.key("metadata")
-                        out.value(.object(step.metadata))
-                    }
+        var files: [(sha256: String, value: [UInt8])] = []
+        func stored(_ ref: ArtifactRef?) -> StoredRun.Artifact? {
+            guard let ref else { return nil }
+            var artifact = StoredRun.Artifact(
+                id: ref.id, type: ref.type, sha256: ref.sha256, size: ref.size, producedBy: ref.producedBy,
+                error: ref.error)
+            if let value = ref.inlineJSON {
+                if value.count <= storeInlineLimit {
+                    artifact.value = value
+                } else if let sha256 = ref.sha256, StoreNames.isSHA256(sha256), ContentHash.sha256(value) == sha256 {
+                    files.append((sha256, value))
+                    artifact.file = ArtifactFiles.relativePath(of: sha256)
+                } else {
+                    // A value whose hash does not match is kept in the line, never under another value's name.
+                    artifact.value = value
+                    let mismatch = "the value's SHA-256 is not the sha256 its event gives"
+                    artifact.error = ref.error.map { "\(mismatch); \($0)" } ?? mismatch
                 }
             }
-            out.key("logs")
-            out.array { list in
-                for log in logs {
-                    list.object { out in
-                        out.field("ts", log.micros)
-                        out.field("step_run", log.stepRun)
-                        out.field("level", log.level)
-                        out.field("message", log.message)
-                    }
-                }
-            }
-            out.key("lineage")
-            out.object { out in
-                out.field("partition", Int(partition))
-                out.field("first_offset", firstOffset)
-                out.key("terminal_offset")
-                optional(terminalOffset, into: &out)
-                out.field("terminal_rank", rank)
-                out.field("events", events)
-            }
+            return artifact
         }
-        return (out.bytes, artifacts)
+        let run = StoredRun(
+            runID: runID, attempt: attempt, pipeline: pipeline, status: status ?? .incomplete, capture: capture,
+            requestID: requestID, worker: worker, trace: traceparent, startedMicros: startedMicros,
+            endedMicros: endedMicros, durationMicros: durationMicros, configuration: configuration,
+            input: stored(input), output: stored(output), error: error, metadata: metadata,
+            steps: steps.map { step in
+                StoredRun.Step(
+                    stepRun: step.stepRun, step: step.step, version: step.version, status: step.status,
+                    attempts: step.attempts, startedMicros: step.startedMicros, endedMicros: step.endedMicros,
+                    durationMicros: step.durationMicros, inputs: step.inputs.compactMap(stored),
+                    output: stored(step.output), cachedFrom: step.cachedFrom, error: step.error,
+                    metadata: step.metadata)
+            },
+            logs: logs.map {
+                StoredRun.Log(micros: $0.micros, stepRun: $0.stepRun, level: $0.level, message: $0.message)
+            },
+            position: StoredRun.Position(
+                partition: partition, firstOffset: firstOffset, terminalOffset: terminalOffset, terminalRank: rank,
+                events: events))
+        return (run.line(), files)
     }
 }
 

@@ -190,8 +190,8 @@ public final class StoreIndex {
     }
 
     /// The run's line, parsed.
-    public func line(of run: IndexedRun) throws -> JSONValue {
-        try JSONValue(parsing: lineBytes(segment: run.segment, offset: Int(run.lineOffset), length: run.lineLength))
+    public func line(of run: IndexedRun) throws -> StoredRun {
+        try StoredRun(line: lineBytes(segment: run.segment, offset: Int(run.lineOffset), length: run.lineLength))
     }
 
     /// One line of a segment, read alone.

@@ -1,0 +1,345 @@
+import Pipelines
+
+/// A run's line in the store (docs/store.md, "A run's line"): the one model of it. ``RunFold`` makes one when a run
+/// closes and writes it with ``line()``; `sluice runs` reads lines back with ``init(line:)``, and the index reads the
+/// members it keeps by the same names.
+///
+/// Everything in it comes from the run's events and their offsets: a replay of the same log gives the same bytes.
+public struct StoredRun: Sendable {
+    /// A value a run or a step consumed or produced.
+    public struct Artifact: Sendable {
+        public var id: String
+        public var type: String
+        public var sha256: String?
+        public var size: Int
+        /// The value's canonical JSON, when it stays in the line.
+        public var value: [UInt8]?
+        /// Where the value is, relative to the store's root, when it is too large for the line.
+        public var file: String?
+        /// The artifact of the run that produced this value (for a step's input or the run's output).
+        public var producedBy: String?
+        /// Why the value is missing or not to be trusted.
+        public var error: String?
+    }
+
+    /// One step run.
+    public struct Step: Sendable {
+        public var stepRun: String
+        public var step: String
+        public var version: Int
+        public var status: StepRunStatus
+        public var attempts: Int
+        public var startedMicros: Int64?
+        public var endedMicros: Int64?
+        public var durationMicros: Int64?
+        public var inputs: [Artifact]
+        public var output: Artifact?
+        public var cachedFrom: CachedStepRun?
+        public var error: ErrorDetail?
+        public var metadata: [String: JSONValue]
+    }
+
+    /// One log line of the run.
+    public struct Log: Sendable {
+        public var micros: Int64
+        public var stepRun: String?
+        public var level: String
+        public var message: String
+    }
+
+    /// Where the run's events are in the lineage topic: what a restart or a replay compares with what it reads.
+    public struct Position: Sendable {
+        public var partition: Int32
+        public var firstOffset: Int64
+        /// The offset of the event that closed the run (its terminal event, or the one that made it incomplete).
+        public var terminalOffset: Int64?
+        /// The line's place among the lines closed at the same offset.
+        public var terminalRank: Int
+        public var events: Int
+    }
+
+    public var runID: String
+    public var attempt: Int
+    public var pipeline: String
+    public var status: RunStatus
+    public var capture: String
+    public var requestID: String?
+    public var worker: String?
+    /// The `traceparent` the run's request carried.
+    public var trace: String?
+    public var startedMicros: Int64?
+    public var endedMicros: Int64?
+    public var durationMicros: Int64?
+    /// The resolved capture configuration the run used, as its `run_started` gave it.
+    public var configuration: JSONValue?
+    public var input: Artifact?
+    public var output: Artifact?
+    public var error: ErrorDetail?
+    public var metadata: [String: JSONValue]
+    public var steps: [Step]
+    public var logs: [Log]
+    public var position: Position
+
+    // MARK: - Writing
+
+    /// The line, without its newline.
+    public func line() -> [UInt8] {
+        var out = JSONWriter(capacity: 2048)
+        out.object { out in
+            out.field("run_id", runID)
+            out.field("attempt", attempt)
+            out.field("pipeline", pipeline)
+            out.field("status", status.rawValue)
+            out.field("capture", capture)
+            out.field("request_id", requestID)
+            out.field("worker", worker)
+            out.field("trace", trace)
+            Self.timings(startedMicros, endedMicros, durationMicros, into: &out)
+            out.key("configuration")
+            out.value(configuration ?? .null)
+            out.key("input")
+            Self.write(input, into: &out)
+            out.key("output")
+            Self.write(output, into: &out)
+            out.field("error", error)
+            out.key("metadata")
+            out.value(.object(metadata))
+            out.key("steps")
+            out.array { list in
+                for step in steps {
+                    list.object { out in
+                        out.field("step_run", step.stepRun)
+                        out.field("step", step.step)
+                        out.field("version", step.version)
+                        out.field("status", step.status.rawValue)
+                        out.field("attempts", step.attempts)
+                        Self.timings(step.startedMicros, step.endedMicros, step.durationMicros, into: &out)
+                        out.key("inputs")
+                        out.array { list in for input in step.inputs { Self.write(input, into: &list) } }
+                        out.key("output")
+                        Self.write(step.output, into: &out)
+                        out.key("cached_from")
+                        if let source = step.cachedFrom {
+                            out.object { out in
+                                out.field("run_id", source.runID)
+                                out.field("step_run", source.stepRun)
+                            }
+                        } else {
+                            out.null()
+                        }
+                        out.field("error", step.error)
+                        out.key("metadata")
+                        out.value(.object(step.metadata))
+                    }
+                }
+            }
+            out.key("logs")
+            out.array { list in
+                for log in logs {
+                    list.object { out in
+                        out.field("ts", log.micros)
+                        out.field("step_run", log.stepRun)
+                        out.field("level", log.level)
+                        out.field("message", log.message)
+                    }
+                }
+            }
+            out.key("lineage")
+            out.object { out in
+                out.field("partition", Int(position.partition))
+                out.field("first_offset", position.firstOffset)
+                out.key("terminal_offset")
+                Self.optional(position.terminalOffset, into: &out)
+                out.field("terminal_rank", position.terminalRank)
+                out.field("events", position.events)
+            }
+        }
+        return out.bytes
+    }
+
+    private static func write(_ artifact: Artifact?, into out: inout JSONWriter) {
+        guard let artifact else { return out.null() }
+        out.object { out in
+            out.field("id", artifact.id)
+            out.field("type", artifact.type)
+            out.field("sha256", artifact.sha256)
+            out.field("size", artifact.size)
+            if let value = artifact.value {
+                out.key("value")
+                out.raw(value)
+            }
+            if let file = artifact.file { out.field("file", file) }
+            if let producedBy = artifact.producedBy { out.field("produced_by", producedBy) }
+            if let error = artifact.error { out.field("error", error) }
+        }
+    }
+
+    private static func optional(_ value: Int64?, into out: inout JSONWriter) {
+        if let value { out.int(value) } else { out.null() }
+    }
+
+    private static func timings(_ started: Int64?, _ ended: Int64?, _ duration: Int64?, into out: inout JSONWriter) {
+        out.key("started_us")
+        optional(started, into: &out)
+        out.key("ended_us")
+        optional(ended, into: &out)
+        out.key("duration_us")
+        optional(duration, into: &out)
+    }
+
+}
+
+// MARK: - Reading
+
+extension StoredRun {
+    /// Reads a line of the store.
+    /// - Throws: ``StoreError`` naming the member that is missing or malformed.
+    public init(line: [UInt8]) throws {
+        guard case .object(let fields) = try JSONValue(parsing: line) else {
+            throw StoreError(message: "a run's line is not a JSON object")
+        }
+        let run = Members(fields, in: "the run")
+        runID = try run.string("run_id")
+        attempt = try run.int("attempt")
+        pipeline = try run.string("pipeline")
+        status = try run.status("status", RunStatus.self)
+        capture = try run.string("capture")
+        requestID = try run.optionalString("request_id")
+        worker = try run.optionalString("worker")
+        trace = try run.optionalString("trace")
+        startedMicros = try run.optionalInt64("started_us")
+        endedMicros = try run.optionalInt64("ended_us")
+        durationMicros = try run.optionalInt64("duration_us")
+        if case .null? = fields["configuration"] {
+            configuration = nil
+        } else {
+            configuration = fields["configuration"]
+        }
+        input = try run.artifact("input")
+        output = try run.artifact("output")
+        error = try run.error("error")
+        metadata = try run.object("metadata")
+        steps = try run.objects("steps").map { step in
+            Step(
+                stepRun: try step.string("step_run"), step: try step.string("step"), version: try step.int("version"),
+                status: try step.status("status", StepRunStatus.self), attempts: try step.int("attempts"),
+                startedMicros: try step.optionalInt64("started_us"), endedMicros: try step.optionalInt64("ended_us"),
+                durationMicros: try step.optionalInt64("duration_us"),
+                inputs: try step.objects("inputs").map { try $0.artifact() }, output: try step.artifact("output"),
+                cachedFrom: try step.optionalObject("cached_from").map {
+                    CachedStepRun(runID: try $0.string("run_id"), stepRun: try $0.string("step_run"))
+                },
+                error: try step.error("error"), metadata: try step.object("metadata"))
+        }
+        logs = try run.objects("logs").map { log in
+            Log(
+                micros: try log.int64("ts"), stepRun: try log.optionalString("step_run"),
+                level: try log.string("level"),
+                message: try log.string("message"))
+        }
+        guard let lineage = try run.optionalObject("lineage") else {
+            throw StoreError(message: "a run's line has no lineage member")
+        }
+        position = Position(
+            partition: Int32(clamping: try lineage.int64("partition")), firstOffset: try lineage.int64("first_offset"),
+            terminalOffset: try lineage.optionalInt64("terminal_offset"),
+            terminalRank: try lineage.int("terminal_rank"),
+            events: try lineage.int("events"))
+    }
+}
+
+/// The members of one object of a line, read with errors that name the member.
+private struct Members {
+    let fields: [String: JSONValue]
+    /// What the object is, for errors: "the run", "a step", ...
+    let place: String
+
+    init(_ fields: [String: JSONValue], in place: String) {
+        self.fields = fields
+        self.place = place
+    }
+
+    private func malformed(_ name: String) -> StoreError {
+        StoreError(message: "\(place) in a run's line has no valid \(name)")
+    }
+
+    func optionalString(_ name: String) throws -> String? {
+        switch fields[name] {
+        case nil, .null?: return nil
+        case .string(let text)?: return text
+        default: throw malformed(name)
+        }
+    }
+
+    func string(_ name: String) throws -> String {
+        guard let text = try optionalString(name) else { throw malformed(name) }
+        return text
+    }
+
+    func optionalInt64(_ name: String) throws -> Int64? {
+        switch fields[name] {
+        case nil, .null?: return nil
+        case .int(let number)?: return number
+        default: throw malformed(name)
+        }
+    }
+
+    func int64(_ name: String) throws -> Int64 {
+        guard let number = try optionalInt64(name) else { throw malformed(name) }
+        return number
+    }
+
+    func int(_ name: String) throws -> Int { Int(try int64(name)) }
+
+    func status<Status: RawRepresentable<String>>(_ name: String, _ type: Status.Type) throws -> Status {
+        guard let status = Status(rawValue: try string(name)) else { throw malformed(name) }
+        return status
+    }
+
+    func object(_ name: String) throws -> [String: JSONValue] {
+        switch fields[name] {
+        case nil, .null?: return [:]
+        case .object(let members)?: return members
+        default: throw malformed(name)
+        }
+    }
+
+    func optionalObject(_ name: String) throws -> Members? {
+        switch fields[name] {
+        case nil, .null?: return nil
+        case .object(let members)?: return Members(members, in: name)
+        default: throw malformed(name)
+        }
+    }
+
+    func objects(_ name: String) throws -> [Members] {
+        switch fields[name] {
+        case nil, .null?: return []
+        case .array(let elements)?:
+            return try elements.map {
+                guard case .object(let members) = $0 else { throw malformed(name) }
+                return Members(members, in: "an element of \(name)")
+            }
+        default: throw malformed(name)
+        }
+    }
+
+    func error(_ name: String) throws -> ErrorDetail? {
+        guard let error = try optionalObject(name) else { return nil }
+        return ErrorDetail(
+            code: try error.string("code"), message: try error.string("message"), step: try error.optionalString("step")
+        )
+    }
+
+    func artifact(_ name: String) throws -> StoredRun.Artifact? {
+        try optionalObject(name)?.artifact()
+    }
+
+    /// This object as an artifact.
+    func artifact() throws -> StoredRun.Artifact {
+        StoredRun.Artifact(
+            id: try string("id"), type: try string("type"), sha256: try optionalString("sha256"), size: try int("size"),
+            value: fields["value"].map(CanonicalJSON.bytes(of:)), file: try optionalString("file"),
+            producedBy: try optionalString("produced_by"), error: try optionalString("error"))
+    }
+}
