@@ -51,16 +51,16 @@ struct BenchCommand: AsyncParsableCommand {
         let load = BenchLoad(window: window)
         var generator = SystemRandomNumberGenerator()
         let prefix = String(generator.next() as UInt64, radix: 36)
+        let (assignments, assigned) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         let consumer = try KafkaConsumer(
             configuration: settings.merging([
                 "group.id": "sluice.bench.\(prefix)", "auto.offset.reset": "latest", "enable.auto.commit": "false",
             ]),
-            topics: [responsesTopic], bufferCapacity: 8192, logger: logger)
-        // Ready once the responses partitions are assigned, so that no response goes unread.
-        let ready = ContinuousClock.now + .seconds(30)
-        while consumer.assignment.isEmpty && ContinuousClock.now < ready {
-            try await Task.sleep(for: .milliseconds(20))
-        }
+            topics: [responsesTopic], bufferCapacity: 8192,
+            rebalanceHandler: RebalanceHandler(partitionsAssigned: { _ in assigned.yield() }), logger: logger)
+        // Ready once the responses partitions are assigned (at most 30 s), so that no response goes unread; then
+        // half a second for the consumer to resolve where `latest` is.
+        await Self.wait(until: { !consumer.assignment.isEmpty }, on: assignments, atMost: .seconds(30))
         try await Task.sleep(for: .milliseconds(500))
         let reader = Task {
             for await message in consumer.messages {
@@ -89,13 +89,29 @@ struct BenchCommand: AsyncParsableCommand {
             }
             sent += 1
         }
-        let waitUntil = ContinuousClock.now + .milliseconds(Int(timeout * 1000))
-        while load.outstanding > 0 && ContinuousClock.now < waitUntil { try await Task.sleep(for: .milliseconds(20)) }
+        await Self.wait(
+            until: { load.outstanding == 0 }, on: load.allAnswered, atMost: .milliseconds(Int(timeout * 1000)))
         let elapsed = started.duration(to: load.lastResponse ?? ContinuousClock.now)
         reader.cancel()
         await producer.close()
         await consumer.close()
         print(load.report(sent: sent, elapsed: elapsed))
+    }
+
+    /// Waits until `condition` holds, checked now and at each element of `events` (what can make it true), or for
+    /// `limit`, whichever comes first.
+    private static func wait(
+        until condition: @escaping @Sendable () -> Bool, on events: AsyncStream<Void>, atMost limit: Duration
+    ) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                if condition() { return }
+                for await _ in events where condition() { return }
+            }
+            group.addTask { try? await Task.sleep(for: limit) }
+            await group.next()
+            group.cancelAll()
+        }
     }
 }
 
@@ -114,9 +130,14 @@ final class BenchLoad: Sendable {
     }
 
     private let state: Mutex<State>
+    private let answered: AsyncStream<Void>.Continuation
+    /// Yields each time no request is outstanding any more (every one answered, or failed to send); an element may be
+    /// stale, so a waiter checks ``outstanding`` too.
+    let allAnswered: AsyncStream<Void>
 
     init(window: Int) {
         state = Mutex(State(free: window))
+        (allAnswered, answered) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     }
 
     var outstanding: Int { state.withLock { $0.sentAt.count } }
@@ -168,16 +189,18 @@ final class BenchLoad: Sendable {
 
     /// Runs `update`; when it frees a window slot, hands the slot to the waiting sender, if any.
     private func release(_ update: (inout State) -> Bool) {
-        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
-            guard update(&state) else { return nil }
+        let (waiter, none) = state.withLock { state -> (CheckedContinuation<Void, Never>?, Bool) in
+            guard update(&state) else { return (nil, false) }
+            let none = state.sentAt.isEmpty
             if let waiter = state.waiter {
                 state.waiter = nil
-                return waiter
+                return (waiter, none)
             }
             state.free += 1
-            return nil
+            return (nil, none)
         }
         waiter?.resume()
+        if none { answered.yield() }
     }
 
     /// One line of JSON.

@@ -308,6 +308,28 @@ struct WorkerTests {
         await cluster.stop()
     }
 
+    /// `sluice bench` against a worker: it waits for its consumer's assignment and for the last answer (not a fixed
+    /// poll), and reports every request answered once.
+    @Test func sluiceBenchReportsEveryRequestAnsweredOnce() async throws {
+        let cluster = try await ServingCluster.start()
+        let worker = try await cluster.startWorker(["--capture", "MEMORY"])
+        let bench = try ChildProcess(
+            sluiceExecutable,
+            [
+                "bench", "--brokers", cluster.bootstrap, "--pipeline", cluster.pipeline, "--requests", "2000",
+                "--window", "64", "--seconds", "60", "--timeout", "60", "--kafka", "fetch.wait.max.ms=10",
+            ])
+        let output = try await bench.readRest()
+        #expect(await bench.wait(timeout: .seconds(120)) == 0, "\(bench.standardError)")
+        let line = try #require(output.split(separator: "\n").last.map(String.init))
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+        #expect(report["sent"] as? Int == 2000, "\(line)")
+        #expect(report["answered"] as? Int == 2000, "\(line)")
+        #expect(report["missing"] as? Int == 0 && report["duplicates"] as? Int == 0, "\(line)")
+        #expect(await worker.stop() == 0)
+        await cluster.stop()
+    }
+
     @Test func missingTopicsAreAStartUpErrorNamingThem() async throws {
         let broker = try await BrokerProcess.start(["--topic", "text-stats.requests:2"])
         let process = try ChildProcess(
