@@ -54,7 +54,7 @@ struct BrokerCommand: AsyncParsableCommand {
     func run() async throws {
         let logger = Logger(label: "sluice.broker")
         // Trapped before the cluster starts its thread.
-        let signals = await UnixSignalsSequence(trapping: ServiceRunner.terminationSignals)
+        let signals = await ServiceRunner.trapTerminationSignals()
         let cluster = try MockCluster(brokers: brokers, tcpNoDelay: !nagle, logger: logger)
         for spec in topics {
             let topic = try Self.parseTopic(spec, defaultPartitions: partitions)

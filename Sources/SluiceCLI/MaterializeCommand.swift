@@ -100,6 +100,8 @@ struct MaterializeCommand: AsyncParsableCommand {
                 "lineage topic \(lineageTopic) does not exist on \(connection.bootstrapServers): workers publish to it; create it first"
             )
         }
+        // A signal from here on stops the materializer gracefully, even one that comes while it starts.
+        let signals = await ServiceRunner.trapTerminationSignals()
         let materializer = Materializer(configuration: configuration, logger: logger)
         let server = try StatusServer.healthAndMetrics(
             address: http, logger: logger,
@@ -116,7 +118,7 @@ struct MaterializeCommand: AsyncParsableCommand {
         try await ServiceRunner.run(
             (server.map { [.init(service: $0)] } ?? [])
                 + [.init(service: materializer, successTerminationBehavior: .gracefullyShutdownGroup)],
-            logger: logger)
+            signals: signals, logger: logger)
     }
 
     /// The Prometheus text of a materializer's counters.

@@ -12,11 +12,18 @@ enum ServiceRunner {
     /// The signals that stop a command.
     static let terminationSignals: [UnixSignal] = [.sigterm, .sigint, .sighup]
 
-    /// Runs `services` until they end or a termination signal stops them.
+    /// Traps the termination signals: from now on they no longer end the process but wait in the sequence for
+    /// ``run(_:signals:logger:)``. Call it before starting anything that a signal should stop gracefully.
+    static func trapTerminationSignals() async -> UnixSignalsSequence {
+        await UnixSignalsSequence(trapping: terminationSignals)
+    }
+
+    /// Runs `services` until they end or a termination signal of `signals` stops them (one that came while they were
+    /// being made stops them as soon as they run).
     /// - Throws: the first error a service throws.
-    static func run(_ services: [ServiceGroupConfiguration.ServiceConfiguration], logger: Logger) async throws {
-        // Trapped before any service starts a thread, so that no signal finds the default action meanwhile.
-        let signals = await UnixSignalsSequence(trapping: terminationSignals)
+    static func run(
+        _ services: [ServiceGroupConfiguration.ServiceConfiguration], signals: UnixSignalsSequence, logger: Logger
+    ) async throws {
         let group = ServiceGroup(configuration: ServiceGroupConfiguration(services: services, logger: logger))
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask {

@@ -106,6 +106,8 @@ struct WorkerCommand: AsyncParsableCommand {
 
         try await checkTopics(configuration, settings: settings, logger: logger)
         let captureLabel = configuration.capture.label
+        // A signal from here on stops the worker gracefully, even one that comes while it starts.
+        let signals = await ServiceRunner.trapTerminationSignals()
         let worker = try Worker(configuration: configuration, logger: logger)
         let server = try StatusServer.healthAndMetrics(
             address: http, logger: logger,
@@ -123,7 +125,7 @@ struct WorkerCommand: AsyncParsableCommand {
         try await ServiceRunner.run(
             (server.map { [.init(service: $0)] } ?? [])
                 + [.init(service: worker, successTerminationBehavior: .gracefullyShutdownGroup)],
-            logger: logger)
+            signals: signals, logger: logger)
     }
 
     /// Refuses to start when a topic the worker uses is missing, naming it, unless `--create-topics`.
