@@ -113,7 +113,14 @@ let package = Package(
             swiftSettings: upcoming
         ),
         .testTarget(name: "PipelinesTests", dependencies: ["Pipelines"], swiftSettings: upcoming),
-        .testTarget(name: "LineageTests", dependencies: ["Lineage", "Pipelines"], swiftSettings: upcoming),
+        .testTarget(
+            name: "LineageTests",
+            dependencies: [
+                "Lineage", "Pipelines", "Kafka", .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: upcoming
+        ),
         .testTarget(name: "ExamplesTests", dependencies: ["Examples", "Pipelines"], swiftSettings: upcoming),
         .testTarget(
             name: "ServingTests",

@@ -1,5 +1,8 @@
 import Foundation
+import Kafka
+import Logging
 import Pipelines
+import ServiceLifecycle
 import Synchronization
 import Testing
 
@@ -355,5 +358,52 @@ struct StoredRunTests {
         } throws: { error in
             "\(error)".contains(words)
         }
+    }
+}
+
+@Suite("The materializer as a service, in process, on the embedded broker", .serialized)
+struct MaterializerServiceTests {
+    private let quiet: Logger = {
+        var logger = Logger(label: "sluice.tests")
+        logger.logLevel = .critical
+        return logger
+    }()
+
+    @Test(.timeLimit(.minutes(2))) func aServiceGroupRunsItUntilAGracefulShutdownAndEveryRunIsStored() async throws {
+        let cluster = try MockCluster(logger: quiet)
+        try cluster.createTopic("sluice.lineage", partitions: 2)
+        let settings = try KafkaConfiguration([
+            "bootstrap.servers": cluster.bootstrapServers, "linger.ms": "1", "fetch.wait.max.ms": "10",
+        ])
+        let producer = try KafkaProducer(configuration: settings, logger: quiet)
+        let runIDs = (0..<20).map { "run-\($0)" }
+        for runID in runIDs {
+            let record = LineageRecord.encode(await events(runID: runID))
+            _ = try await producer.send(OutgoingMessage(topic: "sluice.lineage", key: Array(runID.utf8), value: record))
+        }
+        await producer.close()
+
+        let store = try temporaryDirectory()
+        var configuration = MaterializerConfiguration(kafka: settings, store: store)
+        // Fixed partitions: no group join to wait for.
+        configuration.shard = Shard(index: 0, count: 1)
+        let materializer = Materializer(configuration: configuration, logger: quiet)
+        let group = ServiceGroup(
+            configuration: ServiceGroupConfiguration(services: [.init(service: materializer)], logger: quiet))
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            let deadline = ContinuousClock.now + .seconds(60)
+            while materializer.status.counts.runsWritten < runIDs.count, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            #expect(materializer.status.phase == .running)
+            await group.triggerGracefulShutdown()
+            // The group's run returns once the materializer has committed and left.
+            try await tasks.next()
+        }
+        #expect(materializer.status.phase == .stopping)
+        let stored = try StoreIndex(root: store).runs(limit: 100)
+        #expect(Set(stored.map(\.runID)) == Set(runIDs))
+        #expect(stored.allSatisfy { $0.status == .completed && $0.pipeline == "echo" })
     }
 }
