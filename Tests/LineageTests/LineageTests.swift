@@ -347,10 +347,20 @@ struct StoredRunTests {
         #expect(read.position.terminalOffset == 108 && read.logs.first?.message == "retrying")
     }
 
+    @Test func theIndexReadsTheStructureWithoutValuesMetadataOrLogs() throws {
+        let read = try StoredRun(line: run.line(), reading: .structure)
+        #expect(read.runID == run.runID && read.steps.count == 2 && read.steps[1].status == .failed)
+        #expect(read.steps[0].output?.sha256 == run.steps[0].output?.sha256)
+        #expect(read.input?.value == nil && read.steps[0].inputs[0].value == nil && read.steps[1].metadata.isEmpty)
+        #expect(read.logs.isEmpty && read.metadata.isEmpty && read.configuration == nil)
+    }
+
     @Test(arguments: [
         (#"{"run_id":"r"}"#, "attempt"),
         (#"{"run_id":"r","attempt":1,"pipeline":"p","status":"done","capture":"BATCH"}"#, "status"),
         (#"[1]"#, "not a JSON object"),
+        (#"{"run_id":"r","attempt":1,"pipeline":"p","status":"completed","capture":"BATCH","steps":3}"#, "steps"),
+        (#"{"run_id":"r","attempt":1,"pipeline":"p","status":"completed","capture":"BATCH"}"#, "lineage"),
     ])
     func aMalformedLineIsAnErrorNamingTheMember(line: String, words: String) {
         #expect {

@@ -137,7 +137,7 @@ public final class StoreIndex {
                 while let newline = bytes[lineStart...].firstIndex(of: UInt8(ascii: "\n")) {
                     defer { lineStart = newline + 1 }
                     let line = bytes[lineStart..<newline]
-                    guard let entry = try? IndexEntry(line: line) else { continue }
+                    guard let entry = try? IndexEntry(line: Array(line)) else { continue }
                     let place: [SQLiteValue] = [.integer(segmentID), .integer(Int64(start + lineStart))]
                     try addRun.run(
                         place + [
@@ -225,7 +225,7 @@ public final class StoreIndex {
             guard use.role == .produced else { continue }
             let line = try lineBytes(
                 segment: query.text(8) ?? "", offset: Int(query.integer(9) ?? 0), length: Int(query.integer(10) ?? 0))
-            guard let entry = try? IndexEntry(line: line[...]) else { continue }
+            guard let entry = try? IndexEntry(line: line) else { continue }
             for consumer in entry.consumers where consumer.producedBy == use.artifactID {
                 uses.append(
                     ArtifactUse(
@@ -252,7 +252,7 @@ public final class StoreIndex {
     }
 }
 
-/// What the index takes from one run's line.
+/// What the index takes from one run's line, read as a ``StoredRun``.
 private struct IndexEntry {
     struct Use {
         var sha256: String
@@ -263,60 +263,47 @@ private struct IndexEntry {
         var size: Int
     }
 
+    struct Consumer {
+        var artifactID: String
+        var stepRun: String?
+        var type: String
+        var size: Int
+        var producedBy: String
+    }
+
     var run: IndexedRun
     /// The uses the index keeps: producers, and consumers of values from outside the run.
     var artifacts: [Use] = []
     /// Consumers of values a step of the run produced, with the producing artifact's id.
-    var consumers: [(artifactID: String, stepRun: String?, type: String, size: Int, producedBy: String)] = []
+    var consumers: [Consumer] = []
 
-    init(line: ArraySlice<UInt8>) throws {
-        // Only the members the index keeps are parsed: configuration, metadata, logs and values are skipped.
-        (run, artifacts, consumers) = try RawJSONObject.withObject(line) { fields throws in
-            func string(_ key: String, in object: RawJSONObject) throws -> String? {
-                if case .string(let text)? = try object.value(key) { return text }
-                return nil
-            }
-            func integer(_ key: String, in object: RawJSONObject) throws -> Int64? {
-                if case .int(let number)? = try object.value(key) { return number }
-                return nil
-            }
-            var uses: [Use] = []
-            var consumers: [(artifactID: String, stepRun: String?, type: String, size: Int, producedBy: String)] = []
-            func add(_ key: String, in object: RawJSONObject, _ role: ArtifactUse.Role, _ stepRun: String?) throws {
-                _ = try object.withObject(key) { artifact in try use(artifact, role, stepRun) }
-            }
-            func use(_ artifact: RawJSONObject, _ role: ArtifactUse.Role, _ stepRun: String?) throws {
-                guard let sha256 = try string("sha256", in: artifact) else { return }
-                let id = try string("id", in: artifact) ?? ""
-                let type = try string("type", in: artifact) ?? ""
-                let size = Int(try integer("size", in: artifact) ?? 0)
-                if role == .consumed, let producer = try string("produced_by", in: artifact) {
-                    consumers.append((id, stepRun, type, size, producer))
-                } else {
-                    uses.append(
-                        Use(sha256: sha256, artifactID: id, stepRun: stepRun, role: role, type: type, size: size))
-                }
-            }
-            try add("input", in: fields, .produced, nil)
-            try add("output", in: fields, .consumed, nil)
-            let steps =
-                try fields.withObjects("steps") { step throws -> Int in
-                    let stepRun = try string("step_run", in: step)
-                    _ = try step.withObjects("inputs") { input in try use(input, .consumed, stepRun) }
-                    try add("output", in: step, .produced, stepRun)
-                    return 1
-                }?.count ?? 0
-            guard let status = try string("status", in: fields).flatMap(RunStatus.init(rawValue:)) else {
-                throw StoreError(message: "a run's line without a status of \(RunStatus.allCases.map(\.rawValue))")
-            }
-            let run = IndexedRun(
-                runID: try string("run_id", in: fields) ?? "", attempt: Int(try integer("attempt", in: fields) ?? 1),
-                pipeline: try string("pipeline", in: fields) ?? "", status: status,
-                capture: try string("capture", in: fields) ?? "", requestID: try string("request_id", in: fields),
-                startedMicros: try integer("started_us", in: fields),
-                durationMicros: try integer("duration_us", in: fields),
-                steps: steps, segment: "", lineOffset: 0, lineLength: 0)
-            return (run, uses, consumers)
+    init(line: [UInt8]) throws {
+        let stored = try StoredRun(line: line, reading: .structure)
+        run = IndexedRun(
+            runID: stored.runID, attempt: stored.attempt, pipeline: stored.pipeline, status: stored.status,
+            capture: stored.capture, requestID: stored.requestID, startedMicros: stored.startedMicros,
+            durationMicros: stored.durationMicros, steps: stored.steps.count, segment: "", lineOffset: 0,
+            lineLength: 0)
+        add(stored.input, .produced, nil)
+        add(stored.output, .consumed, nil)
+        for step in stored.steps {
+            for input in step.inputs { add(input, .consumed, step.stepRun) }
+            add(step.output, .produced, step.stepRun)
+        }
+    }
+
+    private mutating func add(_ artifact: StoredRun.Artifact?, _ role: ArtifactUse.Role, _ stepRun: String?) {
+        guard let artifact, let sha256 = artifact.sha256 else { return }
+        if role == .consumed, let producer = artifact.producedBy {
+            consumers.append(
+                Consumer(
+                    artifactID: artifact.id, stepRun: stepRun, type: artifact.type, size: artifact.size,
+                    producedBy: producer))
+        } else {
+            artifacts.append(
+                Use(
+                    sha256: sha256, artifactID: artifact.id, stepRun: stepRun, role: role, type: artifact.type,
+                    size: artifact.size))
         }
     }
 }

@@ -1,8 +1,8 @@
 import Pipelines
 
 /// A run's line in the store (docs/store.md, "A run's line"): the one model of it. ``RunFold`` makes one when a run
-/// closes and writes it with ``line()``; `sluice runs` reads lines back with ``init(line:)``, and the index reads the
-/// members it keeps by the same names.
+/// closes and writes it with ``line()``; `sluice runs` reads lines back with ``init(line:reading:)``, and so does the
+/// index (``Reading/structure``).
 ///
 /// Everything in it comes from the run's events and their offsets: a replay of the same log gives the same bytes.
 public struct StoredRun: Sendable {
@@ -192,13 +192,29 @@ public struct StoredRun: Sendable {
 // MARK: - Reading
 
 extension StoredRun {
-    /// Reads a line of the store.
+    /// How much of a line to read.
+    public enum Reading: Sendable {
+        /// Every member.
+        case everything
+        /// The run, its steps and their artifacts without values: no configuration, metadata or logs. What the
+        /// index keeps; as fast as its former reader of named members (docs/benchmarks.md, "The store's index").
+        case structure
+    }
+
+    /// Reads a line of the store. Members are parsed as they are read; an artifact's value is kept as it is written.
     /// - Throws: ``StoreError`` naming the member that is missing or malformed.
-    public init(line: [UInt8]) throws {
-        guard case .object(let fields) = try JSONValue(parsing: line) else {
-            throw StoreError(message: "a run's line is not a JSON object")
+    public init(line: [UInt8], reading: Reading = .everything) throws {
+        do {
+            self = try RawJSONObject.withObject(line) { fields in
+                try Self(Members(fields, in: "the run", values: reading == .everything), reading: reading)
+            }
+        } catch let error as JSONParseError {
+            throw StoreError(message: "a run's line is not a valid JSON object: \(error)")
         }
-        let run = Members(fields, in: "the run")
+    }
+
+    private init(_ run: Members, reading: Reading) throws {
+        let everything = reading == .everything
         runID = try run.string("run_id")
         attempt = try run.int("attempt")
         pipeline = try run.string("pipeline")
@@ -210,62 +226,75 @@ extension StoredRun {
         startedMicros = try run.optionalInt64("started_us")
         endedMicros = try run.optionalInt64("ended_us")
         durationMicros = try run.optionalInt64("duration_us")
-        if case .null? = fields["configuration"] {
-            configuration = nil
-        } else {
-            configuration = fields["configuration"]
-        }
+        configuration = everything ? try run.optionalValue("configuration") : nil
         input = try run.artifact("input")
         output = try run.artifact("output")
         error = try run.error("error")
-        metadata = try run.object("metadata")
-        steps = try run.objects("steps").map { step in
+        metadata = everything ? try run.object("metadata") : [:]
+        steps = try run.objects("steps") { step in
             Step(
                 stepRun: try step.string("step_run"), step: try step.string("step"), version: try step.int("version"),
                 status: try step.status("status", StepRunStatus.self), attempts: try step.int("attempts"),
                 startedMicros: try step.optionalInt64("started_us"), endedMicros: try step.optionalInt64("ended_us"),
                 durationMicros: try step.optionalInt64("duration_us"),
-                inputs: try step.objects("inputs").map { try $0.artifact() }, output: try step.artifact("output"),
-                cachedFrom: try step.optionalObject("cached_from").map {
+                inputs: try step.objects("inputs") { try $0.artifact() }, output: try step.artifact("output"),
+                cachedFrom: try step.optionalObject("cached_from") {
                     CachedStepRun(runID: try $0.string("run_id"), stepRun: try $0.string("step_run"))
                 },
-                error: try step.error("error"), metadata: try step.object("metadata"))
+                error: try step.error("error"), metadata: everything ? try step.object("metadata") : [:])
         }
-        logs = try run.objects("logs").map { log in
-            Log(
-                micros: try log.int64("ts"), stepRun: try log.optionalString("step_run"),
-                level: try log.string("level"),
-                message: try log.string("message"))
+        logs =
+            try !everything
+            ? []
+            : run.objects("logs") { log in
+                Log(
+                    micros: try log.int64("ts"), stepRun: try log.optionalString("step_run"),
+                    level: try log.string("level"),
+                    message: try log.string("message"))
+            }
+        let lineage = try run.optionalObject("lineage") { lineage in
+            Position(
+                partition: Int32(clamping: try lineage.int64("partition")),
+                firstOffset: try lineage.int64("first_offset"),
+                terminalOffset: try lineage.optionalInt64("terminal_offset"),
+                terminalRank: try lineage.int("terminal_rank"),
+                events: try lineage.int("events"))
         }
-        guard let lineage = try run.optionalObject("lineage") else {
-            throw StoreError(message: "a run's line has no lineage member")
-        }
-        position = Position(
-            partition: Int32(clamping: try lineage.int64("partition")), firstOffset: try lineage.int64("first_offset"),
-            terminalOffset: try lineage.optionalInt64("terminal_offset"),
-            terminalRank: try lineage.int("terminal_rank"),
-            events: try lineage.int("events"))
+        guard let lineage else { throw StoreError(message: "a run's line has no lineage member") }
+        position = lineage
     }
 }
 
-/// The members of one object of a line, read with errors that name the member.
+/// The members of one object of a line, read with errors that name the member. Valid only inside the closure that
+/// hands it out (it reads the line's bytes in place).
 private struct Members {
-    let fields: [String: JSONValue]
+    let fields: RawJSONObject
     /// What the object is, for errors: "the run", "a step", ...
     let place: String
+    /// Whether artifacts are read with their values.
+    let values: Bool
 
-    init(_ fields: [String: JSONValue], in place: String) {
+    init(_ fields: RawJSONObject, in place: String, values: Bool) {
         self.fields = fields
         self.place = place
+        self.values = values
     }
 
     private func malformed(_ name: String) -> StoreError {
         StoreError(message: "\(place) in a run's line has no valid \(name)")
     }
 
-    func optionalString(_ name: String) throws -> String? {
-        switch fields[name] {
+    /// The member's value; `nil` when absent or `null`.
+    func optionalValue(_ name: String) throws -> JSONValue? {
+        switch try fields.value(name) {
         case nil, .null?: return nil
+        case let value?: return value
+        }
+    }
+
+    func optionalString(_ name: String) throws -> String? {
+        switch try optionalValue(name) {
+        case nil: return nil
         case .string(let text)?: return text
         default: throw malformed(name)
         }
@@ -277,8 +306,8 @@ private struct Members {
     }
 
     func optionalInt64(_ name: String) throws -> Int64? {
-        switch fields[name] {
-        case nil, .null?: return nil
+        switch try optionalValue(name) {
+        case nil: return nil
         case .int(let number)?: return number
         default: throw malformed(name)
         }
@@ -297,49 +326,49 @@ private struct Members {
     }
 
     func object(_ name: String) throws -> [String: JSONValue] {
-        switch fields[name] {
-        case nil, .null?: return [:]
+        switch try optionalValue(name) {
+        case nil: return [:]
         case .object(let members)?: return members
         default: throw malformed(name)
         }
     }
 
-    func optionalObject(_ name: String) throws -> Members? {
-        switch fields[name] {
-        case nil, .null?: return nil
-        case .object(let members)?: return Members(members, in: name)
-        default: throw malformed(name)
+    /// The member, an object, read by `body`; `nil` when absent or `null`.
+    func optionalObject<T>(_ name: String, _ body: (Members) throws -> T) throws -> T? {
+        do {
+            return try fields.withObject(name) { try body(Members($0, in: name, values: values)) }
+        } catch is JSONParseError {
+            throw malformed(name)
         }
     }
 
-    func objects(_ name: String) throws -> [Members] {
-        switch fields[name] {
-        case nil, .null?: return []
-        case .array(let elements)?:
-            return try elements.map {
-                guard case .object(let members) = $0 else { throw malformed(name) }
-                return Members(members, in: "an element of \(name)")
-            }
-        default: throw malformed(name)
+    /// The member, an array of objects, each read by `body`; empty when absent or `null`.
+    func objects<T>(_ name: String, _ body: (Members) throws -> T) throws -> [T] {
+        do {
+            return try fields.withObjects(name) { try body(Members($0, in: "an element of \(name)", values: values)) }
+                ?? []
+        } catch is JSONParseError {
+            throw malformed(name)
         }
     }
 
     func error(_ name: String) throws -> ErrorDetail? {
-        guard let error = try optionalObject(name) else { return nil }
-        return ErrorDetail(
-            code: try error.string("code"), message: try error.string("message"), step: try error.optionalString("step")
-        )
+        try optionalObject(name) { error in
+            ErrorDetail(
+                code: try error.string("code"), message: try error.string("message"),
+                step: try error.optionalString("step"))
+        }
     }
 
     func artifact(_ name: String) throws -> StoredRun.Artifact? {
-        try optionalObject(name)?.artifact()
+        try optionalObject(name) { try $0.artifact() }
     }
 
     /// This object as an artifact.
     func artifact() throws -> StoredRun.Artifact {
         StoredRun.Artifact(
             id: try string("id"), type: try string("type"), sha256: try optionalString("sha256"), size: try int("size"),
-            value: fields["value"].map(CanonicalJSON.bytes(of:)), file: try optionalString("file"),
+            value: values ? fields.rawValue("value") : nil, file: try optionalString("file"),
             producedBy: try optionalString("produced_by"), error: try optionalString("error"))
     }
 }
