@@ -35,6 +35,15 @@ struct ConsumerStateMachine<Reader> {
         var roomWaiter = false
     }
 
+    /// Where a revoke of partitions is. While its hook runs on the pool the poll thread goes on polling, and drops
+    /// the records of those partitions that still arrive; once the hook has finished, the poll thread commits and
+    /// unassigns them.
+    enum Revocation: Equatable {
+        case none
+        case hookRunning(Set<TopicPartition>)
+        case hookFinished(Set<TopicPartition>)
+    }
+
     /// What a reader gets.
     enum Read {
         /// A record now (`nil`: none will come), and what to wake.
@@ -58,6 +67,7 @@ struct ConsumerStateMachine<Reader> {
     private(set) var pausedNow: Set<TopicPartition> = []
     /// Something that decides the paused set changed: the poll thread reconciles before it polls again.
     private var pauseStale = false
+    private(set) var revocation = Revocation.none
 
     init(capacity: Int) {
         self.capacity = max(1, capacity)
@@ -72,8 +82,14 @@ struct ConsumerStateMachine<Reader> {
 
     // MARK: - Records (poll thread)
 
-    /// A record arrived: handed to the first waiting reader (returned, to resume with it), else buffered.
+    /// A record arrived: handed to the first waiting reader (returned, to resume with it), else buffered; dropped
+    /// when its partition is being revoked (its next owner reads it).
     mutating func arrived(_ message: KafkaMessage) -> Reader? {
+        switch revocation {
+        case .hookRunning(let partitions), .hookFinished(let partitions):
+            if partitions.contains(message.topicPartition) { return nil }
+        case .none: break
+        }
         if let waiting = readers.popFirst() { return waiting.reader }
         buffer.append(message)
         return nil
@@ -170,8 +186,27 @@ struct ConsumerStateMachine<Reader> {
     }
 
     /// Partitions are being revoked: their buffered records are not handed out any more (their next owner reads them).
-    mutating func revoking(_ partitions: Set<TopicPartition>) {
+    /// `hookOnPool`: the revoke hook runs on the pool while the poll thread polls on; records of these partitions
+    /// that arrive meanwhile are dropped, until ``takeFinishedRevocation()``.
+    mutating func revoking(_ partitions: Set<TopicPartition>, hookOnPool: Bool) {
         buffer.removeAll { partitions.contains($0.topicPartition) }
+        if hookOnPool { revocation = .hookRunning(partitions) }
+    }
+
+    /// The revoke hook that runs on the pool has finished. Returns whether to wake the poll thread (to commit and
+    /// unassign).
+    mutating func revokeHookFinished() -> Bool {
+        guard case .hookRunning(let partitions) = revocation else { return false }
+        revocation = .hookFinished(partitions)
+        return true
+    }
+
+    /// The partitions of a revoke whose hook has finished, once: the poll thread (or the closing thread) then
+    /// commits and unassigns them, and calls ``revoked(_:)``.
+    mutating func takeFinishedRevocation() -> Set<TopicPartition>? {
+        guard case .hookFinished(let partitions) = revocation else { return nil }
+        revocation = .none
+        return partitions
     }
 
     /// Partitions were revoked. Returns those librdkafka still has paused, to resume (librdkafka keeps a pause

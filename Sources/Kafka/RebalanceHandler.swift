@@ -1,6 +1,7 @@
 /// What a group consumer does when the group moves partitions to or from it.
 ///
-/// - Important: Both run on the consumer's poll thread while librdkafka waits. ``partitionsRevoked`` runs *before*
+/// - Important: ``partitionsAssigned`` runs on the consumer's poll thread; ``partitionsRevoked`` on the pool while
+///   the poll thread polls on and librdkafka waits for it (docs/kafka-layer.md, "Rebalances"). It runs *before*
 ///   the partitions are given up: offsets stored by then (``KafkaConsumer/storeOffset(_:nextOffset:)``) are
 ///   committed synchronously right after it returns, so a worker drains its in-flight work there and stores what it
 ///   finished. Do not await ``KafkaConsumer/commit()`` inside it: the consumer commits for you.

@@ -118,11 +118,38 @@ struct ConsumerStateMachineTests {
         _ = machine.reconcilePauses()
         _ = machine.arrived(record(0, 0))
         _ = machine.arrived(record(1, 0))
-        machine.revoking([p0])
-        #expect(machine.bufferedCount == 1)
+        machine.revoking([p0], hookOnPool: false)
+        #expect(machine.bufferedCount == 1 && machine.revocation == .none)
         let stillPaused = machine.revoked([p0])
         #expect(stillPaused == [p0])
         #expect(machine.assignment == [p1] && machine.pausedNow.isEmpty)
+    }
+
+    @Test func whileARevokeHookRunsOnThePoolItsPartitionsRecordsAreDroppedAndItCompletesOnce() {
+        var machine = Machine(capacity: 8)
+        machine.assigned([p0, p1])
+        machine.revoking([p0], hookOnPool: true)
+        #expect(machine.revocation == .hookRunning([p0]))
+        // The poll thread polls on: a record of a revoking partition arrives and is dropped, even for a waiting reader.
+        _ = machine.read(7, id: machine.makeReaderID(), cancelled: false)
+        let toRevoking = machine.arrived(record(0, 5))
+        #expect(toRevoking == nil && machine.bufferedCount == 0)
+        let toKept = machine.arrived(record(1, 5))
+        #expect(toKept == 7)
+        // Nothing to complete until the hook has finished; then exactly once, and the poll thread is woken once.
+        let early = machine.takeFinishedRevocation()
+        #expect(early == nil)
+        let wake = machine.revokeHookFinished()
+        let wakeAgain = machine.revokeHookFinished()
+        #expect(wake && !wakeAgain)
+        let finished = machine.takeFinishedRevocation()
+        let again = machine.takeFinishedRevocation()
+        #expect(finished == [p0] && again == nil)
+        _ = machine.revoked([p0])
+        #expect(machine.assignment == [p1] && machine.revocation == .none)
+        // Once revoked, a record of that partition is buffered again (a later assignment reads it).
+        _ = machine.arrived(record(0, 6))
+        #expect(machine.bufferedCount == 1)
     }
 
     @Test func shutdownStartsOnceAndClosingEndsEveryReader() {

@@ -17,7 +17,8 @@ import SystemSupport
 /// the poll thread calls pause/resume, so the paused set librdkafka holds is the one recorded here.
 final class ConsumerClient: RDKafkaClient, @unchecked Sendable {
     // @unchecked Sendable: mutable state is in `state` (a ConsumerStateMachine behind a Mutex); `pollThread` and
-    // `queue` are written in `init` only; librdkafka's handle and queue are thread-safe.
+    // `queue` are written in `init` only; `pendingRevoke` belongs to the poll thread, then to the closing thread once
+    // it has joined the poll thread; librdkafka's handle and queue are thread-safe.
 
     private typealias Reader = CheckedContinuation<KafkaMessage?, Never>
 
@@ -31,6 +32,19 @@ final class ConsumerClient: RDKafkaClient, @unchecked Sendable {
     private let drained = DispatchSemaphore(value: 0)
     private var queue: OpaquePointer!
     private var pollThread: DedicatedThread?
+
+    /// A revoke whose hook runs: librdkafka waits for the unassign until ``finishRevoke(_:)``.
+    private struct PendingRevoke {
+        var list: UnsafeMutablePointer<rd_kafka_topic_partition_list_t>
+        var partitions: [TopicPartition]
+        var lost: Bool
+        var cooperative: Bool
+    }
+
+    /// Poll thread only, or the closing thread once the poll thread has ended.
+    private var pendingRevoke: PendingRevoke?
+    /// Signalled once by every revoke hook when it finishes; waited for once by whoever completes that revoke.
+    private let revokeHookDone = DispatchSemaphore(value: 0)
 
     /// What a consumer reads: the partitions the group gives it for `topics`, or fixed `partitions`.
     enum Source {
@@ -81,6 +95,7 @@ final class ConsumerClient: RDKafkaClient, @unchecked Sendable {
         var decoder = MessageDecoder()
         var batch = [UnsafeMutablePointer<rd_kafka_message_t>?](repeating: nil, count: 256)
         while state.withLock({ $0.isPolling }) {
+            finishRevokeIfHookFinished()
             reconcilePauses()
             if waitForRoom() { continue }
             // Blocks until a record or event; rd_kafka_queue_yield wakes it for a stop or a resume.
@@ -169,25 +184,26 @@ final class ConsumerClient: RDKafkaClient, @unchecked Sendable {
             logger.info("assigned \(partitions.sorted())")
             rebalanceHandler.partitionsAssigned(partitions)
         case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS:
+            guard let list else { return }
             let lost = rd_kafka_assignment_lost(handle) != 0
-            let revoked = Set(partitions)
-            // Buffered records of these partitions are not handed out any more: their next owner reads them.
-            state.withLock { $0.revoking(revoked) }
             logger.info("revoking \(partitions.sorted())\(lost ? " (lost)" : "")")
+            // On the poll thread the hook runs on the pool while polling goes on; the revoke completes on a later
+            // turn of the loop. Inside rd_kafka_consumer_close (the closing thread) it must complete before returning.
+            let onPollThread = state.withLock { $0.isPolling }
+            // Buffered records of these partitions are not handed out any more: their next owner reads them.
+            state.withLock { $0.revoking(Set(partitions), hookOnPool: onPollThread) }
+            pendingRevoke = PendingRevoke(
+                list: rd_kafka_topic_partition_list_copy(list), partitions: partitions, lost: lost,
+                cooperative: cooperative)
             // The partitions are still assigned while the hook runs, so it can store offsets for them.
-            runBlocking { await self.rebalanceHandler.partitionsRevoked(partitions, lost) }
-            let stillPaused = state.withLock { $0.revoked(revoked) }
-            // librdkafka keeps a partition's pause across reassignment; clear it so a later assignment starts clean.
-            setPaused(stillPaused, false)
-            // A refused commit means the partitions' next owner re-reads from the last committed offset.
-            if !lost, let error = commitStoredOffsets(context: "committing on revoke") { onError(error) }
-            if cooperative {
-                if let error = rd_kafka_incremental_unassign(handle, list) {
-                    logger.error("\(KafkaError.consuming(error, "unassigning \(partitions.sorted())"))")
-                }
-            } else {
-                let err = rd_kafka_assign(handle, nil)
-                if err != RD_KAFKA_RESP_ERR_NO_ERROR { logger.error("\(KafkaError(err, "unassigning"))") }
+            Task {
+                await rebalanceHandler.partitionsRevoked(partitions, lost)
+                if state.withLock({ $0.revokeHookFinished() }) { wakePollThread() }
+                revokeHookDone.signal()
+            }
+            if !onPollThread {
+                revokeHookDone.wait()
+                finishRevoke(Set(partitions))
             }
         default:
             let error = KafkaError(err, "rebalance")
@@ -198,14 +214,32 @@ final class ConsumerClient: RDKafkaClient, @unchecked Sendable {
         }
     }
 
-    /// Runs an async hook to completion from a dedicated thread (which may block; the hook runs on the pool).
-    private func runBlocking(_ hook: @escaping @Sendable () async -> Void) {
-        let done = DispatchSemaphore(value: 0)
-        Task {
-            await hook()
-            done.signal()
+    /// Completes the pending revoke whose hook has finished: resumes its paused partitions, commits the stored offsets
+    /// (unless the partitions were lost) and unassigns them. Poll thread, or the closing thread.
+    private func finishRevoke(_ revoked: Set<TopicPartition>) {
+        guard let revoke = pendingRevoke else { return }
+        pendingRevoke = nil
+        defer { rd_kafka_topic_partition_list_destroy(revoke.list) }
+        let stillPaused = state.withLock { $0.revoked(revoked) }
+        // librdkafka keeps a partition's pause across reassignment; clear it so a later assignment starts clean.
+        setPaused(stillPaused, false)
+        // A refused commit means the partitions' next owner re-reads from the last committed offset.
+        if !revoke.lost, let error = commitStoredOffsets(context: "committing on revoke") { onError(error) }
+        if revoke.cooperative {
+            if let error = rd_kafka_incremental_unassign(handle, revoke.list) {
+                logger.error("\(KafkaError.consuming(error, "unassigning \(revoke.partitions.sorted())"))")
+            }
+        } else {
+            let err = rd_kafka_assign(handle, nil)
+            if err != RD_KAFKA_RESP_ERR_NO_ERROR { logger.error("\(KafkaError(err, "unassigning"))") }
         }
-        done.wait()
+    }
+
+    /// Completes the pending revoke if its hook has finished. Poll thread.
+    private func finishRevokeIfHookFinished() {
+        guard let revoked = state.withLock({ $0.takeFinishedRevocation() }) else { return }
+        revokeHookDone.wait()
+        finishRevoke(revoked)
     }
 
     /// Commits the stored offsets of the current assignment, synchronously. Blocking: poll or closing thread, or a
@@ -338,6 +372,12 @@ final class ConsumerClient: RDKafkaClient, @unchecked Sendable {
         wakePollThread()
         drained.signal()
         pollThread?.join()
+        if let revoke = pendingRevoke {
+            // The poll thread ended while a revoke hook ran: complete that revoke before leaving the group.
+            revokeHookDone.wait()
+            _ = state.withLock { $0.takeFinishedRevocation() }
+            finishRevoke(Set(revoke.partitions))
+        }
         if leaveGroup {
             // Serves the final revoke on this thread: the hook runs and stored offsets are committed.
             let err = rd_kafka_consumer_close(handle)
