@@ -24,6 +24,8 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         .systemLibrary(
@@ -47,6 +49,8 @@ let package = Package(
         .target(
             name: "Pipelines",
             dependencies: [
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
@@ -56,6 +60,7 @@ let package = Package(
             name: "Serving",
             dependencies: [
                 "Kafka", "Pipelines", "SystemSupport",
+                .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "DequeModule", package: "swift-collections"),
@@ -66,6 +71,7 @@ let package = Package(
             name: "Lineage",
             dependencies: [
                 "Kafka", "Pipelines", "CSQLite", "SystemSupport",
+                .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "DequeModule", package: "swift-collections"),
@@ -73,7 +79,9 @@ let package = Package(
             swiftSettings: upcoming
         ),
         .target(
-            name: "Examples", dependencies: ["Pipelines"], resources: [.embedInCode("Resources/digits-model.json")],
+            name: "Examples",
+            dependencies: ["Pipelines", .product(name: "CoreMetrics", package: "swift-metrics")],
+            resources: [.embedInCode("Resources/digits-model.json")],
             swiftSettings: upcoming
         ),
         .target(
@@ -81,6 +89,8 @@ let package = Package(
             dependencies: [
                 "Kafka", "Pipelines", "Serving", "Lineage", "Examples", "SystemSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -112,7 +122,14 @@ let package = Package(
             dependencies: ["Kafka", .product(name: "Logging", package: "swift-log")],
             swiftSettings: upcoming
         ),
-        .testTarget(name: "PipelinesTests", dependencies: ["Pipelines"], swiftSettings: upcoming),
+        .testTarget(
+            name: "PipelinesTests",
+            dependencies: [
+                "Pipelines", .product(name: "Logging", package: "swift-log"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+            ],
+            swiftSettings: upcoming
+        ),
         .testTarget(
             name: "LineageTests",
             dependencies: [
@@ -124,7 +141,11 @@ let package = Package(
         .testTarget(name: "ExamplesTests", dependencies: ["Examples", "Pipelines"], swiftSettings: upcoming),
         .testTarget(
             name: "ServingTests",
-            dependencies: ["Serving", "Kafka", "Pipelines", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "Serving", "Kafka", "Pipelines", .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
             swiftSettings: upcoming
         ),
         .testTarget(

@@ -1,3 +1,4 @@
+import CoreMetrics
 import Foundation
 import Pipelines
 
@@ -104,6 +105,13 @@ public enum Digits {
     /// Scales pixels to 0…1, as the model was trained.
     public static let normalize = Step("normalize") { (image: Image) in image.pixels.map { $0 / 16 } }
 
+    /// `digits_predictions_total{digit}`: predictions per digit, made when first used (after the process bootstrapped
+    /// swift-metrics).
+    private static let predictions: [Int: Counter] = Dictionary(
+        uniqueKeysWithValues: Model.bundled.classes.map {
+            ($0, Counter(label: "digits_predictions_total", dimensions: [("digit", "\($0)")]))
+        })
+
     public static let predict = Step("predict", version: 1) { (pixels: [Double]) in
         let model = Model.bundled
         let scores = zip(model.weights, model.biases).map { row, bias in
@@ -115,6 +123,8 @@ public enum Digits {
         let probabilities = exponentials.map { $0 / total }
         let best = probabilities.indices.max { probabilities[$0] < probabilities[$1] } ?? 0
         RunContext.current?.addMetadata(["model_accuracy": .double(model.accuracy)])
+        // A step's own metric, through swift-metrics: `sluice worker` exports it beside its own on GET /metrics.
+        predictions[model.classes[best]]?.increment()
         return Prediction(digit: model.classes[best], probability: probabilities[best], probabilities: probabilities)
     }
 

@@ -62,6 +62,8 @@ struct ConsumerStateMachine<Reader> {
     private var readers = Deque<(id: UInt64, reader: Reader)>()
     private var nextReaderID: UInt64 = 0
     private(set) var assignment: Set<TopicPartition> = []
+    /// An assignment was received (the group's, possibly empty, or a fixed one): the consumer has joined.
+    private(set) var hasJoined = false
     private var pausedByUser: Set<TopicPartition> = []
     /// What librdkafka has paused now; only the poll thread (or the closing thread, once it has stopped) changes it.
     private(set) var pausedNow: Set<TopicPartition> = []
@@ -181,6 +183,7 @@ struct ConsumerStateMachine<Reader> {
 
     /// Partitions the group assigned: their pause state is reconciled before the next poll.
     mutating func assigned(_ partitions: [TopicPartition]) {
+        hasJoined = true
         assignment.formUnion(partitions)
         pauseStale = true
     }

@@ -87,3 +87,8 @@ public struct KafkaConfiguration: Sendable, Equatable {
         return lowered.contains("password") || lowered.contains("secret") || lowered.hasSuffix(".key.pem")
     }
 }
+
+extension KafkaConfiguration {
+    /// The version of the librdkafka the process runs with (`rd_kafka_version_str`), e.g. `2.0.2`.
+    public static var librdkafkaVersion: String { String(cString: rd_kafka_version_str()) }
+}

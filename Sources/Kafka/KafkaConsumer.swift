@@ -129,8 +129,24 @@ public final class KafkaConsumer: Sendable {
         client.highWatermarks(partitions)
     }
 
+    /// For each assigned partition with a position and a known high watermark, the watermark minus the position (the offset after
+    /// the last record the consumer took from librdkafka): the records waiting in the broker. Does not wait for the
+    /// broker; may trail by one fetch.
+    public func lag() -> [TopicPartition: Int64] {
+        client.lag()
+    }
+
     /// The partitions assigned to this consumer now.
     public var assignment: Set<TopicPartition> { client.assignment }
+
+    /// Whether the consumer has received an assignment (its group's, even an empty one, or the fixed partitions it
+    /// was made with): it is a member of its group.
+    public var hasJoinedGroup: Bool { client.hasJoined }
+
+    /// How long since the poll thread last went round its loop: it does so at least every second or so while it runs
+    /// (a poll waits at most 1 s; a full buffer at most ``ConsumerClient/pauseAfter``), so a large value means it is
+    /// stuck.
+    public var timeSinceLastPoll: Duration { client.timeSinceLastPoll }
 
     /// The partitions librdkafka has paused now, by ``pause(_:)`` or because the buffer is full.
     public var pausedPartitions: Set<TopicPartition> { client.pausedPartitions }

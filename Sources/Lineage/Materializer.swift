@@ -1,3 +1,4 @@
+import CoreMetrics
 import Kafka
 import Logging
 import Pipelines
@@ -22,6 +23,9 @@ public struct MaterializerConfiguration: Sendable {
     public var batchSize = 32_768
     /// This process's fixed share of the lineage partitions, instead of what the consumer group assigns.
     public var shard: Shard?
+    /// Where the materializer's metrics go (``MaterializerMetrics``); `nil`: the factory swift-metrics was
+    /// bootstrapped with.
+    public var metricsFactory: (any MetricsFactory)?
 
     public init(kafka: KafkaConfiguration, store: String) {
         self.kafka = kafka
@@ -68,6 +72,8 @@ public struct MaterializerStatus: Sendable {
 
     public var phase: Phase
     public var assignedPartitions: Int
+    /// Whether the consumer has received its assignment (the group's, possibly empty, or its shard's).
+    public var joinedGroup: Bool
     public var openRuns: Int
     public var counts: FoldCounts
     /// Per partition that has delivered a record: records after the last one folded, up to the high watermark of the
@@ -113,23 +119,32 @@ public final class Materializer: Service, Sendable {
     private let logger: Logger
     private let state = Mutex(State())
     private let store = Mutex(Store())
+    private let metrics: MaterializerMetrics
 
     public init(configuration: MaterializerConfiguration, logger: Logger) {
         self.configuration = configuration
         self.logger = logger
+        metrics = MaterializerMetrics(factory: configuration.metricsFactory ?? MetricsSystem.factory)
+    }
+
+    /// Brings the gauges (open runs, partitions, lag) up to date: call it before reading the metrics factory's
+    /// registry.
+    public func refreshMetrics() {
+        metrics.refresh(status)
     }
 
     public var status: MaterializerStatus {
         let (snapshot, nextOffsets, consumer) = state.withLock { state in
             (
                 MaterializerStatus(
-                    phase: state.phase, assignedPartitions: state.assigned.count, openRuns: state.openRuns,
-                    counts: state.counts, lag: [:]),
+                    phase: state.phase, assignedPartitions: state.assigned.count, joinedGroup: false,
+                    openRuns: state.openRuns, counts: state.counts, lag: [:]),
                 state.nextOffsets, state.consumer
             )
         }
         var status = snapshot
         // Outside the state lock: the consumer takes its own.
+        status.joinedGroup = consumer?.hasJoinedGroup ?? false
         let watermarks = consumer?.highWatermarks(Array(nextOffsets.keys)) ?? [:]
         for (partition, next) in nextOffsets {
             if let high = watermarks[partition] { status.lag[partition] = max(0, high - next) }
@@ -267,10 +282,15 @@ public final class Materializer: Service, Sendable {
             let foldShare = {
                 (share: (work: PartitionMaterializer, records: [KafkaMessage])) throws -> (FoldCounts, [String]) in
                 var counts = FoldCounts()
+                let started = Timestamps.monotonicMicros()
                 for message in share.records {
                     try share.work.take(message.value, at: message.offset, counts: &counts)
                 }
-                return (counts, try share.work.sync())
+                let folded = Timestamps.monotonicMicros()
+                let segments = try share.work.sync()
+                self.metrics.fold.recordMicroseconds(folded - started)
+                self.metrics.sync.recordMicroseconds(Timestamps.monotonicMicros() - folded)
+                return (counts, segments)
             }
             let folded = try store.threads?.map(shares, foldShare) ?? shares.map(foldShare)
             let openRuns = store.work.values.reduce(0) { $0 + $1.openRuns }
@@ -281,8 +301,11 @@ public final class Materializer: Service, Sendable {
                 for (counts, _) in folded { state.counts.add(counts) }
                 state.openRuns = openRuns
             }
+            for (counts, _) in folded { metrics.record(counts) }
             do {
+                let started = Timestamps.monotonicMicros()
                 try store.index?.catchUp(segments: folded.flatMap(\.1))
+                metrics.index.recordMicroseconds(Timestamps.monotonicMicros() - started)
             } catch {
                 // The index is derived: what it misses now, the next catch-up (or a restart) indexes.
                 logger.warning("indexing: \(error)")

@@ -21,6 +21,8 @@ struct BrokerCommand: AsyncParsableCommand {
             """
     )
 
+    @OptionGroup(title: "Logging") var logging: LogOptions
+
     @Option(name: .long, help: "Number of brokers in the cluster (1-16).")
     var brokers: Int = 1
 
@@ -52,6 +54,7 @@ struct BrokerCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        try logging.bootstrap()
         let logger = Logger(label: "sluice.broker")
         // Trapped before the cluster starts its thread.
         let signals = await ServiceRunner.trapTerminationSignals()

@@ -71,7 +71,7 @@ struct ConnectionOptions: ParsableArguments {
         do {
             return Set(try await admin.listTopics(timeout: .seconds(10)).map(\.name))
         } catch {
-            throw ValidationError("the Kafka cluster at \(bootstrapServers) does not answer: \(error)")
+            throw UnavailableError("the Kafka cluster at \(bootstrapServers) does not answer: \(error)")
         }
     }
 

@@ -21,6 +21,8 @@ struct MaterializeCommand: AsyncParsableCommand {
 
     @OptionGroup var connection: ConnectionOptions
 
+    @OptionGroup(title: "Logging") var logging: LogOptions
+
     @Option(name: .long, help: "The store's root directory (created if missing).")
     var store: String
 
@@ -86,6 +88,7 @@ struct MaterializeCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        try logging.bootstrap()
         let logger = Logger(label: "sluice.materialize")
         var configuration = MaterializerConfiguration(kafka: try connection.configuration(), store: store)
         configuration.lineageTopic = lineageTopic
@@ -96,12 +99,13 @@ struct MaterializeCommand: AsyncParsableCommand {
         configuration.batchSize = batchSize
         configuration.shard = try shard.map(Self.parseShard)
         guard try await connection.existingTopics(logger: logger).contains(lineageTopic) else {
-            throw ValidationError(
+            throw UnavailableError(
                 "lineage topic \(lineageTopic) does not exist on \(connection.bootstrapServers): workers publish to it; create it first"
             )
         }
         // A signal from here on stops the materializer gracefully, even one that comes while it starts.
         let signals = await ServiceRunner.trapTerminationSignals()
+        let registry = PrometheusExport.bootstrap()
         let materializer = Materializer(configuration: configuration, logger: logger)
         let server = try StatusServer.healthAndMetrics(
             address: http, logger: logger,
@@ -112,47 +116,17 @@ struct MaterializeCommand: AsyncParsableCommand {
                 out.field("open_runs", status.openRuns)
                 out.field("events", status.counts.events)
                 out.field("runs_written", status.counts.runsWritten)
-                return status.phase == .stopping
+                out.field("joined_group", status.joinedGroup)
+                return StatusServer.Probes(
+                    live: status.phase != .stopping, ready: status.phase == .running && status.joinedGroup)
             },
-            metrics: { Self.metrics(materializer.status) })
+            metrics: {
+                materializer.refreshMetrics()
+                return PrometheusExport.text(registry)
+            })
         try await ServiceRunner.run(
             (server.map { [.init(service: $0)] } ?? [])
                 + [.init(service: materializer, successTerminationBehavior: .gracefullyShutdownGroup)],
             signals: signals, logger: logger)
-    }
-
-    /// The Prometheus text of a materializer's counters.
-    static func metrics(_ status: MaterializerStatus) -> String {
-        let counters: [(String, String, Int)] = [
-            ("sluice_materializer_records_total", "Lineage records read.", status.counts.records),
-            ("sluice_materializer_events_total", "Lineage events read.", status.counts.events),
-            ("sluice_materializer_runs_written_total", "Runs appended to segments.", status.counts.runsWritten),
-            ("sluice_materializer_malformed_total", "Records that were not lineage records.", status.counts.malformed),
-            ("sluice_materializer_incomplete_total", "Runs closed without a terminal event.", status.counts.incomplete),
-            (
-                "sluice_materializer_partial_total", "Runs not stored: their beginning was never read.",
-                status.counts.partial
-            ),
-        ]
-        var lines: [String] = []
-        for (name, help, value) in counters {
-            lines += ["# HELP \(name) \(help)", "# TYPE \(name) counter", "\(name) \(value)"]
-        }
-        lines += [
-            "# HELP sluice_materializer_open_runs Runs folded in memory, waiting for their terminal event.",
-            "# TYPE sluice_materializer_open_runs gauge", "sluice_materializer_open_runs \(status.openRuns)",
-            "# HELP sluice_materializer_assigned_partitions Lineage partitions this process owns.",
-            "# TYPE sluice_materializer_assigned_partitions gauge",
-            "sluice_materializer_assigned_partitions \(status.assignedPartitions)",
-            "# HELP sluice_materializer_lag_records Records waiting to be folded, over the partitions that delivered one.",
-            "# TYPE sluice_materializer_lag_records gauge",
-            "sluice_materializer_lag_records \(status.lag.values.reduce(0, +))",
-            "# HELP sluice_materializer_partition_lag_records Records waiting to be folded in one lineage partition.",
-            "# TYPE sluice_materializer_partition_lag_records gauge",
-        ]
-        for (partition, lag) in status.lag.sorted(by: { $0.key < $1.key }) {
-            lines.append(#"sluice_materializer_partition_lag_records{partition="\#(partition.partition)"} \#(lag)"#)
-        }
-        return lines.joined(separator: "\n") + "\n"
     }
 }

@@ -21,6 +21,8 @@ struct RunCommand: AsyncParsableCommand {
 
     @OptionGroup var capture: CaptureOptions
 
+    @OptionGroup(title: "Logging") var logging: LogOptions
+
     @Option(name: .long, help: "One input as JSON; without it, each line of standard input is one.")
     var data: String?
 
@@ -28,6 +30,7 @@ struct RunCommand: AsyncParsableCommand {
     var events = false
 
     func run() async throws {
+        try logging.bootstrap()
         let pipeline = try PipelineRegistry.pipeline(named: pipeline)
         let resolved = try capture.resolve(for: pipeline)
         printError("\(pipeline.name): capture \(resolved.configuration.summary) from \(resolved.source.rawValue)")

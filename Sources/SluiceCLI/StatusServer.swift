@@ -20,26 +20,32 @@ final class StatusServer: Service, Sendable {
     /// A route's answer: status code, content type, body.
     typealias Answer = (status: Int, contentType: String, body: String)
 
+    /// What the probes answer: `GET /health` 200 when live, `GET /ready` 200 when ready; 503 otherwise.
+    struct Probes {
+        var live: Bool
+        var ready: Bool
+    }
+
     private let listener: Int32
     private let thread = Mutex<DedicatedThread?>(nil)
     private let stopped = Atomic<Bool>(false)
     let port: Int
 
-    /// Serves `GET /health` and `GET /metrics` (Prometheus text) on `address`, if one is given, and logs the port.
-    /// `health` writes the members of the health object and returns whether to answer 503 (stopping, or
-    /// not live).
+    /// Serves `GET /health`, `GET /ready` and `GET /metrics` (Prometheus text) on `address`, if one is given, and logs
+    /// the port. `health` writes the members of the health object (both probes answer it) and says which probes pass.
     static func healthAndMetrics(
-        address: String?, logger: Logger, health: @escaping @Sendable (inout JSONWriter) -> Bool,
+        address: String?, logger: Logger, health: @escaping @Sendable (inout JSONWriter) -> Probes,
         metrics: @escaping @Sendable () -> String
     ) throws -> StatusServer? {
         guard let address else { return nil }
         let server = try StatusServer(address: address, logger: logger) { path in
             switch path {
-            case "/health":
+            case "/health", "/ready":
                 var body = JSONWriter()
-                var stopping = false
-                body.object { out in stopping = health(&out) }
-                return (stopping ? 503 : 200, "application/json", String(decoding: body.bytes, as: UTF8.self) + "\n")
+                var probes = Probes(live: false, ready: false)
+                body.object { out in probes = health(&out) }
+                let passes = path == "/health" ? probes.live : probes.ready
+                return (passes ? 200 : 503, "application/json", String(decoding: body.bytes, as: UTF8.self) + "\n")
             case "/metrics":
                 return (200, "text/plain; version=0.0.4", metrics())
             default:

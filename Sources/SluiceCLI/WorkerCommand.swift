@@ -20,6 +20,8 @@ struct WorkerCommand: AsyncParsableCommand {
 
     @OptionGroup var connection: ConnectionOptions
 
+    @OptionGroup(title: "Logging") var logging: LogOptions
+
     @Option(name: .long, help: "The pipeline to serve.")
     var pipeline: String
 
@@ -82,6 +84,7 @@ struct WorkerCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        try logging.bootstrap()
         let logger = Logger(label: "sluice.worker")
         let pipeline = try PipelineRegistry.pipeline(named: pipeline)
         let resolved = try capture.resolve(for: pipeline)
@@ -108,6 +111,7 @@ struct WorkerCommand: AsyncParsableCommand {
         let captureLabel = configuration.capture.label
         // A signal from here on stops the worker gracefully, even one that comes while it starts.
         let signals = await ServiceRunner.trapTerminationSignals()
+        let registry = PrometheusExport.bootstrap()
         let worker = try Worker(configuration: configuration, logger: logger)
         let server = try StatusServer.healthAndMetrics(
             address: http, logger: logger,
@@ -116,11 +120,15 @@ struct WorkerCommand: AsyncParsableCommand {
                 out.field("status", health.status.rawValue)
                 out.field("assigned_partitions", health.assignedPartitions)
                 out.field("in_flight", health.inFlight)
+                out.field("joined_group", health.joinedGroup)
                 out.field("pipeline", pipeline.name)
                 out.field("capture", captureLabel)
-                return !health.isLive
+                return StatusServer.Probes(live: health.isLive, ready: health.isReady)
             },
-            metrics: { worker.metricsText })
+            metrics: {
+                worker.refreshMetrics()
+                return PrometheusExport.text(registry)
+            })
         // The worker stops first (it drains) while /health reports it stopping; the server goes when it is done.
         try await ServiceRunner.run(
             (server.map { [.init(service: $0)] } ?? [])
@@ -149,7 +157,7 @@ struct WorkerCommand: AsyncParsableCommand {
         let missing = needed.filter { !existing.contains($0) }
         guard !missing.isEmpty else { return }
         guard createTopics else {
-            throw ValidationError(
+            throw UnavailableError(
                 "topic(s) \(missing.joined(separator: ", ")) do not exist on \(connection.bootstrapServers): create them, or pass --create-topics"
             )
         }

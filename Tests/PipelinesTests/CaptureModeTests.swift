@@ -1,4 +1,7 @@
+import Logging
+import MetricsTestKit
 import Pipelines
+import Synchronization
 import Testing
 
 @Suite("What each capture mode records")
@@ -193,6 +196,53 @@ struct CaptureModeTests {
         #expect(try await levels("off") == [])
     }
 
+    @Test func stepLogsAlsoGoToTheRunnersLoggerWithTheRunsIdsAtItsLevel() async throws {
+        let collected = CollectingLogHandler.Lines()
+        var logger = Logger(label: "test.steps") { _ in CollectingLogHandler(lines: collected) }
+        logger.logLevel = .info
+        let chatty = Step("chatty") { (value: Int) in
+            for level in LogLevel.allCases { RunContext.current?.log("at \(level)", level: level) }
+            return value
+        }
+        let pipeline = Pipeline("chatty") { (value: Int) in try await chatty(value) }
+        // The lineage keeps nothing (`logs: off`); the logger still gets what its level lets through.
+        let capture = try CaptureConfiguration.parse(#"{"mode": "BATCH", "logs": "off"}"#, source: .code)
+        let result = await PipelineRunner(tracker: RecordingTracker(), logger: logger).run(
+            pipeline, 1, options: RunOptions(capture: capture, requestID: "req-1"))
+        let lines = collected.withLock { $0 }
+        #expect(lines.map(\.level) == [.info, .warning, .error])
+        #expect(lines.map(\.message) == ["at info", "at warning", "at error"])
+        for line in lines {
+            #expect(line.metadata["pipeline"] == "chatty" && line.metadata["step_run"] == "chatty#1")
+            #expect(line.metadata["request_id"] == "req-1" && line.metadata["run_id"] == .string(result.runID ?? "?"))
+        }
+    }
+
+    @Test func eachAttemptOfATrackedStepIsTimedByPipelineStepAndStatus() async throws {
+        let metrics = TestMetrics()
+        let attempts = Mutex(0)
+        let flaky = Step("flaky", retry: .attempts(2)) { (value: Int) in
+            let attempt = attempts.withLock { count in
+                count += 1
+                return count
+            }
+            if attempt == 1 { throw Refusal() }
+            return value
+        }
+        let pipeline = Pipeline("timed") { (value: Int) in try await flaky(value) }
+        let runner = PipelineRunner(tracker: RecordingTracker(), metricsFactory: metrics)
+        let capture = try CaptureConfiguration.parse("REALTIME", source: .code)
+        #expect(try await runner.run(pipeline, 4, options: RunOptions(capture: capture)).outcome.get() == 4)
+        let completed = try metrics.expectTimer(
+            "sluice_step_duration_seconds", [("pipeline", "timed"), ("step", "flaky"), ("status", "completed")])
+        let failed = try metrics.expectTimer(
+            "sluice_step_duration_seconds", [("pipeline", "timed"), ("step", "flaky"), ("status", "failed")])
+        #expect(completed.values.count == 1 && failed.values.count == 1)
+        // Memory-only runs are not timed per step.
+        _ = await runner.run(pipeline, 5, options: RunOptions(capture: .memoryOnly))
+        #expect(completed.values.count == 1)
+    }
+
     @Test func metadataGoesToTheStepRunOrTheRunAndFollowsItsKnob() async throws {
         let annotate = Step("annotate") { (value: Int) in
             RunContext.current?.addMetadata(["step": "yes"])
@@ -271,3 +321,5 @@ struct CaptureModeTests {
         #expect(traceparent == options.traceparent)
     }
 }
+
+private struct Refusal: Error {}

@@ -1,3 +1,4 @@
+import Logging
 import Pipelines
 import Synchronization
 
@@ -113,4 +114,35 @@ final class GatedTracker: Tracker {
     }
 
     var waitingFlushes: Int { state.withLock { $0.waiters.count } }
+}
+
+/// A swift-log handler that keeps every line it is given, for tests of what reaches a logger.
+struct CollectingLogHandler: LogHandler {
+    struct Line: Sendable {
+        var level: Logger.Level
+        var message: String
+        var metadata: Logger.Metadata
+    }
+
+    final class Lines: Sendable {
+        let lines = Mutex<[Line]>([])
+
+        func withLock<T>(_ body: (inout [Line]) -> T) -> T { lines.withLock { body(&$0) } }
+    }
+
+    let lines: Lines
+    var logLevel: Logger.Level = .trace
+    var metadata: Logger.Metadata = [:]
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        let line = Line(
+            level: event.level, message: event.message.description,
+            metadata: metadata.merging(event.metadata ?? [:]) { _, new in new })
+        lines.withLock { $0.append(line) }
+    }
 }

@@ -205,9 +205,9 @@ struct LineageWaitTests {
             "session.timeout.ms": "30000", "heartbeat.interval.ms": "1000", "linger.ms": "1",
         ])
         let mode = try CaptureConfiguration.parse(capture, source: .code)
-        let worker = try Worker(
-            configuration: WorkerConfiguration(pipeline: AnyPipeline(Shout.pipeline), capture: mode, kafka: settings),
-            logger: quiet)
+        var configuration = WorkerConfiguration(pipeline: AnyPipeline(Shout.pipeline), capture: mode, kafka: settings)
+        configuration.metricsFactory = metrics.factory
+        let worker = try Worker(configuration: configuration, logger: quiet)
         let serving = Task { try await worker.run() }
         let client = try PipelineClient(kafka: settings, pipeline: "shout", logger: quiet)
 
@@ -229,10 +229,12 @@ struct LineageWaitTests {
         await client.close()
     }
 
+    private let metrics = MetricsRegistry()
+
     /// `sluice_lineage_events_total` of the worker's metrics.
     private func lineageAcknowledged(_ worker: Worker) -> Int {
-        let line = worker.metricsText.split(separator: "\n").first { $0.hasPrefix("sluice_lineage_events_total{") }
-        return line.flatMap { $0.split(separator: " ").last }.flatMap { Int($0) } ?? -1
+        worker.refreshMetrics()
+        return metrics.value(of: "sluice_lineage_events_total{").map { Int($0) } ?? -1
     }
 
     private func eventually(_ condition: () -> Bool) async throws -> Bool {

@@ -132,6 +132,12 @@ struct ServingCluster {
     }
 }
 
+/// Whether the Prometheus text has `sample` (a name, its labels and its value) as a whole line: the exposition lists
+/// series in no fixed order, so a sample may be the last line, without a newline after it.
+func hasSample(_ metrics: String, _ sample: String) -> Bool {
+    metrics.split(separator: "\n").contains { $0 == sample }
+}
+
 func pythonScript(_ name: String) -> String {
     URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("python/\(name)").path
 }

@@ -73,8 +73,14 @@ struct WorkerTests {
         #expect(copy["value"] as? String == "{not json")
         let metrics = try #require(try await worker.metrics())
         #expect(
-            metrics.contains(#"sluice_requests_total{pipeline="text-stats",status="error",code="invalid_input"} 3"#))
-        #expect(metrics.contains(#"sluice_dead_letters_total{pipeline="text-stats"} 5"#))
+            metrics.split(separator: "\n").contains {
+                $0.wholeMatch(
+                    of:
+                        /sluice_requests_total\{pipeline="text-stats",capture="[^"]+",status="error",code="invalid_input"\} 3/
+                ) != nil
+            },
+            "\(metrics)")
+        #expect(hasSample(metrics, #"sluice_dead_letters_total{pipeline="text-stats"} 5"#))
         #expect(await worker.stop() == 0)
         await cluster.stop()
     }
@@ -139,7 +145,7 @@ struct WorkerTests {
             }
         }
         let metrics = try #require(try await worker.metrics())
-        #expect(metrics.contains(#"sluice_dead_letters_total{pipeline="text-stats"} 6"#))
+        #expect(hasSample(metrics, #"sluice_dead_letters_total{pipeline="text-stats"} 6"#))
         #expect(!metrics.contains("sluice_delivery_refusals_total{"), "\(metrics)")
         #expect(try await worker.health()?.inFlight == 0)
         #expect(await worker.stop() == 0)
@@ -182,7 +188,8 @@ struct WorkerTests {
         }
         let metrics = try #require(try await worker.metrics())
         #expect(
-            metrics.contains(
+            hasSample(
+                metrics,
                 #"sluice_delivery_refusals_total{pipeline="text-stats",record="response",code="MSG_SIZE_TOO_LARGE"} 2"#),
             "\(metrics)")
         #expect(await worker.stop() == 0)
@@ -330,11 +337,81 @@ struct WorkerTests {
         await cluster.stop()
     }
 
+    /// `digits` counts its predictions with swift-metrics; they are on the worker's `/metrics` beside its own series.
+    @Test func metricsCountRequestsStepsLagAndAStepsOwnCounter() async throws {
+        let samples = try #require(
+            try JSONSerialization.jsonObject(
+                with: Data(
+                    contentsOf: URL(fileURLWithPath: #filePath).appendingPathComponent(
+                        "../../../Examples/digits/samples.json"
+                    )
+                    .standardized)) as? [[String: Any]])
+        let cluster = try await ServingCluster.start(pipeline: "digits")
+        let worker = try await cluster.startWorker(["--capture", "REALTIME"])
+        let specs: [[String: Any]] = samples.enumerated().map {
+            ["id": "d\($0.offset)", "value": ["pixels": $0.element["pixels"]!]]
+        }
+        let (status, responses) = try await cluster.call(specs)
+        #expect(status == 0 && responses.count == samples.count)
+        try await worker.waitUntilAnswered(samples.count)
+        let metrics = try #require(try await worker.metrics())
+        let labels = #"pipeline="digits",capture="REALTIME""#
+        #expect(
+            hasSample(metrics, #"sluice_requests_total{\#(labels),status="ok",code=""} \#(samples.count)"#),
+            "\(metrics)")
+        #expect(hasSample(metrics, #"sluice_request_duration_seconds_count{\#(labels)} \#(samples.count)"#))
+        for step in ["validate", "normalize", "predict", "explain"] {
+            #expect(
+                hasSample(
+                    metrics,
+                    #"sluice_step_duration_seconds_count{pipeline="digits",step="\#(step)",status="completed"} \#(samples.count)"#
+                ),
+                "\(step)")
+        }
+        // The step's own counter: one prediction per sample, over the digits.
+        let predictions = metrics.matches(of: /digits_predictions_total\{digit="\d"\} (\d+)/).map { Int($0.1) ?? 0 }
+        #expect(predictions.reduce(0, +) == samples.count, "\(metrics)")
+        // Every request was taken: no lag on any partition that has a position.
+        let lags = metrics.matches(
+            of: /sluice_consumer_lag_records\{pipeline="digits",topic="digits.requests",partition="\d"\} (\S+)/)
+        #expect(!lags.isEmpty && lags.allSatisfy { Double($0.1) == 0 }, "\(metrics)")
+        #expect(await worker.stop() == 0)
+        await cluster.stop()
+    }
+
+    @Test func anUnreachableClusterIsAStartUpErrorNamingItAndLogsAreJSONLines() async throws {
+        // Nothing listens on port 1 of the loopback: the listing of topics times out (10 s).
+        let process = try ChildProcess(
+            sluiceExecutable,
+            ["worker", "--brokers", "127.0.0.1:1", "--pipeline", "text-stats", "--log-format", "json"])
+        #expect(await process.wait() == 69, "unavailable, not a usage error: \(process.standardError)")
+        #expect(process.standardError.contains("127.0.0.1:1 does not answer"), "\(process.standardError)")
+        #expect(!process.standardError.contains("USAGE"), "\(process.standardError)")
+        // Every log line before the error is one JSON object with the fixed members.
+        let logLines = process.standardError.split(separator: "\n").filter { $0.hasPrefix("{") }
+        let first = try #require(
+            logLines.first.flatMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] },
+            "\(process.standardError)")
+        #expect(first["logger"] as? String == "sluice.worker" && first["level"] as? String == "info", "\(first)")
+        #expect((first["message"] as? String)?.contains("capture") == true, "\(first)")
+        let timestamp = try #require(first["ts"] as? String)
+        #expect(timestamp.count == 27 && timestamp.hasSuffix("Z") && timestamp.contains("T"), "\(timestamp)")
+    }
+
+    @Test func aBadLogLevelInTheEnvironmentIsAUsageErrorNamingIt() async throws {
+        let process = try ChildProcess(
+            sluiceExecutable, ["worker", "--brokers", "127.0.0.1:1", "--pipeline", "text-stats"],
+            environment: ["SLUICE_LOG_LEVEL": "loud"])
+        #expect(await process.wait() == 64, "\(process.standardError)")
+        #expect(process.standardError.contains("SLUICE_LOG_LEVEL='loud'"), "\(process.standardError)")
+    }
+
     @Test func missingTopicsAreAStartUpErrorNamingThem() async throws {
         let broker = try await BrokerProcess.start(["--topic", "text-stats.requests:2"])
         let process = try ChildProcess(
             sluiceExecutable, ["worker", "--brokers", broker.bootstrapServers, "--pipeline", "text-stats"])
-        #expect(await process.wait() == 64, "a usage error: \(process.standardError)")
+        #expect(await process.wait() == 69, "unavailable, not a usage error: \(process.standardError)")
+        #expect(!process.standardError.contains("USAGE"), "\(process.standardError)")
         #expect(process.standardError.contains("text-stats.responses"), "\(process.standardError)")
         #expect(process.standardError.contains("--create-topics"))
         _ = await broker.stop()
@@ -398,6 +475,8 @@ struct WorkerFleetTests {
         try await worker.waitUntil { $0.inFlight > 0 }
         let serving = try await worker.httpStatus("/health")
         #expect(serving.status == 200 && serving.body.contains(#""status":"serving""#), "\(serving)")
+        let ready = try await worker.httpStatus("/ready")
+        #expect(ready.status == 200 && ready.body.contains(#""joined_group":true"#), "\(ready)")
         worker.process.signal(SIGTERM)
         var stopping = (status: 0, body: "")
         let deadline = ContinuousClock.now + .seconds(10)
@@ -407,6 +486,7 @@ struct WorkerFleetTests {
             try await Task.sleep(for: .milliseconds(100))
         } while ContinuousClock.now < deadline
         #expect(stopping.status == 503 && stopping.body.contains(#""status":"stopping""#), "\(stopping)")
+        #expect(try await worker.httpStatus("/ready").status == 503, "a stopping worker is not ready")
         #expect(worker.process.isRunning, "it waits for the frozen broker's acknowledgements")
         worker.process.signal(SIGTERM)
         #expect(await worker.process.wait(timeout: .seconds(10)) == 2)

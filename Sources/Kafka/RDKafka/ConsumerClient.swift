@@ -43,6 +43,8 @@ final class ConsumerClient: RDKafkaClient, @unchecked Sendable {
 
     /// Poll thread only, or the closing thread once the poll thread has ended.
     private var pendingRevoke: PendingRevoke?
+    /// When the poll thread last went round its loop (`DispatchTime` nanoseconds), for liveness.
+    private let lastPolled = Atomic<UInt64>(DispatchTime.now().uptimeNanoseconds)
     /// Signalled once by every revoke hook when it finishes; waited for once by whoever completes that revoke.
     private let revokeHookDone = DispatchSemaphore(value: 0)
 
@@ -95,6 +97,7 @@ final class ConsumerClient: RDKafkaClient, @unchecked Sendable {
         var decoder = MessageDecoder()
         var batch = [UnsafeMutablePointer<rd_kafka_message_t>?](repeating: nil, count: 256)
         while state.withLock({ $0.isPolling }) {
+            lastPolled.store(DispatchTime.now().uptimeNanoseconds, ordering: .relaxed)
             finishRevokeIfHookFinished()
             reconcilePauses()
             if waitForRoom() { continue }
@@ -346,6 +349,13 @@ final class ConsumerClient: RDKafkaClient, @unchecked Sendable {
 
     var assignment: Set<TopicPartition> { state.withLock { $0.assignment } }
 
+    var hasJoined: Bool { state.withLock { $0.hasJoined } }
+
+    var timeSinceLastPoll: Duration {
+        let nanoseconds = DispatchTime.now().uptimeNanoseconds &- lastPolled.load(ordering: .relaxed)
+        return .nanoseconds(Int64(clamping: nanoseconds))
+    }
+
     func highWatermarks(_ partitions: [TopicPartition]) -> [TopicPartition: Int64] {
         // Under the lock: `shutdown` marks the client closed under it before it destroys the handle.
         state.withLock { state in
@@ -358,6 +368,30 @@ final class ConsumerClient: RDKafkaClient, @unchecked Sendable {
                 if err == RD_KAFKA_RESP_ERR_NO_ERROR, high >= 0 { watermarks[partition] = high }
             }
             return watermarks
+        }
+    }
+
+    func lag() -> [TopicPartition: Int64] {
+        // Under the lock: `shutdown` marks the client closed under it before it destroys the handle.
+        state.withLock { state in
+            guard !state.isClosed, !state.assignment.isEmpty else { return [:] }
+            let assigned = Array(state.assignment)
+            return TopicPartition.withNativeList(assigned.map { ($0, nil) }) { list in
+                guard rd_kafka_position(handle, list) == RD_KAFKA_RESP_ERR_NO_ERROR else { return [:] }
+                var lag: [TopicPartition: Int64] = [:]
+                for index in 0..<Int(list.pointee.cnt) {
+                    let element = list.pointee.elems[index]
+                    // A partition nothing was taken from yet has no position: left out.
+                    guard element.offset >= 0 else { continue }
+                    var low: Int64 = -1
+                    var high: Int64 = -1
+                    let err = rd_kafka_get_watermark_offsets(handle, element.topic, element.partition, &low, &high)
+                    guard err == RD_KAFKA_RESP_ERR_NO_ERROR, high >= 0 else { continue }
+                    let partition = TopicPartition(String(cString: element.topic), element.partition)
+                    lag[partition] = max(0, high - element.offset)
+                }
+                return lag
+            }
         }
     }
 

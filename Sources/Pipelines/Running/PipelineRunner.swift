@@ -1,3 +1,5 @@
+import CoreMetrics
+import Logging
 import Synchronization
 
 /// Options of one run, set by whoever starts it (the worker sets them from the request).
@@ -51,10 +53,20 @@ public struct RunResult<Output: Sendable>: Sendable {
 public struct PipelineRunner: Sendable {
     public let tracker: any Tracker
     public let cache: StepCache
+    /// Where ``RunContext/log(_:level:)`` writes besides the lineage.
+    public let logger: Logger
+    let stepMetrics: StepMetrics
 
-    public init(tracker: any Tracker, cache: StepCache = StepCache()) {
+    /// - Parameter metricsFactory: where tracked runs' step durations go (`sluice_step_duration_seconds`); `nil`: the
+    ///   factory swift-metrics was bootstrapped with.
+    public init(
+        tracker: any Tracker, cache: StepCache = StepCache(), logger: Logger = Logger(label: "sluice.step"),
+        metricsFactory: (any MetricsFactory)? = nil
+    ) {
         self.tracker = tracker
         self.cache = cache
+        self.logger = logger
+        stepMetrics = StepMetrics(factory: metricsFactory ?? MetricsSystem.factory)
     }
 
     /// Runs `pipeline` on `input` with the capture configuration of `options` (else the pipeline's, else BATCH).
@@ -93,7 +105,7 @@ public struct PipelineRunner: Sendable {
         let runID = options.runID ?? Self.randomRunID()
         let run = RunRecorder(
             runID: runID, pipeline: pipeline.name, options: options, configuration: configuration, tracker: tracker,
-            cache: cache)
+            cache: cache, logger: logger, stepMetrics: stepMetrics)
         run.emit(
             .runStarted(
                 configuration: configuration.knobsObject,

@@ -1,3 +1,5 @@
+import Logging
+
 /// The run a step belongs to, as seen from inside the step: how a step logs and attaches metadata.
 ///
 /// ```swift
@@ -29,9 +31,25 @@ public struct RunContext: Sendable {
     /// The capture configuration the run is tracked with.
     public var configuration: CaptureConfiguration { run.configuration }
 
-    /// Records a log line on the current step run (or on the run outside any step), if the `logs` knob keeps it:
-    /// `all` keeps every level, `errors` warnings and errors, `off` nothing.
+    /// Writes a log line to the runner's logger (``PipelineRunner/logger``, with `pipeline`, `run_id`, `request_id` and `step_run` as metadata)
+    /// and records it on the current step run (or on the run outside any step) if the `logs` knob keeps it: `all`
+    /// keeps every level, `errors` warnings and errors, `off` nothing.
     public func log(_ message: String, level: LogLevel = .info) {
+        let swiftLogLevel: Logger.Level =
+            switch level {
+            case .debug: .debug
+            case .info: .info
+            case .warning: .warning
+            case .error: .error
+            }
+        if run.logger.logLevel <= swiftLogLevel {
+            var logger = run.logger
+            logger[metadataKey: "pipeline"] = .string(pipeline)
+            logger[metadataKey: "run_id"] = .string(runID)
+            if let requestID { logger[metadataKey: "request_id"] = .string(requestID) }
+            if let stepRun { logger[metadataKey: "step_run"] = .string(stepRun) }
+            logger.log(level: swiftLogLevel, "\(message)")
+        }
         guard run.keepsLog(level) else { return }
         run.emit(.log(stepRun: stepRun, level: level, message: message))
     }

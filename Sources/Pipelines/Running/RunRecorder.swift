@@ -1,3 +1,4 @@
+import Logging
 import Synchronization
 
 /// The state of one tracked run: numbers its events and step runs and reports the events to the tracker in order.
@@ -13,6 +14,8 @@ import Synchronization
     let configuration: CaptureConfiguration
     let tracker: any Tracker
     let cache: StepCache
+    let logger: Logger
+    let stepMetrics: StepMetrics
     let ledger: ArtifactLedger
     private let label: String
 
@@ -33,7 +36,7 @@ import Synchronization
 
     init(
         runID: String, pipeline: String, options: RunOptions, configuration: CaptureConfiguration,
-        tracker: any Tracker, cache: StepCache
+        tracker: any Tracker, cache: StepCache, logger: Logger, stepMetrics: StepMetrics
     ) {
         self.runID = runID
         self.pipeline = pipeline
@@ -42,6 +45,8 @@ import Synchronization
         self.configuration = configuration
         self.tracker = tracker
         self.cache = cache
+        self.logger = logger
+        self.stepMetrics = stepMetrics
         self.ledger = ArtifactLedger(inlineLimit: configuration.inlineLimit)
         self.label = configuration.label
         holdsEvents = configuration.waitForTracking || configuration.flushOnStepEnd

@@ -37,9 +37,11 @@ extension RunRecorder {
                 let failure = error as? StepError ?? StepError(step: step.name, stepRun: stepRun, underlying: error)
                 // A cancelled run is not tried again.
                 let retrying = !Task.isCancelled && step.retry.retries(after: attempt)
+                let micros = Timestamps.monotonicMicros() - started
+                stepMetrics.record(pipeline: pipeline, step: step.name, completed: false, micros: micros)
                 emit(
                     .stepFailed(
-                        step: identity, attempt: attempt, durationMicros: Timestamps.monotonicMicros() - started,
+                        step: identity, attempt: attempt, durationMicros: micros,
                         error: ErrorDetail(code: failure.code, message: failure.message), retrying: retrying))
                 guard retrying else {
                     // The step's failure is what the run reports, even if waiting for its events fails too.
@@ -50,9 +52,11 @@ extension RunRecorder {
                 attempt += 1
                 continue
             }
+            let micros = Timestamps.monotonicMicros() - started
+            stepMetrics.record(pipeline: pipeline, step: step.name, completed: true, micros: micros)
             emit(
                 .stepCompleted(
-                    step: identity, attempt: attempt, durationMicros: Timestamps.monotonicMicros() - started,
+                    step: identity, attempt: attempt, durationMicros: micros,
                     output: artifact("\(stepRun)/out", .produced, output)))
             if let cacheKey {
                 cache.store(

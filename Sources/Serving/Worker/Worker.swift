@@ -1,3 +1,4 @@
+import CoreMetrics
 import Kafka
 import Logging
 import Pipelines
@@ -44,9 +45,13 @@ public final class Worker: Service, Sendable {
     /// - Throws: ``KafkaError`` when the producer cannot be created from the configuration.
     public init(configuration: WorkerConfiguration, logger: Logger) throws {
         self.configuration = configuration
+        var logger = logger
+        logger[metadataKey: "pipeline"] = .string(configuration.pipeline.name)
         self.logger = logger
         state = Mutex(State(concurrency: configuration.concurrency))
-        metrics = WorkerMetrics(pipeline: configuration.pipeline.name, capture: configuration.capture.label)
+        metrics = WorkerMetrics(
+            pipeline: configuration.pipeline.name, capture: configuration.capture.label,
+            factory: configuration.metricsFactory ?? MetricsSystem.factory)
         var producerSettings = configuration.kafka
         if producerSettings["message.max.bytes"] == nil {
             try producerSettings.set("message.max.bytes", String(Self.defaultRecordLimit(configuration)))
@@ -68,7 +73,9 @@ public final class Worker: Service, Sendable {
             : try KafkaTracker(
                 producer: producer, topic: configuration.lineageTopic, recordLimit: recordLimit, logger: logger)
         self.tracker = tracker
-        runner = PipelineRunner(tracker: tracker.map { $0 as any Tracker } ?? DiscardingTracker())
+        runner = PipelineRunner(
+            tracker: tracker.map { $0 as any Tracker } ?? DiscardingTracker(), logger: self.logger,
+            metricsFactory: configuration.metricsFactory)
         producer.onDeliveryRound { [weak self] in self?.finishAcknowledged() }
     }
 
@@ -93,15 +100,20 @@ public final class Worker: Service, Sendable {
             (state.status(at: now, stallLimit: configuration.deliveryStallLimit), state.consumer, state.requests)
         }
         // Outside the state lock: the consumer takes its own.
-        return WorkerHealth(status: status, assignedPartitions: consumer?.assignment.count ?? 0, inFlight: requests)
+        var health = WorkerHealth(
+            status: status, assignedPartitions: consumer?.assignment.count ?? 0, inFlight: requests,
+            joinedGroup: consumer?.hasJoinedGroup ?? false)
+        if health.status == .serving, let consumer, consumer.timeSinceLastPoll > configuration.pollStallLimit {
+            health.status = .notPolling
+        }
+        return health
     }
 
-    /// The Prometheus text of ``metrics`` with the current gauges.
-    public var metricsText: String {
-        let health = health
-        return metrics.text(
-            inFlight: health.inFlight, assignedPartitions: health.assignedPartitions,
-            lineage: tracker?.counts ?? (0, 0))
+    /// Brings the worker's gauges (in flight, partitions, consumer lag) and lineage counters up to date: call it
+    /// before reading the metrics factory's registry.
+    public func refreshMetrics() {
+        let consumer = state.withLock { $0.consumer }
+        metrics.refresh(health, lag: consumer?.lag() ?? [:], lineage: tracker?.counts ?? (0, 0))
     }
 
     // MARK: - Life
@@ -446,11 +458,18 @@ public final class Worker: Service, Sendable {
         var copied = deadLetter != nil || response.error != nil
         var attempt = 0
         defer { if attempt > 0 { endRetrying() } }
+        /// The worker's logger with the request's ids, made only when something is logged.
+        func logger() -> Logger {
+            var logger = self.logger
+            logger[metadataKey: "request_id"] = .string(request.requestID)
+            if let runID = response.runID { logger[metadataKey: "run_id"] = .string(runID) }
+            return logger
+        }
         func retry(_ what: String, _ error: KafkaError) async -> Bool {
             attempt += 1
             if attempt == 1 { beginRetrying() }
             if attempt & (attempt - 1) == 0 {
-                logger.error("\(what) of \(request.requestID) not delivered (try \(attempt); trying again): \(error)")
+                logger().error("\(what) of \(request.requestID) not delivered (try \(attempt); trying again): \(error)")
             }
             return await retryLater(attempt)
         }
@@ -464,13 +483,13 @@ public final class Worker: Service, Sendable {
                     deadLetter = nil
                 case .refused(let refusal)
                 where Self.isSizeRefusal(refusal) && copyBudget > DeadLetter.refusedCopyBudget:
-                    logger.warning(
+                    logger().warning(
                         "dead-letter copy of \(request.requestID) refused as too large (\(refusal)); sending a copy of at most \(DeadLetter.refusedCopyBudget) bytes"
                     )
                     copyBudget = DeadLetter.refusedCopyBudget
                     continue
                 case .refused(let refusal):
-                    logger.error("dead-letter copy of \(request.requestID) refused, sent without it: \(refusal)")
+                    logger().error("dead-letter copy of \(request.requestID) refused, sent without it: \(refusal)")
                     metrics.recordRefusal(record: "dead_letter", code: refusal.code.name)
                     deadLetter = nil
                 case .failed(let failure):
@@ -489,19 +508,20 @@ public final class Worker: Service, Sendable {
             case .refused(let error), .failed(let error):
                 if case .refused = outcome { metrics.recordRefusal(record: "response", code: error.code.name) }
                 if topic != configuration.responsesTopic {
-                    logger.error("response to \(request.requestID) not delivered to reply-to topic \(topic): \(error)")
+                    logger().error(
+                        "response to \(request.requestID) not delivered to reply-to topic \(topic): \(error)")
                     detail = ErrorDetail(
                         code: WireProtocol.ErrorCode.internal,
                         message: "the response could not be delivered to reply-to topic '\(topic)': \(error)")
                     topic = configuration.responsesTopic
                 } else if !replaced {
-                    logger.error("response to \(request.requestID) refused, answering internal: \(error)")
+                    logger().error("response to \(request.requestID) refused, answering internal: \(error)")
                     detail = ErrorDetail(
                         code: WireProtocol.ErrorCode.internal,
                         message: "the response (\(response.json().count) bytes) could not be delivered: \(error)")
                     replaced = true
                 } else {
-                    logger.error("response to \(request.requestID) refused, giving the request up: \(error)")
+                    logger().error("response to \(request.requestID) refused, giving the request up: \(error)")
                     return response
                 }
             }
@@ -544,7 +564,7 @@ public final class Worker: Service, Sendable {
     /// allow and free their slots.
     private func finish(_ requests: [Acknowledged]) {
         let micros = Timestamps.monotonicMicros()
-        metrics.recordResponses(requests.lazy.map { ($0.code, Double(micros - $0.started) / 1_000_000) })
+        metrics.recordResponses(requests.lazy.map { ($0.code, (micros - $0.started) * 1000) })
         let now = ContinuousClock.now
         let (offsets, consumer) = state.withLock { state in
             (state.finish(requests.lazy.map { (partition: $0.partition, offset: $0.offset) }, at: now), state.consumer)

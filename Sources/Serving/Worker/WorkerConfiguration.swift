@@ -1,3 +1,4 @@
+import CoreMetrics
 import Kafka
 import Pipelines
 
@@ -33,9 +34,14 @@ public struct WorkerConfiguration: Sendable {
     /// How long responses (or dead-letter copies) may keep failing with errors worth retrying, with nothing
     /// acknowledged meanwhile, before ``WorkerHealth`` reports the worker `stalled` (and `/health` answers 503).
     public var deliveryStallLimit: Duration = .seconds(60)
+    /// How long the consumer's poll thread may go without going round its loop (it does so every second or so)
+    /// before `/health` says `not_polling` and a liveness probe restarts the worker.
+    public var pollStallLimit: Duration = .seconds(30)
     /// Recorded on every run's `run_started` as `worker`. Default: `<host name>:<process id>` (a pod's name on
     /// Kubernetes).
     public var name = WorkerConfiguration.defaultName
+    /// Where the worker's metrics go (``WorkerMetrics``); `nil`: the factory swift-metrics was bootstrapped with.
+    public var metricsFactory: (any MetricsFactory)?
 
     public init(pipeline: AnyPipeline, capture: CaptureConfiguration, kafka: KafkaConfiguration) {
         self.pipeline = pipeline
