@@ -8,7 +8,7 @@ let upcoming: [SwiftSetting] = [
 
 let package = Package(
     name: "sluice",
-    // Linux only (no `platforms`): the embedded broker's set-up, thread naming and the status server use Linux calls.
+    // Linux only (no `platforms`): the embedded broker's set-up and thread naming use Linux calls.
     products: [
         .executable(name: "sluice", targets: ["sluice"]),
         .library(name: "SluiceCLI", targets: ["SluiceCLI"]),
@@ -26,6 +26,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
     ],
     targets: [
         .systemLibrary(
@@ -91,6 +92,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),

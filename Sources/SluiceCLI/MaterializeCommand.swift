@@ -75,6 +75,7 @@ struct MaterializeCommand: AsyncParsableCommand {
     }
 
     func validate() throws {
+        if let http { _ = try StatusServer.parse(http) }
         if let shard { _ = try Self.parseShard(shard) }
         guard !store.isEmpty else { throw ValidationError("--store needs a directory") }
         guard inlineLimit >= 0 else { throw ValidationError("--inline-limit \(inlineLimit) must be >= 0") }

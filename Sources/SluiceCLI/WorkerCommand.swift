@@ -74,6 +74,7 @@ struct WorkerCommand: AsyncParsableCommand {
     var partitions = 8
 
     func validate() throws {
+        if let http { _ = try StatusServer.parse(http) }
         guard concurrency >= 1 else { throw ValidationError("--concurrency \(concurrency) must be at least 1") }
         guard maxPayloadBytes >= 1 else { throw ValidationError("--max-payload-bytes \(maxPayloadBytes) must be >= 1") }
         guard drainSeconds >= 0 else { throw ValidationError("--drain-seconds \(drainSeconds) must be >= 0") }

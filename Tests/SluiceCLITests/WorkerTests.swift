@@ -379,6 +379,50 @@ struct WorkerTests {
         await cluster.stop()
     }
 
+    /// `--http [::1]:0`: the status server listens on IPv6 and answers many clients at once, one of them stalled
+    /// half-way through its request.
+    @Test func theStatusServerListensOnIPv6AndAnswersManyConnectionsAtOnce() async throws {
+        let cluster = try await ServingCluster.start()
+        let worker = try ChildProcess(
+            sluiceExecutable,
+            ["worker", "--brokers", cluster.bootstrap, "--pipeline", "text-stats", "--http", "[::1]:0"])
+        var port: Int?
+        for _ in 0..<300 where port == nil {
+            port = worker.standardError.firstMatch(of: /health and metrics on .* port (\d+)/).flatMap { Int($0.1) }
+            if port == nil { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        let listening = try #require(port, "\(worker.standardError)")
+        let clients = try ChildProcess(
+            "/usr/bin/env",
+            [
+                "python3", "-c",
+                """
+                import concurrent.futures, socket, sys, urllib.request
+                port = int(sys.argv[1])
+                idle = [socket.create_connection(("::1", port)) for _ in range(20)]
+                idle[0].send(b"GET /health HTTP/1.1\\r\\n")
+                def get(_):
+                    return urllib.request.urlopen(f"http://[::1]:{port}/health", timeout=5).status
+                with concurrent.futures.ThreadPoolExecutor(16) as pool:
+                    print(sum(status == 200 for status in pool.map(get, range(64))))
+                """,
+                String(listening),
+            ])
+        let answered = try await clients.readRest()
+        #expect(await clients.wait(timeout: .seconds(60)) == 0, "\(clients.standardError)")
+        #expect(answered.trimmingCharacters(in: .whitespacesAndNewlines) == "64", "\(answered)")
+        worker.signal(SIGTERM)
+        #expect(await worker.wait() == 0, "\(worker.standardError.suffix(2000))")
+        await cluster.stop()
+    }
+
+    @Test func aMalformedHTTPAddressIsAUsageErrorNamingIt() async throws {
+        let process = try ChildProcess(
+            sluiceExecutable, ["worker", "--brokers", "127.0.0.1:1", "--pipeline", "text-stats", "--http", "::1:8080"])
+        #expect(await process.wait() == 64, "\(process.standardError)")
+        #expect(process.standardError.contains("[::1]:8080"), "\(process.standardError)")
+    }
+
     @Test func anUnreachableClusterIsAStartUpErrorNamingItAndLogsAreJSONLines() async throws {
         // Nothing listens on port 1 of the loopback: the listing of topics times out (10 s).
         let process = try ChildProcess(
