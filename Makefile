@@ -33,7 +33,7 @@ release: deps
 # suites' timing assertions do not hold beside them (docs/operations.md has the mock's limits).
 test: deps
 	$(SWIFT) build --build-tests $(SWIFT_FLAGS)
-	$(SWIFT) test --skip-build --disable-xctest --no-parallel $(SWIFT_FLAGS)
+	SLUICE_SWIFT_BUILD_FLAGS="$(SWIFT_FLAGS)" $(SWIFT) test --skip-build --disable-xctest --no-parallel $(SWIFT_FLAGS)
 
 # The container image definition, the compose file and the Kubernetes manifests of deploy/, checked against their
 # schemas and linters (tools from PyPI, installed under .build/deploy-tools).
