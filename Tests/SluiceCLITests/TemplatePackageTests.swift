@@ -54,7 +54,7 @@ struct TemplatePackageTests {
             "--topic", "sluice.lineage:2",
         ])
         let worker = try ChildProcess(
-            "\(Self.template)/.build/debug/fraud-check",
+            "\(binaries.path)/fraud-check",
             ["worker", "--brokers", broker.bootstrapServers, "--pipeline", "fraud-check"])
         let client = try ChildProcess(
             "/usr/bin/env", ["python3", "-c", python],
