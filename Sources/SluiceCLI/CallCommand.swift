@@ -26,6 +26,13 @@ struct CallCommand: AsyncParsableCommand {
     @Option(name: .customLong("deadline-ms"), help: "Milliseconds a request may wait before a worker runs it.")
     var deadlineMilliseconds: Int?
 
+    @Option(
+        name: .long,
+        help:
+            "W3C trace context (00-<trace id>-<parent span id>-<flags>) sent with each request: the workers' spans join that trace."
+    )
+    var traceparent: String?
+
     @Option(name: .long, help: "Requests in flight at once.")
     var window = 64
 
@@ -59,7 +66,10 @@ struct CallCommand: AsyncParsableCommand {
                         do {
                             return (
                                 index,
-                                .success(try await client.call(Array(input.utf8), deadline: deadline, timeout: timeout))
+                                .success(
+                                    try await client.call(
+                                        Array(input.utf8), deadline: deadline, timeout: timeout,
+                                        traceparent: traceparent))
                             )
                         } catch {
                             return (index, .failure(error))

@@ -113,6 +113,9 @@ struct WorkerCommand: AsyncParsableCommand {
         // A signal from here on stops the worker gracefully, even one that comes while it starts.
         let signals = await ServiceRunner.trapTerminationSignals()
         let registry = PrometheusExport.bootstrap()
+        let tracing = try TracingExport.bootstrap(
+            serviceName: "sluice", environment: ProcessInfo.processInfo.environment, logger: logger)
+        configuration.tracer = tracing?.tracer
         let worker = try Worker(configuration: configuration, logger: logger)
         let server = try StatusServer.healthAndMetrics(
             address: http, logger: logger,
@@ -130,9 +133,10 @@ struct WorkerCommand: AsyncParsableCommand {
                 worker.refreshMetrics()
                 return PrometheusExport.text(registry)
             })
-        // The worker stops first (it drains) while /health reports it stopping; the server goes when it is done.
+        // The worker stops first (it drains) while /health reports it stopping; the server goes when it is done, and
+        // the span exporter last, with the worker's last spans.
         try await ServiceRunner.run(
-            (server.map { [.init(service: $0)] } ?? [])
+            (tracing.map { [.init(service: $0.service)] } ?? []) + (server.map { [.init(service: $0)] } ?? [])
                 + [.init(service: worker, successTerminationBehavior: .gracefullyShutdownGroup)],
             signals: signals, logger: logger)
     }

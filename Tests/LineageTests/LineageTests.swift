@@ -316,7 +316,9 @@ struct StoredRunTests {
     private var run: StoredRun {
         StoredRun(
             runID: "r1", attempt: 2, pipeline: "p", status: .failed, capture: "BATCH", requestID: "q1", worker: "w:1",
-            trace: nil, startedMicros: 10, endedMicros: 30, durationMicros: 20,
+            trace: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            span: SpanIDs(traceID: "0af7651916cd43dd8448eb211c80319c", spanID: "00f067aa0ba902b7"),
+            startedMicros: 10, endedMicros: 30, durationMicros: 20,
             configuration: .object(["mode": .string("BATCH")]), input: artifact("input", value: "{\"a\":1}"),
             output: nil, error: ErrorDetail(code: "step_failed", message: "no", step: "b"),
             metadata: ["tokens": .int(3)],
@@ -330,7 +332,8 @@ struct StoredRunTests {
                 StoredRun.Step(
                     stepRun: "b#1", step: "b", version: 3, status: .failed, attempts: 2, startedMicros: 12,
                     endedMicros: 29, durationMicros: 17, inputs: [], output: nil, cachedFrom: nil,
-                    error: ErrorDetail(code: "step_failed", message: "no", step: "b"), metadata: ["k": .bool(true)]),
+                    error: ErrorDetail(code: "step_failed", message: "no", step: "b"), metadata: ["k": .bool(true)],
+                    spanID: "53995c3f42cd8ad8"),
             ],
             logs: [StoredRun.Log(micros: 13, stepRun: "b#1", level: "warning", message: "retrying")],
             position: StoredRun.Position(
@@ -343,6 +346,7 @@ struct StoredRunTests {
         #expect(read.line() == line)
         #expect(read.status == .failed && read.steps.map(\.status) == [.cached, .failed])
         #expect(read.steps[0].cachedFrom == CachedStepRun(runID: "r0", stepRun: "a#1"))
+        #expect(read.span?.spanID == "00f067aa0ba902b7" && read.steps.map(\.spanID) == [nil, "53995c3f42cd8ad8"])
         #expect(read.steps[0].output?.file == "artifacts/aa/aaaa" && read.steps[0].output?.value == nil)
         #expect(read.position.terminalOffset == 108 && read.logs.first?.message == "retrying")
     }

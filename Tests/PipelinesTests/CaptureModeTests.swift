@@ -24,7 +24,7 @@ struct CaptureModeTests {
         #expect(Set(events.map(\.runID)) == [try #require(result.runID)])
         #expect(events.allSatisfy { $0.capture == "BATCH" && $0.pipeline == "text-stats" && $0.attempt == 1 })
         #expect(Set(events.map(\.eventID)).count == events.count)
-        guard case .runStarted(let configuration, let runInput?, _, _) = events[0].body else {
+        guard case .runStarted(let configuration, let runInput?, _, _, _, _) = events[0].body else {
             Issue.record("run_started carries no input")
             return
         }
@@ -273,7 +273,7 @@ struct CaptureModeTests {
         #expect(events.count == 10)
         for event in events {
             switch event.body {
-            case .runStarted(_, let input, _, _): #expect(input == nil)
+            case .runStarted(_, let input, _, _, _, _): #expect(input == nil)
             case .stepStarted(_, _, let inputs): #expect(inputs.isEmpty)
             case .stepCompleted(_, _, _, let output), .runCompleted(_, let output): #expect(output == nil)
             default: break
@@ -286,7 +286,7 @@ struct CaptureModeTests {
         var capture = CaptureConfiguration.batch
         capture.inlineLimit = 64
         let (_, events) = await track(textStats, big, capture: capture)
-        guard case .runStarted(_, let runInput?, _, _) = events[0].body,
+        guard case .runStarted(_, let runInput?, _, _, _, _) = events[0].body,
             case .stepCompleted(_, _, _, let tokens?) = events[3].body,
             case .stepStarted(_, _, let countInputs) = events[4].body
         else {
@@ -314,7 +314,7 @@ struct CaptureModeTests {
         let events = tracker.events
         #expect(events.allSatisfy { $0.runID == "run-7" && $0.requestID == "req-7" && $0.attempt == 2 })
         #expect(events.first?.eventID == "run-7/2/0")
-        guard case .runStarted(_, _, let traceparent, _) = events[0].body else {
+        guard case .runStarted(_, _, let traceparent, _, _, _) = events[0].body else {
             Issue.record("expected .runStarted, got \(String(describing: events[0].body))")
             return
         }

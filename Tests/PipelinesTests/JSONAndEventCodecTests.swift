@@ -135,7 +135,7 @@ struct JSONAndEventCodecTests {
             pipeline, -1,
             options: RunOptions(capture: .batch, requestID: "r1", traceparent: "00-aa-bb-01", worker: "host-1:42"))
         let events = tracker.events
-        guard case .runStarted(_, _, "00-aa-bb-01", "host-1:42")? = events.first?.body else {
+        guard case .runStarted(_, _, "00-aa-bb-01", nil, nil, "host-1:42")? = events.first?.body else {
             Issue.record("run_started does not carry the trace and the worker: \(String(describing: events.first))")
             return
         }

@@ -24,15 +24,18 @@ struct ServingCluster {
         return ServingCluster(broker: broker, pipeline: pipeline)
     }
 
-    /// Starts a worker and waits until it owns partitions (`/health`), at most 60 s.
-    func startWorker(_ arguments: [String] = [], waitForPartitions: Bool = true) async throws -> ServiceProcess {
+    /// Starts a worker (`environment` added to the test's own) and waits until it owns partitions (`/health`), at most
+    /// 60 s.
+    func startWorker(
+        _ arguments: [String] = [], environment: [String: String] = [:], waitForPartitions: Bool = true
+    ) async throws -> ServiceProcess {
         let process = try ChildProcess(
             sluiceExecutable,
             [
                 "worker", "--brokers", bootstrap, "--pipeline", pipeline, "--http", "127.0.0.1:0",
                 "--kafka", "session.timeout.ms=6000", "--kafka", "heartbeat.interval.ms=200",
                 "--kafka", "fetch.wait.max.ms=10", "--kafka", "linger.ms=1", "--kafka", "socket.nagle.disable=true",
-            ] + arguments)
+            ] + arguments, environment: environment)
         let worker = try await ServiceProcess(process: process)
         if waitForPartitions {
             try await worker.waitUntil { $0.assignedPartitions > 0 }

@@ -20,6 +20,7 @@ struct RunFold {
     private(set) var events = 0
     private var configuration: JSONValue?
     private var traceparent: String?
+    private var span: SpanIDs?
     private var worker: String?
     private var input: ArtifactRef?
     private var output: ArtifactRef?
@@ -58,12 +59,13 @@ struct RunFold {
         lastOffset = offset
         events += 1
         switch event.body {
-        case .runStarted(let configuration, let input, let traceparent, let worker):
+        case .runStarted(let configuration, let input, let traceparent, _, let span, let worker):
             sawStart = true
             startedMicros = event.timestamp
             self.configuration = configuration
             self.input = input
             self.traceparent = traceparent
+            self.span = span
             self.worker = worker
             pipeline = event.pipeline
             requestID = event.requestID
@@ -138,6 +140,7 @@ struct RunFold {
             steps[index].step = step.step
             steps[index].version = step.version
         }
+        if let spanID = step.spanID { steps[index].spanID = spanID }
         change(&steps[index])
     }
 
@@ -181,7 +184,7 @@ struct RunFold {
         }
         let run = StoredRun(
             runID: runID, attempt: attempt, pipeline: pipeline, status: status ?? .incomplete, capture: capture,
-            requestID: requestID, worker: worker, trace: traceparent, startedMicros: startedMicros,
+            requestID: requestID, worker: worker, trace: traceparent, span: span, startedMicros: startedMicros,
             endedMicros: endedMicros, durationMicros: durationMicros, configuration: configuration,
             input: stored(input), output: stored(output), error: error, metadata: metadata,
             steps: steps.map { step in
@@ -190,7 +193,7 @@ struct RunFold {
                     attempts: step.attempts, startedMicros: step.startedMicros, endedMicros: step.endedMicros,
                     durationMicros: step.durationMicros, inputs: step.inputs.compactMap(stored),
                     output: stored(step.output), cachedFrom: step.cachedFrom, error: step.error,
-                    metadata: step.metadata)
+                    metadata: step.metadata, spanID: step.spanID)
             },
             logs: logs.map {
                 StoredRun.Log(micros: $0.micros, stepRun: $0.stepRun, level: $0.level, message: $0.message)
@@ -217,6 +220,7 @@ struct StepFold {
     var cachedFrom: CachedStepRun?
     var error: ErrorDetail?
     var metadata: [String: JSONValue] = [:]
+    var spanID: String?
 
     init(step: String, stepRun: String, version: Int) {
         self.step = step

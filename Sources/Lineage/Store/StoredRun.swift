@@ -37,6 +37,8 @@ public struct StoredRun: Sendable {
         public var cachedFrom: CachedStepRun?
         public var error: ErrorDetail?
         public var metadata: [String: JSONValue]
+        /// The step run's span, when it was traced.
+        public var spanID: String? = nil
     }
 
     /// One log line of the run.
@@ -67,6 +69,8 @@ public struct StoredRun: Sendable {
     public var worker: String?
     /// The `traceparent` the run's request carried.
     public var trace: String?
+    /// The span the run ran in (the worker's span of its request), when it was traced.
+    public var span: SpanIDs? = nil
     public var startedMicros: Int64?
     public var endedMicros: Int64?
     public var durationMicros: Int64?
@@ -94,6 +98,10 @@ public struct StoredRun: Sendable {
             out.field("request_id", requestID)
             out.field("worker", worker)
             out.field("trace", trace)
+            if let span {
+                out.field("trace_id", span.traceID)
+                out.field("span_id", span.spanID)
+            }
             Self.timings(startedMicros, endedMicros, durationMicros, into: &out)
             out.key("configuration")
             out.value(configuration ?? .null)
@@ -111,6 +119,7 @@ public struct StoredRun: Sendable {
                         out.field("step_run", step.stepRun)
                         out.field("step", step.step)
                         out.field("version", step.version)
+                        if let spanID = step.spanID { out.field("span_id", spanID) }
                         out.field("status", step.status.rawValue)
                         out.field("attempts", step.attempts)
                         Self.timings(step.startedMicros, step.endedMicros, step.durationMicros, into: &out)
@@ -223,6 +232,9 @@ extension StoredRun {
         requestID = try run.optionalString("request_id")
         worker = try run.optionalString("worker")
         trace = try run.optionalString("trace")
+        if let traceID = try run.optionalString("trace_id"), let spanID = try run.optionalString("span_id") {
+            span = SpanIDs(traceID: traceID, spanID: spanID)
+        }
         startedMicros = try run.optionalInt64("started_us")
         endedMicros = try run.optionalInt64("ended_us")
         durationMicros = try run.optionalInt64("duration_us")
@@ -241,7 +253,8 @@ extension StoredRun {
                 cachedFrom: try step.optionalObject("cached_from") {
                     CachedStepRun(runID: try $0.string("run_id"), stepRun: try $0.string("step_run"))
                 },
-                error: try step.error("error"), metadata: everything ? try step.object("metadata") : [:])
+                error: try step.error("error"), metadata: everything ? try step.object("metadata") : [:],
+                spanID: try step.optionalString("span_id"))
         }
         logs =
             try !everything

@@ -84,8 +84,12 @@ public enum LineageEventType: String, Sendable, Hashable, CaseIterable {
 /// What an event says, by type.
 public enum LineageEventBody<Artifact: Sendable>: Sendable {
     /// The run began. `configuration` is the resolved capture configuration (``CaptureConfiguration/knobs``);
-    /// `input` is `nil` when artifacts are not captured; `worker` names the process that ran it, if one was named.
-    case runStarted(configuration: JSONValue, input: Artifact?, traceparent: String?, worker: String?)
+    /// `input` is `nil` when artifacts are not captured; `traceparent` is the request's header as it came, and
+    /// `traceparentError` says why it was ignored when it is malformed; `span` is the span the run ran in, when traced;
+    /// `worker` names the process that ran it, if one was named.
+    case runStarted(
+        configuration: JSONValue, input: Artifact?, traceparent: String?, traceparentError: String?, span: SpanIDs?,
+        worker: String?)
     /// One attempt of a step run began, with its inputs (none when artifacts are not captured).
     case stepStarted(step: StepRunID, attempt: Int, inputs: [Artifact])
     /// The attempt succeeded.
@@ -119,9 +123,10 @@ public enum LineageEventBody<Artifact: Sendable>: Sendable {
         _ transform: (Artifact) throws -> Other
     ) rethrows -> LineageEventBody<Other> {
         switch self {
-        case .runStarted(let configuration, let input, let traceparent, let worker):
+        case .runStarted(let configuration, let input, let traceparent, let traceparentError, let span, let worker):
             .runStarted(
-                configuration: configuration, input: try input.map(transform), traceparent: traceparent, worker: worker)
+                configuration: configuration, input: try input.map(transform), traceparent: traceparent,
+                traceparentError: traceparentError, span: span, worker: worker)
         case .stepStarted(let step, let attempt, let inputs):
             .stepStarted(step: step, attempt: attempt, inputs: try inputs.map(transform))
         case .stepCompleted(let step, let attempt, let duration, let output):
@@ -154,11 +159,14 @@ public struct StepRunID: Sendable, Hashable {
     public var id: String
     /// The step's version.
     public var version: Int
+    /// The id of the step run's span, when traced (``SpanIDs/spanID``).
+    public var spanID: String?
 
-    public init(step: String, id: String, version: Int) {
+    public init(step: String, id: String, version: Int, spanID: String? = nil) {
         self.step = step
         self.id = id
         self.version = version
+        self.spanID = spanID
     }
 }
 

@@ -152,12 +152,20 @@ extension LineageEventBody where Artifact: RecordableArtifact {
     /// Writes the members of this type of event (docs/lineage-events.md, "Members by type").
     fileprivate func write(to out: inout JSONWriter, scratch: CanonicalScratch) {
         switch self {
-        case .runStarted(let configuration, let input, let traceparent, let worker):
+        case .runStarted(let configuration, let input, let traceparent, let traceparentError, let span, let worker):
             out.key("configuration")
             out.raw(LineageRecord.json(ofConfiguration: configuration))
             out.key("input")
             input.write(to: &out, scratch: scratch)
             out.field("traceparent", traceparent)
+            if let traceparentError { out.field("traceparent_error", traceparentError) }
+            if let span {
+                out.key("trace")
+                out.object { trace in
+                    trace.field("trace_id", span.traceID)
+                    trace.field("span_id", span.spanID)
+                }
+            }
             out.field("worker", worker)
         case .stepStarted(let step, let attempt, let inputs):
             out.stepRun(step)
@@ -213,6 +221,7 @@ extension JSONWriter {
         field("step", step.step)
         field("step_run", step.id)
         field("version", step.version)
+        if let spanID = step.spanID { field("span_id", spanID) }
     }
 
     /// An artifact reference; optional members are left out when absent.
@@ -278,7 +287,11 @@ extension TrackingEvent where Artifact == ArtifactRef {
         case .runStarted:
             body = .runStarted(
                 configuration: try fields.member("configuration"), input: try fields.optionalArtifact("input"),
-                traceparent: try fields.optionalString("traceparent"), worker: try fields.optionalString("worker"))
+                traceparent: try fields.optionalString("traceparent"),
+                traceparentError: try fields.optionalString("traceparent_error"),
+                span: try fields.optionalObject("trace") { trace in
+                    SpanIDs(traceID: try trace.string("trace_id"), spanID: try trace.string("span_id"))
+                }, worker: try fields.optionalString("worker"))
         case .stepStarted:
             body = .stepStarted(
                 step: try fields.stepRun(), attempt: try fields.int("step_attempt"),
@@ -382,8 +395,16 @@ private struct Fields {
         }
     }
 
+    /// The member, an object read by `body`, or `nil` when it is absent or null.
+    func optionalObject<T>(_ name: String, _ body: (Fields) throws -> T) throws -> T? {
+        if object.isAbsentOrNull(name) { return nil }
+        return try object(name, body)
+    }
+
     func stepRun() throws -> StepRunID {
-        StepRunID(step: try string("step"), id: try string("step_run"), version: try int("version"))
+        StepRunID(
+            step: try string("step"), id: try string("step_run"), version: try int("version"),
+            spanID: try optionalString("span_id"))
     }
 
     func errorDetail() throws -> ErrorDetail {
@@ -395,8 +416,7 @@ private struct Fields {
     }
 
     func optionalArtifact(_ name: String) throws -> ArtifactRef? {
-        if object.isAbsentOrNull(name) { return nil }
-        return try object(name) { try $0.artifact() }
+        try optionalObject(name) { try $0.artifact() }
     }
 
     func artifacts(_ name: String) throws -> [ArtifactRef] {

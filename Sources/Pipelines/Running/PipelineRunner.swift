@@ -1,6 +1,7 @@
 import CoreMetrics
 import Logging
 import Synchronization
+import Tracing
 
 /// Options of one run, set by whoever starts it (the worker sets them from the request).
 public struct RunOptions: Sendable {
@@ -14,18 +15,21 @@ public struct RunOptions: Sendable {
     public var attempt: Int
     /// The W3C trace context of the request, recorded on `run_started`.
     public var traceparent: String?
+    /// Why `traceparent` was ignored, when it is malformed: recorded on `run_started` as `traceparent_error`.
+    public var traceparentError: String?
     /// The process that runs it (the worker's name), recorded on `run_started`.
     public var worker: String?
 
     public init(
         capture: CaptureConfiguration? = nil, runID: String? = nil, requestID: String? = nil, attempt: Int = 1,
-        traceparent: String? = nil, worker: String? = nil
+        traceparent: String? = nil, traceparentError: String? = nil, worker: String? = nil
     ) {
         self.capture = capture
         self.runID = runID
         self.requestID = requestID
         self.attempt = attempt
         self.traceparent = traceparent
+        self.traceparentError = traceparentError
         self.worker = worker
     }
 }
@@ -55,17 +59,21 @@ public struct PipelineRunner: Sendable {
     public let cache: StepCache
     /// Where ``RunContext/log(_:level:)`` writes besides the lineage.
     public let logger: Logger
+    /// Starts a span per step run of a tracked run, a child of the span current when the step is called; `nil`:
+    /// no spans.
+    public let tracer: (any Tracer)?
     let stepMetrics: StepMetrics
 
     /// - Parameter metricsFactory: where tracked runs' step durations go (`sluice_step_duration_seconds`); `nil`: the
     ///   factory swift-metrics was bootstrapped with.
     public init(
         tracker: any Tracker, cache: StepCache = StepCache(), logger: Logger = Logger(label: "sluice.step"),
-        metricsFactory: (any MetricsFactory)? = nil
+        metricsFactory: (any MetricsFactory)? = nil, tracer: (any Tracer)? = nil
     ) {
         self.tracker = tracker
         self.cache = cache
         self.logger = logger
+        self.tracer = tracer
         stepMetrics = StepMetrics(factory: metricsFactory ?? MetricsSystem.factory)
     }
 
@@ -105,11 +113,13 @@ public struct PipelineRunner: Sendable {
         let runID = options.runID ?? Self.randomRunID()
         let run = RunRecorder(
             runID: runID, pipeline: pipeline.name, options: options, configuration: configuration, tracker: tracker,
-            cache: cache, logger: logger, stepMetrics: stepMetrics)
+            cache: cache, logger: logger, stepMetrics: stepMetrics, tracer: tracer)
         run.emit(
             .runStarted(
                 configuration: configuration.knobsObject,
                 input: run.artifact("input", .produced, input), traceparent: options.traceparent,
+                traceparentError: options.traceparentError,
+                span: tracer.flatMap { SpanIDs(of: ServiceContext.current ?? .topLevel, tracer: $0) },
                 worker: options.worker))
         var outcome: Result<Output, ErrorDetail>
         do {

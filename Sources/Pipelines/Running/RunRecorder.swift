@@ -1,5 +1,6 @@
 import Logging
 import Synchronization
+import Tracing
 
 /// The state of one tracked run: numbers its events and step runs and reports the events to the tracker in order.
 ///
@@ -16,6 +17,7 @@ import Synchronization
     let cache: StepCache
     let logger: Logger
     let stepMetrics: StepMetrics
+    let tracer: (any Tracer)?
     let ledger: ArtifactLedger
     private let label: String
 
@@ -36,7 +38,7 @@ import Synchronization
 
     init(
         runID: String, pipeline: String, options: RunOptions, configuration: CaptureConfiguration,
-        tracker: any Tracker, cache: StepCache, logger: Logger, stepMetrics: StepMetrics
+        tracker: any Tracker, cache: StepCache, logger: Logger, stepMetrics: StepMetrics, tracer: (any Tracer)?
     ) {
         self.runID = runID
         self.pipeline = pipeline
@@ -47,6 +49,7 @@ import Synchronization
         self.cache = cache
         self.logger = logger
         self.stepMetrics = stepMetrics
+        self.tracer = tracer
         self.ledger = ArtifactLedger(inlineLimit: configuration.inlineLimit)
         self.label = configuration.label
         holdsEvents = configuration.waitForTracking || configuration.flushOnStepEnd

@@ -1,12 +1,42 @@
+import Tracing
+
 // MARK: - Running a step inside a tracked run
 
 extension RunRecorder {
-    /// Runs one step as a step run: cache lookup, attempts with their events, cache store, flush on step end.
+    /// Runs one step as a step run: cache lookup, attempts with their events, cache store, flush on step end. With a
+    /// tracer, inside a span named after the step, a child of the current one, whose id the step run's events carry.
     @usableFromInline func runStep<Output: Codable & Sendable>(
         _ step: StepDescription, inputs: [any Codable & Sendable], invoke: () async throws -> Output
     ) async throws -> Output {
         let stepRun = nextStepRun(of: step.name)
-        let identity = StepRunID(step: step.name, id: stepRun, version: step.version)
+        guard let tracer else {
+            return try await runStep(
+                step, StepRunID(step: step.name, id: stepRun, version: step.version), inputs: inputs, invoke: invoke)
+        }
+        let span = tracer.startSpan(step.name, context: ServiceContext.current ?? .topLevel, ofKind: .internal)
+        defer { span.end() }
+        span.attributes["sluice.pipeline"] = pipeline
+        span.attributes["sluice.run_id"] = runID
+        span.attributes["sluice.step_run"] = stepRun
+        let identity = StepRunID(
+            step: step.name, id: stepRun, version: step.version,
+            spanID: SpanIDs(of: span.context, tracer: tracer)?.spanID)
+        do {
+            return try await ServiceContext.withValue(span.context) {
+                try await runStep(step, identity, inputs: inputs, invoke: invoke)
+            }
+        } catch {
+            span.recordError(error)
+            span.setStatus(SpanStatus(code: .error, message: ErrorDetail(describing: error).message))
+            throw error
+        }
+    }
+
+    private func runStep<Output: Codable & Sendable>(
+        _ step: StepDescription, _ identity: StepRunID, inputs: [any Codable & Sendable],
+        invoke: () async throws -> Output
+    ) async throws -> Output {
+        let stepRun = identity.id
         let inputArtifacts = inputs.enumerated().compactMap { index, value in
             artifact("\(stepRun)/in\(index)", .consumed, value)
         }

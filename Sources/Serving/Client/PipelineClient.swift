@@ -63,10 +63,12 @@ public final class PipelineClient: Sendable {
     ///   - requestID: the correlation id; a random one by default.
     ///   - deadline: how long the request may wait before a worker runs it (sent as `sluice-deadline`).
     ///   - timeout: how long to wait for the response.
+    ///   - traceparent: the W3C trace context the request's span is a child of (sent as `traceparent`); the
+    ///     response's ``Response/traceparent`` is the one the worker answers with.
     /// - Throws: ``Timeout``, or ``KafkaError`` when the request cannot be produced.
     public func call(
         _ input: [UInt8], requestID: String? = nil, key: [UInt8]? = nil, deadline: Duration? = nil,
-        timeout: Duration = .seconds(30)
+        timeout: Duration = .seconds(30), traceparent: String? = nil
     ) async throws -> Response {
         var generator = SystemRandomNumberGenerator()
         let id =
@@ -80,6 +82,7 @@ public final class PipelineClient: Sendable {
                 + deadline.components.attoseconds / 1_000_000_000_000_000
             headers.append(KafkaHeader(WireProtocol.Header.deadline, String(milliseconds)))
         }
+        if let traceparent { headers.append(KafkaHeader(WireProtocol.Header.traceparent, traceparent)) }
         // Registered before the request is produced, so that no response can come before its waiter.
         let promise = ResponsePromise()
         state.withLock { $0.waiting[id] = promise }
@@ -110,7 +113,8 @@ public final class PipelineClient: Sendable {
     private func read() async {
         for await message in consumer.messages {
             if let time = message.timestampMilliseconds, time < startedMilliseconds - 1000 { continue }
-            guard let value = message.value, let response = try? Response(json: value) else { continue }
+            guard let value = message.value, var response = try? Response(json: value) else { continue }
+            response.traceparent = message.headers.string(named: WireProtocol.Header.traceparent)
             let waiter = state.withLock { state -> ResponsePromise? in
                 if state.answered.contains(response.requestID) {
                     state.duplicates += 1

@@ -1,5 +1,6 @@
 import Kafka
 import Pipelines
+import W3CTraceContext
 
 /// Wire protocol v1 (docs/protocol.md): topic names, header names, error codes.
 public enum WireProtocol {
@@ -69,7 +70,10 @@ public struct Request: Sendable {
     public let replyTo: String?
     /// `sluice-deadline` in epoch milliseconds, if given.
     public let deadlineMilliseconds: Int64?
+    /// The `traceparent` header, if given, as it came.
     public let traceparent: String?
+    /// Why `traceparent` is ignored, when it is not W3C trace context (the request runs all the same).
+    public let traceparentError: String?
     /// Why a header cannot be used, if one cannot: the request then gets an `invalid_input` response.
     public let headerError: String?
 
@@ -100,7 +104,18 @@ public struct Request: Sendable {
             deadlineMilliseconds = nil
         }
         traceparent = text(WireProtocol.Header.traceparent)
+        traceparentError = traceparent.flatMap(Self.traceparentError)
         headerError = problems.isEmpty ? nil : problems.joined(separator: "; ")
+    }
+
+    /// Why `traceparent` is not W3C trace context, or `nil` when it is.
+    private static func traceparentError(_ traceparent: String) -> String? {
+        do {
+            _ = try TraceContext(traceParentHeaderValue: traceparent)
+            return nil
+        } catch {
+            return "ignored: not W3C trace context (00-<32 hex digits>-<16 hex digits>-<2 hex digits>, ids not all 0)"
+        }
     }
 
     /// The request message's run id (``WireProtocol/runID(topic:partition:offset:)``).
@@ -128,10 +143,13 @@ public struct Response: Sendable {
     /// The capture mode's label (`BATCH`, `REALTIME`, `OFF`, `CUSTOM`, `MEMORY`).
     public var capture: String
     public var durationMicros: Int64
+    /// The `traceparent` header of the response message: the request's span when the worker traces, else the
+    /// request's own header (when it is W3C trace context).
+    public var traceparent: String?
 
     public init(
         requestID: String, pipeline: String, output: [UInt8]?, error: ErrorDetail?, runID: String?, capture: String,
-        durationMicros: Int64
+        durationMicros: Int64, traceparent: String? = nil
     ) {
         self.requestID = requestID
         self.pipeline = pipeline
@@ -140,6 +158,7 @@ public struct Response: Sendable {
         self.runID = runID
         self.capture = capture
         self.durationMicros = durationMicros
+        self.traceparent = traceparent
     }
 
     /// Turns the response into an error response (no output), keeping its request, run and timing.
@@ -182,12 +201,12 @@ public struct Response: Sendable {
 
     /// The response as a message to `topic`, keyed like its request.
     public func message(topic: String, key: [UInt8]?) -> OutgoingMessage {
-        OutgoingMessage(
-            topic: topic, key: key, value: json(),
-            headers: [
-                KafkaHeader(WireProtocol.Header.requestID, requestID),
-                KafkaHeader(WireProtocol.Header.status, error == nil ? Self.okBytes : Self.errorBytes),
-            ])
+        var headers = [
+            KafkaHeader(WireProtocol.Header.requestID, requestID),
+            KafkaHeader(WireProtocol.Header.status, error == nil ? Self.okBytes : Self.errorBytes),
+        ]
+        if let traceparent { headers.append(KafkaHeader(WireProtocol.Header.traceparent, traceparent)) }
+        return OutgoingMessage(topic: topic, key: key, value: json(), headers: headers)
     }
 
     /// The `sluice-status` header's two values, made once.

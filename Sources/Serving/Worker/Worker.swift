@@ -4,6 +4,7 @@ import Logging
 import Pipelines
 import ServiceLifecycle
 import Synchronization
+import Tracing
 
 /// A worker: consumes requests, runs the pipeline, produces responses, publishes lineage, stores offsets in order.
 ///
@@ -75,7 +76,7 @@ public final class Worker: Service, Sendable {
         self.tracker = tracker
         runner = PipelineRunner(
             tracker: tracker.map { $0 as any Tracker } ?? DiscardingTracker(), logger: self.logger,
-            metricsFactory: configuration.metricsFactory)
+            metricsFactory: configuration.metricsFactory, tracer: configuration.tracer)
         producer.onDeliveryRound { [weak self] in self?.finishAcknowledged() }
     }
 
@@ -317,8 +318,39 @@ public final class Worker: Service, Sendable {
     private func handle(_ message: KafkaMessage) async {
         let started = Timestamps.monotonicMicros()
         let request = Request(message)
+        if request.traceparentError != nil { metrics.recordInvalidTraceparent() }
+        guard let tracer = configuration.tracer else {
+            // Not tracing: the response echoes the request's trace context when it is one.
+            let traceparent = request.traceparentError == nil ? request.traceparent : nil
+            await respond(to: request, started: started, traceparent: traceparent, span: nil)
+            return
+        }
+        // The request's span: a child of the request's trace context, if it has one; the runner's step spans are its
+        // children, and the response carries it on.
+        var context = ServiceContext.topLevel
+        if request.traceparentError == nil {
+            tracer.extract(message.headers, into: &context, using: KafkaHeadersExtractor())
+        }
+        let span = tracer.startSpan(configuration.pipeline.name, context: context, ofKind: .consumer)
+        span.attributes["messaging.system"] = "kafka"
+        span.attributes["messaging.operation.type"] = "process"
+        span.attributes["messaging.destination.name"] = message.topic
+        span.attributes["messaging.destination.partition.id"] = "\(message.partition)"
+        span.attributes["messaging.kafka.offset"] = Int(message.offset)
+        span.attributes["messaging.message.id"] = request.requestID
+        await ServiceContext.withValue(span.context) {
+            await respond(
+                to: request, started: started, traceparent: W3CTraceparent.of(span.context, tracer: tracer), span: span)
+        }
+        span.end()
+    }
+
+    /// Answers `request` (taken at `started`): runs it, unless it is refused, and sends the response with
+    /// `traceparent`; `span`, when tracing, learns the run and the outcome.
+    private func respond(to request: Request, started: Int64, traceparent: String?, span: (any Span)?) async {
+        let message = request.message
         var replyTopic = configuration.responsesTopic
-        let response: Response
+        var response: Response
         var failure: ErrorDetail?
 
         func reject(_ code: String, _ text: String) -> Response {
@@ -355,7 +387,8 @@ public final class Worker: Service, Sendable {
                     capture: configuration.capture,
                     // Hashing the message's position is only worth it when the run is tracked.
                     runID: configuration.capture.isMemoryOnly ? nil : request.runID, requestID: request.requestID,
-                    traceparent: request.traceparent, worker: configuration.name))
+                    traceparent: request.traceparent, traceparentError: request.traceparentError,
+                    worker: configuration.name))
             switch result.outcome {
             case .success(let output):
                 response = Response(
@@ -369,14 +402,22 @@ public final class Worker: Service, Sendable {
                     durationMicros: Timestamps.monotonicMicros() - started)
             }
         }
+        response.traceparent = traceparent
         if let error = response.error, error.code != WireProtocol.ErrorCode.deadlineExceeded { failure = error }
+        if let span {
+            if let runID = response.runID { span.attributes["sluice.run_id"] = runID }
+            if let error = response.error {
+                span.attributes["sluice.error_code"] = error.code
+                span.setStatus(SpanStatus(code: .error, message: error.message))
+            }
+        }
 
         // The common case: no dead-letter copy. The delivery report finishes the request on the producer's thread,
         // with the others of its delivery round, so no task waits for it; a failed delivery takes the slow path below.
         if failure == nil {
             let topic = replyTopic
             do {
-                try await producer.send(response.message(topic: topic, key: message.key)) { [self] result in
+                try await producer.send(response.message(topic: topic, key: message.key)) { [self, response] result in
                     if case .success = result {
                         let acknowledgement = Acknowledged(
                             partition: message.topicPartition, offset: message.offset, code: response.error?.code,
@@ -577,5 +618,12 @@ public final class Worker: Service, Sendable {
             }
         }
         releaseSlots(requests.count, endingRequests: true)
+    }
+}
+
+/// Reads a request's trace context (`traceparent`, `tracestate`) from its Kafka headers.
+private struct KafkaHeadersExtractor: Extractor {
+    func extract(key: String, from headers: [KafkaHeader]) -> String? {
+        headers.string(named: key)
     }
 }

@@ -1,6 +1,7 @@
 import CoreMetrics
 import Kafka
 import Pipelines
+import Tracing
 
 #if canImport(Glibc)
     import Glibc
@@ -42,6 +43,8 @@ public struct WorkerConfiguration: Sendable {
     public var name = WorkerConfiguration.defaultName
     /// Where the worker's metrics go (``WorkerMetrics``); `nil`: the factory swift-metrics was bootstrapped with.
     public var metricsFactory: (any MetricsFactory)?
+    /// Starts a span per request and per step run of a tracked run (docs/operations.md, "Traces"); `nil`: none.
+    public var tracer: (any Tracer)?
 
     public init(pipeline: AnyPipeline, capture: CaptureConfiguration, kafka: KafkaConfiguration) {
         self.pipeline = pipeline

@@ -30,6 +30,7 @@ public final class WorkerMetrics: Sendable {
     private let lag: KeyedGauges<TopicPartition>
     private let lineageEvents: Counter
     private let lineageFailures: Counter
+    private let invalidTraceparents: Counter
     /// The tracker's totals as last reported to the lineage counters.
     private let lineageReported = Mutex((published: 0, failed: 0))
 
@@ -53,6 +54,8 @@ public final class WorkerMetrics: Sendable {
             label: "sluice_lineage_events_total", dimensions: [("pipeline", pipeline)], factory: factory)
         lineageFailures = Counter(
             label: "sluice_lineage_failures_total", dimensions: [("pipeline", pipeline)], factory: factory)
+        invalidTraceparents = Counter(
+            label: "sluice_traceparent_invalid_total", dimensions: [("pipeline", pipeline)], factory: factory)
     }
 
     private static func requestCounter(
@@ -83,6 +86,11 @@ public final class WorkerMetrics: Sendable {
             counter.increment()
         }
         if okCount > 0 { ok.increment(by: okCount) }
+    }
+
+    /// Counts a request whose `traceparent` is not W3C trace context.
+    func recordInvalidTraceparent() {
+        invalidTraceparents.increment()
     }
 
     func recordDeadLetter() {

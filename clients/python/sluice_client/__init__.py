@@ -43,10 +43,12 @@ class SluiceTimeout(SluiceError, TimeoutError):
 
 
 class Response:
-    """A successful response: the pipeline's ``output`` and where it came from."""
+    """A successful response: the pipeline's ``output`` and where it came from. ``traceparent`` is the response's
+    W3C trace context header: the worker's span of the request when it traces, else the request's own."""
 
-    def __init__(self, value):
+    def __init__(self, value, traceparent=None):
         self.value = value
+        self.traceparent = traceparent
         self.request_id = value.get("request_id")
         self.output = value.get("output")
         self.run_id = value.get("run_id")
@@ -157,7 +159,7 @@ class SluiceClient:
                 future.set_exception(SluiceError("bad_response", f"the response is not JSON: {error}"))
                 continue
             if value.get("status") == "ok":
-                future.set_result(Response(value))
+                future.set_result(Response(value, headers.get("traceparent")))
             else:
                 error = value.get("error") or {}
                 future.set_exception(SluiceError(

@@ -69,6 +69,11 @@ class ClientTests(unittest.TestCase):
         self.assertEqual(response.request_id, "python-1")
         self.assertEqual(response.capture, "BATCH")
         self.assertRegex(response.run_id, "^[0-9a-f]{32}$")
+        self.assertIsNone(response.traceparent)
+        # A worker that does not trace answers with the request's own trace context.
+        traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        self.assertEqual(self.client.submit({"text": "traced"}, traceparent=traceparent).result(60).traceparent,
+                         traceparent)
 
     def test_an_error_response_is_an_exception_with_its_code(self):
         with self.assertRaises(SluiceError) as raised:
