@@ -29,11 +29,21 @@ build: deps
 release: deps
 	$(SWIFT) build -c release $(SWIFT_FLAGS)
 
-# Suites run one at a time: the end-to-end suites load both cores with brokers and workers, and the consumer-group
-# suites' timing assertions do not hold beside them (docs/operations.md has the mock's limits).
+# The in-process suites run first, one at a time and alone: the consumer-group suites' timing assertions do not hold
+# beside the end-to-end suites, which load both cores with brokers and workers (docs/operations.md has the mock's
+# limits). The end-to-end suites (SluiceCLITests: real processes) spend most of their time waiting on those processes,
+# so they then run in two shards side by side, each one suite after another; the first shard's report follows the
+# second's. `--ignore-lock`: the two share the build directory, in which nothing is built any more.
+E2E_SHARD := SluiceCLITests\.(ChaosTests|MaterializerTests|PythonClientTests|BrokerCommandTests)
+SWIFT_TEST = SLUICE_SWIFT_BUILD_FLAGS="$(SWIFT_FLAGS)" $(SWIFT) test --skip-build --ignore-lock --disable-xctest \
+	--no-parallel $(SWIFT_FLAGS)
 test: deps
 	$(SWIFT) build --build-tests $(SWIFT_FLAGS)
-	SLUICE_SWIFT_BUILD_FLAGS="$(SWIFT_FLAGS)" $(SWIFT) test --skip-build --disable-xctest --no-parallel $(SWIFT_FLAGS)
+	$(SWIFT_TEST) --skip SluiceCLITests
+	$(SWIFT_TEST) --filter '$(E2E_SHARD)' > .build/e2e-shard.log 2>&1 & shard=$$!; \
+		$(SWIFT_TEST) --filter SluiceCLITests --skip '$(E2E_SHARD)'; status=$$?; \
+		wait $$shard; shard_status=$$?; echo "--- the shard $(E2E_SHARD):"; cat .build/e2e-shard.log; \
+		test $$status -eq 0 -a $$shard_status -eq 0
 
 # The container image definition, the compose file and the Kubernetes manifests of deploy/, checked against their
 # schemas and linters (tools from PyPI, installed under .build/deploy-tools).
