@@ -69,13 +69,18 @@ struct TracingTests {
         await cluster.stop()
     }
 
-    @Test func withoutOTelSettingsTheWorkerTracesNothingAndEchoesTheTraceparent() async throws {
+    @Test func withTheSDKDisabledTheWorkerTracesNothingAndEchoesTheTraceparent() async throws {
         let receiver = try await OTLPReceiver.start()
         defer { receiver.stop() }
         let cluster = try await ServingCluster.start()
-        // No endpoint: no traces, whatever else of OTEL_* is set.
+        // An endpoint, the receiver's, but OTEL_SDK_DISABLED: no tracer, nothing exported (a tracer would export the
+        // request's spans at the latest when the worker stops, before it exits).
         let worker = try await cluster.startWorker(
-            [], environment: ["OTEL_EXPORTER_OTLP_PROTOCOL": "http/json", "OTEL_SERVICE_NAME": "quiet"])
+            [],
+            environment: [
+                "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json",
+                "OTEL_BSP_SCHEDULE_DELAY": "100", "OTEL_SDK_DISABLED": "true",
+            ])
         let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
         let (status, responses) = try await cluster.call([
             ["id": "plain", "value": ["text": "a"], "headers": ["traceparent": traceparent]]
