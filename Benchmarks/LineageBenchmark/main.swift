@@ -100,10 +100,10 @@ for (offset, record) in records.enumerated() {
     try partition.take(record, at: Int64(offset), counts: &counts)
     if offset % 4096 == 4095 {
         let appended = try partition.sync()
-        try index?.catchUp(segments: appended)
+        try index?.add(appended)
     }
 }
-try index?.catchUp(segments: partition.sync())
+try index?.add(partition.sync())
 let written = counts.runsWritten
 let elapsed = started.duration(to: clock.now)
 let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18

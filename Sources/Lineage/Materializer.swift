@@ -280,17 +280,17 @@ public final class Materializer: Service, Sendable {
                 shares.append((work, messages))
             }
             let foldShare = {
-                (share: (work: PartitionMaterializer, records: [KafkaMessage])) throws -> (FoldCounts, [String]) in
+                (share: (work: PartitionMaterializer, records: [KafkaMessage])) throws -> (FoldCounts, [WrittenLine]) in
                 var counts = FoldCounts()
                 let started = Timestamps.monotonicMicros()
                 for message in share.records {
                     try share.work.take(message.value, at: message.offset, counts: &counts)
                 }
                 let folded = Timestamps.monotonicMicros()
-                let segments = try share.work.sync()
+                let lines = try share.work.sync()
                 self.metrics.fold.recordMicroseconds(folded - started)
                 self.metrics.sync.recordMicroseconds(Timestamps.monotonicMicros() - folded)
-                return (counts, segments)
+                return (counts, lines)
             }
             let folded = try store.threads?.map(shares, foldShare) ?? shares.map(foldShare)
             let openRuns = store.work.values.reduce(0) { $0 + $1.openRuns }
@@ -304,7 +304,7 @@ public final class Materializer: Service, Sendable {
             for (counts, _) in folded { metrics.record(counts) }
             do {
                 let started = Timestamps.monotonicMicros()
-                try store.index?.catchUp(segments: folded.flatMap(\.1))
+                try store.index?.add(folded.flatMap(\.1))
                 metrics.index.recordMicroseconds(Timestamps.monotonicMicros() - started)
             } catch {
                 // The index is derived: what it misses now, the next catch-up (or a restart) indexes.

@@ -84,10 +84,9 @@ public final class PartitionMaterializer {
     }
 
     /// Makes every line and artifact appended so far durable.
-    /// - Returns: the segments (relative to the store's root) that got lines since the previous sync, for
-    ///   ``StoreIndex/catchUp(segments:)``.
+    /// - Returns: the lines written since the previous sync, for ``StoreIndex/add(_:)``.
     @discardableResult
-    public func sync() throws -> [String] {
+    public func sync() throws -> [WrittenLine] {
         try store.sync()
     }
 

@@ -233,6 +233,36 @@ struct PartitionStoreTests {
         #expect(line.contains(#""file":"artifacts/"#))
     }
 
+    @Test func theIndexTakesABatchFromMemoryAndWhatItMissedFromTheFile() async throws {
+        let root = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let runs = await closedRuns(["a", "b", "c", "d", "e"])
+        let store = try PartitionStore(root: root, partition: 3, limits: SegmentLimits(maxBytes: 1 << 20, maxLines: 2))
+        let index = try StoreIndex(root: root)
+        for run in runs.prefix(2) { #expect(try store.append(run, storeInlineLimit: 1024)) }
+        #expect(try index.add(store.sync()) == 2)
+        // A batch whose indexing failed: the next batch's segment is read from its file, the missed line with it.
+        #expect(try store.append(runs[2], storeInlineLimit: 1024))
+        _ = try store.sync()
+        #expect(try store.append(runs[3], storeInlineLimit: 1024))
+        #expect(try index.add(store.sync()) == 2)
+        // `sluice runs` indexed the batch from the file first: nothing twice.
+        #expect(try store.append(runs[4], storeInlineLimit: 1024))
+        let last = try store.sync()
+        #expect(try index.catchUp() == 1)
+        #expect(try index.add(last) == 0)
+
+        let indexed = try index.runs(limit: 100)
+        #expect(indexed.map(\.runID).sorted() == ["a", "b", "c", "d", "e"])
+        let uses = try indexed.map { try index.uses(ofArtifact: #require(index.line(of: $0).input?.sha256)) }
+        let (rebuilt, count) = try StoreIndex.rebuild(root: root)
+        #expect(count == 5)
+        #expect(try Set(rebuilt.runs(limit: 100)) == Set(indexed))
+        let rebuiltUses = try indexed.map { try rebuilt.uses(ofArtifact: #require(rebuilt.line(of: $0).input?.sha256)) }
+        #expect(rebuiltUses == uses)
+        #expect(uses.allSatisfy { !$0.isEmpty })
+    }
+
     @Test func aHostilePipelineNameStaysInsideTheRoot() async throws {
         let parent = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: parent) }

@@ -1,7 +1,7 @@
 import Pipelines
 
 /// One run being folded from its events, in the order its lineage partition holds them; when its terminal event
-/// (or the rule for `incomplete` runs) closes it, ``line(storeInlineLimit:)`` is its line in a segment.
+/// (or the rule for `incomplete` runs) closes it, ``stored(partition:rank:storeInlineLimit:)`` is its line in a segment.
 ///
 /// Everything in the line comes from the events and their offsets, never from the clock or the materializer's
 /// settings other than the store's inline limit: replaying the same log gives the same bytes.
@@ -152,15 +152,15 @@ struct RunFold {
 
     // MARK: - The line
 
-    /// The run's line (without the newline), and the artifact values too large to stay in it, by SHA-256.
+    /// The run as its line holds it, and the artifact values too large to stay in the line, by SHA-256.
     ///
     /// - Parameters:
     ///   - rank: the line's place among the lines closed at its terminal offset (``ClosedRun/rank``).
     ///   - storeInlineLimit: values of at most this many bytes stay in the line; larger ones are written to
     ///     `artifacts/` and the line names the file.
-    func line(
+    func stored(
         partition: Int32, rank: Int, storeInlineLimit: Int
-    ) -> (line: [UInt8], artifacts: [(sha256: String, value: [UInt8])]) {
+    ) -> (run: StoredRun, artifacts: [(sha256: String, value: [UInt8])]) {
         var files: [(sha256: String, value: [UInt8])] = []
         func stored(_ ref: ArtifactRef?) -> StoredRun.Artifact? {
             guard let ref else { return nil }
@@ -201,7 +201,7 @@ struct RunFold {
             position: StoredRun.Position(
                 partition: partition, firstOffset: firstOffset, terminalOffset: terminalOffset, terminalRank: rank,
                 events: events))
-        return (run.line(), files)
+        return (run, files)
     }
 }
 

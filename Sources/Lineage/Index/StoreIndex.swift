@@ -112,53 +112,118 @@ public final class StoreIndex {
     /// - Returns: how many runs were indexed.
     @discardableResult
     public func catchUp(segments: [String]? = nil) throws -> Int {
-        let read = try database.prepare("SELECT id, indexed_bytes FROM segments WHERE path = ?")
-        let addSegment = try database.prepare("INSERT INTO segments(path, indexed_bytes) VALUES (?, 0)")
-        let addRun = try database.prepare("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-        let addArtifact = try database.prepare("INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
-        let mark = try database.prepare("UPDATE segments SET indexed_bytes = ? WHERE id = ?")
+        let statements = try Statements(database)
         var indexed = 0
         // One transaction for all the segments: a batch that touched many partitions is one commit.
         try database.transaction {
             for segment in try segments ?? self.segments() {
-                try read.bind([.text(segment)])
-                var (id, start): (Int64?, Int) = (nil, 0)
-                if try read.step() { (id, start) = (read.integer(0), Int(read.integer(1) ?? 0)) }
-                let bytes = try FileSystem.readFile("\(root)/\(segment)", from: start)
-                guard !bytes.isEmpty else { continue }
-                let segmentID: Int64
-                if let id {
-                    segmentID = id
-                } else {
-                    try addSegment.run([.text(segment)])
-                    segmentID = database.lastInsertedRow
-                }
-                var lineStart = 0
-                while let newline = bytes[lineStart...].firstIndex(of: UInt8(ascii: "\n")) {
-                    defer { lineStart = newline + 1 }
-                    let line = bytes[lineStart..<newline]
-                    guard let entry = try? IndexEntry(line: Array(line)) else { continue }
-                    let place: [SQLiteValue] = [.integer(segmentID), .integer(Int64(start + lineStart))]
-                    try addRun.run(
-                        place + [
-                            .integer(Int64(line.count)), .text(entry.run.runID), .integer(Int64(entry.run.attempt)),
-                            .text(entry.run.pipeline), .text(entry.run.status.rawValue), .text(entry.run.capture),
-                            .optional(entry.run.requestID), .optional(entry.run.startedMicros),
-                            .optional(entry.run.durationMicros), .integer(Int64(entry.run.steps)),
-                        ])
-                    for use in entry.artifacts {
-                        try addArtifact.run(
-                            [.text(use.sha256)] + place + [
-                                .text(use.artifactID), .optional(use.stepRun), .text(use.role.rawValue),
-                                .text(use.type), .integer(Int64(use.size)),
-                            ])
-                    }
-                    indexed += 1
-                }
-                try mark.run([.integer(Int64(start + lineStart)), .integer(segmentID)])
+                indexed += try catchUp(segment, statements)
             }
         }
         return indexed
+    }
+
+    /// Indexes `lines`, just written, from what they hold in memory: a materializer's batch, without reading its
+    /// lines back. A segment whose earlier lines the index misses (an indexing that failed) is caught up from its file
+    /// instead, these lines included.
+    /// - Returns: how many runs were indexed.
+    @discardableResult
+    public func add(_ lines: [WrittenLine]) throws -> Int {
+        guard !lines.isEmpty else { return 0 }
+        let statements = try Statements(database)
+        var bySegment: [String: [WrittenLine]] = [:]
+        var order: [String] = []
+        for line in lines {
+            if bySegment[line.segment] == nil { order.append(line.segment) }
+            bySegment[line.segment, default: []].append(line)
+        }
+        var indexed = 0
+        try database.transaction {
+            for segment in order {
+                let written = bySegment[segment] ?? []
+                let (id, start) = try statements.segment(segment)
+                guard let first = written.first, first.offset == start else {
+                    indexed += try catchUp(segment, statements)
+                    continue
+                }
+                let segmentID = try id ?? statements.addSegment(segment)
+                for line in written {
+                    try statements.add(line.entry, segment: segmentID, offset: line.offset, length: line.length)
+                }
+                let end = written.last.map { $0.offset + $0.length + 1 } ?? start
+                try statements.mark.run([.integer(Int64(end)), .integer(segmentID)])
+                indexed += written.count
+            }
+        }
+        return indexed
+    }
+
+    /// Indexes the whole lines of `segment` beyond what the index has read of it, reading them from its file.
+    private func catchUp(_ segment: String, _ statements: Statements) throws -> Int {
+        let (id, start) = try statements.segment(segment)
+        let bytes = try FileSystem.readFile("\(root)/\(segment)", from: start)
+        guard !bytes.isEmpty else { return 0 }
+        let segmentID = try id ?? statements.addSegment(segment)
+        var indexed = 0
+        var lineStart = 0
+        while let newline = bytes[lineStart...].firstIndex(of: UInt8(ascii: "\n")) {
+            defer { lineStart = newline + 1 }
+            let line = bytes[lineStart..<newline]
+            guard let entry = try? IndexEntry(line: Array(line)) else { continue }
+            try statements.add(entry, segment: segmentID, offset: start + lineStart, length: line.count)
+            indexed += 1
+        }
+        try statements.mark.run([.integer(Int64(start + lineStart)), .integer(segmentID)])
+        return indexed
+    }
+
+    /// The statements that index lines, prepared once per catch-up.
+    private struct Statements {
+        let database: SQLiteDatabase
+        let read: SQLiteDatabase.Statement
+        let insertSegment: SQLiteDatabase.Statement
+        let addRun: SQLiteDatabase.Statement
+        let addArtifact: SQLiteDatabase.Statement
+        let mark: SQLiteDatabase.Statement
+
+        init(_ database: SQLiteDatabase) throws {
+            self.database = database
+            read = try database.prepare("SELECT id, indexed_bytes FROM segments WHERE path = ?")
+            insertSegment = try database.prepare("INSERT INTO segments(path, indexed_bytes) VALUES (?, 0)")
+            addRun = try database.prepare("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+            addArtifact = try database.prepare("INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+            mark = try database.prepare("UPDATE segments SET indexed_bytes = ? WHERE id = ?")
+        }
+
+        /// The segment's id, if the index has it, and how many of its bytes it has read.
+        func segment(_ path: String) throws -> (id: Int64?, indexedBytes: Int) {
+            try read.bind([.text(path)])
+            guard try read.step() else { return (nil, 0) }
+            return (read.integer(0), Int(read.integer(1) ?? 0))
+        }
+
+        func addSegment(_ path: String) throws -> Int64 {
+            try insertSegment.run([.text(path)])
+            return database.lastInsertedRow
+        }
+
+        func add(_ entry: IndexEntry, segment: Int64, offset: Int, length: Int) throws {
+            let place: [SQLiteValue] = [.integer(segment), .integer(Int64(offset))]
+            try addRun.run(
+                place + [
+                    .integer(Int64(length)), .text(entry.run.runID), .integer(Int64(entry.run.attempt)),
+                    .text(entry.run.pipeline), .text(entry.run.status.rawValue), .text(entry.run.capture),
+                    .optional(entry.run.requestID), .optional(entry.run.startedMicros),
+                    .optional(entry.run.durationMicros), .integer(Int64(entry.run.steps)),
+                ])
+            for use in entry.artifacts {
+                try addArtifact.run(
+                    [.text(use.sha256)] + place + [
+                        .text(use.artifactID), .optional(use.stepRun), .text(use.role.rawValue), .text(use.type),
+                        .integer(Int64(use.size)),
+                    ])
+            }
+        }
     }
 
     // MARK: - Reading
@@ -252,9 +317,19 @@ public final class StoreIndex {
     }
 }
 
-/// What the index takes from one run's line, read as a ``StoredRun``.
-private struct IndexEntry {
-    struct Use {
+/// A line a materializer has just written, with what the index keeps of it: what ``StoreIndex/add(_:)`` takes.
+public struct WrittenLine: Sendable {
+    /// The segment, relative to the store's root.
+    let segment: String
+    /// Where the line starts in the segment, and its length without the newline.
+    let offset: Int
+    let length: Int
+    let entry: IndexEntry
+}
+
+/// What the index takes from one run's line.
+struct IndexEntry: Sendable {
+    struct Use: Sendable {
         var sha256: String
         var artifactID: String
         var stepRun: String?
@@ -263,7 +338,7 @@ private struct IndexEntry {
         var size: Int
     }
 
-    struct Consumer {
+    struct Consumer: Sendable {
         var artifactID: String
         var stepRun: String?
         var type: String
@@ -278,7 +353,10 @@ private struct IndexEntry {
     var consumers: [Consumer] = []
 
     init(line: [UInt8]) throws {
-        let stored = try StoredRun(line: line, reading: .structure)
+        self.init(try StoredRun(line: line, reading: .structure))
+    }
+
+    init(_ stored: StoredRun) {
         run = IndexedRun(
             runID: stored.runID, attempt: stored.attempt, pipeline: stored.pipeline, status: stored.status,
             capture: stored.capture, requestID: stored.requestID, startedMicros: stored.startedMicros,

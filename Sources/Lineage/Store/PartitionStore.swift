@@ -41,16 +41,19 @@ final class PartitionStore {
     /// Segments kept open at most: older days' segments are closed when more are open.
     private static let maxOpenSegments = 32
     private var dirtyDirectories: Set<String> = []
-    /// Segments (relative to the root) that got lines since the last sync.
-    private var appendedSegments: Set<String> = []
+    /// The lines written since the last sync, in order.
+    private var appended: [WrittenLine] = []
     private let prefix: String
 
     private final class Segment {
         let file: AppendFile
+        /// The file's path relative to the store's root.
+        let relativePath: String
         var lines: Int
         var lastUsed = 0
-        init(file: AppendFile, lines: Int) {
+        init(file: AppendFile, root: String, lines: Int) {
             self.file = file
+            relativePath = String(file.path.dropFirst(root.count + 1))
             self.lines = lines
         }
     }
@@ -108,13 +111,17 @@ final class PartitionStore {
     func append(_ run: ClosedRun, storeInlineLimit: Int) throws -> Bool {
         let position = run.position
         if let lastWritten, position <= lastWritten { return false }
-        let (line, artifacts) = run.fold.line(partition: partition, rank: run.rank, storeInlineLimit: storeInlineLimit)
+        let (stored, artifacts) = run.fold.stored(
+            partition: partition, rank: run.rank, storeInlineLimit: storeInlineLimit)
+        let line = stored.line()
         for artifact in artifacts { try writeArtifact(artifact.sha256, artifact.value) }
         let day = StoreNames.day(ofMicros: run.fold.startTimestamp ?? 0)
         let directory = "\(root)/runs/\(StoreNames.component(run.fold.pipeline))/\(day)"
         let segment = try segment(in: directory, for: position, adding: line.count + 1)
+        let offset = segment.file.size
         try segment.file.append(line + [UInt8(ascii: "\n")])
-        appendedSegments.insert(String(segment.file.path.dropFirst(root.count + 1)))
+        appended.append(
+            WrittenLine(segment: segment.relativePath, offset: offset, length: line.count, entry: IndexEntry(stored)))
         segment.lines += 1
         segment.lastUsed = syncs
         lastWritten = position
@@ -133,12 +140,12 @@ final class PartitionStore {
             let lines =
                 try existing.lines
                 ?? FileSystem.readFile(existing.path).reduce(0) { $0 + ($1 == UInt8(ascii: "\n") ? 1 : 0) }
-            open[directory] = Segment(file: try AppendFile(path: existing.path), lines: lines)
+            open[directory] = Segment(file: try AppendFile(path: existing.path), root: root, lines: lines)
             return try self.segment(in: directory, for: position, adding: bytes)
         }
         try FileSystem.makeDirectories(directory)
         let segment = Segment(
-            file: try AppendFile(path: "\(directory)/\(prefix)\(position.offset).jsonl"), lines: 0)
+            file: try AppendFile(path: "\(directory)/\(prefix)\(position.offset).jsonl"), root: root, lines: 0)
         open[directory] = segment
         dirtyDirectories.insert(directory)
         return segment
@@ -159,13 +166,13 @@ final class PartitionStore {
     }
 
     /// Makes every line and artifact written so far durable.
-    /// - Returns: the segments (relative to the root) that got lines since the previous sync.
+    /// - Returns: the lines written since the previous sync, in order.
     @discardableResult
-    func sync() throws -> [String] {
+    func sync() throws -> [WrittenLine] {
         for segment in open.values { try segment.file.sync() }
         for directory in dirtyDirectories.sorted() { try FileSystem.syncDirectory(directory) }
         dirtyDirectories.removeAll()
-        defer { appendedSegments.removeAll() }
+        defer { appended.removeAll() }
         syncs += 1
         if open.count > Self.maxOpenSegments {
             for (directory, segment) in open where segment.lastUsed < syncs - 1 {
@@ -173,7 +180,7 @@ final class PartitionStore {
                 closedSegments[directory] = (segment.file.path, segment.lines)
             }
         }
-        return appendedSegments.sorted()
+        return appended
     }
     private var syncs = 0
 }
