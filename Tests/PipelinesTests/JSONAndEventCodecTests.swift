@@ -64,9 +64,26 @@ struct JSONAndEventCodecTests {
             #expect(object.keys == ["s", "n", "o", "e", "t", "s"])
             for key in members.keys { #expect(try object.value(key) == members[key]) }
             #expect(object.rawValue("o") == Array(#"{"x":[1,{"y":null}]}"#.utf8))
+            #expect(object.rawValue("n") == Array("-1.5e3".utf8) && object.rawValue("t") == Array("true".utf8))
+            #expect(object.rawValue("s") == Array(#""last""#.utf8) && object.rawValue("missing") == nil)
             #expect(try object.withObject("o") { try $0.value("x") } == [1, ["y": nil]])
             #expect(try object.withObjects("e") { $0.keys } == [])
             #expect(object.isAbsentOrNull("missing") && !object.isAbsentOrNull("t"))
+        }
+    }
+
+    /// Names are compared as Swift compares strings: byte for byte when both are ASCII, by canonical equivalence
+    /// otherwise (the Kelvin sign is a K; "é" precomposed is "e" and a combining accent).
+    @Test func aRawObjectFindsNamesByCanonicalEquivalence() throws {
+        try RawJSONObject.withObject(Array("{\"\u{212A}\": 1, \"e\u{301}\": 2, \"k\": 3}".utf8)) { object throws in
+            #expect(try object.value("K") == 1)
+            #expect(try object.value("\u{E9}") == 2)
+            #expect(try object.value("k") == 3)
+        }
+        try RawJSONObject.withObject(Array(#"{"\u00e9": 1, "K": 2}"#.utf8)) { object throws in
+            #expect(try object.value("e\u{301}") == 1)
+            #expect(try object.value("\u{212A}") == 2)
+            #expect(try object.value("k") == nil)
         }
     }
 

@@ -25,90 +25,103 @@ extension JSONValue {
 
 /// A JSON object whose members are located but not parsed: a member's value is parsed only when it is asked for.
 /// For readers that know the shape they expect (lineage events, the store's lines) and need neither a dictionary per
-/// object nor the members they skip. The whole object's grammar is checked when it is scanned.
+/// object nor the members they skip. The whole document is checked and located in one pass (``JSONTape``) when it is
+/// read; nested objects are found on the tape, never scanned again.
 ///
-/// - Important: Valid only inside the closure it is handed to, which owns the bytes: never keep one.
+/// - Important: Valid only inside the closure it is handed to: never keep one.
 public struct RawJSONObject {
-    private let bytes: UnsafeBufferPointer<UInt8>
-    private let members: [(key: String, range: Range<Int>)]
+    private let document: LocatedDocument
+    /// The object's node on the tape.
+    private let node: Int
 
-    fileprivate init(bytes: UnsafeBufferPointer<UInt8>, members: [(key: String, range: Range<Int>)]) {
-        self.bytes = bytes
-        self.members = members
+    private init(document: LocatedDocument, node: Int) {
+        self.document = document
+        self.node = node
     }
 
-    /// Scans the JSON object in `bytes` (whitespace around it allowed) and calls `body` with it.
+    /// Checks the JSON object in `bytes` (whitespace around it allowed) and calls `body` with it.
     /// - Throws: ``JSONParseError`` when `bytes` are not one JSON object, or what `body` throws.
     public static func withObject<T>(
         _ bytes: some Collection<UInt8>, _ body: (RawJSONObject) throws -> T
     )
         throws -> T
     {
-        let array = bytes as? [UInt8] ?? Array(bytes)
-        return try array.withUnsafeBufferPointer { buffer in
-            var parser = JSONParser(buffer)
-            parser.skipWhitespace()
-            guard parser.index < buffer.count, buffer[parser.index] == UInt8(ascii: "{") else {
-                throw parser.error("not a JSON object")
-            }
-            let members = try parser.scanObject(depth: 0)
-            parser.skipWhitespace()
-            guard parser.index == buffer.count else { throw parser.error("unexpected bytes after the value") }
-            return try body(RawJSONObject(bytes: buffer, members: members))
+        let tape = try JSONTape(bytes as? [UInt8] ?? Array(bytes), locatingBytes: true)
+        let document = LocatedDocument(tape)
+        return try body(try RawJSONObject(document, object: 0, or: "not a JSON object"))
+    }
+
+    /// The object at `node`.
+    /// - Throws: ``JSONParseError`` with `message` when the node is something else.
+    private init(_ document: LocatedDocument, object node: Int, or message: String = "expected an object") throws {
+        guard case .object = document[node] else {
+            throw JSONParseError(message: message, offset: document.tape.bytes(of: node).lowerBound)
         }
+        self.init(document: document, node: node)
     }
 
     /// The member names, in the order they came.
-    public var keys: [String] { members.map(\.key) }
+    public var keys: [String] { document.tape.members(of: node).map(\.name) }
 
-    private func range(_ key: String) -> Range<Int>? {
-        members.last { $0.key == key }?.range
+    private func valueNode(_ key: String) -> Int? {
+        document.tape.member(key, of: node)
     }
 
     /// Whether the member is absent or `null`.
     public func isAbsentOrNull(_ key: String) -> Bool {
-        guard let range = range(key) else { return true }
-        return bytes[range.lowerBound] == UInt8(ascii: "n")
+        guard let value = valueNode(key) else { return true }
+        if case .null = document[value] { return true }
+        return false
     }
 
     /// The member's value, parsed; `nil` when absent.
     public func value(_ key: String) throws -> JSONValue? {
-        guard let range = range(key) else { return nil }
-        var parser = JSONParser(UnsafeBufferPointer(rebasing: bytes[..<range.upperBound]))
-        parser.index = range.lowerBound
-        return try parser.parseValue(depth: 0)
+        valueNode(key).map { document.tape.value(at: $0) }
     }
 
     /// The member's value as it is written, byte for byte; `nil` when absent.
     public func rawValue(_ key: String) -> [UInt8]? {
-        range(key).map { Array(bytes[$0]) }
+        valueNode(key).map { Array(document.tape.bytes[document.tape.bytes(of: $0)]) }
     }
 
-    /// The member, an object, scanned; `nil` when absent or `null`.
+    /// The member, an object; `nil` when absent or `null`.
     /// - Throws: ``JSONParseError`` when it is something else.
     public func withObject<T>(_ key: String, _ body: (RawJSONObject) throws -> T) throws -> T? {
-        guard !isAbsentOrNull(key), let range = range(key) else { return nil }
-        return try Self.object(at: range, in: bytes, body)
+        guard let value = valueNode(key) else { return nil }
+        if case .null = document[value] { return nil }
+        return try body(try RawJSONObject(document, object: value))
     }
 
-    /// The member, an array of objects, each scanned and handed to `body`; `nil` when absent or `null`.
+    /// The member, an array of objects, each handed to `body`; `nil` when absent or `null`.
     /// - Throws: ``JSONParseError`` when it is not an array of objects.
     public func withObjects<T>(_ key: String, _ body: (RawJSONObject) throws -> T) throws -> [T]? {
-        guard !isAbsentOrNull(key), let range = range(key) else { return nil }
-        var parser = JSONParser(UnsafeBufferPointer(rebasing: bytes[..<range.upperBound]))
-        parser.index = range.lowerBound
-        guard bytes[range.lowerBound] == UInt8(ascii: "[") else { throw parser.error("expected an array") }
-        return try parser.scanArray(depth: 0).map { try Self.object(at: $0, in: bytes, body) }
+        guard let value = valueNode(key) else { return nil }
+        switch document[value] {
+        case .null: return nil
+        case .array(let count, _):
+            var results: [T] = []
+            results.reserveCapacity(count)
+            var element = value + 1
+            for _ in 0..<count {
+                results.append(try body(try RawJSONObject(document, object: element)))
+                element = document.tape.next(after: element)
+            }
+            return results
+        default:
+            throw JSONParseError(message: "expected an array", offset: document.tape.bytes(of: value).lowerBound)
+        }
+    }
+}
+
+/// A tape shared by the readers of one document (a decoder and its containers, a raw object and its members).
+final class LocatedDocument {
+    let tape: JSONTape
+
+    init(_ tape: JSONTape) {
+        self.tape = tape
     }
 
-    private static func object<T>(
-        at range: Range<Int>, in bytes: UnsafeBufferPointer<UInt8>, _ body: (RawJSONObject) throws -> T
-    ) throws -> T {
-        var parser = JSONParser(UnsafeBufferPointer(rebasing: bytes[..<range.upperBound]))
-        parser.index = range.lowerBound
-        guard bytes[range.lowerBound] == UInt8(ascii: "{") else { throw parser.error("expected an object") }
-        return try body(RawJSONObject(bytes: bytes, members: try parser.scanObject(depth: 0)))
-    }
+    subscript(node: Int) -> JSONTape.Node { tape.nodes[node] }
 }
 
 private struct JSONParser {
@@ -445,9 +458,9 @@ private struct JSONParser {
     }
 
     /// Moves past a string, checking its escapes and, when it has non-ASCII bytes, its UTF-8; returns whether it has
-    /// escapes.
+    /// escapes and whether all its bytes are ASCII.
     @discardableResult
-    mutating func skipString() throws -> Bool {
+    mutating func skipString() throws -> (escaped: Bool, ascii: Bool) {
         index += 1
         let start = index
         var highBits: UInt8 = 0
@@ -463,7 +476,7 @@ private struct JSONParser {
                     _ = try validated(UnsafeBufferPointer(rebasing: bytes[start..<index]), at: start)
                 }
                 index += 1
-                return escaped
+                return (escaped, highBits < 0x80)
             case UInt8(ascii: "\\"):
                 escaped = true
                 index += 1
@@ -516,6 +529,11 @@ struct JSONTape {
 
     let bytes: [UInt8]
     private(set) var nodes: [Node] = []
+    /// Each node's bytes, as written (quotes and brackets included), when the tape was asked to locate them.
+    private var spans: [Range<Int>] = []
+    private let locatesBytes: Bool
+    /// Whether every string of the document (member names included) is ASCII as written.
+    private var isASCII = true
 
     /// The document `null`.
     static let null = JSONTape(bytes: Array("null".utf8), nodes: [.null])
@@ -523,14 +541,19 @@ struct JSONTape {
     private init(bytes: [UInt8], nodes: [Node]) {
         self.bytes = bytes
         self.nodes = nodes
+        locatesBytes = false
     }
 
     /// Checks `bytes` as ``JSONValue/init(parsing:)`` does (same grammar, numbers, nesting limit and errors).
+    /// `locatingBytes`: also keep where each value is written (``bytes(of:)``), for readers that copy values as they
+    /// are.
     /// - Throws: ``JSONParseError``.
-    init(_ bytes: [UInt8]) throws {
+    init(_ bytes: [UInt8], locatingBytes: Bool = false) throws {
         self.bytes = bytes
+        locatesBytes = locatingBytes
         // Room for a node per 16 bytes and a few more, so that a typical request's tape is allocated once.
         nodes.reserveCapacity(8 + bytes.count / 16)
+        if locatingBytes { spans.reserveCapacity(8 + bytes.count / 16) }
         try bytes.withUnsafeBufferPointer { buffer in
             var parser = JSONParser(buffer)
             try locate(&parser, depth: 0)
@@ -544,6 +567,87 @@ struct JSONTape {
         switch nodes[index] {
         case .array(_, let end), .object(_, let end): end
         default: index + 1
+        }
+    }
+
+    /// Where the value of `node` is written in ``bytes``.
+    /// - Precondition: the tape was made `locatingBytes`.
+    func bytes(of node: Int) -> Range<Int> {
+        spans[node]
+    }
+
+    /// The value node of the member named `name` of the object at `object` (the last one, if the name repeats).
+    func member(_ name: String, of object: Int) -> Int? {
+        guard case .object(_, let end) = nodes[object] else { return nil }
+        var name = name
+        return name.withUTF8 { name in
+            // Written as ASCII on both sides, names are equal exactly when their bytes are: no String to make.
+            let bytewise = isASCII && name.allSatisfy { $0 < 0x80 }
+            return bytes.withUnsafeBufferPointer { bytes in
+                nodes.withUnsafeBufferPointer { nodes in
+                    var found: Int?
+                    var key = object + 1
+                    while key < end {
+                        if case .string(let range, let escaped) = nodes[key] {
+                            let equal =
+                                bytewise && !escaped
+                                ? range.count == name.count && Self.equal(bytes, range, name)
+                                : string(range, escaped: escaped, equals: String(decoding: name, as: UTF8.self))
+                            if equal { found = key + 1 }
+                        }
+                        switch nodes[key + 1] {
+                        case .array(_, let next), .object(_, let next): key = next
+                        default: key += 2
+                        }
+                    }
+                    return found
+                }
+            }
+        }
+    }
+
+    private static func equal(
+        _ bytes: UnsafeBufferPointer<UInt8>, _ range: Range<Int>, _ name: UnsafeBufferPointer<UInt8>
+    ) -> Bool {
+        for offset in 0..<name.count where bytes[range.lowerBound + offset] != name[offset] { return false }
+        return true
+    }
+
+    /// Each member's name and value node of the object at `object`, in order.
+    func members(of object: Int) -> [(name: String, value: Int)] {
+        guard case .object(_, let end) = nodes[object] else { return [] }
+        var members: [(name: String, value: Int)] = []
+        var key = object + 1
+        while key < end {
+            guard case .string(let range, let escaped) = nodes[key] else { break }
+            members.append((string(range, escaped: escaped), key + 1))
+            key = next(after: key + 1)
+        }
+        return members
+    }
+
+    /// The value at `node`, as ``JSONValue/init(parsing:)`` gives it.
+    func value(at node: Int) -> JSONValue {
+        switch nodes[node] {
+        case .null: return .null
+        case .bool(let flag): return .bool(flag)
+        case .int(let number): return .int(number)
+        case .double(let number): return .double(number)
+        case .string(let range, let escaped): return .string(string(range, escaped: escaped))
+        case .array(let count, _):
+            var elements: [JSONValue] = []
+            elements.reserveCapacity(count)
+            var element = node + 1
+            for _ in 0..<count {
+                elements.append(value(at: element))
+                element = next(after: element)
+            }
+            return .array(elements)
+        case .object:
+            // A repeated key keeps its last value, as the parser does.
+            return .object(
+                Dictionary(
+                    members(of: node).map { ($0.name, value(at: $0.value)) }, uniquingKeysWith: { _, last in last }))
         }
     }
 
@@ -579,6 +683,10 @@ struct JSONTape {
         guard depth < 512 else { throw parser.error("nested too deeply") }
         parser.skipWhitespace()
         guard parser.index < parser.bytes.count else { throw parser.error("unexpected end") }
+        let (node, start) = (nodes.count, parser.index)
+        // The span is reserved before a container's descendants, so that spans and nodes keep one order.
+        if locatesBytes { spans.append(start..<start) }
+        defer { if locatesBytes { spans[node] = start..<parser.index } }
         switch parser.bytes[parser.index] {
         case UInt8(ascii: "{"):
             let at = nodes.count
@@ -588,7 +696,9 @@ struct JSONTape {
                 guard parser.index < parser.bytes.count, parser.bytes[parser.index] == UInt8(ascii: "\"") else {
                     throw parser.error("expected a key")
                 }
+                let keyStart = parser.index
                 try locateString(&parser)
+                if locatesBytes { spans.append(keyStart..<parser.index) }
                 try parser.expect(UInt8(ascii: ":"))
                 try locate(&parser, depth: depth + 1)
             }
@@ -635,7 +745,8 @@ struct JSONTape {
 
     private mutating func locateString(_ parser: inout JSONParser) throws {
         let start = parser.index + 1
-        let escaped = try parser.skipString()
+        let (escaped, ascii) = try parser.skipString()
+        if !ascii { isASCII = false }
         nodes.append(.string(start..<(parser.index - 1), escaped: escaped))
     }
 }

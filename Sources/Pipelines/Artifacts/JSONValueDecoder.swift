@@ -13,17 +13,6 @@ public enum JSONValueDecoder {
     }
 }
 
-/// The tape every decoder and container of one decoding shares.
-private final class LocatedDocument {
-    let tape: JSONTape
-
-    init(_ tape: JSONTape) {
-        self.tape = tape
-    }
-
-    subscript(node: Int) -> JSONTape.Node { tape.nodes[node] }
-}
-
 private struct TapeDecoder: Decoder {
     let document: LocatedDocument
     let node: Int
@@ -134,43 +123,19 @@ private struct KeyedTapeContainer<Key: CodingKey>: KeyedDecodingContainerProtoco
         if count > Self.searchedMembers {
             var index: [String: Int] = [:]
             index.reserveCapacity(count)
-            for (name, value) in Self.members(document, object) { index[name] = value }
+            for (name, value) in document.tape.members(of: object) { index[name] = value }
             self.index = index
         } else {
             index = nil
         }
     }
 
-    /// Each member's name and value node, in order.
-    private static func members(_ document: LocatedDocument, _ object: Int) -> [(name: String, value: Int)] {
-        guard case .object(_, let end) = document[object] else { return [] }
-        var members: [(name: String, value: Int)] = []
-        var key = object + 1
-        while key < end {
-            guard case .string(let range, let escaped) = document[key] else { break }
-            members.append((document.tape.string(range, escaped: escaped), key + 1))
-            key = document.tape.next(after: key + 1)
-        }
-        return members
-    }
-
-    var allKeys: [Key] { Self.members(document, object).compactMap { Key(stringValue: $0.name) } }
+    var allKeys: [Key] { document.tape.members(of: object).compactMap { Key(stringValue: $0.name) } }
 
     /// The value node of the member named `name` (the last one, if the name repeats).
     private func valueNode(_ name: String) -> Int? {
         if let index { return index[name] }
-        guard case .object(_, let end) = document[object] else { return nil }
-        var found: Int?
-        var key = object + 1
-        while key < end {
-            if case .string(let range, let escaped) = document[key],
-                document.tape.string(range, escaped: escaped, equals: name)
-            {
-                found = key + 1
-            }
-            key = document.tape.next(after: key + 1)
-        }
-        return found
+        return document.tape.member(name, of: object)
     }
 
     func contains(_ key: Key) -> Bool { valueNode(key.stringValue) != nil }
