@@ -110,7 +110,8 @@ public final class Materializer: Service, Sendable {
     private struct Store: @unchecked Sendable {
         // @unchecked Sendable: the partitions' work and the index are used under the lock only.
         var work: [TopicPartition: PartitionMaterializer] = [:]
-        var index: StoreIndex?
+        /// Indexes each batch's lines while the next one folds, while the materializer runs.
+        var index: IndexWriter?
         /// The threads that fold and sync a batch's partitions at once, while the materializer runs.
         var threads: FoldThreads?
     }
@@ -171,18 +172,37 @@ public final class Materializer: Service, Sendable {
             let index = try StoreIndex(root: configuration.store)
             let caughtUp = try index.catchUp()
             if caughtUp > 0 { logger.info("indexed \(caughtUp) run(s) the index did not have") }
+            let writer = try IndexWriter(index: index, logger: logger) { [metrics] micros in
+                metrics.index.recordMicroseconds(micros)
+            }
             store.withLock { store in
-                store.index = index
+                store.index = writer
                 store.threads = FoldThreads(helpers: Self.foldThreads - 1)
             }
         }
-        defer {
-            let threads = store.withLock { store in
-                defer { store.threads = nil }
-                return store.threads
-            }
-            threads?.close()
+        do {
+            try await consume()
+        } catch {
+            await closeStore()
+            throw error
         }
+        await closeStore()
+    }
+
+    /// Ends the fold threads and the index's thread once what is queued is indexed.
+    private func closeStore() async {
+        let (threads, index) = store.withLock { store in
+            defer { (store.threads, store.index) = (nil, nil) }
+            return (store.threads, store.index)
+        }
+        _ = try? await DedicatedThread.run(name: "sluice-store") {
+            threads?.close()
+            index?.close()
+        }
+    }
+
+    /// Reads and folds the lineage topic until stopped; then commits and leaves the group.
+    private func consume() async throws {
         var settings = configuration.kafka
         try settings.set("group.id", configuration.group)
         if settings["auto.offset.reset"] == nil { try settings.set("auto.offset.reset", "earliest") }
@@ -302,14 +322,7 @@ public final class Materializer: Service, Sendable {
                 state.openRuns = openRuns
             }
             for (counts, _) in folded { metrics.record(counts) }
-            do {
-                let started = Timestamps.monotonicMicros()
-                try store.index?.add(folded.flatMap(\.1))
-                metrics.index.recordMicroseconds(Timestamps.monotonicMicros() - started)
-            } catch {
-                // The index is derived: what it misses now, the next catch-up (or a restart) indexes.
-                logger.warning("indexing: \(error)")
-            }
+            store.index?.submit(folded.flatMap(\.1))
             var offsets: [TopicPartition: Int64] = [:]
             for (partition, work) in touched {
                 if let offset = work.resumeOffset { offsets[partition] = offset }

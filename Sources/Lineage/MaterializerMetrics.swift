@@ -10,7 +10,8 @@ import Pipelines
 /// - `sluice_materializer_open_runs`, `sluice_materializer_assigned_partitions`, `sluice_materializer_lag_records`
 ///   (over the partitions) and `sluice_materializer_partition_lag_records{partition}`: gauges, set by ``refresh(_:)``.
 /// - `sluice_materializer_phase_duration_seconds{phase}`: per batch, `fold` (events into runs, lines written) and
-///   `sync` (made durable) per partition, `index` for the batch.
+///   `sync` (made durable) per partition; `index`: per transaction of the index's thread (one batch, or several when
+///   it is behind).
 final class MaterializerMetrics: Sendable {
     private let records: Counter
     private let events: Counter

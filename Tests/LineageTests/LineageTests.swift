@@ -263,6 +263,27 @@ struct PartitionStoreTests {
         #expect(uses.allSatisfy { !$0.isEmpty })
     }
 
+    /// Batches handed to the index's thread, more than it may hold at once and one larger than that alone, are all
+    /// indexed by the time it is closed.
+    @Test(.timeLimit(.minutes(1))) func theIndexThreadIndexesEveryBatchItIsHanded() async throws {
+        let root = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let runIDs = (0..<12).map { "run\($0)" }
+        let runs = await closedRuns(runIDs)
+        let store = try PartitionStore(root: root, partition: 3, limits: SegmentLimits())
+        let transactions = Mutex(0)
+        let writer = try IndexWriter(index: StoreIndex(root: root), maxPending: 2, logger: Logger(label: "test")) { _ in
+            transactions.withLock { $0 += 1 }
+        }
+        for batch in [runs[0..<1], runs[1..<5], runs[5..<6], runs[6..<7], runs[7..<12]] {
+            for run in batch { #expect(try store.append(run, storeInlineLimit: 1024)) }
+            writer.submit(try store.sync())
+        }
+        writer.close()
+        #expect(try StoreIndex(root: root).runs(limit: 100).map(\.runID).sorted() == runIDs.sorted())
+        #expect(transactions.withLock { $0 } >= 1)
+    }
+
     @Test func aHostilePipelineNameStaysInsideTheRoot() async throws {
         let parent = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: parent) }

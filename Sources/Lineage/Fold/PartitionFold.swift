@@ -80,7 +80,9 @@ struct PartitionFold {
 
     private mutating func fold(_ event: TrackingEvent<ArtifactRef>, at offset: Int64, into closed: inout [ClosedRun]) {
         var attempt = 1
-        if var fold = open[event.runID] {
+        // Taken out of the dictionary while it changes: a copy left in it would make every change copy the run's
+        // steps and logs.
+        if var fold = open.removeValue(forKey: event.runID) {
             let restarted: Bool
             if case .runStarted = event.body {
                 // The same run_started twice is a record the producer sent again; another one is a new delivery.
@@ -89,6 +91,7 @@ struct PartitionFold {
                 restarted = false
             }
             guard restarted || !fold.isRepeat(event) else {
+                open[event.runID] = fold
                 touch(event.runID)
                 return
             }
