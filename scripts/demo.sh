@@ -103,13 +103,13 @@ echo "== sluice materialize: the lineage topic into a store of JSON lines, one p
 materializer_pid=$!
 # BATCH and REALTIME published 20 runs each: wait until the segments hold all 40 (at most 60 s).
 for _ in $(seq 1 600); do
-  [ "$(cat "$out"/store/runs/digits/*/*.jsonl 2>/dev/null | wc -l)" -ge 40 ] && break
+  [ "$(cat "$out"/store/runs/pipeline=digits/*/*.jsonl 2>/dev/null | wc -l)" -ge 40 ] && break
   sleep 0.1
 done
 kill -TERM "$materializer_pid"; wait "$materializer_pid"; materializer_pid=""
-stored=$(cat "$out"/store/runs/digits/*/*.jsonl 2>/dev/null | wc -l)
+stored=$(cat "$out"/store/runs/pipeline=digits/*/*.jsonl 2>/dev/null | wc -l)
 [ "$stored" -eq 40 ] || { echo "expected 40 runs in the store, found $stored:"; tail -20 "$out/materialize.err"; exit 1; }
-echo "   $stored runs in $(ls "$out"/store/runs/digits/*/*.jsonl | wc -l) segment(s)"
+echo "   $stored runs in $(ls "$out"/store/runs/pipeline=digits/*/*.jsonl | wc -l) segment(s)"
 echo
 echo "== sluice runs list --limit 5"
 "$SLUICE" runs --store "$out/store" list --limit 5 | sed 's/^/   /'

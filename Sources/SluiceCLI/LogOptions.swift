@@ -80,7 +80,7 @@ struct JSONLogHandler: LogHandler {
         if let error = event.error { merged["error"] = .string("\(error)") }
         var out = JSONWriter(capacity: 256)
         out.object { out in
-            out.field("ts", Self.timestamp(Date()))
+            out.field("ts", Timestamps.rfc3339(micros: Timestamps.wallMicros()))
             out.field("level", event.level.rawValue)
             out.field("logger", label)
             out.field("message", event.message.description)
@@ -107,16 +107,5 @@ struct JSONLogHandler: LogHandler {
                 }
             }
         }
-    }
-
-    /// RFC 3339 in UTC with microseconds: `2026-11-30T21:14:30.123456Z`.
-    static func timestamp(_ date: Date) -> String {
-        var seconds = time_t(date.timeIntervalSince1970.rounded(.down))
-        let micros = Int((date.timeIntervalSince1970 - Double(seconds)) * 1_000_000)
-        var parts = tm()
-        gmtime_r(&seconds, &parts)
-        return String(
-            format: "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", Int(parts.tm_year) + 1900, Int(parts.tm_mon) + 1,
-            Int(parts.tm_mday), Int(parts.tm_hour), Int(parts.tm_min), Int(parts.tm_sec), min(micros, 999_999))
     }
 }

@@ -58,14 +58,14 @@ struct RunsCommand: ParsableCommand {
             print(
                 [
                     pad("RUN", 32), pad("ATTEMPT", 7), pad("PIPELINE", 16), pad("STATUS", 10), pad("CAPTURE", 8),
-                    pad("STARTED (UTC)", 26), pad("DURATION", 10), "STEPS",
+                    pad("STARTED (UTC)", 27), pad("DURATION", 10), "STEPS",
                 ].joined(separator: " "))
             for run in runs {
                 print(
                     [
                         pad(run.runID, 32), pad("\(run.attempt)", 7), pad(run.pipeline, 16),
                         pad(run.status.rawValue, 10),
-                        pad(run.capture, 8), pad(run.startedMicros.map(utc) ?? "-", 26),
+                        pad(run.capture, 8), pad(run.startedMicros.map { Timestamps.rfc3339(micros: $0) } ?? "-", 27),
                         pad(run.durationMicros.map(duration) ?? "-", 10), "\(run.steps)",
                     ].joined(separator: " "))
             }
@@ -151,11 +151,6 @@ private func pad(_ text: String, _ width: Int) -> String {
     text.count >= width ? text : text + String(repeating: " ", count: width - text.count)
 }
 
-private func utc(_ micros: Int64) -> String {
-    let date = Date(timeIntervalSince1970: Double(micros) / 1_000_000)
-    return date.formatted(.iso8601.year().month().day().time(includingFractionalSeconds: true))
-}
-
 private func duration(_ micros: Int64) -> String {
     micros < 10_000 ? "\(micros) µs" : String(format: "%.1f ms", Double(micros) / 1000)
 }
@@ -194,7 +189,7 @@ private struct RunView {
         lines.append(
             "  pipeline \(run.pipeline), \(run.status.rawValue), capture \(run.capture)"
                 + (run.durationMicros.map { ", \(duration($0))" } ?? "")
-                + (run.startedMicros.map { ", started \(utc($0))" } ?? ""))
+                + (run.startedMicros.map { ", started \(Timestamps.rfc3339(micros: $0))" } ?? ""))
         if let request = run.requestID { lines.append("  request \(request)") }
         if let worker = run.worker { lines.append("  worker \(worker)") }
         if let error = Self.errorText(run.error) { lines.append("  error \(error)") }

@@ -57,10 +57,27 @@ struct StoreNamesTests {
     }
 
     @Test func daysAreUTC() {
-        #expect(StoreNames.day(ofMicros: 0) == "1970-01-01")
-        #expect(StoreNames.day(ofMicros: 1_795_643_792_149_019) == "2026-11-25")
-        #expect(StoreNames.day(ofMicros: 951_782_400_000_000) == "2000-02-29")
-        #expect(StoreNames.day(ofMicros: -1) == "1969-12-31")
+        #expect(Timestamps.day(ofMicros: 0) == "1970-01-01")
+        #expect(Timestamps.day(ofMicros: 1_795_643_792_149_019) == "2026-11-25")
+        #expect(Timestamps.day(ofMicros: 951_782_400_000_000) == "2000-02-29")
+        #expect(Timestamps.day(ofMicros: -1) == "1969-12-31")
+    }
+
+    /// The lines' `*_at` members: what Python's datetime prints for the same microseconds.
+    @Test func timesAreRFC3339InUTCWithMicroseconds() {
+        #expect(Timestamps.rfc3339(micros: 0) == "1970-01-01T00:00:00.000000Z")
+        #expect(Timestamps.rfc3339(micros: -1) == "1969-12-31T23:59:59.999999Z")
+        #expect(Timestamps.rfc3339(micros: 1_795_643_792_149_019) == "2026-11-25T21:56:32.149019Z")
+        #expect(Timestamps.rfc3339(micros: 951_782_400_000_000) == "2000-02-29T00:00:00.000000Z")
+        #expect(Timestamps.rfc3339(micros: 253_402_300_799_999_999) == "9999-12-31T23:59:59.999999Z")
+        // A hostile `ts` gives a strange date, never a crash.
+        #expect(!Timestamps.rfc3339(micros: .min).isEmpty && !Timestamps.rfc3339(micros: .max).isEmpty)
+    }
+
+    @Test func segmentDirectoriesAreHivePartitions() {
+        #expect(
+            StoreNames.segmentDirectory(pipeline: "a=b/c", day: "2026-11-25")
+                == "runs/pipeline=a%3Db%2Fc/date=2026-11-25")
     }
 
     @Test func onlyLowercaseHexOf64IsAHash() {
@@ -195,7 +212,8 @@ struct PartitionStoreTests {
         let files = try segmentFiles(root).keys.filter { $0.hasSuffix(".jsonl") }
         #expect(files.count == 1)
         let segment = "\(root)/\(try #require(files.first))"
-        #expect(segment.contains("/runs/echo/") && segment.hasSuffix("/p3-\(runs[0].position.offset).jsonl"))
+        #expect(
+            segment.contains("/runs/pipeline=echo/date=") && segment.hasSuffix("/p3-\(runs[0].position.offset).jsonl"))
         let whole = try Data(contentsOf: URL(fileURLWithPath: segment))
         // A crash in the middle of the third line.
         try (whole + Data(#"{"run_id":"c","trunc"#.utf8)).write(to: URL(fileURLWithPath: segment))

@@ -97,11 +97,9 @@ public final class StoreIndex {
     /// Every segment in the store, relative to the root, in a stable order.
     public func segments() throws -> [String] {
         var found: [String] = []
-        for pipeline in try FileSystem.list("\(root)/runs") {
-            for day in try FileSystem.list("\(root)/runs/\(pipeline)") {
-                for name in try FileSystem.list("\(root)/runs/\(pipeline)/\(day)") where name.hasSuffix(".jsonl") {
-                    found.append("runs/\(pipeline)/\(day)/\(name)")
-                }
+        for directory in try StoreNames.segmentDirectories(root: root) {
+            for name in try FileSystem.list("\(root)/\(directory)") where name.hasSuffix(".jsonl") {
+                found.append("\(directory)/\(name)")
             }
         }
         return found

@@ -34,7 +34,7 @@ final class PartitionStore {
     let limits: SegmentLimits
     /// The position of the last line written to this partition's segments, `nil` for none.
     private(set) var lastWritten: StorePosition?
-    /// The current segment of each directory (`runs/<pipeline>/<day>`) that is not open, with its line count once
+    /// The current segment of each directory (`runs/pipeline=<name>/date=<day>`) that is not open, with its line count once
     /// known.
     private var closedSegments: [String: (path: String, lines: Int?)] = [:]
     private var open: [String: Segment] = [:]
@@ -65,21 +65,19 @@ final class PartitionStore {
         self.partition = partition
         self.limits = limits
         prefix = "p\(partition)-"
-        for pipeline in try FileSystem.list("\(root)/runs") {
-            for day in try FileSystem.list("\(root)/runs/\(pipeline)") {
-                let directory = "\(root)/runs/\(pipeline)/\(day)"
-                var latest: (path: String, firstOffset: Int64)?
-                for name in try FileSystem.list(directory) {
-                    guard let first = firstOffset(ofSegment: name) else { continue }
-                    if latest.map({ first > $0.firstOffset }) ?? true { latest = ("\(directory)/\(name)", first) }
-                }
-                guard let latest else { continue }
-                closedSegments[directory] = (latest.path, nil)
-                // Only the segment being appended can have a torn tail; earlier ones were closed whole.
-                try repairTornTail(latest.path)
-                if let position = try lastPosition(in: latest.path), lastWritten.map({ position > $0 }) ?? true {
-                    lastWritten = position
-                }
+        for relative in try StoreNames.segmentDirectories(root: root) {
+            let directory = "\(root)/\(relative)"
+            var latest: (path: String, firstOffset: Int64)?
+            for name in try FileSystem.list(directory) {
+                guard let first = firstOffset(ofSegment: name) else { continue }
+                if latest.map({ first > $0.firstOffset }) ?? true { latest = ("\(directory)/\(name)", first) }
+            }
+            guard let latest else { continue }
+            closedSegments[directory] = (latest.path, nil)
+            // Only the segment being appended can have a torn tail; earlier ones were closed whole.
+            try repairTornTail(latest.path)
+            if let position = try lastPosition(in: latest.path), lastWritten.map({ position > $0 }) ?? true {
+                lastWritten = position
             }
         }
     }
@@ -115,8 +113,8 @@ final class PartitionStore {
             partition: partition, rank: run.rank, storeInlineLimit: storeInlineLimit)
         let line = stored.line()
         for artifact in artifacts { try writeArtifact(artifact.sha256, artifact.value) }
-        let day = StoreNames.day(ofMicros: run.fold.startTimestamp ?? 0)
-        let directory = "\(root)/runs/\(StoreNames.component(run.fold.pipeline))/\(day)"
+        let day = Timestamps.day(ofMicros: run.fold.startTimestamp ?? 0)
+        let directory = "\(root)/\(StoreNames.segmentDirectory(pipeline: run.fold.pipeline, day: day))"
         let segment = try segment(in: directory, for: position, adding: line.count + 1)
         let offset = segment.file.size
         try segment.file.append(line + [UInt8(ascii: "\n")])

@@ -37,15 +37,20 @@ enum StoreNames {
             }
     }
 
-    /// The UTC day of `micros` (microseconds since 1970) as `yyyy-mm-dd`.
-    static func day(ofMicros micros: Int64) -> String {
-        let days = floorDivide(micros, 86_400_000_000)
-        let (year, month, day) = civilDate(daysSinceEpoch: days)
-        func pad(_ value: Int64, _ width: Int) -> String {
-            let digits = String(value)
-            return String(repeating: "0", count: max(0, width - digits.count)) + digits
+    /// The directory, relative to the store's root, of the segments of `pipeline`'s runs started on `day`
+    /// (`yyyy-mm-dd`): Hive-style partitions, `runs/pipeline=<name>/date=<day>`, which query engines prune by.
+    static func segmentDirectory(pipeline: String, day: String) -> String {
+        "runs/pipeline=\(component(pipeline))/date=\(day)"
+    }
+
+    /// Every directory of segments in the store at `root`, relative to it: `runs/*/*`, which holds this layout's
+    /// and the one before it (`runs/<pipeline>/<yyyy-mm-dd>`, read as it is).
+    static func segmentDirectories(root: String) throws -> [String] {
+        var found: [String] = []
+        for pipeline in try FileSystem.list("\(root)/runs") {
+            for day in try FileSystem.list("\(root)/runs/\(pipeline)") { found.append("runs/\(pipeline)/\(day)") }
         }
-        return "\(pad(year, 4))-\(pad(month, 2))-\(pad(day, 2))"
+        return found
     }
 
     private static func isPlain(_ byte: UInt8) -> Bool {
@@ -58,22 +63,4 @@ enum StoreNames {
     }
 
     private static let hexDigits = Array("0123456789ABCDEF".utf8)
-
-    private static func floorDivide(_ value: Int64, _ divisor: Int64) -> Int64 {
-        let quotient = value / divisor
-        return value % divisor < 0 ? quotient - 1 : quotient
-    }
-
-    /// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's `civil_from_days`).
-    private static func civilDate(daysSinceEpoch: Int64) -> (year: Int64, month: Int64, day: Int64) {
-        let shifted = daysSinceEpoch + 719_468
-        let era = floorDivide(shifted, 146_097)
-        let dayOfEra = shifted - era * 146_097
-        let yearOfEra = (dayOfEra - dayOfEra / 1460 + dayOfEra / 36524 - dayOfEra / 146_096) / 365
-        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
-        let monthIndex = (5 * dayOfYear + 2) / 153
-        let day = dayOfYear - (153 * monthIndex + 2) / 5 + 1
-        let month = monthIndex < 10 ? monthIndex + 3 : monthIndex - 9
-        return (yearOfEra + era * 400 + (month <= 2 ? 1 : 0), month, day)
-    }
 }

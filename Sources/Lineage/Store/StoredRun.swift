@@ -86,10 +86,15 @@ public struct StoredRun: Sendable {
 
     // MARK: - Writing
 
+    /// The version of a run's line this code writes (its `v`; lines without one are version 1, read as they are).
+    /// docs/store.md describes each version.
+    public static var lineVersion: Int { 2 }
+
     /// The line, without its newline.
     public func line() -> [UInt8] {
         var out = JSONWriter(capacity: 2048)
         out.object { out in
+            out.field("v", Self.lineVersion)
             out.field("run_id", runID)
             out.field("attempt", attempt)
             out.field("pipeline", pipeline)
@@ -147,6 +152,7 @@ public struct StoredRun: Sendable {
                 for log in logs {
                     list.object { out in
                         out.field("ts", log.micros)
+                        out.field("at", Timestamps.rfc3339(micros: log.micros))
                         out.field("step_run", log.stepRun)
                         out.field("level", log.level)
                         out.field("message", log.message)
@@ -187,11 +193,15 @@ public struct StoredRun: Sendable {
         if let value { out.int(value) } else { out.null() }
     }
 
+    /// The times in microseconds since 1970, each followed by the same time in RFC 3339 (UTC, six fractional digits),
+    /// which query engines read as a timestamp; then the duration.
     private static func timings(_ started: Int64?, _ ended: Int64?, _ duration: Int64?, into out: inout JSONWriter) {
         out.key("started_us")
         optional(started, into: &out)
+        out.field("started_at", started.map { Timestamps.rfc3339(micros: $0) })
         out.key("ended_us")
         optional(ended, into: &out)
+        out.field("ended_at", ended.map { Timestamps.rfc3339(micros: $0) })
         out.key("duration_us")
         optional(duration, into: &out)
     }

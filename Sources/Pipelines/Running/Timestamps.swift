@@ -16,6 +16,53 @@ public enum Timestamps {
         read(CLOCK_MONOTONIC)
     }
 
+    /// `micros` (since 1970) as RFC 3339 in UTC with six fractional digits, `2026-11-30T21:14:30.123456Z`: what the
+    /// store's lines and the JSON logs write (fixed width, so that text order is time order from year 0 to 9999).
+    public static func rfc3339(micros: Int64) -> String {
+        let (days, microsOfDay) = floorDivide(micros, 86_400_000_000)
+        let date = civilDate(daysSinceEpoch: days)
+        let seconds = microsOfDay / 1_000_000
+        let hours = digits(seconds / 3600, 2)
+        let minutes = digits(seconds / 60 % 60, 2)
+        let time = "\(hours):\(minutes):\(digits(seconds % 60, 2)).\(digits(microsOfDay % 1_000_000, 6))"
+        return "\(day(year: date.year, month: date.month, day: date.day))T\(time)Z"
+    }
+
+    /// The UTC day of `micros` (since 1970) as `yyyy-mm-dd`.
+    public static func day(ofMicros micros: Int64) -> String {
+        let (year, month, day) = civilDate(daysSinceEpoch: floorDivide(micros, 86_400_000_000).quotient)
+        return Self.day(year: year, month: month, day: day)
+    }
+
+    private static func day(year: Int64, month: Int64, day: Int64) -> String {
+        digits(year, 4) + "-" + digits(month, 2) + "-" + digits(day, 2)
+    }
+
+    /// `value` in decimal, zero-padded to `width` digits.
+    private static func digits(_ value: Int64, _ width: Int) -> String {
+        let text = String(value)
+        return text.utf8.count >= width ? text : String(repeating: "0", count: width - text.utf8.count) + text
+    }
+
+    /// The quotient rounded down, and the remainder that goes with it (never negative for a positive divisor).
+    private static func floorDivide(_ value: Int64, _ divisor: Int64) -> (quotient: Int64, remainder: Int64) {
+        let (quotient, remainder) = value.quotientAndRemainder(dividingBy: divisor)
+        return remainder < 0 ? (quotient - 1, remainder + divisor) : (quotient, remainder)
+    }
+
+    /// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's `civil_from_days`).
+    private static func civilDate(daysSinceEpoch: Int64) -> (year: Int64, month: Int64, day: Int64) {
+        let shifted = daysSinceEpoch + 719_468
+        let era = floorDivide(shifted, 146_097).quotient
+        let dayOfEra = shifted - era * 146_097
+        let yearOfEra = (dayOfEra - dayOfEra / 1460 + dayOfEra / 36524 - dayOfEra / 146_096) / 365
+        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
+        let monthIndex = (5 * dayOfYear + 2) / 153
+        let day = dayOfYear - (153 * monthIndex + 2) / 5 + 1
+        let month = monthIndex < 10 ? monthIndex + 3 : monthIndex - 9
+        return (yearOfEra + era * 400 + (month <= 2 ? 1 : 0), month, day)
+    }
+
     private static func read(_ clock: clockid_t) -> Int64 {
         var now = timespec()
         clock_gettime(clock, &now)
