@@ -163,7 +163,7 @@ let package = Package(
         .testTarget(
             name: "SluiceCLITests",
             dependencies: [
-                "Kafka", "SystemSupport", .product(name: "Hummingbird", package: "hummingbird"),
+                "Kafka", "SystemSupport", "SluiceCLI", .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             exclude: ["python"],

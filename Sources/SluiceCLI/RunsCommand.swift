@@ -25,11 +25,20 @@ struct RunsCommand: ParsableCommand {
             }
         }
 
-        /// The store's index, caught up with its segments.
+        /// The store's index, caught up with its segments; a catch-up that takes more than a second shows its
+        /// progress on standard error.
         func index() throws -> StoreIndex {
             try checkStore()
             let index = try StoreIndex(root: store)
-            try index.catchUp()
+            var line = ProgressLine(started: Timestamps.monotonicMicros())
+            try index.catchUp { done, total, runs in
+                guard line.shouldShow(at: Timestamps.monotonicMicros()) || (line.isShown && done == total) else {
+                    return
+                }
+                FileHandle.standardError.write(
+                    Data("\rindexing the store: \(done) of \(total) segments, \(runs) runs".utf8))
+            }
+            if line.isShown { FileHandle.standardError.write(Data("\n".utf8)) }
             return index
         }
     }
@@ -46,15 +55,31 @@ struct RunsCommand: ParsableCommand {
         @Option(name: .long, help: "Only runs with this status.")
         var status: RunStatus?
 
+        @Option(
+            name: .long,
+            help: ArgumentHelp(
+                "Only runs started at or after this time: RFC 3339 (2026-11-25T10:00:00Z), a day (2026-11-25, UTC) or an age (90s, 15m, 2h, 7d).",
+                valueName: "time"))
+        var since: Since?
+
         @Option(name: .long, help: "At most this many runs.")
         var limit = 20
+
+        @Flag(name: .long, help: "One JSON object per run and line (JSON Lines), for jq and scripts.")
+        var json = false
 
         func validate() throws {
             guard limit >= 1 else { throw ValidationError("--limit \(limit) must be at least 1") }
         }
 
         func run() throws {
-            let runs = try options.index().runs(pipeline: pipeline, status: status, limit: limit)
+            let runs = try options.index().runs(
+                pipeline: pipeline, status: status, sinceMicros: since?.micros(now: Timestamps.wallMicros()),
+                limit: limit)
+            if json {
+                for run in runs { print(String(decoding: Self.json(run), as: UTF8.self)) }
+                return
+            }
             print(
                 [
                     pad("RUN", 32), pad("ATTEMPT", 7), pad("PIPELINE", 16), pad("STATUS", 10), pad("CAPTURE", 8),
@@ -69,6 +94,28 @@ struct RunsCommand: ParsableCommand {
                         pad(run.durationMicros.map(duration) ?? "-", 10), "\(run.steps)",
                     ].joined(separator: " "))
             }
+        }
+
+        /// A run as `--json` writes it.
+        static func json(_ run: IndexedRun) -> [UInt8] {
+            var out = JSONWriter(capacity: 512)
+            out.object { out in
+                out.field("run_id", run.runID)
+                out.field("attempt", run.attempt)
+                out.field("pipeline", run.pipeline)
+                out.field("status", run.status.rawValue)
+                out.field("capture", run.capture)
+                out.field("request_id", run.requestID)
+                out.key("started_us")
+                if let started = run.startedMicros { out.int(started) } else { out.null() }
+                out.field("started_at", run.startedMicros.map { Timestamps.rfc3339(micros: $0) })
+                out.key("duration_us")
+                if let duration = run.durationMicros { out.int(duration) } else { out.null() }
+                out.field("steps", run.steps)
+                out.field("segment", run.segment)
+                out.field("line_offset", run.lineOffset)
+            }
+            return out.bytes
         }
     }
 
@@ -147,8 +194,70 @@ private struct NotFound: Error, CustomStringConvertible {
     let description: String
 }
 
+/// `text` in a column of `width` characters: padded, or cut to end in `…` when longer.
 private func pad(_ text: String, _ width: Int) -> String {
-    text.count >= width ? text : text + String(repeating: " ", count: width - text.count)
+    if text.count > width { return text.prefix(width - 1) + "…" }
+    return text + String(repeating: " ", count: width - text.count)
+}
+
+/// When `sluice runs` shows how far the index's catch-up is: only once it has taken more than `after` microseconds,
+/// then at most every `every`.
+struct ProgressLine {
+    let started: Int64
+    var after: Int64 = 1_000_000
+    var every: Int64 = 250_000
+    private var lastShown: Int64?
+
+    init(started: Int64) {
+        self.started = started
+    }
+
+    /// Whether a line was shown.
+    var isShown: Bool { lastShown != nil }
+
+    /// Whether to show the progress at `now`; records it when so.
+    mutating func shouldShow(at now: Int64) -> Bool {
+        guard now - started > after, lastShown.map({ now - $0 >= every }) ?? true else { return false }
+        lastShown = now
+        return true
+    }
+}
+
+/// `--since`: a point in time, or an age counted back from when the command runs.
+struct Since: ExpressibleByArgument {
+    private enum Value {
+        case at(micros: Int64)
+        case age(micros: Int64)
+    }
+
+    private let value: Value
+
+    init?(argument: String) {
+        let units: [Character: Int64] = ["s": 1, "m": 60, "h": 3600, "d": 86400]
+        if let unit = argument.last.flatMap({ units[$0] }), let count = Int64(argument.dropLast()), count >= 0,
+            !argument.dropLast().contains(where: { !$0.isASCII || !$0.isNumber })
+        {
+            let (micros, overflow) = count.multipliedReportingOverflow(by: unit * 1_000_000)
+            guard !overflow else { return nil }
+            value = .age(micros: micros)
+            return
+        }
+        let text = argument.count == 10 ? argument + "T00:00:00Z" : argument
+        let formats: [Date.ISO8601FormatStyle] = [
+            .iso8601,
+            .iso8601.year().month().day().time(includingFractionalSeconds: true).timeZone(separator: .omitted),
+        ]
+        guard let date = formats.lazy.compactMap({ try? Date(text, strategy: $0) }).first else { return nil }
+        value = .at(micros: Int64((date.timeIntervalSince1970 * 1_000_000).rounded(.down)))
+    }
+
+    /// The time in microseconds since 1970, for an age counted back from `now`.
+    func micros(now: Int64) -> Int64 {
+        switch value {
+        case .at(let micros): micros
+        case .age(let micros): now - micros
+        }
+    }
 }
 
 private func duration(_ micros: Int64) -> String {

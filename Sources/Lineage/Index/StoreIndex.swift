@@ -108,14 +108,19 @@ public final class StoreIndex {
     /// Indexes the whole lines that `segments` (relative paths; every segment when `nil`) hold beyond what the index
     /// has read of them.
     /// - Returns: how many runs were indexed.
+    /// - Parameter progress: called after each segment with the segments done, their count and the runs indexed.
     @discardableResult
-    public func catchUp(segments: [String]? = nil) throws -> Int {
+    public func catchUp(
+        segments: [String]? = nil, progress: (_ done: Int, _ of: Int, _ runs: Int) -> Void = { _, _, _ in }
+    ) throws -> Int {
         let statements = try Statements(database)
+        let segments = try segments ?? self.segments()
         var indexed = 0
         // One transaction for all the segments: a batch that touched many partitions is one commit.
         try database.transaction {
-            for segment in try segments ?? self.segments() {
+            for (done, segment) in segments.enumerated() {
                 indexed += try catchUp(segment, statements)
+                progress(done + 1, segments.count, indexed)
             }
         }
         return indexed
@@ -229,15 +234,20 @@ public final class StoreIndex {
     private static let runColumns =
         "run_id, attempt, pipeline, status, capture, request_id, started_us, duration_us, steps, segments.path, line_offset, line_length"
 
-    /// Runs, newest first: of `pipeline` and with `status` when given, at most `limit`.
-    public func runs(pipeline: String? = nil, status: RunStatus? = nil, limit: Int = 50) throws -> [IndexedRun] {
+    /// Runs, newest first: of `pipeline`, with `status` and started at or after `sinceMicros` when given, at most
+    /// `limit`.
+    public func runs(
+        pipeline: String? = nil, status: RunStatus? = nil, sinceMicros: Int64? = nil, limit: Int = 50
+    ) throws -> [IndexedRun] {
         let query = try database.prepare(
             """
             SELECT \(Self.runColumns) FROM runs JOIN segments ON segments.id = runs.segment
-            WHERE (?1 IS NULL OR pipeline = ?1) AND (?2 IS NULL OR status = ?2)
+            WHERE (?1 IS NULL OR pipeline = ?1) AND (?2 IS NULL OR status = ?2) AND (?4 IS NULL OR started_us >= ?4)
             ORDER BY started_us DESC, segment DESC, line_offset DESC LIMIT ?3
             """)
-        try query.bind([.optional(pipeline), .optional(status?.rawValue), .integer(Int64(limit))])
+        try query.bind([
+            .optional(pipeline), .optional(status?.rawValue), .integer(Int64(limit)), .optional(sinceMicros),
+        ])
         return try Self.rows(query)
     }
 
