@@ -11,17 +11,18 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 all: build
 
 # librdkafka (Debian's librdkafka-dev 2.0.2), jemalloc (the allocator `sluice` links), SQLite (the store's index) and
-# pkg-config for the build; Python's confluent-kafka, the foreign client the tests talk to the broker with.
+# pkg-config for the build; Python's confluent-kafka, the foreign client the tests talk to the broker with, and DuckDB
+# and pandas, with which the tests read the store as its users do.
 deps:
 	@{ pkg-config --exists rdkafka && pkg-config --exists jemalloc && pkg-config --exists sqlite3; } 2>/dev/null || { \
 		echo "installing librdkafka-dev, libjemalloc-dev, libsqlite3-dev and pkg-config"; \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq librdkafka-dev libjemalloc-dev libsqlite3-dev \
 			pkg-config >/dev/null; }
-	@python3 -c 'import confluent_kafka' 2>/dev/null || { \
-		echo "installing confluent-kafka (pip)"; \
-		python3 -m pip install -q confluent-kafka 2>/dev/null || \
-		python3 -m pip install -q --break-system-packages confluent-kafka; }
+	@python3 -c 'import confluent_kafka, duckdb, pandas' 2>/dev/null || { \
+		echo "installing confluent-kafka, duckdb and pandas (pip)"; \
+		python3 -m pip install -q confluent-kafka duckdb pandas 2>/dev/null || \
+		python3 -m pip install -q --break-system-packages confluent-kafka duckdb pandas; }
 
 build: deps
 	$(SWIFT) build $(SWIFT_FLAGS)

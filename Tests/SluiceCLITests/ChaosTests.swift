@@ -7,8 +7,7 @@ import Testing
 @Suite("Chaos, short form", .serialized)
 struct ChaosTests {
     @Test func nothingIsLostOrWrongAndHostileInputOrAFrozenBrokerServesNothingTwice() async throws {
-        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-            .appendingPathComponent("../../scripts/chaos.py").standardized.path
+        let script = repositoryFile("scripts/chaos.py")
         let chaos = try ChildProcess("/usr/bin/env", ["python3", script, "--small", "--sluice", sluiceExecutable])
         let lines = try await chaos.readRest().split(separator: "\n")
         let status = await chaos.wait(timeout: .seconds(900))

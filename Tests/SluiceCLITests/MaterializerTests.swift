@@ -2,7 +2,7 @@ import Foundation
 import Testing
 
 /// Every file under `root` (relative path → bytes), leaving out the scratch directory `tmp/` and the derived index.
-private func storeFiles(_ root: String) throws -> [String: Data] {
+func storeFiles(_ root: String) throws -> [String: Data] {
     var files: [String: Data] = [:]
     let enumerator = FileManager.default.enumerator(atPath: root)
     while let path = enumerator?.nextObject() as? String {
@@ -19,7 +19,7 @@ private func storeFiles(_ root: String) throws -> [String: Data] {
 /// The runs in the store's segments, from their complete lines. A line without its newline is one being written, or
 /// cut by a kill (the next start repairs it): not a run yet. (Read while a materializer wrote, it failed to parse now
 /// and then.)
-private func storedRuns(_ root: String) throws -> [[String: Any]] {
+func storedRuns(_ root: String) throws -> [[String: Any]] {
     try storeFiles(root).filter { $0.key.hasSuffix(".jsonl") }.values.flatMap { data in
         let complete = data.lastIndex(of: UInt8(ascii: "\n")).map { data[...$0] } ?? Data()
         return try String(decoding: complete, as: UTF8.self).split(separator: "\n").map {
@@ -28,14 +28,14 @@ private func storedRuns(_ root: String) throws -> [[String: Any]] {
     }
 }
 
-private func temporaryStore() throws -> String {
+func temporaryStore() throws -> String {
     let path = NSTemporaryDirectory() + "sluice-store-\(UUID().uuidString)"
     try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
     return path
 }
 
 /// Waits until the store at `root` holds `count` runs, at most `timeout`.
-private func waitForRuns(_ root: String, _ count: Int, timeout: Duration = .seconds(120)) async throws -> Bool {
+func waitForRuns(_ root: String, _ count: Int, timeout: Duration = .seconds(120)) async throws -> Bool {
     let deadline = ContinuousClock.now + timeout
     while ContinuousClock.now < deadline {
         if (try? storedRuns(root).count) == count { return true }

@@ -5,8 +5,7 @@ import Testing
 @Suite("The Python client")
 struct PythonClientTests {
     @Test func itsTestsPassAgainstRealProcesses() async throws {
-        let client = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-            .appendingPathComponent("../../clients/python").standardized.path
+        let client = repositoryFile("clients/python")
         let tests = try ChildProcess(
             "/usr/bin/env", ["python3", "-m", "unittest", "discover", "-v", "-s", "\(client)/tests"],
             environment: ["SLUICE_BIN": sluiceExecutable, "PYTHONDONTWRITEBYTECODE": "1"])

@@ -4,8 +4,7 @@ import Testing
 /// `deploy/template`, a user's own package that depends on Sluice: its README's commands, run as written.
 @Suite("The template of a user's package")
 struct TemplatePackageTests {
-    static let template = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-        .appendingPathComponent("../../deploy/template").standardized.path
+    static let template = repositoryFile("deploy/template")
 
     /// The first block of `language` after the heading `heading` in the Markdown file at `path`.
     static func block(_ language: String, after heading: String, in path: String) throws -> String {

@@ -141,6 +141,12 @@ func hasSample(_ metrics: String, _ sample: String) -> Bool {
     metrics.split(separator: "\n").contains { $0 == sample }
 }
 
+/// A file of this repository, by its path from the repository's root.
+func repositoryFile(_ path: String) -> String {
+    URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../\(path)").standardized
+        .path
+}
+
 func pythonScript(_ name: String) -> String {
     URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("python/\(name)").path
 }

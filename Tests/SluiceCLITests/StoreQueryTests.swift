@@ -1,0 +1,128 @@
+import Foundation
+import Testing
+
+/// What a run looks like to each reader: its id, attempt, status and steps (name and status, in order).
+private struct ReadRun: Hashable {
+    var runID: String
+    var attempt: Int
+    var status: String
+    var steps: [[String]]
+
+    init(_ object: [String: Any]) throws {
+        runID = try #require(object["run_id"] as? String)
+        attempt = try #require(object["attempt"] as? Int)
+        status = try #require(object["status"] as? String)
+        steps = try #require(object["steps"] as? [[String: Any]]).map { step in
+            [try #require(step["step"] as? String), try #require(step["status"] as? String)]
+        }
+    }
+}
+
+@Suite("The store as a data lake: DuckDB and pandas read what sluice runs lists")
+struct StoreQueryTests {
+    /// The events of a run of text-stats whose `tokenize` step fails, started at `micros`, as produce_lines.py reads
+    /// them (lineage records of version 1, one event each).
+    private func failedRun(_ runID: String, at micros: Int64) -> [String] {
+        let common =
+            #""run_id":"\#(runID)","pipeline":"text-stats","request_id":null,"capture":"BATCH","attempt":1"#
+        let step = #""step":"tokenize","step_run":"tokenize#1","version":1,"step_attempt":1"#
+        let error = #"{"code":"step_failed","message":"no tokens","step":"tokenize"}"#
+        let events = [
+            #""seq":0,"type":"run_started","ts":\#(micros),"configuration":{},"input":null,"traceparent":null"#,
+            #""seq":1,"type":"step_started","ts":\#(micros + 10),\#(step),"inputs":[]"#,
+            #""seq":2,"type":"step_failed","ts":\#(micros + 20),\#(step),"duration_us":10,"error":\#(error),"retrying":false"#,
+            #""seq":3,"type":"run_failed","ts":\#(micros + 30),"status":"failed","duration_us":30,"error":\#(error)"#,
+        ]
+        return events.enumerated().map { seq, event in
+            #"\#(runID)\#t{"v":1,"event_id":"\#(runID)/1/\#(seq)",\#(common),\#(event)}"#
+        }
+    }
+
+    @Test func duckDBAndPandasReadTheRunsStepsAndStatusesThatSluiceRunsLists() async throws {
+        let cluster = try await ServingCluster.start()
+        let store = try temporaryStore()
+        defer { try? FileManager.default.removeItem(atPath: store) }
+        let worker = try await cluster.startWorker(["--capture", "BATCH"])
+        let specs: [[String: Any]] = (0..<30).map { ["id": "q\($0)", "value": ["text": "one two three \($0)"]] }
+        let (status, responses) = try await cluster.call(specs)
+        #expect(status == 0 && responses.count == 30)
+        #expect(await worker.stop() == 0)
+        // Two failed runs on another day (2026-11-25, 10:00 and 11:00 UTC).
+        try await cluster.produce(
+            failedRun("failed-a", at: 1_795_600_800_000_000) + failedRun("failed-b", at: 1_795_604_400_000_000),
+            to: cluster.lineage)
+        let materializer = try await cluster.startMaterializer(store: store)
+        #expect(try await waitForRuns(store, 32))
+        #expect(await materializer.stop() == 0)
+
+        func sluice(_ arguments: [String]) async throws -> String {
+            let process = try ChildProcess(sluiceExecutable, ["runs", "--store", store] + arguments)
+            let output = try await process.readRest()
+            #expect(await process.wait() == 0, "\(arguments): \(process.standardError)")
+            return output
+        }
+        let listed = try await sluice(["list", "--json", "--limit", "1000"]).split(separator: "\n").map {
+            try #require(try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])
+        }
+        #expect(listed.count == 32)
+        let lines = try storedRuns(store)
+        let expected = try Set(lines.map(ReadRun.init))
+        #expect(
+            Set(
+                try listed.map {
+                    [try #require($0["run_id"] as? String), "\($0["attempt"] ?? "")", "\($0["status"] ?? "")"]
+                })
+                == Set(expected.map { [$0.runID, "\($0.attempt)", $0.status] }))
+        #expect(expected.filter { $0.status == "failed" }.map(\.runID).sorted() == ["failed-a", "failed-b"])
+
+        // A run's tokens: produced by its tokenize, consumed by its count and summarize.
+        let run = try #require(lines.first { ($0["run_id"] as? String)?.hasPrefix("failed") == false })
+        let steps = try #require(run["steps"] as? [[String: Any]])
+        let tokens = try #require((steps[0]["output"] as? [String: Any])?["sha256"] as? String)
+        let reader = try ChildProcess(
+            "/usr/bin/env",
+            ["python3", pythonScript("query_store.py"), store, repositoryFile("docs/store.md"), tokens])
+        let output = try await reader.readRest()
+        #expect(await reader.wait(timeout: .seconds(120)) == 0, "\(reader.standardError)")
+        let read = try #require(try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any])
+        for engine in ["duckdb", "pandas"] {
+            let runs = try #require(read[engine] as? [[String: Any]], "\(engine): \(read)")
+            #expect(try Set(runs.map(ReadRun.init)) == expected, "\(engine)")
+            #expect(runs.count == expected.count, "\(engine)")
+        }
+
+        let queries = try #require(read["queries"] as? [String: [[String]]])
+        // Runs per status per hour: the failed runs' two hours, and the answered runs' hours from their start times.
+        var perHour: [[String]: Int] = [
+            ["2026-11-25 10:00:00+00:00", "failed"]: 1, ["2026-11-25 11:00:00+00:00", "failed"]: 1,
+        ]
+        for line in listed where line["status"] as? String == "completed" {
+            let started = try #require(line["started_at"] as? String)
+            perHour[
+                [started.prefix(13).replacingOccurrences(of: "T", with: " ") + ":00:00+00:00", "completed"], default: 0] +=
+                1
+        }
+        let counted = try #require(queries["runs per status per hour"])
+        #expect(
+            Dictionary(uniqueKeysWithValues: counted.map { ([$0[0], $0[1]], Int($0[2]) ?? -1) }) == perHour,
+            "\(counted)")
+        // p99 of each step's duration: one of its completed durations, no smaller than 98% of them.
+        let p99 = try #require(queries["p99 of each step's duration"])
+        #expect(p99.map { $0[0] } == ["count", "summarize", "tokenize"], "\(p99)")
+        for row in p99 {
+            let durations = lines.flatMap { ($0["steps"] as? [[String: Any]]) ?? [] }
+                .filter { $0["step"] as? String == row[0] && $0["status"] as? String == "completed" }
+                .compactMap { $0["duration_us"] as? Int }.sorted()
+            #expect(row[2] == "\(durations.count)" && durations.count == 30)
+            let value = try #require(Int(row[1]))
+            #expect(durations.contains(value) && durations.filter { $0 <= value }.count * 100 >= 98 * durations.count)
+        }
+        // Which runs consumed the tokens: the same steps `sluice runs lineage` names.
+        let consumers = try #require(queries["which runs consumed an artifact"])
+        let runID = try #require(run["run_id"] as? String)
+        #expect(consumers == [[runID, "1", "count#1"], [runID, "1", "summarize#1"]], "\(consumers)")
+        let lineage = try await sluice(["lineage", tokens]).components(separatedBy: "consumed by:")
+        #expect(lineage.count == 2 && lineage[1].contains("step count#1") && lineage[1].contains("step summarize#1"))
+        await cluster.stop()
+    }
+}
