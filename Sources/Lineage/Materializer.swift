@@ -21,6 +21,8 @@ public struct MaterializerConfiguration: Sendable {
     public var segments = SegmentLimits()
     /// Records folded between two syncs of the store, at most.
     public var batchSize = 32_768
+    /// How often the materializer logs its progress (events/s, lag) while it is behind.
+    public var catchUpLogInterval: Duration = .seconds(5)
     /// This process's fixed share of the lineage partitions, instead of what the consumer group assigns.
     public var shard: Shard?
     /// Where the materializer's metrics go (``MaterializerMetrics``); `nil`: the factory swift-metrics was
@@ -30,6 +32,29 @@ public struct MaterializerConfiguration: Sendable {
     public init(kafka: KafkaConfiguration, store: String) {
         self.kafka = kafka
         self.store = store
+    }
+}
+
+/// When the materializer logs how its catch-up goes: every interval, while it is behind.
+struct CatchUpReport {
+    let intervalMicros: Int64
+    private var last: (micros: Int64, events: Int)?
+
+    init(intervalMicros: Int64) {
+        self.intervalMicros = intervalMicros
+    }
+
+    /// Whether a report is due at `now` (the first call starts the clock).
+    func isDue(at now: Int64) -> Bool {
+        last.map { now - $0.micros >= intervalMicros } ?? true
+    }
+
+    /// Records the events folded so far at `now`; returns the events per second since the last record when `lag`
+    /// records are still waiting (nothing on the first record, or when caught up).
+    mutating func record(at now: Int64, events: Int, lag: Int64) -> Int? {
+        defer { last = (now, events) }
+        guard let last, lag > 0, now > last.micros else { return nil }
+        return Int(Int64(events - last.events) * 1_000_000 / (now - last.micros))
     }
 }
 
@@ -235,11 +260,24 @@ public final class Materializer: Service, Sendable {
         if stopped { consumer.stopReading() }
         logger.info(
             "materializing \(configuration.lineageTopic) into \(configuration.store) (group \(configuration.group))")
+        let interval = configuration.catchUpLogInterval.components
+        var report = CatchUpReport(
+            intervalMicros: interval.seconds * 1_000_000 + interval.attoseconds / 1_000_000_000_000)
         do {
             while true {
                 let batch = await consumer.nextBatch(limit: configuration.batchSize)
                 if batch.isEmpty { break }
                 try await DedicatedThread.run(name: "sluice-store") { [self] in try fold(batch, consumer: consumer) }
+                let now = Timestamps.monotonicMicros()
+                if report.isDue(at: now) {
+                    let status = status
+                    let lag = status.lag.values.reduce(0, +)
+                    if let rate = report.record(at: now, events: status.counts.events, lag: lag) {
+                        logger.info(
+                            "catching up: \(rate) events/s, \(lag) records behind on \(status.lag.values.filter { $0 > 0 }.count) partition(s)"
+                        )
+                    }
+                }
             }
         } catch {
             logger.error("stopping: \(error)")

@@ -444,6 +444,20 @@ struct StoredRunTests {
     }
 }
 
+@Suite("The materializer's catch-up log")
+struct CatchUpReportTests {
+    @Test func itReportsTheRateEveryIntervalWhileBehind() {
+        var report = CatchUpReport(intervalMicros: 5_000_000)
+        #expect(report.isDue(at: 0) && report.record(at: 0, events: 0, lag: 900) == nil)
+        #expect(!report.isDue(at: 4_000_000))
+        #expect(report.isDue(at: 5_000_000))
+        #expect(report.record(at: 5_000_000, events: 500_000, lag: 400) == 100_000)
+        // Caught up: nothing to say.
+        #expect(report.record(at: 10_000_000, events: 540_000, lag: 0) == nil)
+        #expect(report.record(at: 12_000_000, events: 560_000, lag: 10) == 10_000)
+    }
+}
+
 @Suite("The materializer as a service, in process, on the embedded broker", .serialized)
 struct MaterializerServiceTests {
     private let quiet: Logger = {
