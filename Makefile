@@ -19,10 +19,10 @@ deps:
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq librdkafka-dev libjemalloc-dev libsqlite3-dev \
 			pkg-config >/dev/null; }
-	@python3 -c 'import confluent_kafka, duckdb, pandas' 2>/dev/null || { \
-		echo "installing confluent-kafka, duckdb and pandas (pip)"; \
-		python3 -m pip install -q confluent-kafka duckdb pandas 2>/dev/null || \
-		python3 -m pip install -q --break-system-packages confluent-kafka duckdb pandas; }
+	@python3 -c 'import confluent_kafka, duckdb, pandas, jsonschema' 2>/dev/null || { \
+		echo "installing confluent-kafka, duckdb, pandas and jsonschema (pip)"; \
+		python3 -m pip install -q confluent-kafka duckdb pandas jsonschema 2>/dev/null || \
+		python3 -m pip install -q --break-system-packages confluent-kafka duckdb pandas jsonschema; }
 
 build: deps
 	$(SWIFT) build $(SWIFT_FLAGS)

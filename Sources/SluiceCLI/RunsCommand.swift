@@ -9,7 +9,7 @@ struct RunsCommand: ParsableCommand {
         commandName: "runs",
         abstract: "Browse the lineage store: list runs, show one as a DAG, trace an artifact, rebuild the index.",
         discussion: "Every subcommand first indexes what the segments hold beyond the index (cheap when up to date).",
-        subcommands: [List.self, Show.self, LineageOf.self, Reindex.self]
+        subcommands: [List.self, Show.self, LineageOf.self, Export.self, Reindex.self]
     )
 
     @OptionGroup var options: StoreOptions

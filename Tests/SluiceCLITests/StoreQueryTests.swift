@@ -1,4 +1,7 @@
 import Foundation
+import Hummingbird
+import Logging
+import Synchronization
 import Testing
 
 /// What a run looks like to each reader: its id, attempt, status and steps (name and status, in order).
@@ -18,7 +21,7 @@ private struct ReadRun: Hashable {
     }
 }
 
-@Suite("The store as a data lake: DuckDB and pandas read what sluice runs lists")
+@Suite("The store read from outside: DuckDB and pandas read what sluice runs lists; OpenLineage takes its runs")
 struct StoreQueryTests {
     /// The events of a run of text-stats whose `tokenize` step fails, started at `micros`, as produce_lines.py reads
     /// them (lineage records of version 1, one event each).
@@ -124,5 +127,130 @@ struct StoreQueryTests {
         let lineage = try await sluice(["lineage", tokens]).components(separatedBy: "consumed by:")
         #expect(lineage.count == 2 && lineage[1].contains("step count#1") && lineage[1].contains("step summarize#1"))
         await cluster.stop()
+
+        try await exportsOpenLineage(store: store, lines: lines)
+    }
+
+    /// `sluice runs export --openlineage`: events that OpenLineage's schemas accept, a START and an end per run and
+    /// per step run (a child of its run), artifacts versioned by their hash; POSTed, the same bytes, through a 503.
+    private func exportsOpenLineage(store: String, lines: [[String: Any]]) async throws {
+        let file = store + "-openlineage.jsonl"
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        let common = ["runs", "--store", store, "export", "--openlineage", "--kafka", "127.0.0.1:9092"]
+        let export = try ChildProcess(sluiceExecutable, common + ["--output", file])
+        #expect(await export.wait() == 0, "\(export.standardError)")
+        let written = try String(contentsOfFile: file, encoding: .utf8)
+        let validator = try ChildProcess(
+            "/usr/bin/env",
+            ["python3", pythonScript("validate_openlineage.py"), repositoryFile("Tests/SluiceCLITests/openlineage")],
+            input: written)
+        let report = try await validator.readRest()
+        #expect(await validator.wait(timeout: .seconds(120)) == 0, "\(report) \(validator.standardError)")
+        let steps = lines.reduce(0) { $0 + (($1["steps"] as? [Any])?.count ?? 0) }
+        #expect(report.contains(#""events": \#(2 * lines.count + 2 * steps)"#), "\(report)")
+
+        let events = try written.split(separator: "\n").map {
+            try #require(try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])
+        }
+        func runID(_ event: [String: Any]) -> String? { (event["run"] as? [String: Any])?["runId"] as? String }
+        func facets(_ event: [String: Any]) -> [String: Any] {
+            ((event["run"] as? [String: Any])?["facets"] as? [String: Any]) ?? [:]
+        }
+        func job(_ event: [String: Any]) -> String? { (event["job"] as? [String: Any])?["name"] as? String }
+        let failed = events.filter { job($0) == "text-stats" && $0["eventType"] as? String == "FAIL" }
+        #expect(failed.count == 2 && failed.allSatisfy { facets($0)["errorMessage"] != nil })
+        let runs = events.filter { job($0) == "text-stats" }
+        #expect(Set(runs.compactMap(runID)).count == lines.count)
+        // Each step run is a child of its run's START.
+        let starts = Set(runs.filter { $0["eventType"] as? String == "START" }.compactMap(runID))
+        let children = events.filter { job($0)?.hasPrefix("text-stats.") == true }
+        #expect(children.count == 2 * steps)
+        #expect(
+            children.allSatisfy { event in
+                ((facets(event)["parent"] as? [String: Any])?["run"] as? [String: Any]).flatMap {
+                    $0["runId"] as? String
+                }
+                .map(starts.contains) == true
+            })
+        // A completed run reads its request topic and writes its responses and lineage topics, and its output.
+        let completed = try #require(runs.first { $0["eventType"] as? String == "COMPLETE" })
+        let outputs = try #require(completed["outputs"] as? [[String: Any]])
+        #expect(outputs.compactMap { $0["name"] as? String }.prefix(2) == ["text-stats.responses", "sluice.lineage"])
+        #expect(outputs.first?["namespace"] as? String == "kafka://127.0.0.1:9092")
+        let versions = Set(
+            lines.flatMap { ($0["steps"] as? [[String: Any]]) ?? [] }.compactMap {
+                ($0["output"] as? [String: Any])?["sha256"] as? String
+            })
+        let exported = Set(
+            children.flatMap { ($0["outputs"] as? [[String: Any]]) ?? [] }.compactMap {
+                (($0["facets"] as? [String: Any])?["version"] as? [String: Any])?["datasetVersion"] as? String
+            })
+        #expect(!versions.isEmpty && exported == versions)
+
+        // The same events, POSTed one by one to an OpenLineage endpoint that fails the first time.
+        let receiver = try await LineageReceiver.start(failing: 1)
+        let post = try ChildProcess(sluiceExecutable, common + ["--url", receiver.endpoint])
+        #expect(await post.wait() == 0, "\(post.standardError)")
+        #expect(receiver.bodies == written.split(separator: "\n").map { Array($0.utf8) })
+        #expect(receiver.refused == 1)
+        receiver.stop()
+        let refused = try ChildProcess(sluiceExecutable, common + ["--url", "ftp://nowhere"])
+        #expect(await refused.wait() == 64)
+    }
+}
+
+/// A small OpenLineage HTTP endpoint on 127.0.0.1 (`POST /api/v1/lineage`, as Marquez serves it): keeps each event's
+/// bytes, after answering the first `failing` requests with 503.
+private final class LineageReceiver: Sendable {
+    private let state = Mutex<(bodies: [[UInt8]], refused: Int)>(([], 0))
+    private let task = Mutex<Task<Void, any Error>?>(nil)
+    let port: Int
+
+    private init(port: Int) {
+        self.port = port
+    }
+
+    static func start(failing: Int) async throws -> LineageReceiver {
+        let (ports, portContinuation) = AsyncStream.makeStream(of: Int.self)
+        let handoff = Mutex<LineageReceiver?>(nil)
+        let router = Router()
+        router.post("/api/v1/lineage") { request, _ in
+            let body = try await request.body.collect(upTo: 16 << 20)
+            let accepted = handoff.withLock { $0 }?.state.withLock { state -> Bool in
+                guard state.refused >= failing else {
+                    state.refused += 1
+                    return false
+                }
+                state.bodies.append(Array(body.readableBytesView))
+                return true
+            }
+            return Response(status: accepted == true ? .created : .serviceUnavailable)
+        }
+        var logger = Logger(label: "lineage-receiver")
+        logger.logLevel = .warning
+        let application = Application(
+            router: router, configuration: ApplicationConfiguration(address: .hostname("127.0.0.1", port: 0)),
+            onServerRunning: { channel in
+                portContinuation.yield(channel.localAddress?.port ?? 0)
+                portContinuation.finish()
+            }, logger: logger)
+        let task = Task { try await application.run() }
+        var iterator = ports.makeAsyncIterator()
+        guard let port = await iterator.next(), port > 0 else {
+            task.cancel()
+            throw CancellationError()
+        }
+        let receiver = LineageReceiver(port: port)
+        receiver.task.withLock { $0 = task }
+        handoff.withLock { $0 = receiver }
+        return receiver
+    }
+
+    var endpoint: String { "http://127.0.0.1:\(port)" }
+    var bodies: [[UInt8]] { state.withLock { $0.bodies } }
+    var refused: Int { state.withLock { $0.refused } }
+
+    func stop() {
+        task.withLock { $0?.cancel() }
     }
 }
