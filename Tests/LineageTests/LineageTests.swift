@@ -302,6 +302,41 @@ struct PartitionStoreTests {
         #expect(transactions.withLock { $0 } >= 1)
     }
 
+    /// A store of the layout before Hive-style partitions (`runs/<pipeline>/<day>/`, lines of version 1: no `v`, no
+    /// `*_at`) is read as it is: indexed, its runs read, its last position found, and new lines go to the new layout.
+    @Test func aStoreOfTheEarlierLayoutIsReadAsItIs() async throws {
+        let root = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let runs = await closedRuns(["old", "new"])
+        let store = try PartitionStore(root: root, partition: 3, limits: SegmentLimits())
+        #expect(try store.append(runs[0], storeInlineLimit: 1024))
+        try store.sync()
+        // The line as version 1 wrote it, where version 1 put it.
+        let segment = try #require(try segmentFiles(root).keys.first { $0.hasSuffix(".jsonl") })
+        let line = String(decoding: try #require(try segmentFiles(root)[segment]), as: UTF8.self)
+        let version1 = line.replacing(#"{"v":2,"#, with: "{").replacing(/,"(started|ended)_at":("[^"]*"|null)/, with: "")
+            .replacing(/,"at":"[^"]*"/, with: "")
+        #expect(!version1.contains("_at") && version1.hasPrefix(#"{"run_id":"old""#))
+        let day = try #require(segment.split(separator: "/").dropFirst(2).first?.dropFirst("date=".count))
+        try FileManager.default.createDirectory(atPath: "\(root)/runs/echo/\(day)", withIntermediateDirectories: true)
+        try version1.write(toFile: "\(root)/runs/echo/\(day)/p3-\(runs[0].position.offset).jsonl", atomically: true, encoding: .utf8)
+        try FileManager.default.removeItem(atPath: "\(root)/runs/pipeline=echo")
+
+        let reopened = try PartitionStore(root: root, partition: 3, limits: SegmentLimits())
+        #expect(reopened.lastWritten == runs[0].position)
+        #expect(try !reopened.append(runs[0], storeInlineLimit: 1024))
+        #expect(try reopened.append(runs[1], storeInlineLimit: 1024))
+        try reopened.sync()
+        let (index, count) = try StoreIndex.rebuild(root: root)
+        #expect(count == 2)
+        let indexed = try index.runs(limit: 10)
+        #expect(Set(indexed.map(\.runID)) == ["old", "new"])
+        let old = try #require(indexed.first { $0.runID == "old" })
+        #expect(old.segment.hasPrefix("runs/echo/"))
+        #expect(try index.line(of: old).steps.map(\.step) == ["pad", "pair"])
+        #expect(try #require(indexed.first { $0.runID == "new" }).segment.hasPrefix("runs/pipeline=echo/date="))
+    }
+
     @Test func aHostilePipelineNameStaysInsideTheRoot() async throws {
         let parent = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: parent) }
