@@ -21,11 +21,35 @@ public enum Timestamps {
     public static func rfc3339(micros: Int64) -> String {
         let (days, microsOfDay) = floorDivide(micros, 86_400_000_000)
         let date = civilDate(daysSinceEpoch: days)
-        let seconds = microsOfDay / 1_000_000
-        let hours = digits(seconds / 3600, 2)
-        let minutes = digits(seconds / 60 % 60, 2)
-        let time = "\(hours):\(minutes):\(digits(seconds % 60, 2)).\(digits(microsOfDay % 1_000_000, 6))"
-        return "\(day(year: date.year, month: date.month, day: date.day))T\(time)Z"
+        guard (0...9999).contains(date.year) else {
+            // Outside four-digit years (only a hostile `ts`): the same fields, the year as it is.
+            let seconds = microsOfDay / 1_000_000
+            return
+                "\(digits(date.year, 4))-\(digits(date.month, 2))-\(digits(date.day, 2))T\(digits(seconds / 3600, 2)):"
+                + "\(digits(seconds / 60 % 60, 2)):\(digits(seconds % 60, 2)).\(digits(microsOfDay % 1_000_000, 6))Z"
+        }
+        // Written digit by digit into the string's own storage: this runs for every time of every stored run.
+        return String(unsafeUninitializedCapacity: 27) { buffer in
+            func put(_ value: Int64, _ width: Int, at offset: Int) {
+                var value = value
+                for index in stride(from: offset + width - 1, through: offset, by: -1) {
+                    buffer[index] = UInt8(truncatingIfNeeded: value % 10) + UInt8(ascii: "0")
+                    value /= 10
+                }
+            }
+            let seconds = microsOfDay / 1_000_000
+            put(date.year, 4, at: 0)
+            put(date.month, 2, at: 5)
+            put(date.day, 2, at: 8)
+            put(seconds / 3600, 2, at: 11)
+            put(seconds / 60 % 60, 2, at: 14)
+            put(seconds % 60, 2, at: 17)
+            put(microsOfDay % 1_000_000, 6, at: 20)
+            (buffer[4], buffer[7], buffer[10]) = (UInt8(ascii: "-"), UInt8(ascii: "-"), UInt8(ascii: "T"))
+            (buffer[13], buffer[16]) = (UInt8(ascii: ":"), UInt8(ascii: ":"))
+            (buffer[19], buffer[26]) = (UInt8(ascii: "."), UInt8(ascii: "Z"))
+            return 27
+        }
     }
 
     /// The UTC day of `micros` (since 1970) as `yyyy-mm-dd`.
