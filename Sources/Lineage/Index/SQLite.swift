@@ -25,6 +25,9 @@ final class SQLiteDatabase {
         sqlite3_busy_timeout(handle, 10_000)
         try execute("PRAGMA journal_mode=WAL")
         try execute("PRAGMA synchronous=NORMAL")
+        // Up to 64 MiB of pages in memory (SQLite's default is 2 MiB): artifact hashes are random keys, and with a small
+        // cache every insert into a large index read pages back from the file.
+        try execute("PRAGMA cache_size=-65536")
     }
 
     deinit { sqlite3_close(handle) }
