@@ -1,6 +1,5 @@
 import Foundation
 import Hummingbird
-import Logging
 import Synchronization
 
 /// A small OTLP/HTTP trace receiver on 127.0.0.1: takes `POST /v1/traces` with the JSON encoding of an
@@ -25,44 +24,25 @@ final class OTLPReceiver: Sendable {
 
     private let received = Mutex<(spans: [Span], waiters: [(count: Int, CheckedContinuation<Void, Never>)])>(
         ([], []))
-    private let task = Mutex<Task<Void, any Error>?>(nil)
+    private let server = Mutex<TestHTTPServer?>(nil)
     /// The port it listens on.
-    let port: Int
+    var port: Int { server.withLock { $0?.port } ?? 0 }
 
-    private init(port: Int) {
-        self.port = port
-    }
+    private init() {}
 
     /// Starts the receiver on a free port.
     static func start() async throws -> OTLPReceiver {
-        let (ports, portContinuation) = AsyncStream.makeStream(of: Int.self)
-        let handoff = Mutex<OTLPReceiver?>(nil)
+        let receiver = OTLPReceiver()
         let router = Router()
         router.post("/v1/traces") { request, _ in
             let body = try await request.body.collect(upTo: 16 << 20)
-            let spans = Self.spans(inJSON: Data(body.readableBytesView))
-            handoff.withLock { $0 }?.add(spans)
+            receiver.add(Self.spans(inJSON: Data(body.readableBytesView)))
             return Response(
                 status: .ok, headers: [.contentType: "application/json"],
                 body: ResponseBody(byteBuffer: ByteBuffer(string: "{}")))
         }
-        var logger = Logger(label: "otlp-receiver")
-        logger.logLevel = .warning
-        let application = Application(
-            router: router, configuration: ApplicationConfiguration(address: .hostname("127.0.0.1", port: 0)),
-            onServerRunning: { channel in
-                portContinuation.yield(channel.localAddress?.port ?? 0)
-                portContinuation.finish()
-            }, logger: logger)
-        let task = Task { try await application.run() }
-        var iterator = ports.makeAsyncIterator()
-        guard let port = await iterator.next(), port > 0 else {
-            task.cancel()
-            throw CancellationError()
-        }
-        let receiver = OTLPReceiver(port: port)
-        receiver.task.withLock { $0 = task }
-        handoff.withLock { $0 = receiver }
+        let server = try await TestHTTPServer.start(label: "otlp-receiver", router: router)
+        receiver.server.withLock { $0 = server }
         return receiver
     }
 
@@ -108,7 +88,7 @@ final class OTLPReceiver: Sendable {
     }
 
     func stop() {
-        task.withLock { $0 }?.cancel()
+        server.withLock { $0 }?.stop()
     }
 
     /// The spans of an OTLP/JSON `ExportTraceServiceRequest`. Ids are hexadecimal in OTLP/JSON; swift-protobuf's

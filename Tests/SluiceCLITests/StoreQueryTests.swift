@@ -1,6 +1,5 @@
 import Foundation
 import Hummingbird
-import Logging
 import Synchronization
 import Testing
 
@@ -203,20 +202,16 @@ struct StoreQueryTests {
 /// bytes, after answering the first `failing` requests with 503.
 private final class LineageReceiver: Sendable {
     private let state = Mutex<(bodies: [[UInt8]], refused: Int)>(([], 0))
-    private let task = Mutex<Task<Void, any Error>?>(nil)
-    let port: Int
+    private let server = Mutex<TestHTTPServer?>(nil)
 
-    private init(port: Int) {
-        self.port = port
-    }
+    private init() {}
 
     static func start(failing: Int) async throws -> LineageReceiver {
-        let (ports, portContinuation) = AsyncStream.makeStream(of: Int.self)
-        let handoff = Mutex<LineageReceiver?>(nil)
+        let receiver = LineageReceiver()
         let router = Router()
         router.post("/api/v1/lineage") { request, _ in
             let body = try await request.body.collect(upTo: 16 << 20)
-            let accepted = handoff.withLock { $0 }?.state.withLock { state -> Bool in
+            let accepted = receiver.state.withLock { state -> Bool in
                 guard state.refused >= failing else {
                     state.refused += 1
                     return false
@@ -224,33 +219,18 @@ private final class LineageReceiver: Sendable {
                 state.bodies.append(Array(body.readableBytesView))
                 return true
             }
-            return Response(status: accepted == true ? .created : .serviceUnavailable)
+            return Response(status: accepted ? .created : .serviceUnavailable)
         }
-        var logger = Logger(label: "lineage-receiver")
-        logger.logLevel = .warning
-        let application = Application(
-            router: router, configuration: ApplicationConfiguration(address: .hostname("127.0.0.1", port: 0)),
-            onServerRunning: { channel in
-                portContinuation.yield(channel.localAddress?.port ?? 0)
-                portContinuation.finish()
-            }, logger: logger)
-        let task = Task { try await application.run() }
-        var iterator = ports.makeAsyncIterator()
-        guard let port = await iterator.next(), port > 0 else {
-            task.cancel()
-            throw CancellationError()
-        }
-        let receiver = LineageReceiver(port: port)
-        receiver.task.withLock { $0 = task }
-        handoff.withLock { $0 = receiver }
+        let server = try await TestHTTPServer.start(label: "lineage-receiver", router: router)
+        receiver.server.withLock { $0 = server }
         return receiver
     }
 
-    var endpoint: String { "http://127.0.0.1:\(port)" }
+    var endpoint: String { server.withLock { $0?.endpoint } ?? "" }
     var bodies: [[UInt8]] { state.withLock { $0.bodies } }
     var refused: Int { state.withLock { $0.refused } }
 
     func stop() {
-        task.withLock { $0?.cancel() }
+        server.withLock { $0 }?.stop()
     }
 }
