@@ -146,9 +146,13 @@ public final class Materializer: Service, Sendable {
     private let state = Mutex(State())
     private let store = Mutex(Store())
     private let metrics: MaterializerMetrics
+    private let openLineage: OpenLineageFollower?
 
-    public init(configuration: MaterializerConfiguration, logger: Logger) {
+    /// A materializer as `configuration` says; `openLineage`, when given, is told of each partition it opens and of
+    /// each batch's lines once they are durable (run it in the same service group).
+    public init(configuration: MaterializerConfiguration, openLineage: OpenLineageFollower? = nil, logger: Logger) {
         self.configuration = configuration
+        self.openLineage = openLineage
         self.logger = logger
         metrics = MaterializerMetrics(factory: configuration.metricsFactory ?? MetricsSystem.factory)
     }
@@ -360,7 +364,9 @@ public final class Materializer: Service, Sendable {
                 state.openRuns = openRuns
             }
             for (counts, _) in folded { metrics.record(counts) }
-            store.index?.submit(folded.flatMap(\.1))
+            let lines = folded.flatMap(\.1)
+            store.index?.submit(lines)
+            openLineage?.written(lines)
             var offsets: [TopicPartition: Int64] = [:]
             for (partition, work) in touched {
                 if let offset = work.resumeOffset { offsets[partition] = offset }
@@ -377,6 +383,7 @@ public final class Materializer: Service, Sendable {
             root: configuration.store, partition: partition.partition,
             storeInlineLimit: configuration.storeInlineLimit, incompleteAfter: configuration.incompleteAfter,
             segments: configuration.segments, logger: logger)
+        try openLineage?.follow(partition: partition.partition)
         logger.info(
             "\(partition): store opened, last line written at \(work.lastWrittenOffset.map { "offset \($0)" } ?? "none")"
         )
@@ -391,6 +398,7 @@ public final class Materializer: Service, Sendable {
         _ = try? await DedicatedThread.run(name: "sluice-store") { [self] in
             store.withLock { store in
                 for partition in partitions { store.work[partition] = nil }
+                openLineage?.release(partitions.map(\.partition))
                 let openRuns = store.work.values.reduce(0) { $0 + $1.openRuns }
                 state.withLock { state in
                     state.assigned.subtract(partitions)

@@ -120,8 +120,7 @@ struct OpenLineageEndpoint {
     /// Attempts per event: a refused connection, a 5xx or a 429 is tried again, after 0.1, 0.2, 0.4, 0.8 s.
     static let attempts = 5
 
-    /// Calls `body` with a function that POSTs one event (retrying as ``attempts`` says); shuts the client down after.
-    /// - Throws: ``ExportError`` when an event is refused (a 4xx other than 429) or every attempt failed.
+    /// Calls `body` with a function that POSTs one event (as ``post(_:with:)``); shuts the client down after.
     func withClient(_ body: (_ post: ([UInt8]) async throws -> Void) async throws -> Void) async throws {
         let client = HTTPClient(eventLoopGroupProvider: .singleton)
         do {
@@ -133,7 +132,10 @@ struct OpenLineageEndpoint {
         try await client.shutdown()
     }
 
-    private func post(_ event: [UInt8], with client: HTTPClient) async throws {
+    /// POSTs one event, trying again as ``attempts`` says.
+    /// - Throws: `OpenLineageRefusal` when the event is refused (a 4xx other than 429), ``ExportError`` when every
+    ///   attempt failed.
+    func post(_ event: [UInt8], with client: HTTPClient) async throws {
         var request = HTTPClientRequest(url: url)
         request.method = .POST
         request.headers.add(name: "Content-Type", value: "application/json")
@@ -148,11 +150,12 @@ struct OpenLineageEndpoint {
                 if (200..<300).contains(status) { return }
                 lastProblem = "HTTP \(status): \(String(buffer: body).prefix(500))"
                 guard status >= 500 || status == 429 else {
-                    throw ExportError(description: "\(url) refused an event: \(lastProblem)")
+                    throw OpenLineageRefusal("\(url) refused an event: \(lastProblem)")
                 }
-            } catch let error as ExportError {
-                throw error
+            } catch let refusal as OpenLineageRefusal {
+                throw refusal
             } catch {
+                try Task.checkCancellation()
                 lastProblem = "\(error)"
             }
         }

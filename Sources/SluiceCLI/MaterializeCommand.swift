@@ -1,4 +1,5 @@
 import ArgumentParser
+import AsyncHTTPClient
 import Foundation
 import Kafka
 import Lineage
@@ -63,6 +64,18 @@ struct MaterializeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Serve GET /health and GET /metrics on HOST:PORT.")
     var http: String?
 
+    @Option(
+        name: .customLong("openlineage-url"),
+        help:
+            "Also POST each stored run as OpenLineage events to this endpoint, at least once (Marquez: http://HOST:5000; docs/openlineage.md)."
+    )
+    var openLineageURL: String?
+
+    @Option(
+        name: .customLong("openlineage-namespace"),
+        help: "The namespace of the OpenLineage jobs and of the artifacts' datasets.")
+    var openLineageNamespace = "sluice"
+
     /// `--shard I/N` as a ``Shard``.
     /// - Throws: a `ValidationError` naming the value unless it is two integers with `0 <= I < N`.
     static func parseShard(_ text: String) throws -> Shard {
@@ -77,6 +90,9 @@ struct MaterializeCommand: AsyncParsableCommand {
     func validate() throws {
         if let http { _ = try StatusServer.parse(http) }
         if let shard { _ = try Self.parseShard(shard) }
+        if let openLineageURL, OpenLineageEndpoint(openLineageURL) == nil {
+            throw ValidationError("--openlineage-url \(openLineageURL) is not an http:// or https:// URL")
+        }
         guard !store.isEmpty else { throw ValidationError("--store needs a directory") }
         guard inlineLimit >= 0 else { throw ValidationError("--inline-limit \(inlineLimit) must be >= 0") }
         guard incompleteAfter >= 1 else {
@@ -107,7 +123,8 @@ struct MaterializeCommand: AsyncParsableCommand {
         // A signal from here on stops the materializer gracefully, even one that comes while it starts.
         let signals = await ServiceRunner.trapTerminationSignals()
         let registry = PrometheusExport.bootstrap()
-        let materializer = Materializer(configuration: configuration, logger: logger)
+        let (openLineage, httpClient) = openLineageFollower(logger: logger)
+        let materializer = Materializer(configuration: configuration, openLineage: openLineage, logger: logger)
         let server = try StatusServer.healthAndMetrics(
             address: http, logger: logger,
             health: { out in
@@ -118,16 +135,41 @@ struct MaterializeCommand: AsyncParsableCommand {
                 out.field("events", status.counts.events)
                 out.field("runs_written", status.counts.runsWritten)
                 out.field("joined_group", status.joinedGroup)
+                if let openLineage { out.field("openlineage_backlog_bytes", openLineage.backlogBytes) }
                 return StatusServer.Probes(
                     live: status.phase != .stopping, ready: status.phase == .running && status.joinedGroup)
             },
             metrics: {
                 materializer.refreshMetrics()
+                openLineage?.refreshMetrics()
                 return PrometheusExport.text(registry)
             })
-        try await ServiceRunner.run(
-            (server.map { [.init(service: $0)] } ?? [])
-                + [.init(service: materializer, successTerminationBehavior: .gracefullyShutdownGroup)],
-            signals: signals, logger: logger)
+        do {
+            // Stopped in reverse: the materializer, then the follower, then the status server.
+            var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+            if let server { services.append(.init(service: server)) }
+            if let openLineage { services.append(.init(service: openLineage)) }
+            services.append(.init(service: materializer, successTerminationBehavior: .gracefullyShutdownGroup))
+            try await ServiceRunner.run(services, signals: signals, logger: logger)
+        } catch {
+            try? await httpClient?.shutdown()
+            throw error
+        }
+        try? await httpClient?.shutdown()
+    }
+
+    /// With `--openlineage-url`, the follower that POSTs stored runs to it and the HTTP client it uses (shut down by
+    /// the caller).
+    private func openLineageFollower(logger: Logger) -> (OpenLineageFollower?, HTTPClient?) {
+        guard let openLineageURL, let endpoint = OpenLineageEndpoint(openLineageURL) else { return (nil, nil) }
+        let client = HTTPClient(eventLoopGroupProvider: .singleton)
+        var settings = OpenLineageSettings(producer: "urn:sluice:\(SluiceCommand.version)")
+        settings.namespace = openLineageNamespace
+        settings.kafkaNamespace = connection.bootstrapServers.split(separator: ",").first.map { "kafka://\($0)" }
+        settings.lineageTopic = lineageTopic
+        let follower = OpenLineageFollower(root: store, settings: settings, logger: logger) { event in
+            try await endpoint.post(event, with: client)
+        }
+        return (follower, client)
     }
 }

@@ -37,6 +37,20 @@ private func temporaryDirectory() throws -> String {
     return path
 }
 
+/// The runs of `Echo` with these ids, closed by a fold of lineage partition 3.
+private func closedRuns(_ runIDs: [String], pad: Int = 0, pipeline: String? = nil) async -> [ClosedRun] {
+    var fold = PartitionFold(partition: 3, incompleteAfter: 1000)
+    var closed: [ClosedRun] = []
+    var offset: Int64 = 0
+    for runID in runIDs {
+        for event in await events(runID: runID, pad: pad, pipeline: pipeline) {
+            closed += fold.take([event], at: offset)
+            offset += 1
+        }
+    }
+    return closed
+}
+
 @Suite("Store names: nothing from an event leaves the root")
 struct StoreNamesTests {
     @Test func hostileNamesBecomeOneHarmlessComponent() {
@@ -175,19 +189,6 @@ struct PartitionFoldTests {
 
 @Suite("The store's files: segments, artifacts, restarts")
 struct PartitionStoreTests {
-    private func closedRuns(_ runIDs: [String], pad: Int = 0, pipeline: String? = nil) async -> [ClosedRun] {
-        var fold = PartitionFold(partition: 3, incompleteAfter: 1000)
-        var closed: [ClosedRun] = []
-        var offset: Int64 = 0
-        for runID in runIDs {
-            for event in await events(runID: runID, pad: pad, pipeline: pipeline) {
-                closed += fold.take([event], at: offset)
-                offset += 1
-            }
-        }
-        return closed
-    }
-
     private func segmentFiles(_ root: String) throws -> [String: [UInt8]] {
         var files: [String: [UInt8]] = [:]
         let enumerator = FileManager.default.enumerator(atPath: root)
@@ -314,12 +315,15 @@ struct PartitionStoreTests {
         // The line as version 1 wrote it, where version 1 put it.
         let segment = try #require(try segmentFiles(root).keys.first { $0.hasSuffix(".jsonl") })
         let line = String(decoding: try #require(try segmentFiles(root)[segment]), as: UTF8.self)
-        let version1 = line.replacing(#"{"v":2,"#, with: "{").replacing(/,"(started|ended)_at":("[^"]*"|null)/, with: "")
-            .replacing(/,"at":"[^"]*"/, with: "")
+        let version1 = line.replacing(#"{"v":2,"#, with: "{").replacing(
+            /,"(started|ended)_at":("[^"]*"|null)/, with: ""
+        )
+        .replacing(/,"at":"[^"]*"/, with: "")
         #expect(!version1.contains("_at") && version1.hasPrefix(#"{"run_id":"old""#))
         let day = try #require(segment.split(separator: "/").dropFirst(2).first?.dropFirst("date=".count))
         try FileManager.default.createDirectory(atPath: "\(root)/runs/echo/\(day)", withIntermediateDirectories: true)
-        try version1.write(toFile: "\(root)/runs/echo/\(day)/p3-\(runs[0].position.offset).jsonl", atomically: true, encoding: .utf8)
+        try version1.write(
+            toFile: "\(root)/runs/echo/\(day)/p3-\(runs[0].position.offset).jsonl", atomically: true, encoding: .utf8)
         try FileManager.default.removeItem(atPath: "\(root)/runs/pipeline=echo")
 
         let reopened = try PartitionStore(root: root, partition: 3, limits: SegmentLimits())
@@ -537,5 +541,106 @@ struct MaterializerServiceTests {
         let stored = try StoreIndex(root: store).runs(limit: 100)
         #expect(Set(stored.map(\.runID)) == Set(runIDs))
         #expect(stored.allSatisfy { $0.status == .completed && $0.pipeline == "echo" })
+    }
+}
+
+@Suite("The OpenLineage follower: stored runs to an endpoint, at least once")
+struct OpenLineageFollowerTests {
+    /// An endpoint in process: each event's Sluice run id and type, as they arrive.
+    private final class Endpoint: Sendable {
+        let arrivals: AsyncStream<String>
+        private let arrived: AsyncStream<String>.Continuation
+        /// The run whose events are refused, and the run whose events never get an answer.
+        let refusing: String?
+        let hanging: String?
+
+        init(refusing: String? = nil, hanging: String? = nil) {
+            (arrivals, arrived) = AsyncStream.makeStream()
+            self.refusing = refusing
+            self.hanging = hanging
+        }
+
+        func send(_ event: [UInt8]) async throws {
+            let object = try #require(try JSONSerialization.jsonObject(with: Data(event)) as? [String: Any])
+            let facets = try #require((object["run"] as? [String: Any])?["facets"] as? [String: Any])
+            let runID = (facets["sluice"] as? [String: Any])?["runId"] as? String
+            let parent = ((facets["parent"] as? [String: Any])?["run"] as? [String: Any]) != nil
+            let type = try #require(object["eventType"] as? String)
+            if let runID, runID == refusing { throw OpenLineageRefusal("no") }
+            if let runID, runID == hanging {
+                try await Task.sleep(for: .seconds(3600))
+            }
+            arrived.yield(parent ? "step \(type)" : "\(runID ?? "?") \(type)")
+        }
+
+        /// The next `count` arrivals.
+        func next(_ count: Int) async -> [String] {
+            var iterator = arrivals.makeAsyncIterator()
+            var taken: [String] = []
+            while taken.count < count, let arrival = await iterator.next() { taken.append(arrival) }
+            return taken
+        }
+    }
+
+    private let quiet: Logger = {
+        var logger = Logger(label: "sluice.tests")
+        logger.logLevel = .critical
+        return logger
+    }()
+
+    private func makeFollower(_ root: String, _ endpoint: Endpoint) -> OpenLineageFollower {
+        OpenLineageFollower(root: root, settings: OpenLineageSettings(producer: "urn:test"), logger: quiet) {
+            try await endpoint.send($0)
+        }
+    }
+
+    /// A run of `Echo`: its START and COMPLETE, and its two steps' (children).
+    private func events(_ runID: String) -> [String] {
+        ["\(runID) START"] + Array(repeating: ["step START", "step COMPLETE"], count: 2).flatMap { $0 }
+            + ["\(runID) COMPLETE"]
+    }
+
+    @Test(.timeLimit(.minutes(1))) func itSendsWhatIsStoredOnceFollowedSkipsRefusalsAndResendsWhatItHadNotRecorded()
+        async throws
+    {
+        let root = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let runs = await closedRuns(["a", "b", "c", "d", "e", "f"])
+        let store = try PartitionStore(root: root, partition: 3, limits: SegmentLimits(maxBytes: 1 << 20, maxLines: 2))
+        // Stored before the partition is first followed: `sluice runs export`'s to send.
+        #expect(try store.append(runs[0], storeInlineLimit: 1024))
+        try store.sync()
+
+        let first = Endpoint(refusing: "c", hanging: "e")
+        let follower = makeFollower(root, first)
+        try follower.follow(partition: 3)
+        let running = Task { try await follower.run() }
+        for run in runs[1...4] { #expect(try store.append(run, storeInlineLimit: 1024)) }
+        follower.written(try store.sync())
+        // b's segment, then c's and d's (at once): c's own START and COMPLETE are refused and skipped, its steps'
+        // events arrive. e hangs, so the follower never records its segment as sent.
+        let arrivedFirst = await first.next(16)
+        #expect(Array(arrivedFirst.prefix(6)) == events("b"), "\(arrivedFirst)")
+        #expect(
+            arrivedFirst.dropFirst(6).sorted() == (events("c").dropFirst().dropLast() + events("d")).sorted(),
+            "\(arrivedFirst)")
+        #expect(follower.backlogBytes > 0)
+        running.cancel()
+        try await running.value
+
+        // A restart: sent from the positions on, e again, then f.
+        let second = Endpoint()
+        let restarted = makeFollower(root, second)
+        try restarted.follow(partition: 3)
+        let resumed = Task { try await restarted.run() }
+        #expect(try store.append(runs[5], storeInlineLimit: 1024))
+        restarted.written(try store.sync())
+        let arrived = await second.next(12)
+        #expect(Set(arrived) == Set(events("e") + events("f")) && arrived.count == 12)
+        while restarted.backlogBytes > 0 { try await Task.sleep(for: .milliseconds(10)) }
+        resumed.cancel()
+        try await resumed.value
+        let positions = try String(contentsOfFile: "\(root)/openlineage/p3.positions", encoding: .utf8)
+        #expect(positions.split(separator: "\n").count == 3, "\(positions)")
     }
 }

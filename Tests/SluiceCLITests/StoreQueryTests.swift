@@ -196,41 +196,87 @@ struct StoreQueryTests {
         let refused = try ChildProcess(sluiceExecutable, common + ["--url", "ftp://nowhere"])
         #expect(await refused.wait() == 64)
     }
-}
 
-/// A small OpenLineage HTTP endpoint on 127.0.0.1 (`POST /api/v1/lineage`, as Marquez serves it): keeps each event's
-/// bytes, after answering the first `failing` requests with 503.
-private final class LineageReceiver: Sendable {
-    private let state = Mutex<(bodies: [[UInt8]], refused: Int)>(([], 0))
-    private let server = Mutex<TestHTTPServer?>(nil)
+    /// `sluice materialize --openlineage-url`: every stored run reaches the endpoint, as `runs export` writes it,
+    /// through an endpoint that fails, one that is down, and a `kill -9` while it is down.
+    @Test func theMaterializerSendsEveryStoredRunToAnOpenLineageEndpointAtLeastOnce() async throws {
+        let cluster = try await ServingCluster.start()
+        let store = try temporaryStore()
+        defer { try? FileManager.default.removeItem(atPath: store) }
+        // Down at first: an event's attempts all fail, so the follower pauses and tries again.
+        let receiver = try await LineageReceiver.start(failing: 0)
+        receiver.setDown(true)
+        defer { receiver.stop() }
+        let follow = ["--openlineage-url", receiver.endpoint, "--openlineage-namespace", "serving"]
+        let worker = try await cluster.startWorker(["--capture", "BATCH"])
+        var materializer = try await cluster.startMaterializer(store: store, follow)
 
-    private init() {}
-
-    static func start(failing: Int) async throws -> LineageReceiver {
-        let receiver = LineageReceiver()
-        let router = Router()
-        router.post("/api/v1/lineage") { request, _ in
-            let body = try await request.body.collect(upTo: 16 << 20)
-            let accepted = receiver.state.withLock { state -> Bool in
-                guard state.refused >= failing else {
-                    state.refused += 1
-                    return false
-                }
-                state.bodies.append(Array(body.readableBytesView))
-                return true
-            }
-            return Response(status: accepted ? .created : .serviceUnavailable)
+        /// The events `runs export` writes for the store's runs: what the endpoint must have received, each at least
+        /// once.
+        func exported() async throws -> Set<[UInt8]> {
+            let export = try ChildProcess(
+                sluiceExecutable,
+                [
+                    "runs", "--store", store, "export", "--openlineage", "--namespace", "serving", "--kafka",
+                    cluster.bootstrap,
+                ])
+            let output = try await export.readRest()
+            #expect(await export.wait() == 0, "\(export.standardError)")
+            return Set(output.split(separator: "\n").map { Array($0.utf8) })
         }
-        let server = try await TestHTTPServer.start(label: "lineage-receiver", router: router)
-        receiver.server.withLock { $0 = server }
-        return receiver
-    }
+        func waitForReceived(_ expected: Set<[UInt8]>) async throws -> Bool {
+            let deadline = ContinuousClock.now + .seconds(120)
+            while ContinuousClock.now < deadline {
+                if Set(receiver.bodies) == expected { return true }
+                try await Task.sleep(for: .milliseconds(200))
+            }
+            return false
+        }
 
-    var endpoint: String { server.withLock { $0?.endpoint } ?? "" }
-    var bodies: [[UInt8]] { state.withLock { $0.bodies } }
-    var refused: Int { state.withLock { $0.refused } }
+        let first: [[String: Any]] = (0..<20).map { ["id": "o\($0)", "value": ["text": "one two \($0)"]] }
+        #expect(try await cluster.call(first).responses.count == 20)
+        #expect(try await waitForRuns(store, 20))
+        let firstEvents = try await exported()
+        // A run of text-stats: its START and COMPLETE, and those of its three steps.
+        #expect(firstEvents.count == 20 * 8)
+        let deadline = ContinuousClock.now + .seconds(60)
+        while !materializer.process.standardError.contains("trying again"), ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(receiver.bodies.isEmpty && receiver.refused >= 5)
+        receiver.setDown(false)
+        #expect(
+            try await waitForReceived(firstEvents), "\(receiver.bodies.count) \(materializer.process.standardError)")
+        // Per lineage partition, how far each segment is sent: here, once nothing is left, to the end of each.
+        try await materializer.waitUntilObject { $0["openlineage_backlog_bytes"] as? Int == 0 }
+        let positionFiles = try FileManager.default.contentsOfDirectory(atPath: "\(store)/openlineage")
+        #expect(!positionFiles.isEmpty && positionFiles.allSatisfy { $0.hasSuffix(".positions") }, "\(positionFiles)")
+        for file in positionFiles {
+            for line in try String(contentsOfFile: "\(store)/openlineage/\(file)", encoding: .utf8).split(
+                separator: "\n")
+            {
+                let fields = line.split(separator: "\t")
+                let size = try FileManager.default.attributesOfItem(atPath: "\(store)/\(fields[1])")[.size] as? Int
+                #expect(fields.count == 2 && Int(fields[0]) == size, "\(line)")
+            }
+        }
 
-    func stop() {
-        server.withLock { $0 }?.stop()
+        // Down: the runs are stored, not sent, and a kill -9 loses nothing: the restart sends them.
+        receiver.setDown(true)
+        let second: [[String: Any]] = (0..<20).map { ["id": "d\($0)", "value": ["text": "three four \($0)"]] }
+        #expect(try await cluster.call(second).responses.count == 20)
+        #expect(try await waitForRuns(store, 40))
+        let health = try #require(try await materializer.healthObject())
+        #expect((health["openlineage_backlog_bytes"] as? Int ?? 0) > 0, "\(health)")
+        materializer.process.signal(SIGKILL)
+        _ = await materializer.process.wait()
+        receiver.setDown(false)
+        materializer = try await cluster.startMaterializer(store: store, follow)
+        let allEvents = try await exported()
+        #expect(allEvents.count == 40 * 8)
+        #expect(try await waitForReceived(allEvents), "\(receiver.bodies.count) \(materializer.process.standardError)")
+        #expect(await materializer.stop() == 0)
+        #expect(await worker.stop() == 0)
+        await cluster.stop()
     }
 }

@@ -176,15 +176,16 @@ struct ServiceProcess {
         var status: String
         var assignedPartitions: Int
         var inFlight: Int
+
+        init(_ object: [String: Any]) {
+            status = object["status"] as? String ?? ""
+            assignedPartitions = object["assigned_partitions"] as? Int ?? -1
+            inFlight = object["in_flight"] as? Int ?? -1
+        }
     }
 
     func health() async throws -> Health? {
-        guard let body = try await httpGet("/health"),
-            let object = try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any]
-        else { return nil }
-        return Health(
-            status: object["status"] as? String ?? "", assignedPartitions: object["assigned_partitions"] as? Int ?? -1,
-            inFlight: object["in_flight"] as? Int ?? -1)
+        try await healthObject().map(Health.init)
     }
 
     func metrics() async throws -> String? { try await httpGet("/metrics") }
@@ -215,12 +216,17 @@ struct ServiceProcess {
 
     /// Polls `/health` until `condition` holds, at most `timeout`.
     func waitUntil(timeout: Duration = .seconds(60), _ condition: (Health) -> Bool) async throws {
+        try await waitUntilObject(timeout: timeout) { condition(Health($0)) }
+    }
+
+    /// Polls `/health` until `condition` holds for its whole object, at most `timeout`.
+    func waitUntilObject(timeout: Duration = .seconds(60), _ condition: ([String: Any]) -> Bool) async throws {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
-            if let health = try? await health(), condition(health) { return }
+            if let object = try? await healthObject(), condition(object) { return }
             try await Task.sleep(for: .milliseconds(100))
         }
-        throw KafkaError(code: .timedOut, message: "worker health never matched: \(process.standardError.suffix(2000))")
+        throw KafkaError(code: .timedOut, message: "health never matched: \(process.standardError.suffix(2000))")
     }
 
     /// The status code and body of `GET path`, whatever the status.

@@ -96,13 +96,7 @@ public final class StoreIndex {
 
     /// Every segment in the store, relative to the root, in a stable order.
     public func segments() throws -> [String] {
-        var found: [String] = []
-        for directory in try StoreNames.segmentDirectories(root: root) {
-            for name in try FileSystem.list("\(root)/\(directory)") where name.hasSuffix(".jsonl") {
-                found.append("\(directory)/\(name)")
-            }
-        }
-        return found
+        try StoreNames.segments(root: root)
     }
 
     /// Indexes the whole lines that `segments` (relative paths; every segment when `nil`) hold beyond what the index
@@ -329,6 +323,8 @@ public final class StoreIndex {
 public struct WrittenLine: Sendable {
     /// The segment, relative to the store's root.
     let segment: String
+    /// The lineage partition whose runs the segment holds.
+    let partition: Int32
     /// Where the line starts in the segment, and its length without the newline.
     let offset: Int
     let length: Int

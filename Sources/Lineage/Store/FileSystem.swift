@@ -39,6 +39,13 @@ enum FileSystem {
         access(path, F_OK) == 0
     }
 
+    /// The size of the file `path` in bytes.
+    static func size(_ path: String) throws -> Int {
+        var info = stat()
+        guard stat(path, &info) == 0 else { throw StoreError("cannot read the size of", path: path) }
+        return Int(info.st_size)
+    }
+
     /// The names in directory `path` (without `.` and `..`); empty when it does not exist.
     static func list(_ path: String) throws -> [String] {
         guard let directory = opendir(path) else {

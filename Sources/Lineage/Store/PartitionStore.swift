@@ -43,7 +43,6 @@ final class PartitionStore {
     private var dirtyDirectories: Set<String> = []
     /// The lines written since the last sync, in order.
     private var appended: [WrittenLine] = []
-    private let prefix: String
 
     private final class Segment {
         let file: AppendFile
@@ -64,12 +63,11 @@ final class PartitionStore {
         self.root = root
         self.partition = partition
         self.limits = limits
-        prefix = "p\(partition)-"
         for relative in try StoreNames.segmentDirectories(root: root) {
             let directory = "\(root)/\(relative)"
             var latest: (path: String, firstOffset: Int64)?
             for name in try FileSystem.list(directory) {
-                guard let first = firstOffset(ofSegment: name) else { continue }
+                guard let first = StoreNames.firstOffset(ofSegment: name, partition: partition) else { continue }
                 if latest.map({ first > $0.firstOffset }) ?? true { latest = ("\(directory)/\(name)", first) }
             }
             guard let latest else { continue }
@@ -80,12 +78,6 @@ final class PartitionStore {
                 lastWritten = position
             }
         }
-    }
-
-    /// The first offset in a segment's name `p<partition>-<offset>.jsonl` of this partition, or `nil`.
-    private func firstOffset(ofSegment name: String) -> Int64? {
-        guard name.hasPrefix(prefix), name.hasSuffix(".jsonl") else { return nil }
-        return Int64(name.dropFirst(prefix.count).dropLast(".jsonl".count))
     }
 
     /// The position the last line of `path` records, `nil` for an empty file.
@@ -119,7 +111,9 @@ final class PartitionStore {
         let offset = segment.file.size
         try segment.file.append(line + [UInt8(ascii: "\n")])
         appended.append(
-            WrittenLine(segment: segment.relativePath, offset: offset, length: line.count, entry: IndexEntry(stored)))
+            WrittenLine(
+                segment: segment.relativePath, partition: partition, offset: offset, length: line.count,
+                entry: IndexEntry(stored)))
         segment.lines += 1
         segment.lastUsed = syncs
         lastWritten = position
@@ -143,7 +137,9 @@ final class PartitionStore {
         }
         try FileSystem.makeDirectories(directory)
         let segment = Segment(
-            file: try AppendFile(path: "\(directory)/\(prefix)\(position.offset).jsonl"), root: root, lines: 0)
+            file: try AppendFile(
+                path: "\(directory)/\(StoreNames.segmentName(partition: partition, firstOffset: position.offset))"),
+            root: root, lines: 0)
         open[directory] = segment
         dirtyDirectories.insert(directory)
         return segment

@@ -53,6 +53,28 @@ enum StoreNames {
         return found
     }
 
+    /// Every segment in the store at `root`, relative to it, in a stable order.
+    static func segments(root: String) throws -> [String] {
+        var found: [String] = []
+        for directory in try segmentDirectories(root: root) {
+            for name in try FileSystem.list("\(root)/\(directory)") where name.hasSuffix(".jsonl") {
+                found.append("\(directory)/\(name)")
+            }
+        }
+        return found
+    }
+
+    /// The file name of lineage partition `partition`'s segment whose first line ends at `firstOffset`.
+    static func segmentName(partition: Int32, firstOffset: Int64) -> String { "p\(partition)-\(firstOffset).jsonl" }
+
+    /// The first offset in a segment's file name (`p<partition>-<offset>.jsonl`, see ``segmentName(partition:firstOffset:)``)
+    /// when it is one of `partition`'s segments, else `nil`.
+    static func firstOffset(ofSegment name: some StringProtocol, partition: Int32) -> Int64? {
+        let prefix = "p\(partition)-"
+        guard name.hasPrefix(prefix), name.hasSuffix(".jsonl") else { return nil }
+        return Int64(name.dropFirst(prefix.count).dropLast(".jsonl".count))
+    }
+
     private static func isPlain(_ byte: UInt8) -> Bool {
         switch byte {
         case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
