@@ -17,7 +17,11 @@ WORKERS=${WORKERS:-2}
 out=$(mktemp -d)
 pids=()
 cleanup() {
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+  # Last started first: the workers and the materializer commit to the broker before the broker goes.
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+    kill -TERM "${pids[i]}" 2>/dev/null || true
+    wait "${pids[i]}" 2>/dev/null || true
+  done
   if [ -n "${KEEP:-}" ]; then echo "logs kept in $out"; else rm -rf "$out"; fi
 }
 trap cleanup EXIT

@@ -47,7 +47,7 @@ public final class StoreIndex {
     public static func path(root: String) -> String { "\(root)/index.sqlite" }
 
     /// The layout of the tables; an index with another one is emptied when opened, to be rebuilt.
-    private static let schemaVersion = 2
+    private static let schemaVersion = 3
 
     /// Opens (or creates) the index of the store at `root`, creating the root if it is missing. An index written
     /// with another layout is emptied, to be rebuilt by the next ``catchUp(segments:)``.
@@ -62,8 +62,11 @@ public final class StoreIndex {
             try database.execute(
                 "DROP TABLE IF EXISTS artifacts; DROP TABLE IF EXISTS runs; DROP TABLE IF EXISTS segments")
         }
-        // Integer segment ids keep the keys small. Artifacts: the producers, and the consumers whose value no step of
-        // their own run produced; consumers inside a run are read from its line when asked for.
+        // Integer keys keep the B-trees small: segment ids, and an artifact's hash key (its SHA-256's first 64 bits).
+        // An artifact row says only that a run's line names the hash, as a producer or as a consumer whose value no
+        // step of the run produced; who used it, how, is read from the line when asked for (one B-tree, three
+        // integers per row: indexing the uses themselves, by their 64-digit text, took a fifth of a materializer's
+        // CPU).
         try database.execute(
             """
             CREATE TABLE IF NOT EXISTS segments(
@@ -76,10 +79,8 @@ public final class StoreIndex {
             CREATE INDEX IF NOT EXISTS runs_by_id ON runs(run_id);
             CREATE INDEX IF NOT EXISTS runs_by_start ON runs(started_us);
             CREATE TABLE IF NOT EXISTS artifacts(
-                sha256 TEXT NOT NULL, segment INTEGER NOT NULL, line_offset INTEGER NOT NULL,
-                artifact_id TEXT NOT NULL, step_run TEXT, role TEXT NOT NULL, type TEXT NOT NULL, size INTEGER NOT NULL,
-                PRIMARY KEY(segment, line_offset, artifact_id)) WITHOUT ROWID;
-            CREATE INDEX IF NOT EXISTS artifacts_by_hash ON artifacts(sha256);
+                hash_key INTEGER NOT NULL, segment INTEGER NOT NULL, line_offset INTEGER NOT NULL,
+                PRIMARY KEY(hash_key, segment, line_offset)) WITHOUT ROWID;
             PRAGMA user_version = \(Self.schemaVersion);
             """)
     }
@@ -188,7 +189,7 @@ public final class StoreIndex {
             read = try database.prepare("SELECT id, indexed_bytes FROM segments WHERE path = ?")
             insertSegment = try database.prepare("INSERT INTO segments(path, indexed_bytes) VALUES (?, 0)")
             addRun = try database.prepare("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-            addArtifact = try database.prepare("INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+            addArtifact = try database.prepare("INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?)")
             mark = try database.prepare("UPDATE segments SET indexed_bytes = ? WHERE id = ?")
         }
 
@@ -213,13 +214,7 @@ public final class StoreIndex {
                     .optional(entry.run.requestID), .optional(entry.run.startedMicros),
                     .optional(entry.run.durationMicros), .integer(Int64(entry.run.steps)),
                 ])
-            for use in entry.artifacts {
-                try addArtifact.run(
-                    [.text(use.sha256)] + place + [
-                        .text(use.artifactID), .optional(use.stepRun), .text(use.role.rawValue), .text(use.type),
-                        .integer(Int64(use.size)),
-                    ])
-            }
+            for key in entry.artifactKeys { try addArtifact.run([.integer(key)] + place) }
         }
     }
 
@@ -270,34 +265,26 @@ public final class StoreIndex {
         return bytes
     }
 
-    /// Who produced and who consumed the artifact with this SHA-256, oldest first: the indexed uses, and the steps
-    /// that consumed it inside the runs that produced it (read from their lines).
+    /// Who produced and who consumed the artifact with this SHA-256, oldest run first: read from the lines of the runs
+    /// the index names for its hash key. In a run, producers come first, then consumers, each by artifact id.
     public func uses(ofArtifact sha256: String) throws -> [ArtifactUse] {
+        guard let key = IndexEntry.hashKey(sha256) else { return [] }
         let query = try database.prepare(
             """
-            SELECT runs.run_id, runs.attempt, runs.pipeline, artifact_id, step_run, role, type, size, segments.path,
-                runs.line_offset, runs.line_length
-            FROM artifacts JOIN runs USING (segment, line_offset) JOIN segments ON segments.id = artifacts.segment
-            WHERE sha256 = ? ORDER BY runs.started_us, artifacts.segment, artifacts.line_offset, role DESC, artifact_id
+            SELECT \(Self.runColumns) FROM artifacts JOIN runs USING (segment, line_offset)
+            JOIN segments ON segments.id = artifacts.segment
+            WHERE hash_key = ? ORDER BY runs.started_us, artifacts.segment, artifacts.line_offset
             """)
-        try query.bind([.text(sha256)])
+        try query.bind([.integer(key)])
         var uses: [ArtifactUse] = []
-        while try query.step() {
-            let use = ArtifactUse(
-                runID: query.text(0) ?? "", attempt: Int(query.integer(1) ?? 0), pipeline: query.text(2) ?? "",
-                artifactID: query.text(3) ?? "", stepRun: query.text(4),
-                role: ArtifactUse.Role(rawValue: query.text(5) ?? "") ?? .consumed, type: query.text(6) ?? "",
-                size: Int(query.integer(7) ?? 0))
-            uses.append(use)
-            guard use.role == .produced else { continue }
-            let line = try lineBytes(
-                segment: query.text(8) ?? "", offset: Int(query.integer(9) ?? 0), length: Int(query.integer(10) ?? 0))
-            guard let entry = try? IndexEntry(line: line) else { continue }
-            for consumer in entry.consumers where consumer.producedBy == use.artifactID {
-                uses.append(
-                    ArtifactUse(
-                        runID: use.runID, attempt: use.attempt, pipeline: use.pipeline, artifactID: consumer.artifactID,
-                        stepRun: consumer.stepRun, role: .consumed, type: consumer.type, size: consumer.size))
+        for run in try Self.rows(query) {
+            let stored = try StoredRun(
+                line: lineBytes(segment: run.segment, offset: Int(run.lineOffset), length: run.lineLength),
+                reading: .structure)
+            uses += RunUses(stored).of(sha256).map { use in
+                ArtifactUse(
+                    runID: run.runID, attempt: run.attempt, pipeline: run.pipeline, artifactID: use.artifactID,
+                    stepRun: use.stepRun, role: use.role, type: use.type, size: use.size)
             }
         }
         return uses
@@ -331,30 +318,12 @@ public struct WrittenLine: Sendable {
     let entry: IndexEntry
 }
 
-/// What the index takes from one run's line.
+/// What the index takes from one run's line: the run's columns, and the hash keys of the artifacts it produced or
+/// took from outside.
 struct IndexEntry: Sendable {
-    struct Use: Sendable {
-        var sha256: String
-        var artifactID: String
-        var stepRun: String?
-        var role: ArtifactUse.Role
-        var type: String
-        var size: Int
-    }
-
-    struct Consumer: Sendable {
-        var artifactID: String
-        var stepRun: String?
-        var type: String
-        var size: Int
-        var producedBy: String
-    }
-
     var run: IndexedRun
-    /// The uses the index keeps: producers, and consumers of values from outside the run.
-    var artifacts: [Use] = []
-    /// Consumers of values a step of the run produced, with the producing artifact's id.
-    var consumers: [Consumer] = []
+    /// ``hashKey(_:)`` of each artifact the run produced, or consumed without a step of its own producing it; each once.
+    var artifactKeys: [Int64] = []
 
     init(line: [UInt8]) throws {
         self.init(try StoredRun(line: line, reading: .structure))
@@ -366,26 +335,73 @@ struct IndexEntry: Sendable {
             capture: stored.capture, requestID: stored.requestID, startedMicros: stored.startedMicros,
             durationMicros: stored.durationMicros, steps: stored.steps.count, segment: "", lineOffset: 0,
             lineLength: 0)
+        func add(_ artifact: StoredRun.Artifact?, producer: Bool) {
+            guard let artifact, producer || artifact.producedBy == nil, let sha256 = artifact.sha256,
+                let key = Self.hashKey(sha256), !artifactKeys.contains(key)
+            else { return }
+            artifactKeys.append(key)
+        }
+        add(stored.input, producer: true)
+        add(stored.output, producer: false)
+        for step in stored.steps {
+            for input in step.inputs { add(input, producer: false) }
+            add(step.output, producer: true)
+        }
+    }
+
+    /// The first 64 bits of a SHA-256 written as Sluice writes it (64 lowercase hex digits), as a signed integer;
+    /// `nil` for anything else.
+    static func hashKey(_ sha256: String) -> Int64? {
+        guard sha256.utf8.count == 64 else { return nil }
+        var key: UInt64 = 0
+        for byte in sha256.utf8.prefix(16) {
+            let digit: UInt8
+            switch byte {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): digit = byte - UInt8(ascii: "0")
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): digit = byte - UInt8(ascii: "a") + 10
+            default: return nil
+            }
+            key = key << 4 | UInt64(digit)
+        }
+        return Int64(bitPattern: key)
+    }
+}
+
+/// How one run used its artifacts, read from its line: what `sluice runs lineage` shows of it.
+struct RunUses {
+    struct Use: Hashable {
+        var sha256: String
+        var artifactID: String
+        var stepRun: String?
+        var role: ArtifactUse.Role
+        var type: String
+        var size: Int
+    }
+
+    let uses: [Use]
+
+    init(_ stored: StoredRun) {
+        var uses: [Use] = []
+        func add(_ artifact: StoredRun.Artifact?, _ role: ArtifactUse.Role, _ stepRun: String?) {
+            guard let artifact, let sha256 = artifact.sha256 else { return }
+            uses.append(
+                Use(
+                    sha256: sha256, artifactID: artifact.id, stepRun: stepRun, role: role, type: artifact.type,
+                    size: artifact.size))
+        }
         add(stored.input, .produced, nil)
         add(stored.output, .consumed, nil)
         for step in stored.steps {
             for input in step.inputs { add(input, .consumed, step.stepRun) }
             add(step.output, .produced, step.stepRun)
         }
+        self.uses = uses
     }
 
-    private mutating func add(_ artifact: StoredRun.Artifact?, _ role: ArtifactUse.Role, _ stepRun: String?) {
-        guard let artifact, let sha256 = artifact.sha256 else { return }
-        if role == .consumed, let producer = artifact.producedBy {
-            consumers.append(
-                Consumer(
-                    artifactID: artifact.id, stepRun: stepRun, type: artifact.type, size: artifact.size,
-                    producedBy: producer))
-        } else {
-            artifacts.append(
-                Use(
-                    sha256: sha256, artifactID: artifact.id, stepRun: stepRun, role: role, type: artifact.type,
-                    size: artifact.size))
+    /// The uses of the value with this SHA-256: its producers, then its consumers, each by artifact id.
+    func of(_ sha256: String) -> [Use] {
+        uses.filter { $0.sha256 == sha256 }.sorted {
+            ($0.role == .produced ? 0 : 1, $0.artifactID) < ($1.role == .produced ? 0 : 1, $1.artifactID)
         }
     }
 }
