@@ -2,7 +2,8 @@
 # The materializer against a backlog: RUNS runs of text-stats lineage (9 events each, one lineage record v2 per run;
 # default 111112, about 1M events) produced to `sluice.lineage` on the embedded broker, spread over PARTITIONS
 # partitions (the mock keeps at most 5 MiB per partition), then one `sluice materialize` started on an empty store and
-# timed until it has read every event. Prints events/s and the materializer's CPU time per event. Stops everything it started, by PID; bounded by TIMEOUT
+# timed until it has read every event. Prints events/s, and the materializer's CPU time and page faults per event.
+# Stops everything it started, by PID; bounded by TIMEOUT
 # seconds (default 600).
 # usage: scripts/materialize-benchmark.sh   (env: RUNS, PARTITIONS=128, SLUICE, BENCH, TIMEOUT, and ARGS: more
 # `sluice materialize` flags, e.g. ARGS="--batch-size 32768"; PERF=FILE: a system-wide `perf record -g` of the first
@@ -39,6 +40,7 @@ pids+=($!)
 materializer=$!
 # The materializer's CPU time so far (user and system, in clock ticks): steadier than the wall clock on a shared machine.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$materializer/stat"; }
+minor_faults() { awk '{print $10}' "/proc/$materializer/stat"; }
 port=""
 for _ in $(seq 1 300); do
   port=$(grep -o 'port [0-9]*' "$out/materialize.err" | head -1 | cut -d' ' -f2 || true)
@@ -58,11 +60,13 @@ deadline=$((SECONDS + TIMEOUT))
 while [ "$(read_events)" -eq 0 ] && [ $SECONDS -lt $deadline ]; do sleep 0.05; done
 start=$(date +%s.%N)
 cpu_start=$(cpu_ticks)
+faults_start=$(minor_faults)
 if [ -n "${PERF:-}" ]; then perf record -a -g -o "$PERF" -- sleep 8 >/dev/null 2>&1 & pids+=($!); fi
 while [ "$(read_events)" -lt "$events" ] && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
 end=$(date +%s.%N)
 cpu_end=$(cpu_ticks)
+faults_end=$(minor_faults)
 read=$(read_events)
 echo "segments: $(du -sb "$out/store/runs" | cut -f1) bytes, index: $(du -sb "$out/store/index.sqlite"* | awk '{s += $1} END {print s}') bytes"
-echo "materializer CPU: $(python3 -c "print(round(($cpu_end - $cpu_start) / $(getconf CLK_TCK) * 1e6 / $read, 2))") µs per event"
+echo "materializer CPU: $(python3 -c "print(round(($cpu_end - $cpu_start) / $(getconf CLK_TCK) * 1e6 / $read, 2))") µs per event, $(((faults_end - faults_start) / (read / 1000))) page faults per 1000 events"
 echo "$read of $events events materialized: $(python3 -c "print(round($read / ($end - $start)))") events/s over $PARTITIONS partitions ($(health))"
