@@ -125,26 +125,26 @@ struct MaterializeCommand: AsyncParsableCommand {
         let registry = PrometheusExport.bootstrap()
         let (openLineage, httpClient) = openLineageFollower(logger: logger)
         let materializer = Materializer(configuration: configuration, openLineage: openLineage, logger: logger)
-        let server = try StatusServer.healthAndMetrics(
-            address: http, logger: logger,
-            health: { out in
-                let status = materializer.status
-                out.field("status", status.phase.rawValue)
-                out.field("assigned_partitions", status.assignedPartitions)
-                out.field("open_runs", status.openRuns)
-                out.field("events", status.counts.events)
-                out.field("runs_written", status.counts.runsWritten)
-                out.field("joined_group", status.joinedGroup)
-                if let openLineage { out.field("openlineage_backlog_bytes", openLineage.backlogBytes) }
-                return StatusServer.Probes(
-                    live: status.phase != .stopping, ready: status.phase == .running && status.joinedGroup)
-            },
-            metrics: {
-                materializer.refreshMetrics()
-                openLineage?.refreshMetrics()
-                return PrometheusExport.text(registry)
-            })
         do {
+            let server = try StatusServer.healthAndMetrics(
+                address: http, logger: logger,
+                health: { out in
+                    let status = materializer.status
+                    out.field("status", status.phase.rawValue)
+                    out.field("assigned_partitions", status.assignedPartitions)
+                    out.field("open_runs", status.openRuns)
+                    out.field("events", status.counts.events)
+                    out.field("runs_written", status.counts.runsWritten)
+                    out.field("joined_group", status.joinedGroup)
+                    if let openLineage { out.field("openlineage_backlog_bytes", openLineage.backlogBytes) }
+                    return StatusServer.Probes(
+                        live: status.phase != .stopping, ready: status.phase == .running && status.joinedGroup)
+                },
+                metrics: {
+                    materializer.refreshMetrics()
+                    openLineage?.refreshMetrics()
+                    return PrometheusExport.text(registry)
+                })
             // Stopped in reverse: the materializer, then the follower, then the status server.
             var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
             if let server { services.append(.init(service: server)) }

@@ -278,5 +278,12 @@ struct StoreQueryTests {
         #expect(await materializer.stop() == 0)
         #expect(await worker.stop() == 0)
         await cluster.stop()
+
+        // Not an http(s) URL: a start-up error naming it.
+        let refused = try ChildProcess(
+            sluiceExecutable,
+            ["materialize", "--brokers", cluster.bootstrap, "--store", store, "--openlineage-url", "ftp://nowhere"])
+        #expect(await refused.wait() == 64)
+        #expect(refused.standardError.contains("--openlineage-url ftp://nowhere"), "\(refused.standardError)")
     }
 }
