@@ -152,12 +152,18 @@ final class AppendFile {
 
     deinit { close(descriptor) }
 
-    /// Queues `bytes`; they reach the file at the next ``flush()`` (or when a megabyte is queued).
-    func append(_ bytes: [UInt8]) throws {
-        pending.append(contentsOf: bytes)
-        size += bytes.count
-        if pending.count >= 1 << 20 { try flush() }
+    /// Queues `line` and a newline; they reach the file at the next ``flush()``, or once ``flushBytes`` are queued.
+    func append(line: [UInt8]) throws {
+        pending.append(contentsOf: line)
+        pending.append(UInt8(ascii: "\n"))
+        size += line.count + 1
+        if pending.count >= Self.flushBytes { try flush() }
     }
+
+    /// Bytes queued at most before they are written. A materializer keeps a segment open per partition (and day and
+    /// pipeline), each with its queue allocated: at a megabyte each, a 1M backlog over 128 partitions faulted in about
+    /// a third more pages (docs/benchmarks.md).
+    static let flushBytes = 64 << 10
 
     /// Writes what is queued.
     func flush() throws {

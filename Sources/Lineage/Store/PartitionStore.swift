@@ -109,7 +109,7 @@ final class PartitionStore {
         let directory = "\(root)/\(StoreNames.segmentDirectory(pipeline: run.fold.pipeline, day: day))"
         let segment = try segment(in: directory, for: position, adding: line.count + 1)
         let offset = segment.file.size
-        try segment.file.append(line + [UInt8(ascii: "\n")])
+        try segment.file.append(line: line)
         appended.append(
             WrittenLine(
                 segment: segment.relativePath, partition: partition, offset: offset, length: line.count,
