@@ -28,10 +28,11 @@ public struct OpenLineageRefusal: Error, Sendable, CustomStringConvertible {
 /// (``OpenLineageRefusal``) is logged, counted and skipped. A partition followed for the first time starts at the end
 /// of its segments: what the store held before is `sluice runs export`'s to send.
 ///
-/// A `Service` of swift-service-lifecycle: a graceful shutdown (or cancellation) stops it at once, keeping what was sent.
+/// A `Service` of swift-service-lifecycle: a graceful shutdown (or cancellation) stops it at once, keeping what was
+/// sent.
 public final class OpenLineageFollower: Service, Sendable {
-    /// Sends one event (a JSON object); throws ``OpenLineageRefusal`` when the endpoint refuses it, anything else when it
-    /// could not be delivered (tried again later).
+    /// Sends one event (a JSON object). Throws ``OpenLineageRefusal`` when the endpoint refuses it, anything else when
+    /// it could not be delivered (tried again later).
     public typealias Send = @Sendable (_ event: [UInt8]) async throws -> Void
 
     /// How far one segment is sent and how far it is durable.

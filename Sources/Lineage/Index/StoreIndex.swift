@@ -327,7 +327,8 @@ public struct WrittenLine: Sendable {
 /// took from outside.
 struct IndexEntry: Sendable {
     var run: IndexedRun
-    /// ``hashKey(_:)`` of each artifact the run produced, or consumed without a step of its own producing it; each once.
+    /// ``hashKey(_:)`` of each artifact the run produced, or consumed without a step of its own producing it; each
+    /// once.
     var artifactKeys: [Int64] = []
 
     init(line: [UInt8]) throws {

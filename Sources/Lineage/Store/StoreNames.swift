@@ -67,8 +67,8 @@ enum StoreNames {
     /// The file name of lineage partition `partition`'s segment whose first line ends at `firstOffset`.
     static func segmentName(partition: Int32, firstOffset: Int64) -> String { "p\(partition)-\(firstOffset).jsonl" }
 
-    /// The first offset in a segment's file name (`p<partition>-<offset>.jsonl`, see ``segmentName(partition:firstOffset:)``)
-    /// when it is one of `partition`'s segments, else `nil`.
+    /// The first offset in a segment's file name (``segmentName(partition:firstOffset:)``) when it is one of
+    /// `partition`'s segments, else `nil`.
     static func firstOffset(ofSegment name: some StringProtocol, partition: Int32) -> Int64? {
         let prefix = "p\(partition)-"
         guard name.hasPrefix(prefix), name.hasSuffix(".jsonl") else { return nil }
