@@ -15,20 +15,16 @@ DRAIN=${DRAIN:-120}
 LINEAGE_PARTITIONS=${LINEAGE_PARTITIONS:-64}
 WORKERS=${WORKERS:-2}
 out=$(mktemp -d)
-pids=()
+source scripts/started-processes.sh
 cleanup() {
-  # Last started first: the workers and the materializer commit to the broker before the broker goes.
-  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
-    kill -TERM "${pids[i]}" 2>/dev/null || true
-    wait "${pids[i]}" 2>/dev/null || true
-  done
+  stop_started
   if [ -n "${KEEP:-}" ]; then echo "logs kept in $out"; else rm -rf "$out"; fi
 }
 trap cleanup EXIT
 
 "$SLUICE" broker --topic text-stats.requests:8 --topic text-stats.responses:8 --topic text-stats.dlq:1 \
   --topic "sluice.lineage:$LINEAGE_PARTITIONS" >"$out/broker.out" 2>"$out/broker.err" &
-pids+=($!)
+started+=($!)
 for _ in $(seq 1 100); do [ -s "$out/broker.out" ] && break; sleep 0.1; done
 brokers=$(head -1 "$out/broker.out")
 
@@ -50,7 +46,7 @@ sample() {
 
 "$SLUICE" materialize --brokers "$brokers" --store "$out/store" --http 127.0.0.1:0 --kafka fetch.wait.max.ms=10 \
   >"$out/materialize.out" 2>"$out/materialize.err" &
-pids+=($!)
+started+=($!)
 materializer=$(port_of "$out/materialize.err")
 # Started together, so that they join the group in one round; the referee's throughput settings.
 flags=(--kafka fetch.wait.max.ms=1 --kafka fetch.min.bytes=1 --kafka socket.nagle.disable=true --kafka max.in.flight=5
@@ -58,7 +54,7 @@ flags=(--kafka fetch.wait.max.ms=1 --kafka fetch.min.bytes=1 --kafka socket.nagl
 for i in $(seq 1 "$WORKERS"); do
   "$SLUICE" worker --brokers "$brokers" --pipeline text-stats --capture REALTIME --http 127.0.0.1:0 \
     --name "worker-$i" "${flags[@]}" >"$out/worker-$i.out" 2>"$out/worker-$i.err" &
-  pids+=($!)
+  started+=($!)
 done
 ports=()
 for i in $(seq 1 "$WORKERS"); do ports+=("$(port_of "$out/worker-$i.err")"); done
@@ -78,7 +74,7 @@ done
 "$BENCH/loadgen" -b "$brokers" -t text-stats.requests -r text-stats.responses -n 10000000 -w 8192 -T "$DURATION" \
   -D 5 -p throughput -q >"$out/loadgen.out" 2>"$out/loadgen.err" &
 loadgen=$!
-pids+=($loadgen)
+started+=($loadgen)
 echo "second  events/s  lag (records)"
 last=$(sample "$materializer" sluice_materializer_events_total)
 max_lag=0

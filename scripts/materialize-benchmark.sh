@@ -16,19 +16,15 @@ RUNS=${RUNS:-111112}
 PARTITIONS=${PARTITIONS:-128}
 TIMEOUT=${TIMEOUT:-600}
 out=$(mktemp -d)
-pids=()
+source scripts/started-processes.sh
 cleanup() {
-  # Last started first: the materializer commits to the broker before the broker goes.
-  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
-    kill -TERM "${pids[i]}" 2>/dev/null || true
-    wait "${pids[i]}" 2>/dev/null || true
-  done
+  stop_started
   rm -rf "$out"
 }
 trap cleanup EXIT
 
 "$SLUICE" broker --topic "sluice.lineage:$PARTITIONS" >"$out/broker.out" 2>"$out/broker.err" &
-pids+=($!)
+started+=($!)
 for _ in $(seq 1 100); do [ -s "$out/broker.out" ] && break; sleep 0.1; done
 brokers=$(head -1 "$out/broker.out")
 timeout "$TIMEOUT" "$BENCH" "$RUNS" --produce "$brokers"
@@ -36,7 +32,7 @@ events=$((RUNS * 9))
 
 "$SLUICE" materialize --brokers "$brokers" --store "$out/store" --http 127.0.0.1:0 \
   --kafka fetch.wait.max.ms=10 ${ARGS:-} >"$out/materialize.out" 2>"$out/materialize.err" &
-pids+=($!)
+started+=($!)
 materializer=$!
 # The materializer's CPU time so far (user and system, in clock ticks): steadier than the wall clock on a shared machine.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$materializer/stat"; }
@@ -61,7 +57,7 @@ while [ "$(read_events)" -eq 0 ] && [ $SECONDS -lt $deadline ]; do sleep 0.05; d
 start=$(date +%s.%N)
 cpu_start=$(cpu_ticks)
 faults_start=$(minor_faults)
-if [ -n "${PERF:-}" ]; then perf record -a -g -o "$PERF" -- sleep 8 >/dev/null 2>&1 & pids+=($!); fi
+if [ -n "${PERF:-}" ]; then perf record -a -g -o "$PERF" -- sleep 8 >/dev/null 2>&1 & started+=($!); fi
 while [ "$(read_events)" -lt "$events" ] && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
 end=$(date +%s.%N)
 cpu_end=$(cpu_ticks)
