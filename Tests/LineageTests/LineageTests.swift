@@ -305,6 +305,41 @@ struct PartitionStoreTests {
 
     /// A store of the layout before Hive-style partitions (`runs/<pipeline>/<day>/`, lines of version 1: no `v`, no
     /// `*_at`) is read as it is: indexed, its runs read, its last position found, and new lines go to the new layout.
+    /// An index written with the layout before (version 2: artifact uses keyed by their hash text) is emptied when
+    /// opened and rebuilt from the segments; `runs lineage` then reads the uses from the lines.
+    @Test func anIndexOfTheEarlierLayoutIsRebuilt() async throws {
+        let root = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let runs = await closedRuns(["a", "b"])
+        let store = try PartitionStore(root: root, partition: 3, limits: SegmentLimits())
+        for run in runs { #expect(try store.append(run, storeInlineLimit: 1024)) }
+        try store.sync()
+        do {
+            // What version 2 left: its tables, one stale row, and its version.
+            let old = try SQLiteDatabase(path: StoreIndex.path(root: root))
+            try old.execute(
+                """
+                CREATE TABLE segments(id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE, indexed_bytes INTEGER NOT NULL);
+                INSERT INTO segments VALUES (1, 'runs/gone.jsonl', 99);
+                CREATE TABLE artifacts(
+                    sha256 TEXT NOT NULL, segment INTEGER NOT NULL, line_offset INTEGER NOT NULL,
+                    artifact_id TEXT NOT NULL, step_run TEXT, role TEXT NOT NULL, type TEXT NOT NULL,
+                    size INTEGER NOT NULL, PRIMARY KEY(segment, line_offset, artifact_id)) WITHOUT ROWID;
+                PRAGMA user_version = 2;
+                """)
+        }
+        let index = try StoreIndex(root: root)
+        #expect(try index.segments().allSatisfy { !$0.contains("gone") })
+        #expect(try index.catchUp() == 2)
+        let indexed = try index.runs(limit: 10)
+        #expect(Set(indexed.map(\.runID)) == ["a", "b"])
+        // Each run's input: produced as the run's input, consumed by its first step.
+        let first = try #require(indexed.first { $0.runID == "a" })
+        let input = try #require(try index.line(of: first).input?.sha256)
+        let uses = try index.uses(ofArtifact: input).filter { $0.runID == "a" }
+        #expect(uses.map(\.role) == [.produced, .consumed] && uses.map(\.stepRun) == [nil, "pad#1"], "\(uses)")
+    }
+
     @Test func aStoreOfTheEarlierLayoutIsReadAsItIs() async throws {
         let root = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: root) }

@@ -40,6 +40,13 @@ final class SQLiteDatabase {
         }
     }
 
+    /// The first column of the first row `sql` returns (`nil` for no row or NULL). The statement is finalized before
+    /// this returns, so it holds no lock on what comes next (a statement left stepped locks the tables it read).
+    func integer(_ sql: String) throws -> Int64? {
+        let statement = try prepare(sql)
+        return try statement.step() ? statement.integer(0) : nil
+    }
+
     /// Runs `body` in one transaction: committed when it returns, rolled back when it throws.
     func transaction<T>(_ body: () throws -> T) throws -> T {
         try execute("BEGIN IMMEDIATE")

@@ -56,9 +56,7 @@ public final class StoreIndex {
         self.root = root
         try FileSystem.makeDirectories(root)
         database = try SQLiteDatabase(path: Self.path(root: root))
-        let version = try database.prepare("PRAGMA user_version")
-        let found = try version.step() ? version.integer(0) ?? 0 : 0
-        if found != Self.schemaVersion {
+        if try database.integer("PRAGMA user_version") != Int64(Self.schemaVersion) {
             try database.execute(
                 "DROP TABLE IF EXISTS artifacts; DROP TABLE IF EXISTS runs; DROP TABLE IF EXISTS segments")
         }
