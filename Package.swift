@@ -125,7 +125,8 @@ let package = Package(
             swiftSettings: upcoming
         ),
         .executableTarget(
-            name: "record-probe", dependencies: ["Pipelines", "Examples"], path: "Benchmarks/RecordProbe",
+            name: "record-probe",
+            dependencies: ["Pipelines", "Examples", "Lineage", .product(name: "Logging", package: "swift-log")], path: "Benchmarks/RecordProbe",
             swiftSettings: upcoming
         ),
         .executableTarget(

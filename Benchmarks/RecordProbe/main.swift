@@ -4,7 +4,13 @@
 // usage: record-probe [N] (default 10 000): writes the lineage record of the referee's text-stats request (as a
 // REALTIME worker publishes it) N times from its events, then encodes and hashes its four artifact values
 // canonically N times, as a tracker resolves them. Instructions per run = (total − N = 0 run) / N.
+//        record-probe [N] --fold: what a materializer does with that record instead: N copies of it (each with a run
+// id of its own) decoded, folded and appended to a store in a temporary directory by one `PartitionMaterializer`,
+// synced every 4 096 records, without the index.
 import Examples
+import Foundation
+import Lineage
+import Logging
 import Pipelines
 
 /// `sluice run --pipeline text-stats --capture REALTIME --events` on the load generator's 200-byte request.
@@ -13,6 +19,27 @@ let record = #"""
     """#
 
 let runs = CommandLine.arguments.dropFirst().compactMap { Int($0) }.first ?? 10_000
+if CommandLine.arguments.contains("--fold") {
+    let bytes = Array(record.utf8)
+    // The run id's last 16 hex digits, replaced by the record's number.
+    let idEnd = bytes.firstRange(of: Array("0000000000000001\"".utf8))!.lowerBound
+    let root = NSTemporaryDirectory() + "record-probe-\(UUID().uuidString)"
+    defer { try? FileManager.default.removeItem(atPath: root) }
+    var logger = Logger(label: "record-probe")
+    logger.logLevel = .error
+    let partition = try PartitionMaterializer(root: root, partition: 0, logger: logger)
+    var counts = FoldCounts()
+    var copy = bytes
+    for run in 0..<runs {
+        let digits = Array(String(run, radix: 16).utf8)
+        copy.replaceSubrange(idEnd + 16 - digits.count..<idEnd + 16, with: digits)
+        try partition.take(copy, at: Int64(run), counts: &counts)
+        if run % 4096 == 4095 { try partition.sync() }
+    }
+    try partition.sync()
+    print("\(runs) records of \(counts.events / max(runs, 1)) events folded, \(counts.runsWritten) runs written")
+    exit(counts.runsWritten == runs ? 0 : 1)
+}
 let events = try LineageRecord.decode(Array(record.utf8))
 let words = (0..<30).map { ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "again"][$0 % 10] }
 let values: [any Encodable & Sendable] = [

@@ -62,13 +62,37 @@ struct JSONAndEventCodecTests {
         }
         try RawJSONObject.withObject(Array(text.utf8)) { object throws in
             #expect(object.keys == ["s", "n", "o", "e", "t", "s"])
-            for key in members.keys { #expect(try object.value(key) == members[key]) }
+            for key: StaticString in ["s", "n", "o", "e", "t"] { #expect(try object.value(key) == members["\(key)"]) }
             #expect(object.rawValue("o") == Array(#"{"x":[1,{"y":null}]}"#.utf8))
             #expect(object.rawValue("n") == Array("-1.5e3".utf8) && object.rawValue("t") == Array("true".utf8))
             #expect(object.rawValue("s") == Array(#""last""#.utf8) && object.rawValue("missing") == nil)
             #expect(try object.withObject("o") { try $0.value("x") } == [1, ["y": nil]])
             #expect(try object.withObjects("e") { $0.keys } == [])
             #expect(object.isAbsentOrNull("missing") && !object.isAbsentOrNull("t"))
+        }
+    }
+
+    /// A lookup starts after the member found last when an object's names are distinct, and reads the whole object
+    /// when a name repeats, however the repeat is written: any order of lookups finds the same values.
+    @Test func aRawObjectFindsMembersInAnyOrderAndTheLastOfARepeatedName() throws {
+        let names: [StaticString] = [
+            "seq", "type", "ts", "step", "step_run", "version", "step_attempt", "inputs", "duration_us", "output", "a",
+            "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n", "o", "p", "q", "r", "s", "t", "u", "v",
+        ]
+        let distinct = "{" + names.enumerated().map { "\"\($1)\":\($0)" }.joined(separator: ",") + "}"
+        try RawJSONObject.withObject(Array(distinct.utf8)) { object throws in
+            for order in [Array(names.indices), names.indices.reversed(), names.indices.map { ($0 * 7) % names.count }] {
+                for index in order { #expect(try object.value(names[index]) == .int(Int64(index))) }
+                #expect(try object.value("absent") == nil && object.value("seq") == 0)
+            }
+        }
+        for text in [
+            #"{"b":1,"a":2,"c":3,"a":4}"#, #"{"a":2,"b":1,"c":3,"a":4}"#, #"{"a":2,"b":1,"c":3,"a":4}"#,
+        ] {
+            try RawJSONObject.withObject(Array(text.utf8)) { object throws in
+                #expect(try object.value("b") == 1 && object.value("a") == 4 && object.value("c") == 3)
+                #expect(try object.value("a") == 4 && object.value("b") == 1)
+            }
         }
     }
 

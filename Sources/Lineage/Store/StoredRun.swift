@@ -303,19 +303,19 @@ private struct Members {
         self.values = values
     }
 
-    private func malformed(_ name: String) -> StoreError {
+    private func malformed(_ name: StaticString) -> StoreError {
         StoreError(message: "\(place) in a run's line has no valid \(name)")
     }
 
     /// The member's value; `nil` when absent or `null`.
-    func optionalValue(_ name: String) throws -> JSONValue? {
+    func optionalValue(_ name: StaticString) throws -> JSONValue? {
         switch try fields.value(name) {
         case nil, .null?: return nil
         case let value?: return value
         }
     }
 
-    func optionalString(_ name: String) throws -> String? {
+    func optionalString(_ name: StaticString) throws -> String? {
         switch try optionalValue(name) {
         case nil: return nil
         case .string(let text)?: return text
@@ -323,12 +323,12 @@ private struct Members {
         }
     }
 
-    func string(_ name: String) throws -> String {
+    func string(_ name: StaticString) throws -> String {
         guard let text = try optionalString(name) else { throw malformed(name) }
         return text
     }
 
-    func optionalInt64(_ name: String) throws -> Int64? {
+    func optionalInt64(_ name: StaticString) throws -> Int64? {
         switch try optionalValue(name) {
         case nil: return nil
         case .int(let number)?: return number
@@ -336,19 +336,19 @@ private struct Members {
         }
     }
 
-    func int64(_ name: String) throws -> Int64 {
+    func int64(_ name: StaticString) throws -> Int64 {
         guard let number = try optionalInt64(name) else { throw malformed(name) }
         return number
     }
 
-    func int(_ name: String) throws -> Int { Int(try int64(name)) }
+    func int(_ name: StaticString) throws -> Int { Int(try int64(name)) }
 
-    func status<Status: RawRepresentable<String>>(_ name: String, _ type: Status.Type) throws -> Status {
+    func status<Status: RawRepresentable<String>>(_ name: StaticString, _ type: Status.Type) throws -> Status {
         guard let status = Status(rawValue: try string(name)) else { throw malformed(name) }
         return status
     }
 
-    func object(_ name: String) throws -> [String: JSONValue] {
+    func object(_ name: StaticString) throws -> [String: JSONValue] {
         switch try optionalValue(name) {
         case nil: return [:]
         case .object(let members)?: return members
@@ -357,16 +357,16 @@ private struct Members {
     }
 
     /// The member, an object, read by `body`; `nil` when absent or `null`.
-    func optionalObject<T>(_ name: String, _ body: (Members) throws -> T) throws -> T? {
+    func optionalObject<T>(_ name: StaticString, _ body: (Members) throws -> T) throws -> T? {
         do {
-            return try fields.withObject(name) { try body(Members($0, in: name, values: values)) }
+            return try fields.withObject(name) { try body(Members($0, in: "\(name)", values: values)) }
         } catch is JSONParseError {
             throw malformed(name)
         }
     }
 
     /// The member, an array of objects, each read by `body`; empty when absent or `null`.
-    func objects<T>(_ name: String, _ body: (Members) throws -> T) throws -> [T] {
+    func objects<T>(_ name: StaticString, _ body: (Members) throws -> T) throws -> [T] {
         do {
             return try fields.withObjects(name) { try body(Members($0, in: "an element of \(name)", values: values)) }
                 ?? []
@@ -375,7 +375,7 @@ private struct Members {
         }
     }
 
-    func error(_ name: String) throws -> ErrorDetail? {
+    func error(_ name: StaticString) throws -> ErrorDetail? {
         try optionalObject(name) { error in
             ErrorDetail(
                 code: try error.string("code"), message: try error.string("message"),
@@ -383,7 +383,7 @@ private struct Members {
         }
     }
 
-    func artifact(_ name: String) throws -> StoredRun.Artifact? {
+    func artifact(_ name: StaticString) throws -> StoredRun.Artifact? {
         try optionalObject(name) { try $0.artifact() }
     }
 

@@ -63,30 +63,30 @@ public struct RawJSONObject {
     /// The member names, in the order they came.
     public var keys: [String] { document.tape.members(of: node).map(\.name) }
 
-    private func valueNode(_ key: String) -> Int? {
-        document.tape.member(key, of: node)
+    private func valueNode(_ key: StaticString) -> Int? {
+        document.member(key, of: node)
     }
 
     /// Whether the member is absent or `null`.
-    public func isAbsentOrNull(_ key: String) -> Bool {
+    public func isAbsentOrNull(_ key: StaticString) -> Bool {
         guard let value = valueNode(key) else { return true }
         if case .null = document[value] { return true }
         return false
     }
 
     /// The member's value, parsed; `nil` when absent.
-    public func value(_ key: String) throws -> JSONValue? {
+    public func value(_ key: StaticString) throws -> JSONValue? {
         valueNode(key).map { document.tape.value(at: $0) }
     }
 
     /// The member's value as it is written, byte for byte; `nil` when absent.
-    public func rawValue(_ key: String) -> [UInt8]? {
+    public func rawValue(_ key: StaticString) -> [UInt8]? {
         valueNode(key).map { Array(document.tape.bytes[document.tape.bytes(of: $0)]) }
     }
 
     /// The member, an object; `nil` when absent or `null`.
     /// - Throws: ``JSONParseError`` when it is something else.
-    public func withObject<T>(_ key: String, _ body: (RawJSONObject) throws -> T) throws -> T? {
+    public func withObject<T>(_ key: StaticString, _ body: (RawJSONObject) throws -> T) throws -> T? {
         guard let value = valueNode(key) else { return nil }
         if case .null = document[value] { return nil }
         return try body(try RawJSONObject(document, object: value))
@@ -94,7 +94,7 @@ public struct RawJSONObject {
 
     /// The member, an array of objects, each handed to `body`; `nil` when absent or `null`.
     /// - Throws: ``JSONParseError`` when it is not an array of objects.
-    public func withObjects<T>(_ key: String, _ body: (RawJSONObject) throws -> T) throws -> [T]? {
+    public func withObjects<T>(_ key: StaticString, _ body: (RawJSONObject) throws -> T) throws -> [T]? {
         guard let value = valueNode(key) else { return nil }
         switch document[value] {
         case .null: return nil
@@ -116,12 +116,33 @@ public struct RawJSONObject {
 /// A tape shared by the readers of one document (a decoder and its containers, a raw object and its members).
 final class LocatedDocument {
     let tape: JSONTape
+    /// Where the next member lookup starts: the name node after the member found last, and its object.
+    private var resume = (object: -1, key: -1)
 
     init(_ tape: JSONTape) {
         self.tape = tape
     }
 
     subscript(node: Int) -> JSONTape.Node { tape.nodes[node] }
+
+    /// The value node of the member named `name` of the object at `object` (the last one, if the name repeats).
+    /// Members asked for in the order they are written are each found at the first name compared.
+    func member(_ name: StaticString, of object: Int) -> Int? {
+        name.withUTF8Buffer { member(named: $0, ascii: name.isASCII, of: object) }
+    }
+
+    /// ``member(_:of:)`` for a name known only at run time.
+    func member(_ name: String, of object: Int) -> Int? {
+        var name = name
+        return name.withUTF8 { name in member(named: name, ascii: !name.contains { $0 >= 0x80 }, of: object) }
+    }
+
+    private func member(named name: UnsafeBufferPointer<UInt8>, ascii: Bool, of object: Int) -> Int? {
+        let start = resume.object == object ? resume.key : object + 1
+        guard let found = tape.member(named: name, ascii: ascii, of: object, from: start) else { return nil }
+        resume = (object, tape.next(after: found.value))
+        return found.value
+    }
 }
 
 private struct JSONParser {
@@ -224,20 +245,27 @@ private struct JSONParser {
     }
 
     /// Moves past the bytes of a string that need no attention (not `"`, `\\` or a control character), eight at a
-    /// time, and ORs them into `highBits` (bit 7 set: non-ASCII bytes passed, to be validated).
+    /// time, up to the first one that does (or to the last 8 bytes of the buffer), and ORs them into `highBits` (bit 7
+    /// set: non-ASCII bytes passed, to be validated).
     private mutating func skipPlainStringBytes(_ highBits: inout UInt8) {
         let ones: UInt64 = 0x0101_0101_0101_0101
         let highs: UInt64 = 0x8080_8080_8080_8080
         while index + 8 <= bytes.count {
-            let word = UnsafeRawPointer(bytes.baseAddress! + index).loadUnaligned(as: UInt64.self)
+            let word = UInt64(littleEndian: UnsafeRawPointer(bytes.baseAddress! + index).loadUnaligned(as: UInt64.self))
             // A byte is zero in `word ^ (c * ones)` where it equals c; (x - ones) & ~x & highs flags such bytes, and
-            // (word - 0x20 * ones) & ~word & highs flags bytes below 0x20. Borrows may flag a later byte falsely: the
-            // caller then looks at it byte by byte.
+            // (word - 0x20 * ones) & ~word & highs flags bytes below 0x20. A borrow may flag a byte falsely, but only
+            // above a byte flagged rightly: the lowest flag is the first byte that needs attention.
             let quote = word ^ (0x22 * ones)
             let backslash = word ^ (0x5C * ones)
             let special =
                 ((quote &- ones) & ~quote) | ((backslash &- ones) & ~backslash) | ((word &- 0x20 &* ones) & ~word)
-            if special & highs != 0 { return }
+            let flags = special & highs
+            if flags != 0 {
+                let plain = flags.trailingZeroBitCount / 8
+                if word & ((1 &<< (8 * plain)) &- 1) & highs != 0 { highBits |= 0x80 }
+                index += plain
+                return
+            }
             if word & highs != 0 { highBits |= 0x80 }
             index += 8
         }
@@ -524,7 +552,8 @@ struct JSONTape {
         case string(Range<Int>, escaped: Bool)
         /// `end` is the index of the node after the container's last descendant.
         case array(count: Int, end: Int)
-        case object(count: Int, end: Int)
+        /// `distinctNames`: no member name is written twice (as bytes; escaped names count as repeated).
+        case object(count: Int, end: Int, distinctNames: Bool)
     }
 
     let bytes: [UInt8]
@@ -565,7 +594,7 @@ struct JSONTape {
     /// The index of the node after `index` and its descendants.
     func next(after index: Int) -> Int {
         switch nodes[index] {
-        case .array(_, let end), .object(_, let end): end
+        case .array(_, let end), .object(_, let end, _): end
         default: index + 1
         }
     }
@@ -576,46 +605,59 @@ struct JSONTape {
         spans[node]
     }
 
-    /// The value node of the member named `name` of the object at `object` (the last one, if the name repeats).
-    func member(_ name: String, of object: Int) -> Int? {
-        guard case .object(_, let end) = nodes[object] else { return nil }
-        var name = name
-        return name.withUTF8 { name in
-            // Written as ASCII on both sides, names are equal exactly when their bytes are: no String to make.
-            let bytewise = isASCII && name.allSatisfy { $0 < 0x80 }
-            return bytes.withUnsafeBufferPointer { bytes in
-                nodes.withUnsafeBufferPointer { nodes in
-                    var found: Int?
+    /// The member named `name` (UTF-8; `ascii` when all of it is) of the object at `object`, or the last one if the
+    /// name repeats: its name node and value node. When the object's names are distinct the search starts at the
+    /// name node `start` and wraps around, so that readers asking for members in the order they are written find each
+    /// at once.
+    func member(
+        named name: UnsafeBufferPointer<UInt8>, ascii: Bool, of object: Int, from start: Int
+    ) -> (key: Int, value: Int)? {
+        guard case .object(_, let end, let distinctNames) = nodes[object] else { return nil }
+        // Written as ASCII on both sides, names are equal exactly when their bytes are: no String to make.
+        let bytewise = isASCII && ascii
+        return bytes.withUnsafeBufferPointer { bytes in
+            nodes.withUnsafeBufferPointer { nodes in
+                func named(_ key: Int) -> Bool {
+                    guard case .string(let range, let escaped) = nodes[key] else { return false }
+                    guard bytewise && !escaped else {
+                        return string(range, escaped: escaped, equals: String(decoding: name, as: UTF8.self))
+                    }
+                    return Self.equal(bytes, range, name, 0..<name.count)
+                }
+                func after(_ key: Int) -> Int {
+                    switch nodes[key + 1] {
+                    case .array(_, let next), .object(_, let next, _): next
+                    default: key + 2
+                    }
+                }
+                guard distinctNames else {
+                    var found: (key: Int, value: Int)?
                     var key = object + 1
                     while key < end {
-                        if case .string(let range, let escaped) = nodes[key] {
-                            let equal =
-                                bytewise && !escaped
-                                ? range.count == name.count && Self.equal(bytes, range, name)
-                                : string(range, escaped: escaped, equals: String(decoding: name, as: UTF8.self))
-                            if equal { found = key + 1 }
-                        }
-                        switch nodes[key + 1] {
-                        case .array(_, let next), .object(_, let next): key = next
-                        default: key += 2
-                        }
+                        if named(key) { found = (key, key + 1) }
+                        key = after(key)
                     }
                     return found
                 }
+                let first = start > object && start < end ? start : object + 1
+                var key = first
+                while key < end {
+                    if named(key) { return (key, key + 1) }
+                    key = after(key)
+                }
+                key = object + 1
+                while key < first {
+                    if named(key) { return (key, key + 1) }
+                    key = after(key)
+                }
+                return nil
             }
         }
     }
 
-    private static func equal(
-        _ bytes: UnsafeBufferPointer<UInt8>, _ range: Range<Int>, _ name: UnsafeBufferPointer<UInt8>
-    ) -> Bool {
-        for offset in 0..<name.count where bytes[range.lowerBound + offset] != name[offset] { return false }
-        return true
-    }
-
     /// Each member's name and value node of the object at `object`, in order.
     func members(of object: Int) -> [(name: String, value: Int)] {
-        guard case .object(_, let end) = nodes[object] else { return [] }
+        guard case .object(_, let end, _) = nodes[object] else { return [] }
         var members: [(name: String, value: Int)] = []
         var key = object + 1
         while key < end {
@@ -690,19 +732,31 @@ struct JSONTape {
         switch parser.bytes[parser.index] {
         case UInt8(ascii: "{"):
             let at = nodes.count
-            nodes.append(.object(count: 0, end: 0))
+            nodes.append(.object(count: 0, end: 0, distinctNames: false))
+            // One bit per name, by a hash of its bytes: a name whose bit is already set is compared with the names
+            // before it.
+            var seen: UInt64 = 0
+            var distinctNames = true
             let count = try Self.elements(&parser, closing: UInt8(ascii: "}")) { parser in
                 parser.skipWhitespace()
                 guard parser.index < parser.bytes.count, parser.bytes[parser.index] == UInt8(ascii: "\"") else {
                     throw parser.error("expected a key")
                 }
                 let keyStart = parser.index
-                try locateString(&parser)
+                let key = nodes.count
+                let plain = try locateString(&parser)
                 if locatesBytes { spans.append(keyStart..<parser.index) }
+                // An escaped or non-ASCII name may equal one written otherwise.
+                if !plain { distinctNames = false }
+                if distinctNames {
+                    let bit: UInt64 = 1 &<< Self.nameHash(parser.bytes, keyStart + 1..<parser.index - 1)
+                    if seen & bit != 0 { distinctNames = !repeatsName(key, of: at, in: parser.bytes) }
+                    seen |= bit
+                }
                 try parser.expect(UInt8(ascii: ":"))
                 try locate(&parser, depth: depth + 1)
             }
-            nodes[at] = .object(count: count, end: nodes.count)
+            nodes[at] = .object(count: count, end: nodes.count, distinctNames: distinctNames)
         case UInt8(ascii: "["):
             let at = nodes.count
             nodes.append(.array(count: 0, end: 0))
@@ -743,10 +797,48 @@ struct JSONTape {
         return count
     }
 
-    private mutating func locateString(_ parser: inout JSONParser) throws {
+    /// A number below 64 from a member name's length and three of its bytes.
+    private static func nameHash(_ bytes: UnsafeBufferPointer<UInt8>, _ range: Range<Int>) -> UInt64 {
+        guard let first = range.first else { return 0 }
+        let mixed =
+            UInt64(range.count) &* 0x9E37_79B9_7F4A_7C15 ^ UInt64(bytes[first]) &* 0xC2B2_AE3D_27D4_EB4F
+            ^ UInt64(bytes[range.upperBound - 1]) &* 0x1656_67B1_9E37_79F9
+            ^ UInt64(bytes[first + range.count / 2]) &* 0x27D4_EB2F_1656_67C5
+        return mixed >> 58
+    }
+
+    /// Whether the name at node `key` (just located, a member of the object at `object`) is written like an earlier
+    /// member's, or either is escaped.
+    private func repeatsName(_ key: Int, of object: Int, in bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+        guard case .string(let range, _) = nodes[key] else { return true }
+        var earlier = object + 1
+        while earlier < key {
+            guard case .string(let other, _) = nodes[earlier] else { return true }
+            if Self.equal(bytes, other, bytes, range) { return true }
+            earlier = next(after: earlier + 1)
+        }
+        return false
+    }
+
+    /// Whether `first` in `firstBytes` and `second` in `secondBytes` hold the same bytes.
+    private static func equal(
+        _ firstBytes: UnsafeBufferPointer<UInt8>, _ first: Range<Int>, _ secondBytes: UnsafeBufferPointer<UInt8>,
+        _ second: Range<Int>
+    ) -> Bool {
+        guard first.count == second.count else { return false }
+        for offset in 0..<first.count where firstBytes[first.lowerBound + offset] != secondBytes[second.lowerBound + offset] {
+            return false
+        }
+        return true
+    }
+
+    /// Returns whether the string is ASCII and has no escapes.
+    @discardableResult
+    private mutating func locateString(_ parser: inout JSONParser) throws -> Bool {
         let start = parser.index + 1
         let (escaped, ascii) = try parser.skipString()
         if !ascii { isASCII = false }
         nodes.append(.string(start..<(parser.index - 1), escaped: escaped))
+        return ascii && !escaped
     }
 }

@@ -20,7 +20,7 @@ private struct TapeDecoder: Decoder {
     var userInfo: [CodingUserInfoKey: Any] { [:] }
 
     func container<Key: CodingKey>(keyedBy type: Key.Type) throws -> KeyedDecodingContainer<Key> {
-        guard case .object(let count, _) = document[node] else {
+        guard case .object(let count, _, _) = document[node] else {
             throw mismatch([String: JSONValue].self, document[node], codingPath)
         }
         return KeyedDecodingContainer(
@@ -135,7 +135,7 @@ private struct KeyedTapeContainer<Key: CodingKey>: KeyedDecodingContainerProtoco
     /// The value node of the member named `name` (the last one, if the name repeats).
     private func valueNode(_ name: String) -> Int? {
         if let index { return index[name] }
-        return document.tape.member(name, of: object)
+        return document.member(name, of: object)
     }
 
     func contains(_ key: Key) -> Bool { valueNode(key.stringValue) != nil }

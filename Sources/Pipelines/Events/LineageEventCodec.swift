@@ -339,28 +339,28 @@ extension TrackingEvent where Artifact == ArtifactRef {
 /// The members of a JSON object, read with errors that name the member. Valid only while its object is.
 private struct Fields {
     let object: RawJSONObject
-    let context: String
+    let context: StaticString
 
-    init(_ object: RawJSONObject, _ context: String) {
+    init(_ object: RawJSONObject, _ context: StaticString) {
         self.object = object
         self.context = context
     }
 
-    func fail(_ name: String, _ expected: String) -> LineageEventDecodingError {
+    func fail(_ name: StaticString, _ expected: String) -> LineageEventDecodingError {
         LineageEventDecodingError(message: "\(context) field '\(name)' is missing or not \(expected)")
     }
 
-    func member(_ name: String) throws -> JSONValue {
+    func member(_ name: StaticString) throws -> JSONValue {
         guard let value = try object.value(name) else { throw fail(name, "present") }
         return value
     }
 
-    func string(_ name: String) throws -> String {
+    func string(_ name: StaticString) throws -> String {
         guard case .string(let text)? = try object.value(name) else { throw fail(name, "a string") }
         return text
     }
 
-    func optionalString(_ name: String) throws -> String? {
+    func optionalString(_ name: StaticString) throws -> String? {
         switch try object.value(name) {
         case nil, .null?: return nil
         case .string(let text)?: return text
@@ -368,23 +368,23 @@ private struct Fields {
         }
     }
 
-    func int64(_ name: String) throws -> Int64 {
+    func int64(_ name: StaticString) throws -> Int64 {
         guard case .int(let number)? = try object.value(name) else { throw fail(name, "an integer") }
         return number
     }
 
-    func int(_ name: String) throws -> Int {
+    func int(_ name: StaticString) throws -> Int {
         guard let number = Int(exactly: try int64(name)) else { throw fail(name, "an integer") }
         return number
     }
 
-    func bool(_ name: String) throws -> Bool {
+    func bool(_ name: StaticString) throws -> Bool {
         guard case .bool(let flag)? = try object.value(name) else { throw fail(name, "true or false") }
         return flag
     }
 
     /// The member, an object, read by `body`.
-    func object<T>(_ name: String, _ body: (Fields) throws -> T) throws -> T {
+    func object<T>(_ name: StaticString, _ body: (Fields) throws -> T) throws -> T {
         do {
             guard let value = try object.withObject(name, { try body(Fields($0, name)) }) else {
                 throw fail(name, "an object")
@@ -396,7 +396,7 @@ private struct Fields {
     }
 
     /// The member, an object read by `body`, or `nil` when it is absent or null.
-    func optionalObject<T>(_ name: String, _ body: (Fields) throws -> T) throws -> T? {
+    func optionalObject<T>(_ name: StaticString, _ body: (Fields) throws -> T) throws -> T? {
         if object.isAbsentOrNull(name) { return nil }
         return try object(name, body)
     }
@@ -415,13 +415,13 @@ private struct Fields {
         }
     }
 
-    func optionalArtifact(_ name: String) throws -> ArtifactRef? {
+    func optionalArtifact(_ name: StaticString) throws -> ArtifactRef? {
         try optionalObject(name) { try $0.artifact() }
     }
 
-    func artifacts(_ name: String) throws -> [ArtifactRef] {
+    func artifacts(_ name: StaticString) throws -> [ArtifactRef] {
         do {
-            guard let artifacts = try object.withObjects(name, { try Fields($0, "artifact '\(name)'").artifact() })
+            guard let artifacts = try object.withObjects(name, { try Fields($0, name).artifact() })
             else { throw fail(name, "an array") }
             return artifacts
         } catch is JSONParseError {
