@@ -62,6 +62,9 @@ struct PartitionFold {
 
     /// Takes the record at `offset` with its events (none when it could not be read: it still counts for the
     /// `incomplete` rule, as one event). Returns the runs it closed, in the order their lines are written.
+    ///
+    /// The events of a record are of one run (the lineage format's rule): the run is taken out of the open runs once,
+    /// folded with each event, and put back once if it is still open.
     mutating func take(_ record: [TrackingEvent<ArtifactRef>], at offset: Int64) -> [ClosedRun] {
         if let next = nextOffset, offset < next {
             // The consumer went back (a rewind, or a record from before a reassignment): fold again from here.
@@ -70,19 +73,30 @@ struct PartitionFold {
         nextOffset = offset + 1
         var closed: [ClosedRun] = []
         if record.isEmpty { events += 1 }
+        var current: RunFold?
         for event in record {
+            if let run = current, run.runID != event.runID {
+                keepOpen(run)
+                current = nil
+            }
             events += 1
-            fold(event, at: offset, into: &closed)
+            if current == nil { current = open.removeValue(forKey: event.runID) }
+            fold(event, at: offset, into: &current, closed: &closed)
         }
+        if let current { keepOpen(current) }
         expire(at: offset, into: &closed)
         return closed
     }
 
-    private mutating func fold(_ event: TrackingEvent<ArtifactRef>, at offset: Int64, into closed: inout [ClosedRun]) {
+    /// Folds `event` into `current`, its run's open fold if there is one; leaves there the fold still open after it,
+    /// if any.
+    private mutating func fold(
+        _ event: TrackingEvent<ArtifactRef>, at offset: Int64, into current: inout RunFold?,
+        closed: inout [ClosedRun]
+    ) {
         var attempt = 1
-        // Taken out of the dictionary while it changes: a copy left in it would make every change copy the run's
-        // steps and logs.
-        if var fold = open.removeValue(forKey: event.runID) {
+        if var fold = current {
+            current = nil
             let restarted: Bool
             if case .runStarted = event.body {
                 // The same run_started twice is a record the producer sent again; another one is a new delivery.
@@ -91,41 +105,37 @@ struct PartitionFold {
                 restarted = false
             }
             guard restarted || !fold.isRepeat(event) else {
-                open[event.runID] = fold
-                touch(event.runID)
+                current = fold
                 return
             }
             if !restarted {
                 fold.add(event, offset: offset)
-                finish(fold, into: &closed)
+                current = finish(fold, into: &closed)
                 return
             }
             fold.closeIncomplete(at: offset)
             attempt = fold.attempt + 1
-            finish(fold, into: &closed)
+            _ = finish(fold, into: &closed)
         }
         var fold = RunFold(first: event, offset: offset, attempt: attempt)
         openings.append((offset, event.runID))
         fold.add(event, offset: offset)
-        finish(fold, into: &closed)
+        current = finish(fold, into: &closed)
     }
 
-    /// Keeps `fold` open, or moves it to `closed` when it has ended.
-    private mutating func finish(_ fold: RunFold, into closed: inout [ClosedRun]) {
-        if fold.status == nil {
-            open[fold.runID] = fold
-            touch(fold.runID)
-        } else {
-            open[fold.runID] = nil
-            lastEventAt[fold.runID] = nil
-            closed.append(ClosedRun(fold: fold, rank: closed.count))
-        }
+    /// `fold` when it is still open, or `nil` once it is moved to `closed`.
+    private mutating func finish(_ fold: RunFold, into closed: inout [ClosedRun]) -> RunFold? {
+        guard fold.status != nil else { return fold }
+        lastEventAt[fold.runID] = nil
+        closed.append(ClosedRun(fold: fold, rank: closed.count))
+        return nil
     }
 
-    private mutating func touch(_ runID: String) {
-        guard open[runID] != nil else { return }
-        lastEventAt[runID] = events
-        expiries.append((runID, events))
+    /// Puts `fold` back among the open runs, its last event now.
+    private mutating func keepOpen(_ fold: RunFold) {
+        open[fold.runID] = fold
+        lastEventAt[fold.runID] = events
+        expiries.append((fold.runID, events))
     }
 
     /// Closes the runs that saw none of their events in the last `incompleteAfter` events.

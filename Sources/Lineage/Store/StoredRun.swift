@@ -90,6 +90,9 @@ public struct StoredRun: Sendable {
     /// docs/store.md describes each version.
     public static var lineVersion: Int { 2 }
 
+    /// The configurations written, kept for the next run of the same pipeline.
+    private static let configurations = RepeatedJSON()
+
     /// The line, without its newline.
     public func line() -> [UInt8] {
         var out = JSONWriter(capacity: 2048)
@@ -109,7 +112,7 @@ public struct StoredRun: Sendable {
             }
             Self.timings(startedMicros, endedMicros, durationMicros, into: &out)
             out.key("configuration")
-            out.value(configuration ?? .null)
+            if let configuration { out.raw(Self.configurations.bytes(of: configuration)) } else { out.null() }
             out.key("input")
             Self.write(input, into: &out)
             out.key("output")

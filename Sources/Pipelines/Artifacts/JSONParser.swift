@@ -79,6 +79,17 @@ public struct RawJSONObject {
         valueNode(key).map { document.tape.value(at: $0) }
     }
 
+    /// ``value(_:)``, through `repeated`: a value written as the one before it is not parsed again.
+    public func value(_ key: StaticString, as repeated: RepeatedJSON) -> JSONValue? {
+        guard let node = valueNode(key) else { return nil }
+        let tape = document.tape
+        return tape.bytes.withUnsafeBufferPointer { bytes in
+            repeated.value(writtenAs: UnsafeBufferPointer(rebasing: bytes[tape.bytes(of: node)])) {
+                tape.value(at: node)
+            }
+        }
+    }
+
     /// The member's value as it is written, byte for byte; `nil` when absent.
     public func rawValue(_ key: StaticString) -> [UInt8]? {
         valueNode(key).map { Array(document.tape.bytes[document.tape.bytes(of: $0)]) }

@@ -2,7 +2,6 @@
 // with the JSON parser. Foundation's coders are not used: they cost microseconds per event.
 
 import Crypto
-import Synchronization
 
 /// A lineage event that cannot be read, naming the field.
 public struct LineageEventDecodingError: Error, Sendable, Hashable, CustomStringConvertible {
@@ -71,17 +70,11 @@ public enum LineageRecord {
         return writer.bytes
     }
 
-    /// The canonical JSON of a run's configuration: that of the last configuration written when it is the same (the
-    /// runs of a pipeline share one; comparing the same object is one pointer comparison), instead of sorting its ten
-    /// members again for every run.
-    fileprivate static func json(ofConfiguration configuration: JSONValue) -> [UInt8] {
-        if let last = lastConfiguration.withLock({ $0 }), last.configuration == configuration { return last.json }
-        let json = CanonicalJSON.bytes(of: configuration)
-        lastConfiguration.withLock { $0 = (configuration, json) }
-        return json
-    }
+    /// The canonical JSON of the runs' configurations, kept for the next run of the same pipeline.
+    fileprivate static let configurationWritten = RepeatedJSON()
 
-    private static let lastConfiguration = Mutex<(configuration: JSONValue, json: [UInt8])?>(nil)
+    /// The configurations read, kept for the next run of the same pipeline.
+    fileprivate static let configurationRead = RepeatedJSON()
 
     /// The events of one record: those of a version 2 record, in order, or the one event of a version 1 record.
     /// Unknown members are ignored, so a newer writer's additions do not break an older reader.
@@ -154,7 +147,7 @@ extension LineageEventBody where Artifact: RecordableArtifact {
         switch self {
         case .runStarted(let configuration, let input, let traceparent, let traceparentError, let span, let worker):
             out.key("configuration")
-            out.raw(LineageRecord.json(ofConfiguration: configuration))
+            out.raw(LineageRecord.configurationWritten.bytes(of: configuration))
             out.key("input")
             input.write(to: &out, scratch: scratch)
             out.field("traceparent", traceparent)
@@ -286,7 +279,7 @@ extension TrackingEvent where Artifact == ArtifactRef {
         switch type {
         case .runStarted:
             body = .runStarted(
-                configuration: try fields.member("configuration"), input: try fields.optionalArtifact("input"),
+                configuration: try fields.member("configuration", as: LineageRecord.configurationRead), input: try fields.optionalArtifact("input"),
                 traceparent: try fields.optionalString("traceparent"),
                 traceparentError: try fields.optionalString("traceparent_error"),
                 span: try fields.optionalObject("trace") { trace in
@@ -352,6 +345,12 @@ private struct Fields {
 
     func member(_ name: StaticString) throws -> JSONValue {
         guard let value = try object.value(name) else { throw fail(name, "present") }
+        return value
+    }
+
+    /// ``member(_:)``, through `repeated`: a value written as the one before it is not parsed again.
+    func member(_ name: StaticString, as repeated: RepeatedJSON) throws -> JSONValue {
+        guard let value = object.value(name, as: repeated) else { throw fail(name, "present") }
         return value
     }
 

@@ -1,0 +1,30 @@
+import Synchronization
+
+/// The last JSON value converted, kept so that the same value next time is not converted again: the runs of a
+/// pipeline share one configuration, which the lineage writer, the lineage reader and the store's line writer would
+/// otherwise sort or parse for every run. Comparing a value with the one kept is a pointer comparison when both are
+/// the same dictionary, and a byte comparison when both come from the same bytes.
+///
+/// Safe from any thread; holds one value.
+public final class RepeatedJSON: Sendable {
+    private let last = Mutex<(value: JSONValue, bytes: [UInt8])?>(nil)
+
+    public init() {}
+
+    /// The canonical bytes of `value` (``CanonicalJSON/bytes(of:)``).
+    public func bytes(of value: JSONValue) -> [UInt8] {
+        if let last = last.withLock({ $0 }), last.value == value { return last.bytes }
+        let bytes = CanonicalJSON.bytes(of: value)
+        last.withLock { $0 = (value, bytes) }
+        return bytes
+    }
+
+    /// The value written as `bytes` (checked JSON: the member of a located document), parsed by `parse` unless they
+    /// are the bytes of the value kept.
+    func value(writtenAs bytes: UnsafeBufferPointer<UInt8>, parse: () -> JSONValue) -> JSONValue {
+        if let last = last.withLock({ $0 }), last.bytes.elementsEqual(bytes) { return last.value }
+        let value = parse()
+        last.withLock { $0 = (value, Array(bytes)) }
+        return value
+    }
+}
