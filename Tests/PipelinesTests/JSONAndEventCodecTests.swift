@@ -41,7 +41,15 @@ struct JSONAndEventCodecTests {
         #expect(
             try JSONValue(parsing: Array(#" {"a" : [ 1 , 2.5e3 , "\u00e9\ud83d\ude00\/" ] } "#.utf8)) == [
                 "a": [1, 2500.0, "é😀/"]
-            ])
+            ])        // Integers are Int64 up to its bounds, doubles beyond them.
+        let integers = "[9223372036854775807,-9223372036854775808,9223372036854775808,-9223372036854775809,-0,7,1e2]"
+        let expected: JSONValue = [
+            .int(.max), .int(.min), .double(0x1p63), .double(-0x1p63), 0, 7, 100.0,
+        ]
+        #expect(try JSONValue(parsing: Array(integers.utf8)) == expected)
+        try RawJSONObject.withObject(Array(#"{"n":\#(integers)}"#.utf8)) { object throws in
+            #expect(try object.value("n") == expected)
+        }
     }
 
     @Test(arguments: [

@@ -390,12 +390,26 @@ private struct JSONParser {
     /// Integers that fit in `Int64` as such, other numbers as `Double`; a number too large for a `Double` is refused.
     mutating func readNumber() throws -> Number {
         let (start, isInteger) = try scanNumber()
+        if isInteger, let integer = integer(from: start) { return .int(integer) }
         let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self)
-        if isInteger, let integer = Int64(text) { return .int(integer) }
         guard let number = Double(text), number.isFinite else {
             throw JSONParseError(message: "number out of range", offset: start)
         }
         return .double(number)
+    }
+
+    /// The integer scanned from `start` to here (an optional minus and digits), if it fits in `Int64`.
+    private func integer(from start: Int) -> Int64? {
+        let negative = bytes[start] == UInt8(ascii: "-")
+        var magnitude: UInt64 = 0
+        for position in (negative ? start + 1 : start)..<index {
+            let (tens, overflowed) = magnitude.multipliedReportingOverflow(by: 10)
+            let (sum, carried) = tens.addingReportingOverflow(UInt64(bytes[position] &- UInt8(ascii: "0")))
+            if overflowed || carried { return nil }
+            magnitude = sum
+        }
+        if negative { return magnitude <= 1 << 63 ? Int64(bitPattern: 0 &- magnitude) : nil }
+        return magnitude <= UInt64(Int64.max) ? Int64(magnitude) : nil
     }
 
     /// Moves past a number, checking its grammar; returns where it started and whether it is an integer.
