@@ -38,6 +38,8 @@ public final class PartitionMaterializer {
     private let store: PartitionStore
     private let storeInlineLimit: Int
     private let logger: Logger
+    /// The configuration read last: the runs of a pipeline share one.
+    private let configurations = RepeatedJSON()
 
     /// Opens the partition's part of the store at `root` (repairing a torn last line).
     /// - Throws: ``StoreError`` when the store cannot be read or repaired.
@@ -97,7 +99,7 @@ public final class PartitionMaterializer {
             return []
         }
         do {
-            return try LineageRecord.decode(value)
+            return try LineageRecord.decode(value, configurations: configurations)
         } catch {
             logger.warning("lineage partition \(partition) offset \(offset): not a lineage record (\(error)), skipped")
             return []

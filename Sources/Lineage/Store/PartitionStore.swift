@@ -43,6 +43,8 @@ final class PartitionStore {
     private var dirtyDirectories: Set<String> = []
     /// The lines written since the last sync, in order.
     private var appended: [WrittenLine] = []
+    /// The canonical JSON of the configuration written last: the runs of a pipeline share one.
+    private let configurations = RepeatedJSON()
 
     private final class Segment {
         let file: AppendFile
@@ -103,7 +105,7 @@ final class PartitionStore {
         if let lastWritten, position <= lastWritten { return false }
         let (stored, artifacts) = run.fold.stored(
             partition: partition, rank: run.rank, storeInlineLimit: storeInlineLimit)
-        let line = stored.line()
+        let line = stored.line(configurations: configurations)
         for artifact in artifacts { try writeArtifact(artifact.sha256, artifact.value) }
         let day = Timestamps.day(ofMicros: run.fold.startTimestamp ?? 0)
         let directory = "\(root)/\(StoreNames.segmentDirectory(pipeline: run.fold.pipeline, day: day))"

@@ -90,11 +90,9 @@ public struct StoredRun: Sendable {
     /// docs/store.md describes each version.
     public static var lineVersion: Int { 2 }
 
-    /// The configurations written, kept for the next run of the same pipeline.
-    private static let configurations = RepeatedJSON()
-
-    /// The line, without its newline.
-    public func line() -> [UInt8] {
+    /// The line, without its newline. `configurations`, when given, keeps the canonical JSON of the configuration
+    /// written last (one per writing thread: the runs of a pipeline share one).
+    public func line(configurations: RepeatedJSON? = nil) -> [UInt8] {
         var out = JSONWriter(capacity: 2048)
         out.object { out in
             out.field("v", Self.lineVersion)
@@ -112,7 +110,11 @@ public struct StoredRun: Sendable {
             }
             Self.timings(startedMicros, endedMicros, durationMicros, into: &out)
             out.key("configuration")
-            if let configuration { out.raw(Self.configurations.bytes(of: configuration)) } else { out.null() }
+            if let configuration {
+                if let configurations { out.raw(configurations.bytes(of: configuration)) } else { out.value(configuration) }
+            } else {
+                out.null()
+            }
             out.key("input")
             Self.write(input, into: &out)
             out.key("output")

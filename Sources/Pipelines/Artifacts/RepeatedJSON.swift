@@ -5,7 +5,7 @@ import Synchronization
 /// otherwise sort or parse for every run. Comparing a value with the one kept is a pointer comparison when both are
 /// the same dictionary, and a byte comparison when both come from the same bytes.
 ///
-/// Safe from any thread; holds one value.
+/// Safe from any thread, but meant for one: a cache shared by threads is a lock they wait for. Holds one value.
 public final class RepeatedJSON: Sendable {
     private let last = Mutex<(value: JSONValue, bytes: [UInt8])?>(nil)
 

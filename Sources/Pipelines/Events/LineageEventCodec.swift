@@ -73,23 +73,23 @@ public enum LineageRecord {
     /// The canonical JSON of the runs' configurations, kept for the next run of the same pipeline.
     fileprivate static let configurationWritten = RepeatedJSON()
 
-    /// The configurations read, kept for the next run of the same pipeline.
-    fileprivate static let configurationRead = RepeatedJSON()
-
     /// The events of one record: those of a version 2 record, in order, or the one event of a version 1 record.
-    /// Unknown members are ignored, so a newer writer's additions do not break an older reader.
+    /// Unknown members are ignored, so a newer writer's additions do not break an older reader. `configurations`, when
+    /// given, keeps the configuration read last (one per reading thread: the runs of a pipeline share one).
     /// - Throws: ``LineageEventDecodingError`` naming the missing or malformed field, or ``JSONParseError``.
-    public static func decode(_ json: some Collection<UInt8>) throws -> [LineageEvent] {
+    public static func decode(
+        _ json: some Collection<UInt8>, configurations: RepeatedJSON? = nil
+    ) throws -> [LineageEvent] {
         // The members are located first and parsed one by one as they are read: no dictionary per object, and an
         // inline value is kept as the bytes it was written with (Sluice writes canonical JSON).
         try RawJSONObject.withObject(json) { object in
-            let record = Fields(object, "record")
+            let record = Fields(object, "record", configurations: configurations)
             switch try record.int("v") {
             case 2:
                 let run = try RunMembers(record)
                 guard
                     let events = try object.withObjects(
-                        "events", { try LineageEvent(run: run, fields: Fields($0, "event")) })
+                        "events", { try LineageEvent(run: run, fields: Fields($0, "event", configurations: configurations)) })
                 else { throw record.fail("events", "an array of events") }
                 guard !events.isEmpty else { throw record.fail("events", "a non-empty array") }
                 return events
@@ -279,7 +279,7 @@ extension TrackingEvent where Artifact == ArtifactRef {
         switch type {
         case .runStarted:
             body = .runStarted(
-                configuration: try fields.member("configuration", as: LineageRecord.configurationRead), input: try fields.optionalArtifact("input"),
+                configuration: try fields.configuration(), input: try fields.optionalArtifact("input"),
                 traceparent: try fields.optionalString("traceparent"),
                 traceparentError: try fields.optionalString("traceparent_error"),
                 span: try fields.optionalObject("trace") { trace in
@@ -333,10 +333,13 @@ extension TrackingEvent where Artifact == ArtifactRef {
 private struct Fields {
     let object: RawJSONObject
     let context: StaticString
+    /// Where the configuration read last is kept, if anywhere.
+    let configurations: RepeatedJSON?
 
-    init(_ object: RawJSONObject, _ context: StaticString) {
+    init(_ object: RawJSONObject, _ context: StaticString, configurations: RepeatedJSON? = nil) {
         self.object = object
         self.context = context
+        self.configurations = configurations
     }
 
     func fail(_ name: StaticString, _ expected: String) -> LineageEventDecodingError {
@@ -348,9 +351,12 @@ private struct Fields {
         return value
     }
 
-    /// ``member(_:)``, through `repeated`: a value written as the one before it is not parsed again.
-    func member(_ name: StaticString, as repeated: RepeatedJSON) throws -> JSONValue {
-        guard let value = object.value(name, as: repeated) else { throw fail(name, "present") }
+    /// The run's configuration, not parsed again when it is written as the one read before it.
+    func configuration() throws -> JSONValue {
+        guard let configurations else { return try member("configuration") }
+        guard let value = object.value("configuration", as: configurations) else {
+            throw fail("configuration", "present")
+        }
         return value
     }
 
