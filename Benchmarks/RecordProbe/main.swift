@@ -4,9 +4,9 @@
 // usage: record-probe [N] (default 10 000): writes the lineage record of the referee's text-stats request (as a
 // REALTIME worker publishes it) N times from its events, then encodes and hashes its four artifact values
 // canonically N times, as a tracker resolves them. Instructions per run = (total − N = 0 run) / N.
-//        record-probe [N] --fold: what a materializer does with that record instead: N copies of it (each with a run
-// id of its own) decoded, folded and appended to a store in a temporary directory by one `PartitionMaterializer`,
-// synced every 4 096 records, without the index.
+//        record-probe [N] --fold [--index]: what a materializer does with that record instead: N copies of it (each
+// with a run id of its own) decoded, folded and appended to a store in a temporary directory by one
+// `PartitionMaterializer`, synced every 4 096 records, and with `--index` indexed.
 import Examples
 import Foundation
 import Lineage
@@ -28,15 +28,16 @@ if CommandLine.arguments.contains("--fold") {
     var logger = Logger(label: "record-probe")
     logger.logLevel = .error
     let partition = try PartitionMaterializer(root: root, partition: 0, logger: logger)
+    let index = CommandLine.arguments.contains("--index") ? try StoreIndex(root: root) : nil
     var counts = FoldCounts()
     var copy = bytes
     for run in 0..<runs {
         let digits = Array(String(run, radix: 16).utf8)
         copy.replaceSubrange(idEnd + 16 - digits.count..<idEnd + 16, with: digits)
         try partition.take(copy, at: Int64(run), counts: &counts)
-        if run % 4096 == 4095 { try partition.sync() }
+        if run % 4096 == 4095 { try index?.add(partition.sync()) }
     }
-    try partition.sync()
+    try index?.add(partition.sync())
     print("\(runs) records of \(counts.events / max(runs, 1)) events folded, \(counts.runsWritten) runs written")
     exit(counts.runsWritten == runs ? 0 : 1)
 }

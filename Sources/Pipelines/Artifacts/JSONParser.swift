@@ -605,9 +605,10 @@ struct JSONTape {
     init(_ bytes: [UInt8], locatingBytes: Bool = false) throws {
         self.bytes = bytes
         locatesBytes = locatingBytes
-        // Room for a node per 16 bytes and a few more, so that a typical request's tape is allocated once.
-        nodes.reserveCapacity(8 + bytes.count / 16)
-        if locatingBytes { spans.reserveCapacity(8 + bytes.count / 16) }
+        // Room for a node per 8 bytes and a few more, so that a typical tape is allocated once (a lineage record has one
+        // per 10 bytes).
+        nodes.reserveCapacity(8 + bytes.count / 8)
+        if locatingBytes { spans.reserveCapacity(8 + bytes.count / 8) }
         try bytes.withUnsafeBufferPointer { buffer in
             var parser = JSONParser(buffer)
             try locate(&parser, depth: 0)
