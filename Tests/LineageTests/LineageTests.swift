@@ -282,6 +282,28 @@ struct PartitionStoreTests {
         #expect(uses.allSatisfy { !$0.isEmpty })
     }
 
+    /// Rows go to SQLite several to a statement: a batch of more runs and artifacts than one statement takes, and not
+    /// a multiple of it, is indexed whole, each run with its artifacts.
+    @Test func aBatchLargerThanOneInsertIsIndexedWhole() async throws {
+        let root = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let runIDs = (0..<21).map { "run\($0)" }
+        let runs = await closedRuns(runIDs)
+        let store = try PartitionStore(root: root, partition: 0, limits: SegmentLimits())
+        for run in runs { #expect(try store.append(run, storeInlineLimit: 1024)) }
+        let index = try StoreIndex(root: root)
+        #expect(try index.add(store.sync()) == 21)
+        let indexed = try index.runs(limit: 100)
+        #expect(indexed.map(\.runID).sorted() == runIDs.sorted())
+        for run in indexed {
+            let line = try index.line(of: run)
+            for sha256 in [line.input?.sha256] + line.steps.map(\.output?.sha256) {
+                let uses = try index.uses(ofArtifact: #require(sha256))
+                #expect(uses.contains { $0.runID == run.runID })
+            }
+        }
+    }
+
     /// Batches handed to the index's thread, more than it may hold at once and one larger than that alone, are all
     /// indexed by the time it is closed.
     @Test(.timeLimit(.minutes(1))) func theIndexThreadIndexesEveryBatchItIsHanded() async throws {

@@ -155,6 +155,7 @@ public final class StoreIndex {
             try statements.add(line.entry, segment: segmentID, offset: line.offset, length: line.length)
         }
         let end = written.last.map { $0.offset + $0.length + 1 } ?? start
+        try statements.flush()
         try statements.mark.run([.integer(Int64(end)), .integer(segmentID)])
         return written.count
     }
@@ -174,25 +175,27 @@ public final class StoreIndex {
             try statements.add(entry, segment: segmentID, offset: start + lineStart, length: line.count)
             indexed += 1
         }
+        try statements.flush()
         try statements.mark.run([.integer(Int64(start + lineStart)), .integer(segmentID)])
         return indexed
     }
 
-    /// The statements that index lines, prepared once per catch-up.
-    private struct Statements {
+    /// The statements that index lines, prepared once per catch-up. Rows are inserted several to a statement
+    /// (``flush()`` inserts the rest): SQLite's cost per statement run was that of several row inserts.
+    private final class Statements {
         let database: SQLiteDatabase
         let read: SQLiteDatabase.Statement
         let insertSegment: SQLiteDatabase.Statement
-        let addRun: SQLiteDatabase.Statement
-        let addArtifact: SQLiteDatabase.Statement
+        let runs: BatchedInsert
+        let artifacts: BatchedInsert
         let mark: SQLiteDatabase.Statement
 
         init(_ database: SQLiteDatabase) throws {
             self.database = database
             read = try database.prepare("SELECT id, indexed_bytes FROM segments WHERE path = ?")
             insertSegment = try database.prepare("INSERT INTO segments(path, indexed_bytes) VALUES (?, 0)")
-            addRun = try database.prepare("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-            addArtifact = try database.prepare("INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?)")
+            runs = try BatchedInsert(database, "INSERT OR REPLACE INTO runs VALUES", columns: 12, rows: 8)
+            artifacts = try BatchedInsert(database, "INSERT OR REPLACE INTO artifacts VALUES", columns: 3, rows: 32)
             mark = try database.prepare("UPDATE segments SET indexed_bytes = ? WHERE id = ?")
         }
 
@@ -209,15 +212,55 @@ public final class StoreIndex {
         }
 
         func add(_ entry: IndexEntry, segment: Int64, offset: Int, length: Int) throws {
-            let place: [SQLiteValue] = [.integer(segment), .integer(Int64(offset))]
-            try addRun.run(
-                place + [
-                    .integer(Int64(length)), .text(entry.run.runID), .integer(Int64(entry.run.attempt)),
-                    .text(entry.run.pipeline), .text(entry.run.status.rawValue), .text(entry.run.capture),
-                    .optional(entry.run.requestID), .optional(entry.run.startedMicros),
-                    .optional(entry.run.durationMicros), .integer(Int64(entry.run.steps)),
-                ])
-            for key in entry.artifactKeys { try addArtifact.run([.integer(key)] + place) }
+            try runs.add([
+                .integer(segment), .integer(Int64(offset)), .integer(Int64(length)), .text(entry.run.runID),
+                .integer(Int64(entry.run.attempt)), .text(entry.run.pipeline), .text(entry.run.status.rawValue),
+                .text(entry.run.capture), .optional(entry.run.requestID), .optional(entry.run.startedMicros),
+                .optional(entry.run.durationMicros), .integer(Int64(entry.run.steps)),
+            ])
+            for key in entry.artifactKeys {
+                try artifacts.add([.integer(key), .integer(segment), .integer(Int64(offset))])
+            }
+        }
+
+        /// Inserts the rows still held.
+        func flush() throws {
+            try runs.flush()
+            try artifacts.flush()
+        }
+    }
+
+    /// An insert of rows of `columns` values, `rows` to a statement once that many are held, one by one for the rest.
+    private final class BatchedInsert {
+        private let columns: Int
+        private let rows: Int
+        private let many: SQLiteDatabase.Statement
+        private let one: SQLiteDatabase.Statement
+        private var held: [SQLiteValue] = []
+
+        /// - Parameter insert: the statement up to its values (`INSERT ... VALUES`).
+        init(_ database: SQLiteDatabase, _ insert: String, columns: Int, rows: Int) throws {
+            self.columns = columns
+            self.rows = rows
+            let row = "(" + Array(repeating: "?", count: columns).joined(separator: ", ") + ")"
+            many = try database.prepare(insert + " " + Array(repeating: row, count: rows).joined(separator: ", "))
+            one = try database.prepare(insert + " " + row)
+            held.reserveCapacity(columns * rows)
+        }
+
+        func add(_ row: [SQLiteValue]) throws {
+            held.append(contentsOf: row)
+            if held.count == columns * rows {
+                try many.run(held)
+                held.removeAll(keepingCapacity: true)
+            }
+        }
+
+        func flush() throws {
+            for start in stride(from: 0, to: held.count, by: columns) {
+                try one.run(Array(held[start..<start + columns]))
+            }
+            held.removeAll(keepingCapacity: true)
         }
     }
 
