@@ -150,6 +150,10 @@ final class LocatedDocument {
 
     private func member(named name: UnsafeBufferPointer<UInt8>, ascii: Bool, of object: Int) -> Int? {
         let start = resume.object == object ? resume.key : object + 1
+        if ascii, tape.isDistinctName(start, of: object, writtenAs: name) {
+            resume = (object, tape.next(after: start + 1))
+            return start + 1
+        }
         guard let found = tape.member(named: name, ascii: ascii, of: object, from: start) else { return nil }
         resume = (object, tape.next(after: found.value))
         return found.value
@@ -681,6 +685,15 @@ struct JSONTape {
         }
     }
 
+    /// Whether the node `key` is a name of the object at `object`, whose names are distinct, written as the ASCII
+    /// `name` without escapes: the one member of that name. (The check ``LocatedDocument`` makes before searching.)
+    func isDistinctName(_ key: Int, of object: Int, writtenAs name: UnsafeBufferPointer<UInt8>) -> Bool {
+        guard case .object(_, let end, true) = nodes[object], key < end, isASCII,
+            case .string(let range, false) = nodes[key], range.count == name.count
+        else { return false }
+        return bytes.withUnsafeBufferPointer { Self.equal($0, range, name, 0..<name.count) }
+    }
+
     /// Each member's name and value node of the object at `object`, in order.
     func members(of object: Int) -> [(name: String, value: Int)] {
         guard case .object(_, let end, _) = nodes[object] else { return [] }
@@ -751,43 +764,61 @@ struct JSONTape {
         guard depth < 512 else { throw parser.error("nested too deeply") }
         parser.skipWhitespace()
         guard parser.index < parser.bytes.count else { throw parser.error("unexpected end") }
-        let (node, start) = (nodes.count, parser.index)
-        // The span is reserved before a container's descendants, so that spans and nodes keep one order.
-        if locatesBytes { spans.append(start..<start) }
-        defer { if locatesBytes { spans[node] = start..<parser.index } }
-        switch parser.bytes[parser.index] {
+        let start = parser.index
+        switch parser.bytes[start] {
         case UInt8(ascii: "{"):
             let at = nodes.count
             nodes.append(.object(count: 0, end: 0, distinctNames: false))
+            // A container's span is reserved before its descendants', so that spans and nodes keep one order.
+            if locatesBytes { spans.append(start..<start) }
             // One bit per name, by a hash of its bytes: a name whose bit is already set is compared with the names
             // before it.
             var seen: UInt64 = 0
             var distinctNames = true
-            let count = try Self.elements(&parser, closing: UInt8(ascii: "}")) { parser in
-                parser.skipWhitespace()
-                guard parser.index < parser.bytes.count, parser.bytes[parser.index] == UInt8(ascii: "\"") else {
-                    throw parser.error("expected a key")
-                }
-                let keyStart = parser.index
-                let key = nodes.count
-                let plain = try locateString(&parser)
-                if locatesBytes { spans.append(keyStart..<parser.index) }
-                // An escaped or non-ASCII name may equal one written otherwise.
-                if !plain { distinctNames = false }
-                if distinctNames {
-                    let bit: UInt64 = 1 &<< Self.nameHash(parser.bytes, keyStart + 1..<parser.index - 1)
-                    if seen & bit != 0 { distinctNames = !repeatsName(key, of: at, in: parser.bytes) }
-                    seen |= bit
-                }
-                try parser.expect(UInt8(ascii: ":"))
-                try locate(&parser, depth: depth + 1)
+            var count = 0
+            parser.index += 1
+            if !parser.take(UInt8(ascii: "}")) {
+                repeat {
+                    parser.skipWhitespace()
+                    guard parser.index < parser.bytes.count, parser.bytes[parser.index] == UInt8(ascii: "\"") else {
+                        throw parser.error("expected a key")
+                    }
+                    let keyStart = parser.index
+                    let key = nodes.count
+                    let plain = try locateString(&parser)
+                    if locatesBytes { spans.append(keyStart..<parser.index) }
+                    // An escaped or non-ASCII name may equal one written otherwise.
+                    if !plain { distinctNames = false }
+                    if distinctNames {
+                        let bit: UInt64 = 1 &<< Self.nameHash(parser.bytes, keyStart + 1..<parser.index - 1)
+                        if seen & bit != 0 { distinctNames = !repeatsName(key, of: at, in: parser.bytes) }
+                        seen |= bit
+                    }
+                    try parser.expect(UInt8(ascii: ":"))
+                    try locate(&parser, depth: depth + 1)
+                    count += 1
+                } while parser.take(UInt8(ascii: ","))
+                try parser.expect(UInt8(ascii: "}"))
             }
             nodes[at] = .object(count: count, end: nodes.count, distinctNames: distinctNames)
+            if locatesBytes { spans[at] = start..<parser.index }
+            return
         case UInt8(ascii: "["):
             let at = nodes.count
             nodes.append(.array(count: 0, end: 0))
-            let count = try Self.elements(&parser, closing: UInt8(ascii: "]")) { try locate(&$0, depth: depth + 1) }
+            if locatesBytes { spans.append(start..<start) }
+            var count = 0
+            parser.index += 1
+            if !parser.take(UInt8(ascii: "]")) {
+                repeat {
+                    try locate(&parser, depth: depth + 1)
+                    count += 1
+                } while parser.take(UInt8(ascii: ","))
+                try parser.expect(UInt8(ascii: "]"))
+            }
             nodes[at] = .array(count: count, end: nodes.count)
+            if locatesBytes { spans[at] = start..<parser.index }
+            return
         case UInt8(ascii: "\""): try locateString(&parser)
         case UInt8(ascii: "t"):
             try parser.literal("true")
@@ -805,22 +836,7 @@ struct JSONTape {
             }
         default: throw parser.error("unexpected character")
         }
-    }
-
-    /// Moves past the members or elements of the container whose opening byte is next, `element` locating each one;
-    /// returns how many.
-    private static func elements(
-        _ parser: inout JSONParser, closing: UInt8, _ element: (inout JSONParser) throws -> Void
-    ) throws -> Int {
-        parser.index += 1
-        if parser.take(closing) { return 0 }
-        var count = 0
-        repeat {
-            try element(&parser)
-            count += 1
-        } while parser.take(UInt8(ascii: ","))
-        try parser.expect(closing)
-        return count
+        if locatesBytes { spans.append(start..<parser.index) }
     }
 
     /// A number below 64 from a member name's length and three of its bytes.
