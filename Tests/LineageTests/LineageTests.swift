@@ -78,7 +78,7 @@ struct StoreNamesTests {
     }
 
     /// The lines' `*_at` members: what Python's datetime prints for the same microseconds.
-    @Test func timesAreRFC3339InUTCWithMicroseconds() {
+    @Test func timesAreRFC3339InUTCWithMicroseconds() throws {
         #expect(Timestamps.rfc3339(micros: 0) == "1970-01-01T00:00:00.000000Z")
         #expect(Timestamps.rfc3339(micros: -1) == "1969-12-31T23:59:59.999999Z")
         #expect(Timestamps.rfc3339(micros: 1_795_643_792_149_019) == "2026-11-25T21:56:32.149019Z")
@@ -86,6 +86,13 @@ struct StoreNamesTests {
         #expect(Timestamps.rfc3339(micros: 253_402_300_799_999_999) == "9999-12-31T23:59:59.999999Z")
         // A hostile `ts` gives a strange date, never a crash.
         #expect(!Timestamps.rfc3339(micros: .min).isEmpty && !Timestamps.rfc3339(micros: .max).isEmpty)
+        // A line writes the same text in place, in an array beside other values.
+        let times: [Int64] = [0, -1, 1_795_643_792_149_019, 253_402_300_799_999_999, 253_402_300_800_000_000, .min, .max]
+        var writer = JSONWriter()
+        writer.array { list in
+            for micros in times { list.rfc3339(micros: micros) }
+        }
+        #expect(try JSONValue(parsing: writer.bytes) == .array(times.map { .string(Timestamps.rfc3339(micros: $0)) }))
     }
 
     @Test func segmentDirectoriesAreHivePartitions() {

@@ -157,7 +157,8 @@ public struct StoredRun: Sendable {
                 for log in logs {
                     list.object { out in
                         out.field("ts", log.micros)
-                        out.field("at", Timestamps.rfc3339(micros: log.micros))
+                        out.key("at")
+                        out.rfc3339(micros: log.micros)
                         out.field("step_run", log.stepRun)
                         out.field("level", log.level)
                         out.field("message", log.message)
@@ -203,10 +204,12 @@ public struct StoredRun: Sendable {
     private static func timings(_ started: Int64?, _ ended: Int64?, _ duration: Int64?, into out: inout JSONWriter) {
         out.key("started_us")
         optional(started, into: &out)
-        out.field("started_at", started.map { Timestamps.rfc3339(micros: $0) })
+        out.key("started_at")
+        if let started { out.rfc3339(micros: started) } else { out.null() }
         out.key("ended_us")
         optional(ended, into: &out)
-        out.field("ended_at", ended.map { Timestamps.rfc3339(micros: $0) })
+        out.key("ended_at")
+        if let ended { out.rfc3339(micros: ended) } else { out.null() }
         out.key("duration_us")
         optional(duration, into: &out)
     }

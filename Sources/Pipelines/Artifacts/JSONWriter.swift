@@ -82,6 +82,20 @@ public struct JSONWriter: ~Copyable, Sendable {
         writeString(value)
     }
 
+    /// `micros` (since 1970) as ``Timestamps/rfc3339(micros:)`` writes it, a string, without making one.
+    public mutating func rfc3339(micros: Int64) {
+        beginValue()
+        let length = Timestamps.rfc3339Length
+        var fits = true
+        buffer.append(atMost: length + 2) { out in
+            out[0] = UInt8(ascii: "\"")
+            fits = Timestamps.write(rfc3339Of: micros, to: out + 1)
+            out[length + 1] = UInt8(ascii: "\"")
+            return fits ? length + 2 : 0
+        }
+        if !fits { writeString(Timestamps.rfc3339(micros: micros)) }
+    }
+
     public mutating func int(_ value: Int64) {
         beginValue()
         writeDigits(value)

@@ -19,37 +19,48 @@ public enum Timestamps {
     /// `micros` (since 1970) as RFC 3339 in UTC with six fractional digits, `2026-11-30T21:14:30.123456Z`: what the
     /// store's lines and the JSON logs write (fixed width, so that text order is time order from year 0 to 9999).
     public static func rfc3339(micros: Int64) -> String {
+        // Written digit by digit into the string's own storage: this runs for every time of every stored run.
+        let written = String(unsafeUninitializedCapacity: rfc3339Length) { buffer in
+            write(rfc3339Of: micros, to: buffer.baseAddress!) ? rfc3339Length : 0
+        }
+        guard written.isEmpty else { return written }
+        // Outside four-digit years (only a hostile `ts`): the same fields, the year as it is.
         let (days, microsOfDay) = floorDivide(micros, 86_400_000_000)
         let date = civilDate(daysSinceEpoch: days)
-        guard (0...9999).contains(date.year) else {
-            // Outside four-digit years (only a hostile `ts`): the same fields, the year as it is.
-            let seconds = microsOfDay / 1_000_000
-            return
-                "\(digits(date.year, 4))-\(digits(date.month, 2))-\(digits(date.day, 2))T\(digits(seconds / 3600, 2)):"
-                + "\(digits(seconds / 60 % 60, 2)):\(digits(seconds % 60, 2)).\(digits(microsOfDay % 1_000_000, 6))Z"
-        }
-        // Written digit by digit into the string's own storage: this runs for every time of every stored run.
-        return String(unsafeUninitializedCapacity: 27) { buffer in
-            func put(_ value: Int64, _ width: Int, at offset: Int) {
-                var value = value
-                for index in stride(from: offset + width - 1, through: offset, by: -1) {
-                    buffer[index] = UInt8(truncatingIfNeeded: value % 10) + UInt8(ascii: "0")
-                    value /= 10
-                }
+        let seconds = microsOfDay / 1_000_000
+        return
+            "\(digits(date.year, 4))-\(digits(date.month, 2))-\(digits(date.day, 2))T\(digits(seconds / 3600, 2)):"
+            + "\(digits(seconds / 60 % 60, 2)):\(digits(seconds % 60, 2)).\(digits(microsOfDay % 1_000_000, 6))Z"
+    }
+
+    /// The length of ``rfc3339(micros:)`` in a four-digit year.
+    static var rfc3339Length: Int { 27 }
+
+    /// Writes ``rfc3339(micros:)`` (``rfc3339Length`` bytes) at `output`, unless the year has more than four digits
+    /// or is negative: then writes nothing and returns `false`.
+    static func write(rfc3339Of micros: Int64, to output: UnsafeMutablePointer<UInt8>) -> Bool {
+        let (days, microsOfDay) = floorDivide(micros, 86_400_000_000)
+        let date = civilDate(daysSinceEpoch: days)
+        guard (0...9999).contains(date.year) else { return false }
+        func put(_ value: Int64, _ width: Int, at offset: Int) {
+            var value = value
+            for index in stride(from: offset + width - 1, through: offset, by: -1) {
+                output[index] = UInt8(truncatingIfNeeded: value % 10) + UInt8(ascii: "0")
+                value /= 10
             }
-            let seconds = microsOfDay / 1_000_000
-            put(date.year, 4, at: 0)
-            put(date.month, 2, at: 5)
-            put(date.day, 2, at: 8)
-            put(seconds / 3600, 2, at: 11)
-            put(seconds / 60 % 60, 2, at: 14)
-            put(seconds % 60, 2, at: 17)
-            put(microsOfDay % 1_000_000, 6, at: 20)
-            (buffer[4], buffer[7], buffer[10]) = (UInt8(ascii: "-"), UInt8(ascii: "-"), UInt8(ascii: "T"))
-            (buffer[13], buffer[16]) = (UInt8(ascii: ":"), UInt8(ascii: ":"))
-            (buffer[19], buffer[26]) = (UInt8(ascii: "."), UInt8(ascii: "Z"))
-            return 27
         }
+        let seconds = microsOfDay / 1_000_000
+        put(date.year, 4, at: 0)
+        put(date.month, 2, at: 5)
+        put(date.day, 2, at: 8)
+        put(seconds / 3600, 2, at: 11)
+        put(seconds / 60 % 60, 2, at: 14)
+        put(seconds % 60, 2, at: 17)
+        put(microsOfDay % 1_000_000, 6, at: 20)
+        (output[4], output[7], output[10]) = (UInt8(ascii: "-"), UInt8(ascii: "-"), UInt8(ascii: "T"))
+        (output[13], output[16]) = (UInt8(ascii: ":"), UInt8(ascii: ":"))
+        (output[19], output[26]) = (UInt8(ascii: "."), UInt8(ascii: "Z"))
+        return true
     }
 
     /// The UTC day of `micros` (since 1970) as `yyyy-mm-dd`.
