@@ -76,7 +76,8 @@ struct JSONAndEventCodecTests {
             #expect(object.rawValue("s") == Array(#""last""#.utf8) && object.rawValue("missing") == nil)
             #expect(try object.withObject("o") { try $0.value("x") } == [1, ["y": nil]])
             #expect(try object.withObjects("e") { $0.keys } == [])
-            #expect(object.isAbsentOrNull("missing") && !object.isAbsentOrNull("t"))
+            #expect(try object.withObject("missing") { _ in 1 } == nil)
+            #expect(throws: JSONParseError.self) { try object.withObject("t") { _ in 1 } }
         }
     }
 

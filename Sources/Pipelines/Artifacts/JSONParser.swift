@@ -67,13 +67,6 @@ public struct RawJSONObject {
         document.member(key, of: node)
     }
 
-    /// Whether the member is absent or `null`.
-    public func isAbsentOrNull(_ key: StaticString) -> Bool {
-        guard let value = valueNode(key) else { return true }
-        if case .null = document[value] { return true }
-        return false
-    }
-
     /// The member's value, parsed; `nil` when absent.
     public func value(_ key: StaticString) throws -> JSONValue? {
         valueNode(key).map { document.tape.value(at: $0) }

@@ -390,20 +390,17 @@ private struct Fields {
 
     /// The member, an object, read by `body`.
     func object<T>(_ name: StaticString, _ body: (Fields) throws -> T) throws -> T {
-        do {
-            guard let value = try object.withObject(name, { try body(Fields($0, name)) }) else {
-                throw fail(name, "an object")
-            }
-            return value
-        } catch is JSONParseError {
-            throw fail(name, "an object")
-        }
+        guard let value = try optionalObject(name, body) else { throw fail(name, "an object") }
+        return value
     }
 
     /// The member, an object read by `body`, or `nil` when it is absent or null.
     func optionalObject<T>(_ name: StaticString, _ body: (Fields) throws -> T) throws -> T? {
-        if object.isAbsentOrNull(name) { return nil }
-        return try object(name, body)
+        do {
+            return try object.withObject(name) { try body(Fields($0, name)) }
+        } catch is JSONParseError {
+            throw fail(name, "an object")
+        }
     }
 
     func stepRun() throws -> StepRunID {
