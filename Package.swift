@@ -126,7 +126,8 @@ let package = Package(
         ),
         .executableTarget(
             name: "record-probe",
-            dependencies: ["Pipelines", "Examples", "Lineage", .product(name: "Logging", package: "swift-log")], path: "Benchmarks/RecordProbe",
+            dependencies: ["Pipelines", "Examples", "Lineage", .product(name: "Logging", package: "swift-log")],
+            path: "Benchmarks/RecordProbe",
             swiftSettings: upcoming
         ),
         .executableTarget(

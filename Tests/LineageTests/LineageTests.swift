@@ -87,7 +87,9 @@ struct StoreNamesTests {
         // A hostile `ts` gives a strange date, never a crash.
         #expect(!Timestamps.rfc3339(micros: .min).isEmpty && !Timestamps.rfc3339(micros: .max).isEmpty)
         // A line writes the same text in place, in an array beside other values.
-        let times: [Int64] = [0, -1, 1_795_643_792_149_019, 253_402_300_799_999_999, 253_402_300_800_000_000, .min, .max]
+        let times: [Int64] = [
+            0, -1, 1_795_643_792_149_019, 253_402_300_799_999_999, 253_402_300_800_000_000, .min, .max,
+        ]
         var writer = JSONWriter()
         writer.array { list in
             for micros in times { list.rfc3339(micros: micros) }

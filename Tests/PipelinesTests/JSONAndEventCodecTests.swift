@@ -41,7 +41,7 @@ struct JSONAndEventCodecTests {
         #expect(
             try JSONValue(parsing: Array(#" {"a" : [ 1 , 2.5e3 , "\u00e9\ud83d\ude00\/" ] } "#.utf8)) == [
                 "a": [1, 2500.0, "é😀/"]
-            ])        // Integers are Int64 up to its bounds, doubles beyond them.
+            ])  // Integers are Int64 up to its bounds, doubles beyond them.
         let integers = "[9223372036854775807,-9223372036854775808,9223372036854775808,-9223372036854775809,-0,7,1e2]"
         let expected: JSONValue = [
             .int(.max), .int(.min), .double(0x1p63), .double(-0x1p63), 0, 7, 100.0,
@@ -90,7 +90,8 @@ struct JSONAndEventCodecTests {
         ]
         let distinct = "{" + names.enumerated().map { "\"\($1)\":\($0)" }.joined(separator: ",") + "}"
         try RawJSONObject.withObject(Array(distinct.utf8)) { object throws in
-            for order in [Array(names.indices), names.indices.reversed(), names.indices.map { ($0 * 7) % names.count }] {
+            for order in [Array(names.indices), names.indices.reversed(), names.indices.map { ($0 * 7) % names.count }]
+            {
                 for index in order { #expect(try object.value(names[index]) == .int(Int64(index))) }
                 #expect(try object.value("absent") == nil && object.value("seq") == 0)
             }

@@ -111,7 +111,11 @@ public struct StoredRun: Sendable {
             Self.timings(startedMicros, endedMicros, durationMicros, into: &out)
             out.key("configuration")
             if let configuration {
-                if let configurations { out.raw(configurations.bytes(of: configuration)) } else { out.value(configuration) }
+                if let configurations {
+                    out.raw(configurations.bytes(of: configuration))
+                } else {
+                    out.value(configuration)
+                }
             } else {
                 out.null()
             }

@@ -861,7 +861,8 @@ struct JSONTape {
         _ second: Range<Int>
     ) -> Bool {
         guard first.count == second.count else { return false }
-        for offset in 0..<first.count where firstBytes[first.lowerBound + offset] != secondBytes[second.lowerBound + offset] {
+        for offset in 0..<first.count
+        where firstBytes[first.lowerBound + offset] != secondBytes[second.lowerBound + offset] {
             return false
         }
         return true

@@ -89,7 +89,8 @@ public enum LineageRecord {
                 let run = try RunMembers(record)
                 guard
                     let events = try object.withObjects(
-                        "events", { try LineageEvent(run: run, fields: Fields($0, "event", configurations: configurations)) })
+                        "events",
+                        { try LineageEvent(run: run, fields: Fields($0, "event", configurations: configurations)) })
                 else { throw record.fail("events", "an array of events") }
                 guard !events.isEmpty else { throw record.fail("events", "a non-empty array") }
                 return events
