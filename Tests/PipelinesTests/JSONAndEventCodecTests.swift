@@ -205,6 +205,24 @@ struct JSONAndEventCodecTests {
         #expect(try LineageRecord.decode(LineageRecord.encode([completed])) == [completed])
     }
 
+    /// A reader that keeps the configuration read last gives each record its own: one written like the last is the
+    /// kept value, another of the same length is parsed.
+    @Test func aKeptConfigurationIsUsedOnlyForTheSameBytes() throws {
+        func started(_ configuration: JSONValue) -> LineageEvent {
+            LineageEvent(
+                seq: 0, timestamp: 1, runID: "r", pipeline: "p", requestID: nil, capture: "REALTIME", attempt: 1,
+                body: .runStarted(
+                    configuration: configuration, input: nil, traceparent: nil, traceparentError: nil, span: nil,
+                    worker: nil))
+        }
+        let configurations = RepeatedJSON()
+        for configuration: JSONValue in [["mode": "BATCH"], ["mode": "BATCH"], ["mode": "OFF12"], ["mode": "BATCH"]] {
+            let decoded = try LineageRecord.decode(
+                LineageRecord.encode([started(configuration)]), configurations: configurations)
+            #expect(decoded == [started(configuration)])
+        }
+    }
+
     /// A tracker writes records straight from the pending events: the same bytes as from the events resolved first,
     /// with inline values, producers found by storage and by content, a value too large to inline and one that
     /// cannot be encoded.

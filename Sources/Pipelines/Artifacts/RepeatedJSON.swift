@@ -22,9 +22,30 @@ public final class RepeatedJSON: Sendable {
     /// The value written as `bytes` (checked JSON: the member of a located document), parsed by `parse` unless they
     /// are the bytes of the value kept.
     func value(writtenAs bytes: UnsafeBufferPointer<UInt8>, parse: () -> JSONValue) -> JSONValue {
-        if let last = last.withLock({ $0 }), last.bytes.elementsEqual(bytes) { return last.value }
+        if let last = last.withLock({ $0 }), Self.same(last.bytes, bytes) { return last.value }
         let value = parse()
         last.withLock { $0 = (value, Array(bytes)) }
         return value
+    }
+
+    /// Whether `kept` holds `bytes`, compared 8 bytes at a time.
+    private static func same(_ kept: [UInt8], _ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+        guard kept.count == bytes.count else { return false }
+        let other = UnsafeRawBufferPointer(bytes)
+        return kept.withUnsafeBytes { kept in
+            var offset = 0
+            while offset + 8 <= kept.count {
+                guard
+                    kept.loadUnaligned(fromByteOffset: offset, as: UInt64.self)
+                        == other.loadUnaligned(fromByteOffset: offset, as: UInt64.self)
+                else { return false }
+                offset += 8
+            }
+            while offset < kept.count {
+                guard kept[offset] == other[offset] else { return false }
+                offset += 1
+            }
+            return true
+        }
     }
 }
