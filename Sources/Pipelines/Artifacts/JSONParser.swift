@@ -148,8 +148,8 @@ final class LocatedDocument {
             return start + 1
         }
         guard let found = tape.member(named: name, ascii: ascii, of: object, from: start) else { return nil }
-        resume = (object, tape.next(after: found.value))
-        return found.value
+        resume = (object, tape.next(after: found))
+        return found
     }
 }
 
@@ -628,13 +628,13 @@ struct JSONTape {
         spans[node]
     }
 
-    /// The member named `name` (UTF-8; `ascii` when all of it is) of the object at `object`, or the last one if the
-    /// name repeats: its name node and value node. When the object's names are distinct the search starts at the
+    /// The value node of the member named `name` (UTF-8; `ascii` when all of it is) of the object at `object`, or of
+    /// the last one if the name repeats. When the object's names are distinct the search starts at the
     /// name node `start` and wraps around, so that readers asking for members in the order they are written find each
     /// at once.
     func member(
         named name: UnsafeBufferPointer<UInt8>, ascii: Bool, of object: Int, from start: Int
-    ) -> (key: Int, value: Int)? {
+    ) -> Int? {
         guard case .object(_, let end, let distinctNames) = nodes[object] else { return nil }
         // Written as ASCII on both sides, names are equal exactly when their bytes are: no String to make.
         let bytewise = isASCII && ascii
@@ -654,10 +654,10 @@ struct JSONTape {
                     }
                 }
                 guard distinctNames else {
-                    var found: (key: Int, value: Int)?
+                    var found: Int?
                     var key = object + 1
                     while key < end {
-                        if named(key) { found = (key, key + 1) }
+                        if named(key) { found = key + 1 }
                         key = after(key)
                     }
                     return found
@@ -665,12 +665,12 @@ struct JSONTape {
                 let first = start > object && start < end ? start : object + 1
                 var key = first
                 while key < end {
-                    if named(key) { return (key, key + 1) }
+                    if named(key) { return key + 1 }
                     key = after(key)
                 }
                 key = object + 1
                 while key < first {
-                    if named(key) { return (key, key + 1) }
+                    if named(key) { return key + 1 }
                     key = after(key)
                 }
                 return nil
