@@ -194,8 +194,12 @@ public final class StoreIndex {
             self.database = database
             read = try database.prepare("SELECT id, indexed_bytes FROM segments WHERE path = ?")
             insertSegment = try database.prepare("INSERT INTO segments(path, indexed_bytes) VALUES (?, 0)")
-            runs = try BatchedInsert(database, "INSERT OR REPLACE INTO runs VALUES", columns: 12, rows: 8)
-            artifacts = try BatchedInsert(database, "INSERT OR REPLACE INTO artifacts VALUES", columns: 3, rows: 32)
+            // OR IGNORE, not OR REPLACE: a line's (segment, offset) names that line for the segment's life, so a row
+            // already there is the same. And a statement of several rows that may abort (REPLACE falls back to ABORT
+            // on a NULL) makes SQLite journal every page it touches: 2 GB of temporary-file writes for a 1M-event
+            // backlog (docs/benchmarks.md); IGNORE never aborts, so SQLite keeps no statement journal.
+            runs = try BatchedInsert(database, "INSERT OR IGNORE INTO runs VALUES", columns: 12, rows: 8)
+            artifacts = try BatchedInsert(database, "INSERT OR IGNORE INTO artifacts VALUES", columns: 3, rows: 32)
             mark = try database.prepare("UPDATE segments SET indexed_bytes = ? WHERE id = ?")
         }
 
