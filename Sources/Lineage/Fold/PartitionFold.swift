@@ -95,8 +95,7 @@ struct PartitionFold {
         closed: inout [ClosedRun]
     ) {
         var attempt = 1
-        if var fold = current {
-            current = nil
+        if let fold = current {
             let restarted: Bool
             if case .runStarted = event.body {
                 // The same run_started twice is a record the producer sent again; another one is a new delivery.
@@ -104,10 +103,7 @@ struct PartitionFold {
             } else {
                 restarted = false
             }
-            guard restarted || !fold.isRepeat(event) else {
-                current = fold
-                return
-            }
+            guard restarted || !fold.isRepeat(event) else { return }
             if !restarted {
                 fold.add(event, offset: offset)
                 current = finish(fold, into: &closed)
@@ -117,7 +113,7 @@ struct PartitionFold {
             attempt = fold.attempt + 1
             _ = finish(fold, into: &closed)
         }
-        var fold = RunFold(first: event, offset: offset, attempt: attempt)
+        let fold = RunFold(first: event, offset: offset, attempt: attempt)
         openings.append((offset, event.runID))
         fold.add(event, offset: offset)
         current = finish(fold, into: &closed)
@@ -142,7 +138,7 @@ struct PartitionFold {
     private mutating func expire(at offset: Int64, into closed: inout [ClosedRun]) {
         while let first = expiries.first, events - first.at >= incompleteAfter {
             expiries.removeFirst()
-            guard lastEventAt[first.runID] == first.at, var fold = open[first.runID] else { continue }
+            guard lastEventAt[first.runID] == first.at, let fold = open[first.runID] else { continue }
             fold.closeIncomplete(at: offset)
             open[first.runID] = nil
             lastEventAt[first.runID] = nil

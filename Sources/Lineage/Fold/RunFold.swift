@@ -5,7 +5,10 @@ import Pipelines
 ///
 /// Everything in the line comes from the events and their offsets, never from the clock or the materializer's
 /// settings other than the store's inline limit: replaying the same log gives the same bytes.
-struct RunFold {
+///
+/// A class: a run moves between the open runs, the record in hand and the closed runs as one reference, where a
+/// struct of this size was copied, and each of its strings retained, at every move.
+final class RunFold {
     let runID: String
     let attempt: Int
     let firstOffset: Int64
@@ -54,7 +57,7 @@ struct RunFold {
         event.seq <= lastSeq
     }
 
-    mutating func add(_ event: TrackingEvent<ArtifactRef>, offset: Int64) {
+    func add(_ event: TrackingEvent<ArtifactRef>, offset: Int64) {
         lastSeq = event.seq
         lastOffset = offset
         events += 1
@@ -124,17 +127,17 @@ struct RunFold {
     }
 
     /// Closes the fold without a terminal event, at `offset`: the event that made it `incomplete`.
-    mutating func closeIncomplete(at offset: Int64) {
+    func closeIncomplete(at offset: Int64) {
         close(.incomplete, at: offset, micros: nil)
     }
 
-    private mutating func close(_ status: RunStatus, at offset: Int64, micros: Int64?) {
+    private func close(_ status: RunStatus, at offset: Int64, micros: Int64?) {
         self.status = status
         terminalOffset = offset
         endedMicros = micros
     }
 
-    private mutating func update(_ step: StepRunID, _ change: (inout StepFold) -> Void) {
+    private func update(_ step: StepRunID, _ change: (inout StepFold) -> Void) {
         let index = stepIndex[step.id] ?? addStep(step)
         if steps[index].step.isEmpty {
             steps[index].step = step.step
@@ -144,7 +147,7 @@ struct RunFold {
         change(&steps[index])
     }
 
-    private mutating func addStep(_ step: StepRunID) -> Int {
+    private func addStep(_ step: StepRunID) -> Int {
         steps.append(StepFold(step: step.step, stepRun: step.id, version: step.version))
         stepIndex[step.id] = steps.count - 1
         return steps.count - 1
