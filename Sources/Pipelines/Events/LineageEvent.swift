@@ -39,6 +39,23 @@ public struct TrackingEvent<Artifact: Sendable>: Sendable {
         type = body.type
     }
 
+    /// The event with `body` of the type `type`, already known (a decoder read it): `body.type` copies the body to
+    /// switch over it.
+    init(
+        seq: Int, timestamp: Int64, run: (runID: String, pipeline: String, requestID: String?, capture: String),
+        attempt: Int, body: LineageEventBody<Artifact>, type: LineageEventType
+    ) {
+        self.seq = seq
+        self.timestamp = timestamp
+        runID = run.runID
+        pipeline = run.pipeline
+        requestID = run.requestID
+        capture = run.capture
+        self.attempt = attempt
+        self.body = body
+        self.type = type
+    }
+
     /// The same event with every artifact transformed.
     public func mapArtifacts<Other: Sendable>(
         _ transform: (Artifact) throws -> Other

@@ -325,8 +325,8 @@ extension TrackingEvent where Artifact == ArtifactRef {
             body = .runFailed(durationMicros: try fields.int64("duration_us"), error: try fields.errorDetail())
         }
         self.init(
-            seq: try fields.int("seq"), timestamp: try fields.int64("ts"), runID: run.runID, pipeline: run.pipeline,
-            requestID: run.requestID, capture: run.capture, attempt: run.attempt, body: body)
+            seq: try fields.int("seq"), timestamp: try fields.int64("ts"),
+            run: (run.runID, run.pipeline, run.requestID, run.capture), attempt: run.attempt, body: body, type: type)
     }
 }
 
