@@ -173,7 +173,7 @@ let package = Package(
                 "Kafka", "SystemSupport", "SluiceCLI", .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
             ],
-            exclude: ["python"],
+            exclude: ["python", "openlineage"],
             swiftSettings: upcoming
         ),
     ],
