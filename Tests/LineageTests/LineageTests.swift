@@ -212,6 +212,43 @@ struct PartitionStoreTests {
         return files
     }
 
+    @Test func runsOfPipelinesAndDaysInterleavedLandInTheirOwnDirectories() async throws {
+        let root = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let day: Int64 = 86_400_000_000
+        let plan: [(runID: String, pipeline: String, shift: Int64)] = [
+            ("r1", "a", 0), ("r2", "b", 0), ("r3", "a", -day), ("r4", "a", 0), ("r5", "a", -day), ("r6", "b", 0),
+        ]
+        var fold = PartitionFold(partition: 3, incompleteAfter: 1000)
+        var closed: [ClosedRun] = []
+        var offset: Int64 = 0
+        for run in plan {
+            for var event in await events(runID: run.runID, pipeline: run.pipeline) {
+                event.timestamp += run.shift
+                closed += fold.take([event], at: offset)
+                offset += 1
+            }
+        }
+        let store = try PartitionStore(root: root, partition: 3, limits: SegmentLimits())
+        for run in closed { #expect(try store.append(run, storeInlineLimit: 1024)) }
+        try store.sync()
+        var runsByDirectory: [String: [String]] = [:]
+        for (path, bytes) in try segmentFiles(root) where path.hasSuffix(".jsonl") {
+            let directory = path.split(separator: "/").dropLast().joined(separator: "/")
+            for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") {
+                runsByDirectory[directory, default: []].append(try StoredRun(line: Array(line.utf8)).runID)
+            }
+        }
+        let today = Timestamps.day(ofMicros: try #require(closed[0].fold.startTimestamp))
+        let yesterday = Timestamps.day(ofMicros: try #require(closed[2].fold.startTimestamp))
+        #expect(today != yesterday)
+        #expect(
+            runsByDirectory == [
+                "runs/pipeline=a/date=\(today)": ["r1", "r4"], "runs/pipeline=b/date=\(today)": ["r2", "r6"],
+                "runs/pipeline=a/date=\(yesterday)": ["r3", "r5"],
+            ])
+    }
+
     @Test func aReopenedStoreSkipsWhatItWroteAndRepairsATornLine() async throws {
         let root = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: root) }
