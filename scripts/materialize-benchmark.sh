@@ -2,7 +2,8 @@
 # The materializer against a backlog: RUNS runs of text-stats lineage (9 events each, one lineage record v2 per run;
 # default 111112, about 1M events) produced to `sluice.lineage` on the embedded broker, spread over PARTITIONS
 # partitions (the mock keeps at most 5 MiB per partition), then one `sluice materialize` started on an empty store and
-# timed until it has read every event. Prints events/s, and the materializer's CPU time and page faults per event.
+# timed until it has read every event. Prints events/s, and the materializer's CPU time, page faults and bytes written
+# per event.
 # Stops everything it started, by PID; bounded by TIMEOUT
 # seconds (default 600).
 # usage: scripts/materialize-benchmark.sh   (env: RUNS, PARTITIONS=128, SLUICE, BENCH, TIMEOUT, and ARGS: more
@@ -37,6 +38,8 @@ materializer=$!
 # The materializer's CPU time so far (user and system, in clock ticks): steadier than the wall clock on a shared machine.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$materializer/stat"; }
 minor_faults() { awk '{print $10}' "/proc/$materializer/stat"; }
+# Bytes the materializer handed to write(2) and pwrite(2) so far: its files, its index and SQLite's temporary files.
+written_bytes() { awk '/^wchar/ {print $2}' "/proc/$materializer/io"; }
 port=""
 for _ in $(seq 1 300); do
   port=$(grep -o 'port [0-9]*' "$out/materialize.err" | head -1 | cut -d' ' -f2 || true)
@@ -67,12 +70,14 @@ while [ "$events_read" -eq 0 ] && [ $SECONDS -lt $deadline ]; do pause 0.05; rea
 start=$EPOCHREALTIME
 cpu_start=$(cpu_ticks)
 faults_start=$(minor_faults)
+written_start=$(written_bytes)
 if [ -n "${PERF:-}" ]; then perf record -a -g -o "$PERF" -- sleep 8 >/dev/null 2>&1 & started+=($!); fi
 while [ "$events_read" -lt "$events" ] && [ $SECONDS -lt $deadline ]; do pause 0.2; read_events; done
 end=$EPOCHREALTIME
 cpu_end=$(cpu_ticks)
 faults_end=$(minor_faults)
+written_end=$(written_bytes)
 read=$events_read
 echo "segments: $(du -sb "$out/store/runs" | cut -f1) bytes, index: $(du -sb "$out/store/index.sqlite"* | awk '{s += $1} END {print s}') bytes"
-echo "materializer CPU: $(python3 -c "print(round(($cpu_end - $cpu_start) / $(getconf CLK_TCK) * 1e6 / $read, 2))") µs per event, $(((faults_end - faults_start) / (read / 1000))) page faults per 1000 events"
+echo "materializer CPU: $(python3 -c "print(round(($cpu_end - $cpu_start) / $(getconf CLK_TCK) * 1e6 / $read, 2))") µs per event, $(((faults_end - faults_start) / (read / 1000))) page faults per 1000 events, $(((written_end - written_start) / read)) bytes written per event"
 echo "$read of $events events materialized: $(python3 -c "print(round($read / ($end - $start)))") events/s over $PARTITIONS partitions ($(health))"
