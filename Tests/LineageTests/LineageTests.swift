@@ -75,6 +75,11 @@ struct StoreNamesTests {
         #expect(Timestamps.day(ofMicros: 1_795_643_792_149_019) == "2026-11-25")
         #expect(Timestamps.day(ofMicros: 951_782_400_000_000) == "2000-02-29")
         #expect(Timestamps.day(ofMicros: -1) == "1969-12-31")
+        #expect(Timestamps.daysSinceEpoch(ofMicros: 86_399_999_999) == 0)
+        #expect(Timestamps.daysSinceEpoch(ofMicros: 86_400_000_000) == 1)
+        #expect(Timestamps.daysSinceEpoch(ofMicros: -1) == -1)
+        #expect(Timestamps.daysSinceEpoch(ofMicros: -86_400_000_000) == -1)
+        #expect(Timestamps.daysSinceEpoch(ofMicros: -86_400_000_001) == -2)
     }
 
     /// The lines' `*_at` members: what Python's datetime prints for the same microseconds.
@@ -215,16 +220,21 @@ struct PartitionStoreTests {
     @Test func runsOfPipelinesAndDaysInterleavedLandInTheirOwnDirectories() async throws {
         let root = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: root) }
+        // Runs started at noon (UTC) of 2026-11-25, or a day before: never across a midnight.
+        let noon: Int64 = 1_795_608_000_000_000
         let day: Int64 = 86_400_000_000
-        let plan: [(runID: String, pipeline: String, shift: Int64)] = [
-            ("r1", "a", 0), ("r2", "b", 0), ("r3", "a", -day), ("r4", "a", 0), ("r5", "a", -day), ("r6", "b", 0),
+        let plan: [(runID: String, pipeline: String, start: Int64)] = [
+            ("r1", "a", noon), ("r2", "b", noon), ("r3", "a", noon - day), ("r4", "a", noon), ("r5", "a", noon - day),
+            ("r6", "b", noon),
         ]
         var fold = PartitionFold(partition: 3, incompleteAfter: 1000)
         var closed: [ClosedRun] = []
         var offset: Int64 = 0
         for run in plan {
-            for var event in await events(runID: run.runID, pipeline: run.pipeline) {
-                event.timestamp += run.shift
+            let events = await events(runID: run.runID, pipeline: run.pipeline)
+            let started = try #require(events.first?.timestamp)
+            for var event in events {
+                event.timestamp = run.start + event.timestamp - started
                 closed += fold.take([event], at: offset)
                 offset += 1
             }
@@ -239,13 +249,10 @@ struct PartitionStoreTests {
                 runsByDirectory[directory, default: []].append(try StoredRun(line: Array(line.utf8)).runID)
             }
         }
-        let today = Timestamps.day(ofMicros: try #require(closed[0].fold.startTimestamp))
-        let yesterday = Timestamps.day(ofMicros: try #require(closed[2].fold.startTimestamp))
-        #expect(today != yesterday)
         #expect(
             runsByDirectory == [
-                "runs/pipeline=a/date=\(today)": ["r1", "r4"], "runs/pipeline=b/date=\(today)": ["r2", "r6"],
-                "runs/pipeline=a/date=\(yesterday)": ["r3", "r5"],
+                "runs/pipeline=a/date=2026-11-25": ["r1", "r4"], "runs/pipeline=b/date=2026-11-25": ["r2", "r6"],
+                "runs/pipeline=a/date=2026-11-24": ["r3", "r5"],
             ])
     }
 

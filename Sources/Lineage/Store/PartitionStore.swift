@@ -126,7 +126,7 @@ final class PartitionStore {
 
     /// The directory of the segments of `pipeline`'s runs started at `micros`.
     private func directory(pipeline: String, micros: Int64) -> String {
-        let day = micros >= 0 ? micros / 86_400_000_000 : (micros + 1) / 86_400_000_000 - 1
+        let day = Timestamps.daysSinceEpoch(ofMicros: micros)
         if let last = lastDirectory, last.day == day, last.pipeline == pipeline { return last.path }
         let path =
             "\(root)/\(StoreNames.segmentDirectory(pipeline: pipeline, day: Timestamps.day(ofMicros: micros)))"

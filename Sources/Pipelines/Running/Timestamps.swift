@@ -65,8 +65,13 @@ public enum Timestamps {
 
     /// The UTC day of `micros` (since 1970) as `yyyy-mm-dd`.
     public static func day(ofMicros micros: Int64) -> String {
-        let (year, month, day) = civilDate(daysSinceEpoch: floorDivide(micros, 86_400_000_000).quotient)
+        let (year, month, day) = civilDate(daysSinceEpoch: daysSinceEpoch(ofMicros: micros))
         return Self.day(year: year, month: month, day: day)
+    }
+
+    /// The UTC days from 1970-01-01 to the day of `micros` (negative before it).
+    public static func daysSinceEpoch(ofMicros micros: Int64) -> Int64 {
+        floorDivide(micros, 86_400_000_000).quotient
     }
 
     private static func day(year: Int64, month: Int64, day: Int64) -> String {
