@@ -272,11 +272,12 @@ private struct RunMembers {
 extension TrackingEvent where Artifact == ArtifactRef {
     /// The event whose own members are `fields`, of the run `run`.
     fileprivate init(run: RunMembers, fields: Fields) throws {
-        // Members read in the order they are written (`seq`, `type`, `ts`, then the body's): each lookup then finds
-        // its member at the first name it compares.
-        let seq = try fields.int("seq")
+        // Members looked up in the order they are written (`seq`, `type`, `ts`, then the body's): each lookup then
+        // finds its member at the first name it compares. A bad `seq` or `ts` is reported after the type and the
+        // body, which say more.
+        let seq = Result { try fields.int("seq") }
         let typeName = try fields.string("type")
-        let timestamp = try fields.int64("ts")
+        let timestamp = Result { try fields.int64("ts") }
         guard let type = LineageEventType(rawValue: typeName) else {
             throw LineageEventDecodingError(message: "unknown type '\(typeName)'")
         }
@@ -329,7 +330,8 @@ extension TrackingEvent where Artifact == ArtifactRef {
             body = .runFailed(durationMicros: try fields.int64("duration_us"), error: try fields.errorDetail())
         }
         self.init(
-            seq: seq, timestamp: timestamp, run: (run.runID, run.pipeline, run.requestID, run.capture),
+            seq: try seq.get(), timestamp: try timestamp.get(),
+            run: (run.runID, run.pipeline, run.requestID, run.capture),
             attempt: run.attempt, body: body, type: type)
     }
 }
