@@ -28,29 +28,23 @@ public struct TrackingEvent<Artifact: Sendable>: Sendable {
         seq: Int, timestamp: Int64, runID: String, pipeline: String, requestID: String?, capture: String,
         attempt: Int, body: LineageEventBody<Artifact>
     ) {
+        self.init(
+            seq: seq, timestamp: timestamp, runID: runID, pipeline: pipeline, requestID: requestID, capture: capture,
+            attempt: attempt, body: body, type: body.type)
+    }
+
+    /// The event with `body` of the type `type`, already known (a decoder read it): `body.type` copies the body to
+    /// switch over it.
+    init(
+        seq: Int, timestamp: Int64, runID: String, pipeline: String, requestID: String?, capture: String,
+        attempt: Int, body: LineageEventBody<Artifact>, type: LineageEventType
+    ) {
         self.seq = seq
         self.timestamp = timestamp
         self.runID = runID
         self.pipeline = pipeline
         self.requestID = requestID
         self.capture = capture
-        self.attempt = attempt
-        self.body = body
-        type = body.type
-    }
-
-    /// The event with `body` of the type `type`, already known (a decoder read it): `body.type` copies the body to
-    /// switch over it.
-    init(
-        seq: Int, timestamp: Int64, run: (runID: String, pipeline: String, requestID: String?, capture: String),
-        attempt: Int, body: LineageEventBody<Artifact>, type: LineageEventType
-    ) {
-        self.seq = seq
-        self.timestamp = timestamp
-        runID = run.runID
-        pipeline = run.pipeline
-        requestID = run.requestID
-        capture = run.capture
         self.attempt = attempt
         self.body = body
         self.type = type

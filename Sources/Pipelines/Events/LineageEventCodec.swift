@@ -330,9 +330,8 @@ extension TrackingEvent where Artifact == ArtifactRef {
             body = .runFailed(durationMicros: try fields.int64("duration_us"), error: try fields.errorDetail())
         }
         self.init(
-            seq: try seq.get(), timestamp: try timestamp.get(),
-            run: (run.runID, run.pipeline, run.requestID, run.capture),
-            attempt: run.attempt, body: body, type: type)
+            seq: try seq.get(), timestamp: try timestamp.get(), runID: run.runID, pipeline: run.pipeline,
+            requestID: run.requestID, capture: run.capture, attempt: run.attempt, body: body, type: type)
     }
 }
 
