@@ -37,6 +37,7 @@ started+=($!)
 materializer=$!
 # The materializer's CPU time so far (user and system, in clock ticks): steadier than the wall clock on a shared machine.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$materializer/stat"; }
+system_ticks() { awk '{print $15}' "/proc/$materializer/stat"; }
 minor_faults() { awk '{print $10}' "/proc/$materializer/stat"; }
 # Bytes the materializer handed to write(2) and pwrite(2) so far: its files, its index and SQLite's temporary files.
 written_bytes() { awk '/^wchar/ {print $2}' "/proc/$materializer/io"; }
@@ -69,15 +70,17 @@ read_events
 while [ "$events_read" -eq 0 ] && [ $SECONDS -lt $deadline ]; do pause 0.05; read_events; done
 start=$EPOCHREALTIME
 cpu_start=$(cpu_ticks)
+system_start=$(system_ticks)
 faults_start=$(minor_faults)
 written_start=$(written_bytes)
 if [ -n "${PERF:-}" ]; then perf record -a -g -o "$PERF" -- sleep 8 >/dev/null 2>&1 & started+=($!); fi
 while [ "$events_read" -lt "$events" ] && [ $SECONDS -lt $deadline ]; do pause 0.2; read_events; done
 end=$EPOCHREALTIME
 cpu_end=$(cpu_ticks)
+system_end=$(system_ticks)
 faults_end=$(minor_faults)
 written_end=$(written_bytes)
 read=$events_read
 echo "segments: $(du -sb "$out/store/runs" | cut -f1) bytes, index: $(du -sb "$out/store/index.sqlite"* | awk '{s += $1} END {print s}') bytes"
-echo "materializer CPU: $(python3 -c "print(round(($cpu_end - $cpu_start) / $(getconf CLK_TCK) * 1e6 / $read, 2))") µs per event, $(((faults_end - faults_start) / (read / 1000))) page faults per 1000 events, $(((written_end - written_start) / read)) bytes written per event"
+echo "materializer CPU: $(python3 -c "print(round(($cpu_end - $cpu_start) / $(getconf CLK_TCK) * 1e6 / $read, 2))") µs per event ($(python3 -c "print(round(($system_end - $system_start) / $(getconf CLK_TCK) * 1e6 / $read, 2))") in the kernel), $(((faults_end - faults_start) / (read / 1000))) page faults per 1000 events, $(((written_end - written_start) / read)) bytes written per event"
 echo "$read of $events events materialized: $(python3 -c "print(round($read / ($end - $start)))") events/s over $PARTITIONS partitions ($(health))"

@@ -24,7 +24,6 @@ if CommandLine.arguments.contains("--fold") {
     // The run id's last 16 hex digits, replaced by the record's number.
     let idEnd = bytes.firstRange(of: Array("0000000000000001\"".utf8))!.lowerBound
     let root = NSTemporaryDirectory() + "record-probe-\(UUID().uuidString)"
-    defer { try? FileManager.default.removeItem(atPath: root) }
     var logger = Logger(label: "record-probe")
     logger.logLevel = .error
     let partition = try PartitionMaterializer(root: root, partition: 0, logger: logger)
@@ -39,6 +38,8 @@ if CommandLine.arguments.contains("--fold") {
     }
     try index?.add(partition.sync())
     print("\(runs) records of \(counts.events / max(runs, 1)) events folded, \(counts.runsWritten) runs written")
+    // `exit` runs no `defer`: the store is removed here.
+    try? FileManager.default.removeItem(atPath: root)
     exit(counts.runsWritten == runs ? 0 : 1)
 }
 let events = try LineageRecord.decode(Array(record.utf8))

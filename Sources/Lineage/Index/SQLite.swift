@@ -85,19 +85,23 @@ final class SQLiteDatabase {
 
         deinit { sqlite3_finalize(statement) }
 
-        /// Binds `values` to the parameters, in order, after resetting the statement.
-        func bind(_ values: [SQLiteValue]) throws {
+        /// Binds `values` to the parameters, in order, after resetting the statement. Every parameter is bound anew.
+        func bind(_ values: some Sequence<SQLiteValue>) throws {
             sqlite3_reset(statement)
-            sqlite3_clear_bindings(statement)
-            for (index, value) in values.enumerated() {
-                let position = Int32(index + 1)
+            var position: Int32 = 1
+            for value in values {
                 let status: Int32
                 switch value {
                 case .null: status = sqlite3_bind_null(statement, position)
                 case .integer(let number): status = sqlite3_bind_int64(statement, position, number)
-                case .text(let text): status = sqlite3_bind_text(statement, position, text, -1, transient)
+                case .text(var text):
+                    // With its length: SQLite copies the bytes without looking for their end.
+                    status = text.withUTF8 { utf8 in
+                        sqlite3_bind_text(statement, position, utf8.baseAddress, Int32(utf8.count), transient)
+                    }
                 }
                 guard status == SQLITE_OK else { throw IndexError(message: "binding: \(database.lastError)") }
+                position += 1
             }
         }
 
@@ -111,7 +115,7 @@ final class SQLiteDatabase {
         }
 
         /// Binds `values` and runs the statement to its end.
-        func run(_ values: [SQLiteValue]) throws {
+        func run(_ values: some Sequence<SQLiteValue>) throws {
             try bind(values)
             while try step() {}
         }

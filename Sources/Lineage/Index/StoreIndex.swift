@@ -47,7 +47,7 @@ public final class StoreIndex {
     public static func path(root: String) -> String { "\(root)/index.sqlite" }
 
     /// The layout of the tables; an index with another one is emptied when opened, to be rebuilt.
-    private static let schemaVersion = 3
+    private static let schemaVersion = 4
 
     /// Opens (or creates) the index of the store at `root`, creating the root if it is missing. An index written
     /// with another layout is emptied, to be rebuilt by the next ``catchUp(segments:)``.
@@ -60,25 +60,26 @@ public final class StoreIndex {
             try database.execute(
                 "DROP TABLE IF EXISTS artifacts; DROP TABLE IF EXISTS runs; DROP TABLE IF EXISTS segments")
         }
-        // Integer keys keep the B-trees small: segment ids, and an artifact's hash key (its SHA-256's first 64 bits).
-        // An artifact row says only that a run's line names the hash, as a producer or as a consumer whose value no
-        // step of the run produced; who used it, how, is read from the line when asked for (one B-tree, three
-        // integers per row: indexing the uses themselves, by their 64-digit text, took a fifth of a materializer's
-        // CPU).
+        // Integer keys keep the B-trees small: segment ids, run row ids, and an artifact's hash key (its SHA-256's first
+        // 64 bits). A run's row id is the next one the index gives out, so a run is appended to its table, not sought
+        // for (the indexed bytes of each segment, read and marked in the same transaction, keep a line from being
+        // indexed twice). An artifact row says only that a run's line names the hash, as a producer or as a consumer
+        // whose value no step of the run produced; who used it, how, is read from the line when asked for (one
+        // B-tree, two integers per row: indexing the uses themselves, by their 64-digit text, took a fifth of a
+        // materializer's CPU).
         try database.execute(
             """
             CREATE TABLE IF NOT EXISTS segments(
                 id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE, indexed_bytes INTEGER NOT NULL);
             CREATE TABLE IF NOT EXISTS runs(
-                segment INTEGER NOT NULL, line_offset INTEGER NOT NULL, line_length INTEGER NOT NULL,
-                run_id TEXT NOT NULL, attempt INTEGER NOT NULL, pipeline TEXT NOT NULL, status TEXT NOT NULL,
-                capture TEXT NOT NULL, request_id TEXT, started_us INTEGER, duration_us INTEGER,
-                steps INTEGER NOT NULL, PRIMARY KEY(segment, line_offset)) WITHOUT ROWID;
+                id INTEGER PRIMARY KEY, segment INTEGER NOT NULL, line_offset INTEGER NOT NULL,
+                line_length INTEGER NOT NULL, run_id TEXT NOT NULL, attempt INTEGER NOT NULL, pipeline TEXT NOT NULL,
+                status TEXT NOT NULL, capture TEXT NOT NULL, request_id TEXT, started_us INTEGER, duration_us INTEGER,
+                steps INTEGER NOT NULL);
             CREATE INDEX IF NOT EXISTS runs_by_id ON runs(run_id);
             CREATE INDEX IF NOT EXISTS runs_by_start ON runs(started_us);
             CREATE TABLE IF NOT EXISTS artifacts(
-                hash_key INTEGER NOT NULL, segment INTEGER NOT NULL, line_offset INTEGER NOT NULL,
-                PRIMARY KEY(hash_key, segment, line_offset)) WITHOUT ROWID;
+                hash_key INTEGER NOT NULL, run INTEGER NOT NULL, PRIMARY KEY(hash_key, run)) WITHOUT ROWID;
             PRAGMA user_version = \(Self.schemaVersion);
             """)
     }
@@ -106,11 +107,11 @@ public final class StoreIndex {
     public func catchUp(
         segments: [String]? = nil, progress: (_ done: Int, _ of: Int, _ runs: Int) -> Void = { _, _, _ in }
     ) throws -> Int {
-        let statements = try Statements(database)
         let segments = try segments ?? self.segments()
         var indexed = 0
         // One transaction for all the segments: a batch that touched many partitions is one commit.
         try database.transaction {
+            let statements = try Statements(database)
             for (done, segment) in segments.enumerated() {
                 indexed += try catchUp(segment, statements)
                 progress(done + 1, segments.count, indexed)
@@ -126,9 +127,9 @@ public final class StoreIndex {
     @discardableResult
     public func add(_ lines: [WrittenLine]) throws -> Int {
         guard !lines.isEmpty else { return 0 }
-        let statements = try Statements(database)
         var indexed = 0
         try database.transaction {
+            let statements = try Statements(database)
             // Runs of consecutive lines of one segment (a segment's lines stay in order, so a segment that comes back
             // later goes on from where the run before it ended). No dictionary: hashing each line's path cost more
             // than SQLite's insert.
@@ -180,7 +181,7 @@ public final class StoreIndex {
         return indexed
     }
 
-    /// The statements that index lines, prepared once per catch-up. Rows are inserted several to a statement
+    /// The statements that index lines, prepared once per transaction. Rows are inserted several to a statement
     /// (``flush()`` inserts the rest): SQLite's cost per statement run was that of several row inserts.
     private final class Statements {
         let database: SQLiteDatabase
@@ -189,17 +190,20 @@ public final class StoreIndex {
         let runs: BatchedInsert
         let artifacts: BatchedInsert
         let mark: SQLiteDatabase.Statement
+        /// The row id of the next run indexed.
+        private var nextRun: Int64
 
+        /// - Precondition: in a transaction that writes (the next run's row id stays the next one).
         init(_ database: SQLiteDatabase) throws {
             self.database = database
             read = try database.prepare("SELECT id, indexed_bytes FROM segments WHERE path = ?")
             insertSegment = try database.prepare("INSERT INTO segments(path, indexed_bytes) VALUES (?, 0)")
-            // OR IGNORE, not OR REPLACE: a line's (segment, offset) names that line for the segment's life, so a row
-            // already there is the same. And a statement of several rows that may abort (REPLACE falls back to ABORT
-            // on a NULL) makes SQLite journal every page it touches: 2 GB of temporary-file writes for a 1M-event
-            // backlog (docs/benchmarks.md); IGNORE never aborts, so SQLite keeps no statement journal.
-            runs = try BatchedInsert(database, "INSERT OR IGNORE INTO runs VALUES", columns: 12, rows: 8)
-            artifacts = try BatchedInsert(database, "INSERT OR IGNORE INTO artifacts VALUES", columns: 3, rows: 32)
+            // OR IGNORE: a statement of several rows that may abort makes SQLite journal every page it touches (2 GB
+            // of temporary-file writes for a 1M-event backlog, docs/benchmarks.md); IGNORE never aborts, so SQLite
+            // keeps no statement journal. No row is ignored: run row ids are new, and a run's hash keys distinct.
+            runs = try BatchedInsert(database, "INSERT OR IGNORE INTO runs VALUES", columns: 13, rows: 8)
+            artifacts = try BatchedInsert(database, "INSERT OR IGNORE INTO artifacts VALUES", columns: 2, rows: 32)
+            nextRun = try database.integer("SELECT coalesce(max(id), 0) + 1 FROM runs") ?? 1
             mark = try database.prepare("UPDATE segments SET indexed_bytes = ? WHERE id = ?")
         }
 
@@ -216,14 +220,27 @@ public final class StoreIndex {
         }
 
         func add(_ entry: IndexEntry, segment: Int64, offset: Int, length: Int) throws {
-            try runs.add([
-                .integer(segment), .integer(Int64(offset)), .integer(Int64(length)), .text(entry.run.runID),
-                .integer(Int64(entry.run.attempt)), .text(entry.run.pipeline), .text(entry.run.status.rawValue),
-                .text(entry.run.capture), .optional(entry.run.requestID), .optional(entry.run.startedMicros),
-                .optional(entry.run.durationMicros), .integer(Int64(entry.run.steps)),
-            ])
+            let run = nextRun
+            nextRun += 1
+            // Value by value, not a row array each: an array per row cost more than binding it.
+            runs.append(.integer(run))
+            runs.append(.integer(segment))
+            runs.append(.integer(Int64(offset)))
+            runs.append(.integer(Int64(length)))
+            runs.append(.text(entry.run.runID))
+            runs.append(.integer(Int64(entry.run.attempt)))
+            runs.append(.text(entry.run.pipeline))
+            runs.append(.text(entry.run.status.rawValue))
+            runs.append(.text(entry.run.capture))
+            runs.append(.optional(entry.run.requestID))
+            runs.append(.optional(entry.run.startedMicros))
+            runs.append(.optional(entry.run.durationMicros))
+            runs.append(.integer(Int64(entry.run.steps)))
+            try runs.endRow()
             for key in entry.artifactKeys {
-                try artifacts.add([.integer(key), .integer(segment), .integer(Int64(offset))])
+                artifacts.append(.integer(key))
+                artifacts.append(.integer(run))
+                try artifacts.endRow()
             }
         }
 
@@ -252,8 +269,13 @@ public final class StoreIndex {
             held.reserveCapacity(columns * rows)
         }
 
-        func add(_ row: [SQLiteValue]) throws {
-            held.append(contentsOf: row)
+        /// The next value of the row being added.
+        func append(_ value: SQLiteValue) {
+            held.append(value)
+        }
+
+        /// Ends the row being added: its `columns` values are appended.
+        func endRow() throws {
             if held.count == columns * rows {
                 try many.run(held)
                 held.removeAll(keepingCapacity: true)
@@ -262,7 +284,7 @@ public final class StoreIndex {
 
         func flush() throws {
             for start in stride(from: 0, to: held.count, by: columns) {
-                try one.run(Array(held[start..<start + columns]))
+                try one.run(held[start..<start + columns])
             }
             held.removeAll(keepingCapacity: true)
         }
@@ -321,9 +343,9 @@ public final class StoreIndex {
         guard let key = IndexEntry.hashKey(sha256) else { return [] }
         let query = try database.prepare(
             """
-            SELECT \(Self.runColumns) FROM artifacts JOIN runs USING (segment, line_offset)
-            JOIN segments ON segments.id = artifacts.segment
-            WHERE hash_key = ? ORDER BY runs.started_us, artifacts.segment, artifacts.line_offset
+            SELECT \(Self.runColumns) FROM artifacts JOIN runs ON runs.id = artifacts.run
+            JOIN segments ON segments.id = runs.segment
+            WHERE hash_key = ? ORDER BY started_us, segment, line_offset
             """)
         try query.bind([.integer(key)])
         var uses: [ArtifactUse] = []
