@@ -11,11 +11,12 @@ final class SQLiteDatabase {
     private var handle: OpaquePointer?
     let path: String
 
-    /// Opens (or creates) the database at `path`, in WAL mode, waiting up to 10 s for another process's lock.
+    /// Opens (or creates) the database at `path`, in WAL mode, waiting up to 10 s for another process's lock. The
+    /// connection takes no mutex of its own (SQLite's multi-thread mode): it has one user at a time.
     init(path: String) throws {
         self.path = path
         guard
-            sqlite3_open_v2(path, &handle, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nil)
+            sqlite3_open_v2(path, &handle, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nil)
                 == SQLITE_OK
         else {
             let message = handle.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"

@@ -165,7 +165,10 @@ private struct JSONParser {
         JSONParseError(message: message, offset: index)
     }
 
+    @inline(__always)
     mutating func skipWhitespace() {
+        // Compact JSON (what Sluice writes) has none: one comparison says so.
+        guard index < bytes.count, bytes[index] <= 0x20 else { return }
         while index < bytes.count {
             switch bytes[index] {
             case 0x20, 0x0A, 0x0D, 0x09: index += 1
@@ -205,7 +208,16 @@ private struct JSONParser {
         index += count
     }
 
+    @inline(__always)
     mutating func expect(_ byte: UInt8) throws {
+        if index < bytes.count, bytes[index] == byte {
+            index += 1
+            return
+        }
+        try expectAfterWhitespace(byte)
+    }
+
+    private mutating func expectAfterWhitespace(_ byte: UInt8) throws {
         skipWhitespace()
         guard index < bytes.count, bytes[index] == byte else {
             throw error("expected '\(Character(Unicode.Scalar(byte)))'")
@@ -214,6 +226,7 @@ private struct JSONParser {
     }
 
     /// Consumes `byte` after optional whitespace if it is next.
+    @inline(__always)
     mutating func take(_ byte: UInt8) -> Bool {
         skipWhitespace()
         if index < bytes.count, bytes[index] == byte {
