@@ -305,6 +305,39 @@ struct PartitionStoreTests {
         #expect(line.contains(#""file":"artifacts/"#))
     }
 
+    @Test func aLargeValueWhoseHashIsNotItsSHA256StaysInTheLineWithAnError() async throws {
+        let root = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        // The run's input value, replaced by one of another hash (a worker's bug, or a forged event).
+        let forged = Array(#"{"text":"\#(String(repeating: "x", count: 400))"}"#.utf8)
+        var fold = PartitionFold(partition: 3, incompleteAfter: 1000)
+        var closed: [ClosedRun] = []
+        for (offset, event) in await events(runID: "forged", pad: 300).enumerated() {
+            var event = event
+            if case .runStarted(let configuration, let input?, let traceparent, let error, let span, let worker) =
+                event.body
+            {
+                var input = input
+                input.inlineJSON = forged
+                event.body = .runStarted(
+                    configuration: configuration, input: input, traceparent: traceparent, traceparentError: error,
+                    span: span, worker: worker)
+            }
+            closed += fold.take([event], at: Int64(offset))
+        }
+        let store = try PartitionStore(root: root, partition: 3, limits: SegmentLimits(maxBytes: 1 << 20, maxLines: 10))
+        #expect(try store.append(try #require(closed.first), storeInlineLimit: 256))
+        try store.sync()
+        let files = try segmentFiles(root)
+        let segment = try #require(files.first { $0.key.hasSuffix(".jsonl") }?.value)
+        let stored = try StoredRun(line: Array(segment.dropLast()))
+        let input = try #require(stored.input)
+        #expect(input.value == forged && input.file == nil)
+        #expect(input.error == "the value's SHA-256 is not the sha256 its event gives")
+        let sha256 = try #require(input.sha256)
+        #expect(files[ArtifactFiles.relativePath(of: sha256)] == nil, "no file under the hash the event claims")
+    }
+
     @Test func theIndexTakesABatchFromMemoryAndWhatItMissedFromTheFile() async throws {
         let root = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: root) }

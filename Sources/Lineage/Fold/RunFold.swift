@@ -12,44 +12,36 @@ final class RunFold {
     let runID: String
     let attempt: Int
     let firstOffset: Int64
-    private(set) var pipeline: String
-    private(set) var requestID: String?
-    private(set) var capture: String
     /// Whether the fold saw the run's `run_started`: a fold without it began in the middle of the run.
     private(set) var sawStart = false
-    private(set) var startedMicros: Int64?
     private(set) var lastSeq = -1
     private(set) var lastOffset: Int64
     private(set) var events = 0
-    private var configuration: JSONValue?
-    private var traceparent: String?
-    private var span: SpanIDs?
-    private var worker: String?
-    private var input: ArtifactRef?
-    private var output: ArtifactRef?
-    private var error: ErrorDetail?
-    private var metadata: [String: JSONValue] = [:]
-    private var steps: [StepFold] = []
+    /// The run's line as the events so far make it: built in place, so that closing the fold copies nothing.
+    private var run: StoredRun
     private var stepIndex: [String: Int] = [:]
-    private var logs: [(micros: Int64, stepRun: String?, level: String, message: String)] = []
     /// How the fold ended; `nil` while open.
     private(set) var status: RunStatus?
     private(set) var terminalOffset: Int64?
-    private var endedMicros: Int64?
-    private var durationMicros: Int64?
 
     init(first event: TrackingEvent<ArtifactRef>, offset: Int64, attempt: Int) {
         runID = event.runID
         self.attempt = attempt
         firstOffset = offset
         lastOffset = offset
-        pipeline = event.pipeline
-        requestID = event.requestID
-        capture = event.capture
+        run = StoredRun(
+            runID: event.runID, attempt: attempt, pipeline: event.pipeline, status: .incomplete,
+            capture: event.capture, requestID: event.requestID, worker: nil, trace: nil, startedMicros: nil,
+            endedMicros: nil, durationMicros: nil, configuration: nil, input: nil, output: nil, error: nil,
+            metadata: [:], steps: [], logs: [],
+            position: StoredRun.Position(
+                partition: 0, firstOffset: offset, terminalOffset: nil, terminalRank: 0, events: 0))
     }
 
+    var pipeline: String { run.pipeline }
+
     /// The `ts` of the run's `run_started`, if the fold saw it.
-    var startTimestamp: Int64? { startedMicros }
+    var startTimestamp: Int64? { run.startedMicros }
 
     /// Whether `event` is one the fold has already taken (a record the producer sent twice): events of a run come
     /// in `seq` order.
@@ -64,21 +56,21 @@ final class RunFold {
         switch event.body {
         case .runStarted(let configuration, let input, let traceparent, _, let span, let worker):
             sawStart = true
-            startedMicros = event.timestamp
-            self.configuration = configuration
-            self.input = input
-            self.traceparent = traceparent
-            self.span = span
-            self.worker = worker
-            pipeline = event.pipeline
-            requestID = event.requestID
-            capture = event.capture
+            run.startedMicros = event.timestamp
+            run.configuration = configuration
+            run.input = input.map(StoredRun.Artifact.init)
+            run.trace = traceparent
+            run.span = span
+            run.worker = worker
+            run.pipeline = event.pipeline
+            run.requestID = event.requestID
+            run.capture = event.capture
         case .stepStarted(let step, let attempt, let inputs):
             update(step) { fold in
                 fold.attempts = max(fold.attempts, attempt)
                 if fold.startedMicros == nil { fold.startedMicros = event.timestamp }
                 fold.status = .running
-                fold.inputs = inputs
+                fold.inputs = inputs.map(StoredRun.Artifact.init)
             }
         case .stepCompleted(let step, let attempt, let duration, let output):
             update(step) { fold in
@@ -86,7 +78,7 @@ final class RunFold {
                 fold.status = .completed
                 fold.endedMicros = event.timestamp
                 fold.durationMicros = duration
-                fold.output = output
+                fold.output = output.map(StoredRun.Artifact.init)
                 fold.error = nil
             }
         case .stepCached(let step, let inputs, let output, let cachedFrom):
@@ -94,8 +86,8 @@ final class RunFold {
                 fold.status = .cached
                 fold.startedMicros = fold.startedMicros ?? event.timestamp
                 fold.endedMicros = event.timestamp
-                fold.inputs = inputs
-                fold.output = output
+                fold.inputs = inputs.map(StoredRun.Artifact.init)
+                fold.output = output.map(StoredRun.Artifact.init)
                 fold.cachedFrom = cachedFrom
             }
         case .stepFailed(let step, let attempt, let duration, let error, let retrying):
@@ -107,22 +99,23 @@ final class RunFold {
                 fold.error = error
             }
         case .log(let stepRun, let level, let message):
-            logs.append((event.timestamp, stepRun, level.rawValue, message))
+            run.logs.append(
+                StoredRun.Log(micros: event.timestamp, stepRun: stepRun, level: level.rawValue, message: message))
         case .metadata(let stepRun, let values):
             if let stepRun {
                 let index = stepIndex[stepRun] ?? addStep(StepRunID(step: "", id: stepRun, version: 0))
-                steps[index].metadata.merge(values) { _, new in new }
+                run.steps[index].metadata.merge(values) { _, new in new }
             } else {
-                metadata.merge(values) { _, new in new }
+                run.metadata.merge(values) { _, new in new }
             }
         case .runCompleted(let duration, let output):
             close(.completed, at: offset, micros: event.timestamp)
-            durationMicros = duration
-            self.output = output
+            run.durationMicros = duration
+            run.output = output.map(StoredRun.Artifact.init)
         case .runFailed(let duration, let error):
             close(.failed, at: offset, micros: event.timestamp)
-            durationMicros = duration
-            self.error = error
+            run.durationMicros = duration
+            run.error = error
         }
     }
 
@@ -134,23 +127,27 @@ final class RunFold {
     private func close(_ status: RunStatus, at offset: Int64, micros: Int64?) {
         self.status = status
         terminalOffset = offset
-        endedMicros = micros
+        run.endedMicros = micros
     }
 
-    private func update(_ step: StepRunID, _ change: (inout StepFold) -> Void) {
+    private func update(_ step: StepRunID, _ change: (inout StoredRun.Step) -> Void) {
         let index = stepIndex[step.id] ?? addStep(step)
-        if steps[index].step.isEmpty {
-            steps[index].step = step.step
-            steps[index].version = step.version
+        if run.steps[index].step.isEmpty {
+            run.steps[index].step = step.step
+            run.steps[index].version = step.version
         }
-        if let spanID = step.spanID { steps[index].spanID = spanID }
-        change(&steps[index])
+        if let spanID = step.spanID { run.steps[index].spanID = spanID }
+        change(&run.steps[index])
     }
 
     private func addStep(_ step: StepRunID) -> Int {
-        steps.append(StepFold(step: step.step, stepRun: step.id, version: step.version))
-        stepIndex[step.id] = steps.count - 1
-        return steps.count - 1
+        run.steps.append(
+            StoredRun.Step(
+                stepRun: step.id, step: step.step, version: step.version, status: .running, attempts: 0,
+                startedMicros: nil, endedMicros: nil, durationMicros: nil, inputs: [], output: nil, cachedFrom: nil,
+                error: nil, metadata: [:]))
+        stepIndex[step.id] = run.steps.count - 1
+        return run.steps.count - 1
     }
 
     // MARK: - The line
@@ -164,70 +161,50 @@ final class RunFold {
     func stored(
         partition: Int32, rank: Int, storeInlineLimit: Int
     ) -> (run: StoredRun, artifacts: [(sha256: String, value: [UInt8])]) {
+        var stored = run
+        stored.status = status ?? .incomplete
+        stored.position = StoredRun.Position(
+            partition: partition, firstOffset: firstOffset, terminalOffset: terminalOffset, terminalRank: rank,
+            events: events)
+        // Looked for first: changing an artifact in place copies the steps the fold shares with the line.
+        func isLarge(_ artifact: StoredRun.Artifact?) -> Bool { (artifact?.value?.count ?? 0) > storeInlineLimit }
+        let large =
+            isLarge(run.input) || isLarge(run.output)
+            || run.steps.contains { step in isLarge(step.output) || step.inputs.contains { isLarge($0) } }
+        guard large else { return (stored, []) }
         var files: [(sha256: String, value: [UInt8])] = []
-        func stored(_ ref: ArtifactRef?) -> StoredRun.Artifact? {
-            guard let ref else { return nil }
-            var artifact = StoredRun.Artifact(
-                id: ref.id, type: ref.type, sha256: ref.sha256, size: ref.size, producedBy: ref.producedBy,
-                error: ref.error)
-            if let value = ref.inlineJSON {
-                if value.count <= storeInlineLimit {
-                    artifact.value = value
-                } else if let sha256 = ref.sha256, StoreNames.isSHA256(sha256), ContentHash.sha256(value) == sha256 {
-                    files.append((sha256, value))
-                    artifact.file = ArtifactFiles.relativePath(of: sha256)
-                } else {
-                    // A value whose hash does not match is kept in the line, never under another value's name.
-                    artifact.value = value
-                    let mismatch = "the value's SHA-256 is not the sha256 its event gives"
-                    artifact.error = ref.error.map { "\(mismatch); \($0)" } ?? mismatch
-                }
+        func limit(_ artifact: inout StoredRun.Artifact) {
+            guard let value = artifact.value, value.count > storeInlineLimit else { return }
+            if let sha256 = artifact.sha256, StoreNames.isSHA256(sha256), ContentHash.sha256(value) == sha256 {
+                files.append((sha256, value))
+                artifact.value = nil
+                artifact.file = ArtifactFiles.relativePath(of: sha256)
+            } else {
+                // A value whose hash does not match is kept in the line, never under another value's name.
+                let mismatch = "the value's SHA-256 is not the sha256 its event gives"
+                artifact.error = artifact.error.map { "\(mismatch); \($0)" } ?? mismatch
             }
-            return artifact
         }
-        let run = StoredRun(
-            runID: runID, attempt: attempt, pipeline: pipeline, status: status ?? .incomplete, capture: capture,
-            requestID: requestID, worker: worker, trace: traceparent, span: span, startedMicros: startedMicros,
-            endedMicros: endedMicros, durationMicros: durationMicros, configuration: configuration,
-            input: stored(input), output: stored(output), error: error, metadata: metadata,
-            steps: steps.map { step in
-                StoredRun.Step(
-                    stepRun: step.stepRun, step: step.step, version: step.version, status: step.status,
-                    attempts: step.attempts, startedMicros: step.startedMicros, endedMicros: step.endedMicros,
-                    durationMicros: step.durationMicros, inputs: step.inputs.compactMap(stored),
-                    output: stored(step.output), cachedFrom: step.cachedFrom, error: step.error,
-                    metadata: step.metadata, spanID: step.spanID)
-            },
-            logs: logs.map {
-                StoredRun.Log(micros: $0.micros, stepRun: $0.stepRun, level: $0.level, message: $0.message)
-            },
-            position: StoredRun.Position(
-                partition: partition, firstOffset: firstOffset, terminalOffset: terminalOffset, terminalRank: rank,
-                events: events))
-        return (run, files)
+        func limitIfPresent(_ artifact: inout StoredRun.Artifact?) {
+            guard var present = artifact else { return }
+            limit(&present)
+            artifact = present
+        }
+        limitIfPresent(&stored.input)
+        limitIfPresent(&stored.output)
+        for index in stored.steps.indices {
+            for input in stored.steps[index].inputs.indices { limit(&stored.steps[index].inputs[input]) }
+            limitIfPresent(&stored.steps[index].output)
+        }
+        return (stored, files)
     }
 }
 
-/// One step run inside a ``RunFold``.
-struct StepFold {
-    var step: String
-    let stepRun: String
-    var version: Int
-    var status = StepRunStatus.running
-    var attempts = 0
-    var startedMicros: Int64?
-    var endedMicros: Int64?
-    var durationMicros: Int64?
-    var inputs: [ArtifactRef] = []
-    var output: ArtifactRef?
-    var cachedFrom: CachedStepRun?
-    var error: ErrorDetail?
-    var metadata: [String: JSONValue] = [:]
-    var spanID: String?
-
-    init(step: String, stepRun: String, version: Int) {
-        self.step = step
-        self.stepRun = stepRun
-        self.version = version
+extension StoredRun.Artifact {
+    /// The artifact as an event gave it, its value (if any) in the line.
+    init(_ ref: ArtifactRef) {
+        self.init(
+            id: ref.id, type: ref.type, sha256: ref.sha256, size: ref.size, value: ref.inlineJSON, file: nil,
+            producedBy: ref.producedBy, error: ref.error)
     }
 }

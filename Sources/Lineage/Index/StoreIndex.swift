@@ -418,9 +418,10 @@ struct IndexEntry: Sendable {
         }
         add(stored.input, producer: true)
         add(stored.output, producer: false)
-        for step in stored.steps {
-            for input in step.inputs { add(input, producer: false) }
-            add(step.output, producer: true)
+        // By index: `for step in stored.steps` copied each step, retaining everything it holds.
+        for index in stored.steps.indices {
+            for input in stored.steps[index].inputs.indices { add(stored.steps[index].inputs[input], producer: false) }
+            add(stored.steps[index].output, producer: true)
         }
         artifactKeys = keys
     }
