@@ -411,8 +411,15 @@ private struct JSONParser {
     /// The integer scanned from `start` to here (an optional minus and digits), if it fits in `Int64`.
     private func integer(from start: Int) -> Int64? {
         let negative = bytes[start] == UInt8(ascii: "-")
+        let digits = negative ? start + 1 : start
+        // 18 digits or fewer cannot overflow: no check per digit (a timestamp has 16).
+        if index - digits <= 18 {
+            var value: Int64 = 0
+            for position in digits..<index { value = value &* 10 &+ Int64(bytes[position] &- UInt8(ascii: "0")) }
+            return negative ? -value : value
+        }
         var magnitude: UInt64 = 0
-        for position in (negative ? start + 1 : start)..<index {
+        for position in digits..<index {
             let (tens, overflowed) = magnitude.multipliedReportingOverflow(by: 10)
             let (sum, carried) = tens.addingReportingOverflow(UInt64(bytes[position] &- UInt8(ascii: "0")))
             if overflowed || carried { return nil }
@@ -873,11 +880,28 @@ struct JSONTape {
         _ firstBytes: UnsafeBufferPointer<UInt8>, _ first: Range<Int>, _ secondBytes: UnsafeBufferPointer<UInt8>,
         _ second: Range<Int>
     ) -> Bool {
-        guard first.count == second.count else { return false }
-        for offset in 0..<first.count
-        where firstBytes[first.lowerBound + offset] != secondBytes[second.lowerBound + offset] {
-            return false
+        let count = first.count
+        guard count == second.count else { return false }
+        guard count > 0, let firstBase = firstBytes.baseAddress, let secondBase = secondBytes.baseAddress else {
+            return true
         }
+        let one = UnsafeRawPointer(firstBase + first.lowerBound)
+        let other = UnsafeRawPointer(secondBase + second.lowerBound)
+        // Member names are a few bytes: compared a word at a time, the last word overlapping the one before it.
+        func same<Word: FixedWidthInteger>(_: Word.Type, at offset: Int) -> Bool {
+            one.loadUnaligned(fromByteOffset: offset, as: Word.self)
+                == other.loadUnaligned(fromByteOffset: offset, as: Word.self)
+        }
+        if count >= 8 {
+            var offset = 0
+            while offset + 8 < count {
+                guard same(UInt64.self, at: offset) else { return false }
+                offset += 8
+            }
+            return same(UInt64.self, at: count - 8)
+        }
+        if count >= 4 { return same(UInt32.self, at: 0) && same(UInt32.self, at: count - 4) }
+        for offset in 0..<count where !same(UInt8.self, at: offset) { return false }
         return true
     }
 

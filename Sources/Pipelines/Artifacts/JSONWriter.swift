@@ -55,7 +55,7 @@ public struct JSONWriter: ~Copyable, Sendable {
                     position = 1
                 }
                 out[position] = UInt8(ascii: "\"")
-                for index in 0..<source.count { out[position + 1 + index] = source[index] }
+                Self.copyName(source, to: out + position + 1)
                 position += 1 + source.count
                 out[position] = UInt8(ascii: "\"")
                 out[position + 1] = UInt8(ascii: ":")
@@ -64,6 +64,33 @@ public struct JSONWriter: ~Copyable, Sendable {
         }
         first = false
         afterKey = true
+    }
+
+    /// Copies a member name a word at a time, the last word overlapping the one before it (a name is a few bytes:
+    /// byte by byte, the copy cost more than the rest of the key).
+    @inline(__always)
+    private static func copyName(_ name: UnsafeBufferPointer<UInt8>, to out: UnsafeMutablePointer<UInt8>) {
+        let count = name.count
+        guard count > 0, let base = name.baseAddress else { return }
+        let source = UnsafeRawPointer(base)
+        let target = UnsafeMutableRawPointer(out)
+        func copy<Word: FixedWidthInteger>(_: Word.Type, at offset: Int) {
+            target.storeBytes(
+                of: source.loadUnaligned(fromByteOffset: offset, as: Word.self), toByteOffset: offset, as: Word.self)
+        }
+        if count >= 8 {
+            var offset = 0
+            while offset + 8 < count {
+                copy(UInt64.self, at: offset)
+                offset += 8
+            }
+            copy(UInt64.self, at: count - 8)
+        } else if count >= 4 {
+            copy(UInt32.self, at: 0)
+            copy(UInt32.self, at: count - 4)
+        } else {
+            for offset in 0..<count { copy(UInt8.self, at: offset) }
+        }
     }
 
     /// ``key(_:)`` for a member name known only at run time, escaped as needed.
@@ -101,26 +128,37 @@ public struct JSONWriter: ~Copyable, Sendable {
         writeDigits(value)
     }
 
+    /// "00" to "99", for writing digits two at a time.
+    private static let digitPairs: StaticString =
+        "00010203040506070809101112131415161718192021222324252627282930313233343536373839404142434445464748495051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899"
+
     private mutating func writeDigits(_ value: Int64) {
         let magnitude = value.magnitude
-        // How many digits first, then written in place from the last: at most 19 digits and a sign.
+        // How many digits first, then written in place from the last, two at a time: at most 19 digits and a sign.
         var length = 1
         var rest = magnitude
-        while rest >= 10 {
-            rest /= 10
-            length += 1
+        while rest >= 100 {
+            rest /= 100
+            length += 2
         }
+        if rest >= 10 { length += 1 }
         let negative = value < 0
+        let pairs = Self.digitPairs.utf8Start
         buffer.append(atMost: 20) { out in
             if negative { out[0] = UInt8(ascii: "-") }
             let end = length + (negative ? 1 : 0)
             var remaining = magnitude
             var position = end
-            repeat {
-                position -= 1
-                out[position] = UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: remaining % 10)
-                remaining /= 10
-            } while remaining > 0
+            while remaining >= 10 {
+                let pair = Int(remaining % 100) * 2
+                remaining /= 100
+                position -= 2
+                out[position] = pairs[pair]
+                out[position + 1] = pairs[pair + 1]
+            }
+            if position > end - length {
+                out[position - 1] = UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: remaining)
+            }
             return end
         }
     }
