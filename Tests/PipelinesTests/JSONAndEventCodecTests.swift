@@ -22,6 +22,18 @@ struct JSONAndEventCodecTests {
         var flags: [String: Bool]
     }
 
+    @Test func eventTypesAreFoundByNameAsByRawValue() {
+        for type in LineageEventType.allCases {
+            #expect(LineageEventType(named: type.rawValue) == type)
+            for other in [type.rawValue + "x", String(type.rawValue.dropLast()), type.rawValue.uppercased()] {
+                #expect(LineageEventType(named: other) == nil, "\(other)")
+            }
+        }
+        for name in ["", "step_xailed", "run_startex", "step_cachex", "log ", "metadata\u{0}", "é"] {
+            #expect(LineageEventType(named: name) == nil, "\(name)")
+        }
+    }
+
     @Test func canonicalJSONSortsKeysAndIsStable() throws {
         let value = Nested(zeta: -3, alpha: [1.5, 2, 1e-7], name: "tab\there \"q\" é", flags: ["b": true, "a": false])
         let json = String(decoding: try CanonicalJSON.encode(value), as: UTF8.self)

@@ -90,6 +90,29 @@ public enum LineageEventType: String, Sendable, Hashable, CaseIterable {
 
     /// `run_completed` and `run_failed`: the run's last event.
     public var isTerminal: Bool { self == .runCompleted || self == .runFailed }
+
+    /// The type named `name`, as ``init(rawValue:)`` finds it, with one string comparison: the only type the name can
+    /// be is picked by its length and a byte first (`init(rawValue:)` compares with each type in turn: 500
+    /// instructions an event, decoding a record).
+    public init?(named name: String) {
+        var name = name
+        let candidate: LineageEventType? = name.withUTF8 { utf8 in
+            switch utf8.count {
+            case 3: .log
+            case 8: .metadata
+            case 10: .runFailed
+            case 11:
+                utf8[0] == UInt8(ascii: "r")
+                    ? .runStarted : utf8[5] == UInt8(ascii: "c") ? .stepCached : .stepFailed
+            case 12: .stepStarted
+            case 13: .runCompleted
+            case 14: .stepCompleted
+            default: nil
+            }
+        }
+        guard let candidate, candidate.rawValue == name else { return nil }
+        self = candidate
+    }
 }
 
 /// What an event says, by type.

@@ -278,7 +278,7 @@ extension TrackingEvent where Artifact == ArtifactRef {
         let seq = Result { try fields.int("seq") }
         let typeName = try fields.string("type")
         let timestamp = Result { try fields.int64("ts") }
-        guard let type = LineageEventType(rawValue: typeName) else {
+        guard let type = LineageEventType(named: typeName) else {
             throw LineageEventDecodingError(message: "unknown type '\(typeName)'")
         }
         let body: LineageEventBody<ArtifactRef>
