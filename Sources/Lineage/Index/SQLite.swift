@@ -86,7 +86,8 @@ final class SQLiteDatabase {
 
         deinit { sqlite3_finalize(statement) }
 
-        /// Binds `values` to the parameters, in order, after resetting the statement. Every parameter is bound anew.
+        /// Binds `values` to the parameters, in order, after resetting the statement.
+        /// - Precondition: one value for each parameter (a parameter left out keeps its last value).
         func bind(_ values: some Sequence<SQLiteValue>) throws {
             sqlite3_reset(statement)
             var position: Int32 = 1
