@@ -17,7 +17,7 @@ final class RunFold {
     private(set) var lastSeq = -1
     private(set) var lastOffset: Int64
     private(set) var events = 0
-    /// The run's line as the events so far make it: built in place, so that closing the fold copies nothing.
+    /// The run's line as the events so far make it, built in place: closing the fold converts nothing.
     private var run: StoredRun
     private var stepIndex: [String: Int] = [:]
     /// How the fold ended; `nil` while open.
