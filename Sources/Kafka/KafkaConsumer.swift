@@ -143,6 +143,10 @@ public final class KafkaConsumer: Sendable {
     /// was made with): it is a member of its group.
     public var hasJoinedGroup: Bool { client.hasJoined }
 
+    /// The member id the group coordinator gave this consumer when it joined; `nil` before that, once closed, and for
+    /// a consumer of fixed partitions.
+    public func memberID() async -> String? { await client.memberID() }
+
     /// How long since the poll thread last went round its loop: it does so at least every second or so while it runs
     /// (a poll waits at most 1 s; a full buffer at most ``ConsumerClient/pauseAfter``), so a large value means it is
     /// stuck.

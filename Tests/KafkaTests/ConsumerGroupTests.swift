@@ -153,6 +153,22 @@ struct ConsumerGroupTests {
         await second.close()
     }
 
+    /// librdkafka before 2.3.0 aborts the process when a (cooperative-)sticky member is destroyed after it joined its
+    /// group but before its first assignment (librdkafka issue 4312). The coordinator here refuses every SyncGroup,
+    /// so the member stays in that window; closing it must return, and the process must live on.
+    @Test func aMemberClosedBeforeItsFirstAssignmentClosesCleanly() async throws {
+        let test = try TestCluster()
+        let topic = try test.topic("mid-join", partitions: 2)
+        test.cluster.pushRequestErrors(.syncGroup, Array(repeating: .rebalanceInProgress, count: 10_000))
+        let consumer = try KafkaConsumer(
+            configuration: test.consumerConfiguration(group: "mid-join"), topics: [topic], logger: testLogger)
+        #expect(await eventually { await consumer.memberID() != nil }, "the member never joined")
+        #expect(!consumer.hasJoinedGroup)
+        await consumer.close()
+        #expect(await consumer.memberID() == nil)
+        #expect(consumer.assignment.isEmpty)
+    }
+
     /// The mock coordinator sometimes refuses the revoke's commit with REBALANCE_IN_PROGRESS (it holds the group in
     /// rebalance until the revoking member rejoins, which it does after the hook; a real broker accepts a commit of
     /// the current generation then). The consumer reports that refusal through `onError`; such a round cannot show the

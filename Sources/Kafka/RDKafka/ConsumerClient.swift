@@ -47,6 +47,14 @@ final class ConsumerClient: RDKafkaClient, @unchecked Sendable {
     private let lastPolled = Atomic<UInt64>(DispatchTime.now().uptimeNanoseconds)
     /// Signalled once by every revoke hook when it finishes; waited for once by whoever completes that revoke.
     private let revokeHookDone = DispatchSemaphore(value: 0)
+    /// Destroying the handle would abort the process if the consumer never got an assignment: see
+    /// ``releaseHandle(flags:)``.
+    private let destroyAbortsUnlessAssigned: Bool
+
+    /// Before 2.3.0, librdkafka asserts in `rd_kafka_destroy` when a group member that uses a sticky assignor
+    /// (`cooperative-sticky`, Sluice's default, or `sticky`) joined its group but never received an assignment: the
+    /// assignor's state is still null (librdkafka issue 4312, fixed by pull request 4381).
+    private static let stickyAssignorAbortsOnDestroy = rd_kafka_version() < 0x0203_0000
 
     /// What a consumer reads: the partitions the group gives it for `topics`, or fixed `partitions`.
     enum Source {
@@ -59,6 +67,11 @@ final class ConsumerClient: RDKafkaClient, @unchecked Sendable {
         logger: Logger, onError: @escaping @Sendable (KafkaError) -> Void
     ) throws {
         let machine = ConsumerStateMachine<Reader>(capacity: capacity)
+        if case .topics = source, Self.stickyAssignorAbortsOnDestroy {
+            destroyAbortsUnlessAssigned = configuration["partition.assignment.strategy"]?.contains("sticky") ?? false
+        } else {
+            destroyAbortsUnlessAssigned = false
+        }
         self.capacity = machine.capacity
         state = Mutex(machine)
         self.rebalanceHandler = rebalanceHandler
@@ -351,6 +364,15 @@ final class ConsumerClient: RDKafkaClient, @unchecked Sendable {
 
     var hasJoined: Bool { state.withLock { $0.hasJoined } }
 
+    /// Asks librdkafka's group thread, so it runs on a ``DedicatedThread``.
+    func memberID() async -> String? {
+        try? await DedicatedThread.run(name: "sluice-kmember") { [self] in
+            guard !state.withLock({ $0.isClosed }), let id = rd_kafka_memberid(handle) else { return nil }
+            defer { rd_kafka_mem_free(handle, id) }
+            return id.pointee == 0 ? nil : String(cString: id)
+        }
+    }
+
     var timeSinceLastPoll: Duration {
         let nanoseconds = DispatchTime.now().uptimeNanoseconds &- lastPolled.load(ordering: .relaxed)
         return .nanoseconds(Int64(clamping: nanoseconds))
@@ -419,7 +441,22 @@ final class ConsumerClient: RDKafkaClient, @unchecked Sendable {
         }
         for reader in state.withLock({ $0.close() }) { reader.resume(returning: nil) }
         rd_kafka_queue_destroy(queue)
-        destroyHandle(flags: leaveGroup ? 0 : Int32(RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE))
+        releaseHandle(flags: leaveGroup ? 0 : Int32(RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE))
+    }
+
+    /// Destroys the handle, unless that would abort the process (``stickyAssignorAbortsOnDestroy``): a member that
+    /// never received an assignment may have joined, and librdkafka offers no way to tell. Such a handle is left to
+    /// the process's exit instead, with this client kept alive for the callbacks librdkafka may still make; it has
+    /// left its group already when the consumer was closed.
+    private func releaseHandle(flags: Int32) {
+        guard destroyAbortsUnlessAssigned, !state.withLock({ $0.hasJoined }) else {
+            destroyHandle(flags: flags)
+            return
+        }
+        _ = Unmanaged.passRetained(self)
+        logger.notice(
+            "the consumer closed before its first assignment: its librdkafka handle is kept until the process exits, as destroying it would abort with librdkafka \(KafkaConfiguration.librdkafkaVersion) (librdkafka issue 4312)"
+        )
     }
 }
 
