@@ -91,7 +91,7 @@ struct PartitionFold {
     /// Folds `event` into `current`, its run's open fold if there is one; leaves there the fold still open after it,
     /// if any.
     private mutating func fold(
-        _ event: TrackingEvent<ArtifactRef>, at offset: Int64, into current: inout RunFold?,
+        _ event: borrowing TrackingEvent<ArtifactRef>, at offset: Int64, into current: inout RunFold?,
         closed: inout [ClosedRun]
     ) {
         var attempt = 1

@@ -24,7 +24,7 @@ final class RunFold {
     private(set) var status: RunStatus?
     private(set) var terminalOffset: Int64?
 
-    init(first event: TrackingEvent<ArtifactRef>, offset: Int64, attempt: Int) {
+    init(first event: borrowing TrackingEvent<ArtifactRef>, offset: Int64, attempt: Int) {
         runID = event.runID
         self.attempt = attempt
         firstOffset = offset
@@ -49,7 +49,7 @@ final class RunFold {
         event.seq <= lastSeq
     }
 
-    func add(_ event: TrackingEvent<ArtifactRef>, offset: Int64) {
+    func add(_ event: borrowing TrackingEvent<ArtifactRef>, offset: Int64) {
         lastSeq = event.seq
         lastOffset = offset
         events += 1

@@ -46,7 +46,7 @@ public struct RawJSONObject {
     )
         throws -> T
     {
-        let tape = try JSONTape(bytes as? [UInt8] ?? Array(bytes), locatingBytes: true)
+        let tape = try JSONTape(bytes as? [UInt8] ?? Array(bytes))
         let document = LocatedDocument(tape)
         return try body(try RawJSONObject(document, object: 0, or: "not a JSON object"))
     }
@@ -127,7 +127,7 @@ final class LocatedDocument {
         self.tape = tape
     }
 
-    subscript(node: Int) -> JSONTape.Node { tape.nodes[node] }
+    subscript(node: Int) -> JSONTape.Node { tape[node] }
 
     /// The value node of the member named `name` of the object at `object` (the last one, if the name repeats).
     /// Members asked for in the order they are written are each found at the first name compared.
@@ -147,7 +147,9 @@ final class LocatedDocument {
             resume = (object, tape.next(after: start + 1))
             return start + 1
         }
-        guard let found = tape.member(named: name, ascii: ascii, of: object, from: start) else { return nil }
+        guard !tape.lacksMember(named: name, ascii: ascii, of: object),
+            let found = tape.member(named: name, ascii: ascii, of: object, from: start)
+        else { return nil }
         resume = (object, tape.next(after: found))
         return found
     }
@@ -582,8 +584,8 @@ private struct JSONParser {
 // MARK: - A located document
 
 /// A JSON document checked and located in one pass: one node per value, in document order, each string or number
-/// only located or read in place. What ``JSONValueDecoder`` decodes from: a request's input becomes its type without
-/// a tree of ``JSONValue``s (no dictionary per object, no string per member name).
+/// only located or read in place, each value's bytes known. What ``JSONValueDecoder`` decodes from: a request's input
+/// becomes its type without a tree of ``JSONValue``s (no dictionary per object, no string per member name).
 struct JSONTape {
     enum Node {
         case null
@@ -598,34 +600,87 @@ struct JSONTape {
         case object(count: Int, end: Int, distinctNames: Bool)
     }
 
+    /// A node as the tape keeps it, 24 bytes: its kind, where it is written (quotes and brackets included), and its
+    /// payload (a number's value; a container's count and end). One array of these, where a node and its place were
+    /// two arrays (and two appends per value).
+    private struct Stored {
+        enum Kind: UInt8 {
+            case null, `false`, `true`, int, double, string, escapedString, array, object, objectWithDistinctNames
+        }
+        /// A number's value (a double's bits); a container's count in the low and end node in the high 32 bits.
+        var payload: UInt64
+        var start: UInt32
+        var end: UInt32
+        /// An object's names, one bit for each (its ``JSONTape/nameHash(_:_:)`` modulo 32): a name whose bit is clear
+        /// is none of them.
+        var names: UInt32 = 0
+        var kind: Kind
+
+        init(_ kind: Kind, payload: UInt64 = 0, start: Int, end: Int) {
+            self.kind = kind
+            self.payload = payload
+            self.start = UInt32(truncatingIfNeeded: start)
+            self.end = UInt32(truncatingIfNeeded: end)
+        }
+
+        /// A container, its count and end node.
+        init(_ kind: Kind, count: Int, endNode: Int, start: Int, end: Int) {
+            self.init(
+                kind,
+                payload: UInt64(UInt32(truncatingIfNeeded: count))
+                    | UInt64(UInt32(truncatingIfNeeded: endNode)) << 32, start: start, end: end)
+        }
+
+        var endNode: Int { Int(payload >> 32) }
+
+        var node: Node {
+            switch kind {
+            case .null: .null
+            case .false: .bool(false)
+            case .true: .bool(true)
+            case .int: .int(Int64(bitPattern: payload))
+            case .double: .double(Double(bitPattern: payload))
+            case .string: .string(Int(start) + 1..<Int(end) - 1, escaped: false)
+            case .escapedString: .string(Int(start) + 1..<Int(end) - 1, escaped: true)
+            case .array: .array(count: Int(UInt32(truncatingIfNeeded: payload)), end: endNode)
+            case .object, .objectWithDistinctNames:
+                .object(
+                    count: Int(UInt32(truncatingIfNeeded: payload)), end: endNode,
+                    distinctNames: kind == .objectWithDistinctNames)
+            }
+        }
+
+        /// The bytes between a string's quotes.
+        var text: Range<Int> { Int(start) + 1..<Int(end) - 1 }
+    }
+
+    /// The largest document a tape takes: where a value is written is kept in 32 bits.
+    static let maximumSize = Int(UInt32.max) - 1
+
     let bytes: [UInt8]
-    private(set) var nodes: [Node] = []
-    /// Each node's bytes, as written (quotes and brackets included), when the tape was asked to locate them.
-    private var spans: [Range<Int>] = []
-    private let locatesBytes: Bool
+    private var stored: [Stored] = []
     /// Whether every string of the document (member names included) is ASCII as written.
     private var isASCII = true
 
     /// The document `null`.
-    static let null = JSONTape(bytes: Array("null".utf8), nodes: [.null])
+    static let null = JSONTape(bytes: Array("null".utf8), stored: [Stored(.null, start: 0, end: 4)])
 
-    private init(bytes: [UInt8], nodes: [Node]) {
+    private init(bytes: [UInt8], stored: [Stored]) {
         self.bytes = bytes
-        self.nodes = nodes
-        locatesBytes = false
+        self.stored = stored
     }
 
-    /// Checks `bytes` as ``JSONValue/init(parsing:)`` does (same grammar, numbers, nesting limit and errors).
-    /// `locatingBytes`: also keep where each value is written (``bytes(of:)``), for readers that copy values as they
-    /// are.
+    /// Checks `bytes` as ``JSONValue/init(parsing:)`` does (same grammar, numbers, nesting limit and errors), and
+    /// refuses a document larger than ``maximumSize``.
     /// - Throws: ``JSONParseError``.
-    init(_ bytes: [UInt8], locatingBytes: Bool = false) throws {
+    init(_ bytes: [UInt8]) throws {
+        guard bytes.count <= Self.maximumSize else {
+            throw JSONParseError(message: "document too large", offset: Self.maximumSize)
+        }
         self.bytes = bytes
-        locatesBytes = locatingBytes
         // Room for a node per 8 bytes and a few more, so that a typical tape is allocated once (a lineage record has one
         // per 10 bytes).
-        nodes.reserveCapacity(8 + bytes.count / 8)
-        if locatingBytes { spans.reserveCapacity(8 + bytes.count / 8) }
+        stored.reserveCapacity(8 + bytes.count / 8)
         try bytes.withUnsafeBufferPointer { buffer in
             var parser = JSONParser(buffer)
             try locate(&parser, depth: 0)
@@ -634,18 +689,20 @@ struct JSONTape {
         }
     }
 
+    /// The node at `index`.
+    subscript(index: Int) -> Node { stored[index].node }
+
     /// The index of the node after `index` and its descendants.
     func next(after index: Int) -> Int {
-        switch nodes[index] {
-        case .array(_, let end), .object(_, let end, _): end
+        switch stored[index].kind {
+        case .array, .object, .objectWithDistinctNames: stored[index].endNode
         default: index + 1
         }
     }
 
     /// Where the value of `node` is written in ``bytes``.
-    /// - Precondition: the tape was made `locatingBytes`.
     func bytes(of node: Int) -> Range<Int> {
-        spans[node]
+        Int(stored[node].start)..<Int(stored[node].end)
     }
 
     /// The value node of the member named `name` (UTF-8; `ascii` when all of it is) of the object at `object`, or of
@@ -655,25 +712,29 @@ struct JSONTape {
     func member(
         named name: UnsafeBufferPointer<UInt8>, ascii: Bool, of object: Int, from start: Int
     ) -> Int? {
-        guard case .object(_, let end, let distinctNames) = nodes[object] else { return nil }
+        let kind = stored[object].kind
+        guard kind == .object || kind == .objectWithDistinctNames else { return nil }
+        let end = stored[object].endNode
         // Written as ASCII on both sides, names are equal exactly when their bytes are: no String to make.
         let bytewise = isASCII && ascii
         return bytes.withUnsafeBufferPointer { bytes in
-            nodes.withUnsafeBufferPointer { nodes in
+            stored.withUnsafeBufferPointer { stored in
                 func named(_ key: Int) -> Bool {
-                    guard case .string(let range, let escaped) = nodes[key] else { return false }
+                    let escaped = stored[key].kind == .escapedString
+                    let text = stored[key].text
                     guard bytewise && !escaped else {
-                        return string(range, escaped: escaped, equals: String(decoding: name, as: UTF8.self))
+                        return string(text, escaped: escaped, equals: String(decoding: name, as: UTF8.self))
                     }
-                    return Self.equal(bytes, range, name, 0..<name.count)
+                    // Most names differ in length: told apart without a call.
+                    return text.count == name.count && Self.equal(bytes, text, name, 0..<name.count)
                 }
                 func after(_ key: Int) -> Int {
-                    switch nodes[key + 1] {
-                    case .array(_, let next), .object(_, let next, _): next
+                    switch stored[key + 1].kind {
+                    case .array, .object, .objectWithDistinctNames: stored[key + 1].endNode
                     default: key + 2
                     }
                 }
-                guard distinctNames else {
+                guard kind == .objectWithDistinctNames else {
                     var found: Int?
                     var key = object + 1
                     while key < end {
@@ -701,19 +762,27 @@ struct JSONTape {
     /// Whether the node `key` is a name of the object at `object`, whose names are distinct, written as the ASCII
     /// `name` without escapes: the one member of that name. (The check ``LocatedDocument`` makes before searching.)
     func isDistinctName(_ key: Int, of object: Int, writtenAs name: UnsafeBufferPointer<UInt8>) -> Bool {
-        guard case .object(_, let end, true) = nodes[object], key < end, isASCII,
-            case .string(let range, false) = nodes[key], range.count == name.count
+        guard stored[object].kind == .objectWithDistinctNames, key < stored[object].endNode, isASCII,
+            stored[key].kind == .string
         else { return false }
-        return bytes.withUnsafeBufferPointer { Self.equal($0, range, name, 0..<name.count) }
+        let text = stored[key].text
+        return text.count == name.count && bytes.withUnsafeBufferPointer { Self.equal($0, text, name, 0..<name.count) }
+    }
+
+    /// Whether the object at `object` certainly has no member named `name` (`ascii` when all of it is): its names are
+    /// distinct, hence ASCII and unescaped, and none has the name's bit. `false` says nothing.
+    func lacksMember(named name: UnsafeBufferPointer<UInt8>, ascii: Bool, of object: Int) -> Bool {
+        ascii && stored[object].kind == .objectWithDistinctNames
+            && stored[object].names & 1 &<< (Self.nameHash(name, 0..<name.count) & 31) == 0
     }
 
     /// Each member's name and value node of the object at `object`, in order.
     func members(of object: Int) -> [(name: String, value: Int)] {
-        guard case .object(_, let end, _) = nodes[object] else { return [] }
+        guard case .object(_, let end, _) = self[object] else { return [] }
         var members: [(name: String, value: Int)] = []
         var key = object + 1
         while key < end {
-            guard case .string(let range, let escaped) = nodes[key] else { break }
+            guard case .string(let range, let escaped) = self[key] else { break }
             members.append((string(range, escaped: escaped), key + 1))
             key = next(after: key + 1)
         }
@@ -722,7 +791,7 @@ struct JSONTape {
 
     /// The value at `node`, as ``JSONValue/init(parsing:)`` gives it.
     func value(at node: Int) -> JSONValue {
-        switch nodes[node] {
+        switch self[node] {
         case .null: return .null
         case .bool(let flag): return .bool(flag)
         case .int(let number): return .int(number)
@@ -780,10 +849,8 @@ struct JSONTape {
         let start = parser.index
         switch parser.bytes[start] {
         case UInt8(ascii: "{"):
-            let at = nodes.count
-            nodes.append(.object(count: 0, end: 0, distinctNames: false))
-            // A container's span is reserved before its descendants', so that spans and nodes keep one order.
-            if locatesBytes { spans.append(start..<start) }
+            let at = stored.count
+            stored.append(Stored(.object, start: start, end: start))
             // One bit per name, by a hash of its bytes: a name whose bit is already set is compared with the names
             // before it.
             var seen: UInt64 = 0
@@ -796,14 +863,12 @@ struct JSONTape {
                     guard parser.index < parser.bytes.count, parser.bytes[parser.index] == UInt8(ascii: "\"") else {
                         throw parser.error("expected a key")
                     }
-                    let keyStart = parser.index
-                    let key = nodes.count
+                    let key = stored.count
                     let plain = try locateString(&parser)
-                    if locatesBytes { spans.append(keyStart..<parser.index) }
                     // An escaped or non-ASCII name may equal one written otherwise.
                     if !plain { distinctNames = false }
                     if distinctNames {
-                        let bit: UInt64 = 1 &<< Self.nameHash(parser.bytes, keyStart + 1..<parser.index - 1)
+                        let bit: UInt64 = 1 &<< Self.nameHash(parser.bytes, stored[key].text)
                         if seen & bit != 0 { distinctNames = !repeatsName(key, of: at, in: parser.bytes) }
                         seen |= bit
                     }
@@ -813,13 +878,13 @@ struct JSONTape {
                 } while parser.take(UInt8(ascii: ","))
                 try parser.expect(UInt8(ascii: "}"))
             }
-            nodes[at] = .object(count: count, end: nodes.count, distinctNames: distinctNames)
-            if locatesBytes { spans[at] = start..<parser.index }
-            return
+            stored[at] = Stored(
+                distinctNames ? .objectWithDistinctNames : .object, count: count, endNode: stored.count, start: start,
+                end: parser.index)
+            stored[at].names = UInt32(truncatingIfNeeded: seen) | UInt32(truncatingIfNeeded: seen >> 32)
         case UInt8(ascii: "["):
-            let at = nodes.count
-            nodes.append(.array(count: 0, end: 0))
-            if locatesBytes { spans.append(start..<start) }
+            let at = stored.count
+            stored.append(Stored(.array, start: start, end: start))
             var count = 0
             parser.index += 1
             if !parser.take(UInt8(ascii: "]")) {
@@ -829,47 +894,46 @@ struct JSONTape {
                 } while parser.take(UInt8(ascii: ","))
                 try parser.expect(UInt8(ascii: "]"))
             }
-            nodes[at] = .array(count: count, end: nodes.count)
-            if locatesBytes { spans[at] = start..<parser.index }
-            return
+            stored[at] = Stored(.array, count: count, endNode: stored.count, start: start, end: parser.index)
         case UInt8(ascii: "\""): try locateString(&parser)
         case UInt8(ascii: "t"):
             try parser.literal("true")
-            nodes.append(.bool(true))
+            stored.append(Stored(.true, start: start, end: parser.index))
         case UInt8(ascii: "f"):
             try parser.literal("false")
-            nodes.append(.bool(false))
+            stored.append(Stored(.false, start: start, end: parser.index))
         case UInt8(ascii: "n"):
             try parser.literal("null")
-            nodes.append(.null)
+            stored.append(Stored(.null, start: start, end: parser.index))
         case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"):
             switch try parser.readNumber() {
-            case .int(let number): nodes.append(.int(number))
-            case .double(let number): nodes.append(.double(number))
+            case .int(let number):
+                stored.append(Stored(.int, payload: UInt64(bitPattern: number), start: start, end: parser.index))
+            case .double(let number):
+                stored.append(Stored(.double, payload: number.bitPattern, start: start, end: parser.index))
             }
         default: throw parser.error("unexpected character")
         }
-        if locatesBytes { spans.append(start..<parser.index) }
     }
 
     /// A number below 64 from a member name's length and three of its bytes.
-    private static func nameHash(_ bytes: UnsafeBufferPointer<UInt8>, _ range: Range<Int>) -> UInt64 {
+    @inline(__always)
+    private static func nameHash(_ bytes: UnsafeBufferPointer<UInt8>, _ range: Range<Int>) -> UInt32 {
         guard let first = range.first else { return 0 }
         let mixed =
-            UInt64(range.count) &* 0x9E37_79B9_7F4A_7C15 ^ UInt64(bytes[first]) &* 0xC2B2_AE3D_27D4_EB4F
-            ^ UInt64(bytes[range.upperBound - 1]) &* 0x1656_67B1_9E37_79F9
-            ^ UInt64(bytes[first + range.count / 2]) &* 0x27D4_EB2F_1656_67C5
-        return mixed >> 58
+            UInt32(truncatingIfNeeded: range.count) &* 0x9E37_79B1 ^ UInt32(bytes[first]) &* 0x85EB_CA6B
+            ^ UInt32(bytes[range.upperBound - 1]) &* 0xC2B2_AE35 ^ UInt32(bytes[first + range.count / 2]) &* 0x27D4_EB2F
+        return mixed >> 26
     }
 
     /// Whether the name at node `key` (just located, a member of the object at `object`) is written like an earlier
     /// member's, or either is escaped.
     private func repeatsName(_ key: Int, of object: Int, in bytes: UnsafeBufferPointer<UInt8>) -> Bool {
-        guard case .string(let range, _) = nodes[key] else { return true }
+        let name = stored[key].text
         var earlier = object + 1
         while earlier < key {
-            guard case .string(let other, _) = nodes[earlier] else { return true }
-            if Self.equal(bytes, other, bytes, range) { return true }
+            guard stored[earlier].kind == .string else { return true }
+            if Self.equal(bytes, stored[earlier].text, bytes, name) { return true }
             earlier = next(after: earlier + 1)
         }
         return false
@@ -908,10 +972,10 @@ struct JSONTape {
     /// Returns whether the string is ASCII and has no escapes.
     @discardableResult
     private mutating func locateString(_ parser: inout JSONParser) throws -> Bool {
-        let start = parser.index + 1
+        let start = parser.index
         let (escaped, ascii) = try parser.skipString()
         if !ascii { isASCII = false }
-        nodes.append(.string(start..<(parser.index - 1), escaped: escaped))
+        stored.append(Stored(escaped ? .escapedString : .string, start: start, end: parser.index))
         return ascii && !escaped
     }
 }
