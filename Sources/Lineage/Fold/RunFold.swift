@@ -53,10 +53,13 @@ final class RunFold {
         lastSeq = event.seq
         lastOffset = offset
         events += 1
-        switch event.body {
+        // Taken out first: switching over `event.body`, and closures reading `event.timestamp`, copied the whole event.
+        let body = event.body
+        let timestamp = event.timestamp
+        switch body {
         case .runStarted(let configuration, let input, let traceparent, _, let span, let worker):
             sawStart = true
-            run.startedMicros = event.timestamp
+            run.startedMicros = timestamp
             run.configuration = configuration
             run.input = input.map(StoredRun.Artifact.init)
             run.trace = traceparent
@@ -68,7 +71,7 @@ final class RunFold {
         case .stepStarted(let step, let attempt, let inputs):
             update(step) { fold in
                 fold.attempts = max(fold.attempts, attempt)
-                if fold.startedMicros == nil { fold.startedMicros = event.timestamp }
+                if fold.startedMicros == nil { fold.startedMicros = timestamp }
                 fold.status = .running
                 fold.inputs = inputs.map(StoredRun.Artifact.init)
             }
@@ -76,7 +79,7 @@ final class RunFold {
             update(step) { fold in
                 fold.attempts = max(fold.attempts, attempt)
                 fold.status = .completed
-                fold.endedMicros = event.timestamp
+                fold.endedMicros = timestamp
                 fold.durationMicros = duration
                 fold.output = output.map(StoredRun.Artifact.init)
                 fold.error = nil
@@ -84,8 +87,8 @@ final class RunFold {
         case .stepCached(let step, let inputs, let output, let cachedFrom):
             update(step) { fold in
                 fold.status = .cached
-                fold.startedMicros = fold.startedMicros ?? event.timestamp
-                fold.endedMicros = event.timestamp
+                fold.startedMicros = fold.startedMicros ?? timestamp
+                fold.endedMicros = timestamp
                 fold.inputs = inputs.map(StoredRun.Artifact.init)
                 fold.output = output.map(StoredRun.Artifact.init)
                 fold.cachedFrom = cachedFrom
@@ -94,13 +97,13 @@ final class RunFold {
             update(step) { fold in
                 fold.attempts = max(fold.attempts, attempt)
                 fold.status = retrying ? .retrying : .failed
-                fold.endedMicros = event.timestamp
+                fold.endedMicros = timestamp
                 fold.durationMicros = duration
                 fold.error = error
             }
         case .log(let stepRun, let level, let message):
             run.logs.append(
-                StoredRun.Log(micros: event.timestamp, stepRun: stepRun, level: level.rawValue, message: message))
+                StoredRun.Log(micros: timestamp, stepRun: stepRun, level: level.rawValue, message: message))
         case .metadata(let stepRun, let values):
             if let stepRun {
                 let index = stepIndex[stepRun] ?? addStep(StepRunID(step: "", id: stepRun, version: 0))
@@ -109,11 +112,11 @@ final class RunFold {
                 run.metadata.merge(values) { _, new in new }
             }
         case .runCompleted(let duration, let output):
-            close(.completed, at: offset, micros: event.timestamp)
+            close(.completed, at: offset, micros: timestamp)
             run.durationMicros = duration
             run.output = output.map(StoredRun.Artifact.init)
         case .runFailed(let duration, let error):
-            close(.failed, at: offset, micros: event.timestamp)
+            close(.failed, at: offset, micros: timestamp)
             run.durationMicros = duration
             run.error = error
         }
