@@ -7,6 +7,8 @@
 //        record-probe [N] --fold [--index]: what a materializer does with that record instead: N copies of it (each
 // with a run id of its own) decoded, folded and appended to a store in a temporary directory by one
 // `PartitionMaterializer`, synced every 4 096 records, and with `--index` indexed.
+//        record-probe [N] --request: what a worker does with the referee's text-stats request before the pipeline: its
+// JSON decoded into the pipeline's input type N times (`JSONValueDecoder`, which shares the materializer's tape).
 import Examples
 import Foundation
 import Lineage
@@ -42,8 +44,15 @@ if CommandLine.arguments.contains("--fold") {
     try? FileManager.default.removeItem(atPath: root)
     exit(counts.runsWritten == runs ? 0 : 1)
 }
-let events = try LineageRecord.decode(Array(record.utf8))
 let words = (0..<30).map { ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "again"][$0 % 10] }
+if CommandLine.arguments.contains("--request") {
+    let request = Array(#"{"text": "\#(words.joined(separator: " "))"}"#.utf8)
+    var characters = 0
+    for _ in 0..<runs { characters &+= try JSONValueDecoder.decode(TextStats.Request.self, from: request).text.count }
+    print("\(runs) requests of \(request.count) bytes decoded, \(characters / max(runs, 1)) characters of text each")
+    exit(0)
+}
+let events = try LineageRecord.decode(Array(record.utf8))
 let values: [any Encodable & Sendable] = [
     TextStats.Request(text: words.joined(separator: " ")), words, words.count,
     TextStats.Summary(tokens: words.count, first: words.first, last: words.last),
