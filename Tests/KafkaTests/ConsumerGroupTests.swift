@@ -139,7 +139,9 @@ struct ConsumerGroupTests {
             configuration: test.consumerConfiguration(group: "joining", ["enable.auto.commit": "false"]),
             topics: [topic], logger: testLogger)
         var refusals: [KafkaError.Code] = []
-        let deadline = ContinuousClock.now + .seconds(30)
+        // The join takes two rounds of the mock's rebalance window (`session.timeout.ms` − 1 s each) and usually ends
+        // within 15 s; a clean-clone CI run on a busy machine once needed more than 30.
+        let deadline = ContinuousClock.now + .seconds(60)
         while second.assignment.isEmpty, ContinuousClock.now < deadline {
             if let refusal = await commitProgress() { refusals.append(refusal) }
             try await Task.sleep(for: .milliseconds(50))
