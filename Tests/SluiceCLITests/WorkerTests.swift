@@ -513,7 +513,10 @@ struct WorkerFleetTests {
             "--capture", "BATCH", "--concurrency", "2", "--kafka", "session.timeout.ms=60000",
         ])
         try await cluster.produce((0..<20000).map { #"{"text": "frozen \#($0)"}"# }, to: cluster.requests)
-        try await worker.waitUntilAnswered(1)
+        // Frozen in the middle of the stream with requests in flight: frozen right after the first answer, a
+        // clean-clone CI run once found nothing in flight for a minute.
+        try await worker.waitUntilAnswered(200)
+        try await worker.waitUntil { $0.inFlight > 0 }
         #expect(try await worker.answered() ?? 0 < 20000, "answered everything before the freeze")
         cluster.broker.process.signal(SIGSTOP)
         try await worker.waitUntil { $0.inFlight > 0 }
