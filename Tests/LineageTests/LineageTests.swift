@@ -89,6 +89,8 @@ struct StoreNamesTests {
         #expect(Timestamps.rfc3339(micros: 1_795_643_792_149_019) == "2026-11-25T21:56:32.149019Z")
         #expect(Timestamps.rfc3339(micros: 951_782_400_000_000) == "2000-02-29T00:00:00.000000Z")
         #expect(Timestamps.rfc3339(micros: 253_402_300_799_999_999) == "9999-12-31T23:59:59.999999Z")
+        #expect(Timestamps.rfc3339(micros: -62_167_219_200_000_000) == "0000-01-01T00:00:00.000000Z")
+        #expect(Timestamps.rfc3339(micros: 1_000_000_000_010_203) == "2001-09-09T01:46:40.010203Z")
         // A hostile `ts` gives a strange date, never a crash.
         #expect(!Timestamps.rfc3339(micros: .min).isEmpty && !Timestamps.rfc3339(micros: .max).isEmpty)
         // A line writes the same text in place, in an array beside other values.

@@ -153,6 +153,33 @@ struct CanonicalJSONTests {
         }
     }
 
+    @Test func stringsOfEveryLengthAreEscapedWhereTheyNeedIt() throws {
+        // The writer copies a string in words when none of its bytes needs an escape: each length up to 40, plain
+        // and with a byte that needs one (or a multi-byte character) at each place.
+        for length in 0...40 {
+            let plain = String((0..<length).map { Character(Unicode.Scalar(UInt8(ascii: "a") + UInt8($0 % 26))) })
+            var strings = [plain]
+            for special in ["\"", "\\", "\n", "\u{01}", "\u{1F}", "é", " "] {
+                for place in 0..<max(length, 1) {
+                    var characters = Array(plain)
+                    if place < characters.count {
+                        characters[place] = Character(special)
+                    } else {
+                        characters = [Character(special)]
+                    }
+                    strings.append(String(characters))
+                }
+            }
+            for string in strings {
+                var writer = JSONWriter()
+                writer.string(string)
+                #expect(try JSONValue(parsing: writer.bytes) == .string(string), "\(string.debugDescription)")
+                let escapes = string.utf8.contains { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }
+                #expect(escapes || writer.bytes == Array("\"\(string)\"".utf8), "\(string.debugDescription)")
+            }
+        }
+    }
+
     @Test func objectMembersAreSortedByTheirUTF8Bytes() throws {
         // Names that share prefixes, differ in length or case, and hold characters of one to four UTF-8 bytes.
         let names = ["", "a", "ab", "abc", "b", "B", "é", "😀", "z", "zz", "\u{7F}", "Ω"]

@@ -1,7 +1,8 @@
 import Pipelines
 
 /// One run being folded from its events, in the order its lineage partition holds them; when its terminal event
-/// (or the rule for `incomplete` runs) closes it, ``stored(partition:rank:storeInlineLimit:)`` is its line in a segment.
+/// (or the rule for `incomplete` runs) closes it, ``takeStored(partition:rank:storeInlineLimit:)`` is its line in a
+/// segment.
 ///
 /// Everything in the line comes from the events and their offsets, never from the clock or the materializer's
 /// settings other than the store's inline limit: replaying the same log gives the same bytes.
@@ -17,9 +18,11 @@ final class RunFold {
     private(set) var lastSeq = -1
     private(set) var lastOffset: Int64
     private(set) var events = 0
-    /// The run's line as the events so far make it, built in place: closing the fold converts nothing.
-    private var run: StoredRun
-    private var stepIndex: [String: Int] = [:]
+    /// The run's line as the events so far make it, built in place: closing the fold converts nothing. (No dynamic
+    /// exclusivity checks on it and on `stepIndex`: a fold is changed by one thread, one call at a time; the checks
+    /// were a fifth of adding an event.)
+    @exclusivity(unchecked) private var run: StoredRun
+    @exclusivity(unchecked) private var stepIndex: [String: Int] = [:]
     /// How the fold ended; `nil` while open.
     private(set) var status: RunStatus?
     private(set) var terminalOffset: Int64?
@@ -155,25 +158,27 @@ final class RunFold {
 
     // MARK: - The line
 
-    /// The run as its line holds it, and the artifact values too large to stay in the line, by SHA-256.
+    /// The run as its line holds it, and the artifact values too large to stay in the line, by SHA-256. Moves the
+    /// run out of the fold (copying it retained every string and array it holds): once, when the fold is closed.
     ///
     /// - Parameters:
     ///   - rank: the line's place among the lines closed at its terminal offset (``ClosedRun/rank``).
     ///   - storeInlineLimit: values of at most this many bytes stay in the line; larger ones are written to
     ///     `artifacts/` and the line names the file.
-    func stored(
+    func takeStored(
         partition: Int32, rank: Int, storeInlineLimit: Int
     ) -> (run: StoredRun, artifacts: [(sha256: String, value: [UInt8])]) {
-        var stored = run
+        var stored = StoredRun.taken
+        swap(&stored, &run)
         stored.status = status ?? .incomplete
         stored.position = StoredRun.Position(
             partition: partition, firstOffset: firstOffset, terminalOffset: terminalOffset, terminalRank: rank,
             events: events)
-        // Looked for first: changing an artifact in place copies the steps the fold shares with the line.
+        // Looked for first: changing an artifact in place is a copy of the steps when there is nothing to change.
         func isLarge(_ artifact: StoredRun.Artifact?) -> Bool { (artifact?.value?.count ?? 0) > storeInlineLimit }
         let large =
-            isLarge(run.input) || isLarge(run.output)
-            || run.steps.contains { step in isLarge(step.output) || step.inputs.contains { isLarge($0) } }
+            isLarge(stored.input) || isLarge(stored.output)
+            || stored.steps.contains { step in isLarge(step.output) || step.inputs.contains { isLarge($0) } }
         guard large else { return (stored, []) }
         var files: [(sha256: String, value: [UInt8])] = []
         func limit(_ artifact: inout StoredRun.Artifact) {
@@ -200,6 +205,17 @@ final class RunFold {
             limitIfPresent(&stored.steps[index].output)
         }
         return (stored, files)
+    }
+}
+
+extension StoredRun {
+    /// What a fold holds once its run is taken out: nothing to allocate.
+    fileprivate static var taken: StoredRun {
+        StoredRun(
+            runID: "", attempt: 0, pipeline: "", status: .incomplete, capture: "", requestID: nil, worker: nil,
+            trace: nil, startedMicros: nil, endedMicros: nil, durationMicros: nil, configuration: nil, input: nil,
+            output: nil, error: nil, metadata: [:], steps: [], logs: [],
+            position: Position(partition: 0, firstOffset: 0, terminalOffset: nil, terminalRank: 0, events: 0))
     }
 }
 

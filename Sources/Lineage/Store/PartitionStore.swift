@@ -106,11 +106,11 @@ final class PartitionStore {
     func append(_ run: ClosedRun, storeInlineLimit: Int) throws -> Bool {
         let position = run.position
         if let lastWritten, position <= lastWritten { return false }
-        let (stored, artifacts) = run.fold.stored(
+        let (stored, artifacts) = run.fold.takeStored(
             partition: partition, rank: run.rank, storeInlineLimit: storeInlineLimit)
         let line = stored.line(configurations: configurations)
         for artifact in artifacts { try writeArtifact(artifact.sha256, artifact.value) }
-        let directory = directory(pipeline: run.fold.pipeline, micros: run.fold.startTimestamp ?? 0)
+        let directory = directory(pipeline: stored.pipeline, micros: stored.startedMicros ?? 0)
         let segment = try segment(in: directory, for: position, adding: line.count + 1)
         let offset = segment.file.size
         try segment.file.append(line: line)

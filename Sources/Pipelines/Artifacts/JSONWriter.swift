@@ -66,8 +66,8 @@ public struct JSONWriter: ~Copyable, Sendable {
         afterKey = true
     }
 
-    /// Copies a member name a word at a time, the last word overlapping the one before it (a name is a few bytes:
-    /// byte by byte, the copy cost more than the rest of the key).
+    /// Copies a member name or a short string a word at a time, the last word overlapping the one before it (a name
+    /// is a few bytes: byte by byte, or through `memmove`, the copy cost more than the rest of the key).
     @inline(__always)
     private static func copyName(_ name: UnsafeBufferPointer<UInt8>, to out: UnsafeMutablePointer<UInt8>) {
         let count = name.count
@@ -128,10 +128,6 @@ public struct JSONWriter: ~Copyable, Sendable {
         writeDigits(value)
     }
 
-    /// "00" to "99", for writing digits two at a time.
-    private static let digitPairs: StaticString =
-        "00010203040506070809101112131415161718192021222324252627282930313233343536373839404142434445464748495051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899"
-
     private mutating func writeDigits(_ value: Int64) {
         let magnitude = value.magnitude
         // How many digits first, then written in place from the last, two at a time: at most 19 digits and a sign.
@@ -143,7 +139,7 @@ public struct JSONWriter: ~Copyable, Sendable {
         }
         if rest >= 10 { length += 1 }
         let negative = value < 0
-        let pairs = Self.digitPairs.utf8Start
+        let pairs = decimalDigitPairs.utf8Start
         buffer.append(atMost: 20) { out in
             if negative { out[0] = UInt8(ascii: "-") }
             let end = length + (negative ? 1 : 0)
@@ -311,36 +307,72 @@ public struct JSONWriter: ~Copyable, Sendable {
     private static let hexDigits = Array("0123456789abcdef".utf8)
 
     private mutating func writeString(_ value: String) {
-        buffer.append(UInt8(ascii: "\""))
-        writeEscaped(value)
-        buffer.append(UInt8(ascii: "\""))
-    }
-
-    private mutating func writeEscaped(_ value: String) {
         var text = value
         text.withUTF8 { utf8 in
-            // Copy runs of bytes that need no escape at once, finding them eight bytes at a time.
-            var clean = 0
-            var index = 0
+            // Most strings (ids, names, hashes) need no escape: the quotes and the bytes after one capacity check.
+            guard Self.needsNoEscape(utf8), let source = utf8.baseAddress else {
+                buffer.append(UInt8(ascii: "\""))
+                writeEscaped(utf8)
+                buffer.append(UInt8(ascii: "\""))
+                return
+            }
             let count = utf8.count
-            if let base = utf8.baseAddress {
-                while index + 8 <= count {
-                    let word = UnsafeRawPointer(base + index).loadUnaligned(as: UInt64.self)
-                    if Self.mayNeedEscape(word) { break }
-                    index += 8
+            buffer.append(atMost: count + 2) { out in
+                out[0] = UInt8(ascii: "\"")
+                if count <= 32 {
+                    Self.copyName(utf8, to: out + 1)
+                } else {
+                    (out + 1).update(from: source, count: count)
                 }
+                out[count + 1] = UInt8(ascii: "\"")
+                return count + 2
             }
-            while index < count {
-                let byte = utf8[index]
-                if byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") {
-                    buffer.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[clean..<index]))
-                    appendEscaped(byte)
-                    clean = index + 1
-                }
-                index += 1
-            }
-            buffer.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[clean...]))
         }
+    }
+
+    /// Whether no byte of `utf8` needs an escape (and there is at least one): eight bytes at a time, the last word
+    /// overlapping the one before it.
+    private static func needsNoEscape(_ utf8: UnsafeBufferPointer<UInt8>) -> Bool {
+        let count = utf8.count
+        guard let base = utf8.baseAddress, count > 0 else { return false }
+        guard count >= 8 else {
+            for byte in utf8 where byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") {
+                return false
+            }
+            return true
+        }
+        let source = UnsafeRawPointer(base)
+        var offset = 0
+        while offset + 8 < count {
+            if mayNeedEscape(source.loadUnaligned(fromByteOffset: offset, as: UInt64.self)) { return false }
+            offset += 8
+        }
+        return !mayNeedEscape(source.loadUnaligned(fromByteOffset: count - 8, as: UInt64.self))
+    }
+
+    /// `utf8` with the bytes that need it escaped, between no quotes.
+    private mutating func writeEscaped(_ utf8: UnsafeBufferPointer<UInt8>) {
+        // Copy runs of bytes that need no escape at once, finding them eight bytes at a time.
+        var clean = 0
+        var index = 0
+        let count = utf8.count
+        if let base = utf8.baseAddress {
+            while index + 8 <= count {
+                let word = UnsafeRawPointer(base + index).loadUnaligned(as: UInt64.self)
+                if Self.mayNeedEscape(word) { break }
+                index += 8
+            }
+        }
+        while index < count {
+            let byte = utf8[index]
+            if byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") {
+                buffer.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[clean..<index]))
+                appendEscaped(byte)
+                clean = index + 1
+            }
+            index += 1
+        }
+        buffer.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[clean...]))
     }
 
     /// Whether one of the eight bytes of `word` is below 0x20, a quote or a backslash (it may say yes when none is).
@@ -371,6 +403,10 @@ public struct JSONWriter: ~Copyable, Sendable {
         }
     }
 }
+
+/// "00" to "99", for writing decimal digits two at a time.
+let decimalDigitPairs: StaticString =
+    "00010203040506070809101112131415161718192021222324252627282930313233343536373839404142434445464748495051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899"
 
 /// Whether `first` comes before `second` in UTF-8 byte order: the order of canonical JSON's member names. Compares
 /// the bytes in place, where `lexicographicallyPrecedes` over two `UTF8View`s decodes them through an iterator.

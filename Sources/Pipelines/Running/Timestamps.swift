@@ -42,21 +42,25 @@ public enum Timestamps {
         let (days, microsOfDay) = floorDivide(micros, 86_400_000_000)
         let date = civilDate(daysSinceEpoch: days)
         guard (0...9999).contains(date.year) else { return false }
-        func put(_ value: Int64, _ width: Int, at offset: Int) {
-            var value = value
-            for index in stride(from: offset + width - 1, through: offset, by: -1) {
-                output[index] = UInt8(truncatingIfNeeded: value % 10) + UInt8(ascii: "0")
-                value /= 10
-            }
+        // Two digits at a time (0...99 at `offset`), from a table: a division per digit was most of the cost.
+        let pairs = decimalDigitPairs.utf8Start
+        func pair(_ value: Int64, at offset: Int) {
+            let index = Int(truncatingIfNeeded: value) &* 2
+            output[offset] = pairs[index]
+            output[offset + 1] = pairs[index + 1]
         }
         let seconds = microsOfDay / 1_000_000
-        put(date.year, 4, at: 0)
-        put(date.month, 2, at: 5)
-        put(date.day, 2, at: 8)
-        put(seconds / 3600, 2, at: 11)
-        put(seconds / 60 % 60, 2, at: 14)
-        put(seconds % 60, 2, at: 17)
-        put(microsOfDay % 1_000_000, 6, at: 20)
+        let fraction = microsOfDay % 1_000_000
+        pair(date.year / 100, at: 0)
+        pair(date.year % 100, at: 2)
+        pair(date.month, at: 5)
+        pair(date.day, at: 8)
+        pair(seconds / 3600, at: 11)
+        pair(seconds / 60 % 60, at: 14)
+        pair(seconds % 60, at: 17)
+        pair(fraction / 10_000, at: 20)
+        pair(fraction / 100 % 100, at: 22)
+        pair(fraction % 100, at: 24)
         (output[4], output[7], output[10]) = (UInt8(ascii: "-"), UInt8(ascii: "-"), UInt8(ascii: "T"))
         (output[13], output[16]) = (UInt8(ascii: ":"), UInt8(ascii: ":"))
         (output[19], output[26]) = (UInt8(ascii: "."), UInt8(ascii: "Z"))
