@@ -328,10 +328,10 @@ private struct Members {
     }
 
     func optionalString(_ name: StaticString) throws -> String? {
-        switch try optionalValue(name) {
-        case nil: return nil
-        case .string(let text)?: return text
-        default: throw malformed(name)
+        do {
+            return try fields.optionalString(name)
+        } catch {
+            throw malformed(name)
         }
     }
 
@@ -341,10 +341,10 @@ private struct Members {
     }
 
     func optionalInt64(_ name: StaticString) throws -> Int64? {
-        switch try optionalValue(name) {
-        case nil: return nil
-        case .int(let number)?: return number
-        default: throw malformed(name)
+        do {
+            return try fields.optionalInt64(name)
+        } catch {
+            throw malformed(name)
         }
     }
 

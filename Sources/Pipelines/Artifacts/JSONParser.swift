@@ -72,6 +72,21 @@ public struct RawJSONObject {
         valueNode(key).map { document.tape.value(at: $0) }
     }
 
+    /// The member's value when it is a string, its escapes resolved; `nil` when absent or `null`. (Without a
+    /// ``JSONValue`` in between: the decoders read most of their members this way.)
+    /// - Throws: ``JSONParseError`` when it is something else.
+    public func optionalString(_ key: StaticString) throws -> String? {
+        guard let value = valueNode(key) else { return nil }
+        return try document.tape.optionalString(at: value)
+    }
+
+    /// The member's value when it is an integer; `nil` when absent or `null`.
+    /// - Throws: ``JSONParseError`` when it is something else.
+    public func optionalInt64(_ key: StaticString) throws -> Int64? {
+        guard let value = valueNode(key) else { return nil }
+        return try document.tape.optionalInt64(at: value)
+    }
+
     /// ``value(_:)``, through `repeated`: a value written as the one before it is not parsed again.
     public func value(_ key: StaticString, as repeated: RepeatedJSON) -> JSONValue? {
         guard let node = valueNode(key) else { return nil }
@@ -761,6 +776,7 @@ struct JSONTape {
 
     /// Whether the node `key` is a name of the object at `object`, whose names are distinct, written as the ASCII
     /// `name` without escapes: the one member of that name. (The check ``LocatedDocument`` makes before searching.)
+    @inline(__always)
     func isDistinctName(_ key: Int, of object: Int, writtenAs name: UnsafeBufferPointer<UInt8>) -> Bool {
         guard stored[object].kind == .objectWithDistinctNames, key < stored[object].endNode, isASCII,
             stored[key].kind == .string
@@ -811,6 +827,27 @@ struct JSONTape {
             return .object(
                 Dictionary(
                     members(of: node).map { ($0.name, value(at: $0.value)) }, uniquingKeysWith: { _, last in last }))
+        }
+    }
+
+    /// The string at `node`, its escapes resolved; `nil` when the node is `null`.
+    /// - Throws: ``JSONParseError`` when it is something else.
+    func optionalString(at node: Int) throws -> String? {
+        switch stored[node].kind {
+        case .string: return string(stored[node].text, escaped: false)
+        case .escapedString: return string(stored[node].text, escaped: true)
+        case .null: return nil
+        default: throw JSONParseError(message: "expected a string", offset: Int(stored[node].start))
+        }
+    }
+
+    /// The integer at `node`; `nil` when the node is `null`.
+    /// - Throws: ``JSONParseError`` when it is something else.
+    func optionalInt64(at node: Int) throws -> Int64? {
+        switch stored[node].kind {
+        case .int: return Int64(bitPattern: stored[node].payload)
+        case .null: return nil
+        default: throw JSONParseError(message: "expected an integer", offset: Int(stored[node].start))
         }
     }
 
@@ -940,6 +977,7 @@ struct JSONTape {
     }
 
     /// Whether `first` in `firstBytes` and `second` in `secondBytes` hold the same bytes.
+    @inline(__always)
     private static func equal(
         _ firstBytes: UnsafeBufferPointer<UInt8>, _ first: Range<Int>, _ secondBytes: UnsafeBufferPointer<UInt8>,
         _ second: Range<Int>

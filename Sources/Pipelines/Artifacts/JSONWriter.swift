@@ -46,21 +46,29 @@ public struct JSONWriter: ~Copyable, Sendable {
     public mutating func key(_ name: StaticString) {
         // Member names are a few bytes: the name, its quotes, colon and separator written after one capacity check,
         // rather than four appends (each checking the capacity) and a call to `memmove`.
+        if name.hasPointerRepresentation {
+            // Without `withUTF8Buffer`, whose closure kept the writing below from being inlined.
+            write(key: UnsafeBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount))
+        } else {
+            name.withUTF8Buffer { write(key: $0) }
+        }
+    }
+
+    @inline(__always)
+    private mutating func write(key source: UnsafeBufferPointer<UInt8>) {
         let separated = !first
-        name.withUTF8Buffer { source in
-            buffer.append(atMost: source.count + 4) { out in
-                var position = 0
-                if separated {
-                    out[0] = UInt8(ascii: ",")
-                    position = 1
-                }
-                out[position] = UInt8(ascii: "\"")
-                Self.copyName(source, to: out + position + 1)
-                position += 1 + source.count
-                out[position] = UInt8(ascii: "\"")
-                out[position + 1] = UInt8(ascii: ":")
-                return position + 2
+        buffer.append(atMost: source.count + 4) { out in
+            var position = 0
+            if separated {
+                out[0] = UInt8(ascii: ",")
+                position = 1
             }
+            out[position] = UInt8(ascii: "\"")
+            Self.copyName(source, to: out + position + 1)
+            position += 1 + source.count
+            out[position] = UInt8(ascii: "\"")
+            out[position + 1] = UInt8(ascii: ":")
+            return position + 2
         }
         first = false
         afterKey = true

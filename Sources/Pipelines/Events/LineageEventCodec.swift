@@ -367,20 +367,20 @@ private struct Fields {
     }
 
     func string(_ name: StaticString) throws -> String {
-        guard case .string(let text)? = try object.value(name) else { throw fail(name, "a string") }
+        guard let text = try? object.optionalString(name) else { throw fail(name, "a string") }
         return text
     }
 
     func optionalString(_ name: StaticString) throws -> String? {
-        switch try object.value(name) {
-        case nil, .null?: return nil
-        case .string(let text)?: return text
-        default: throw fail(name, "a string or null")
+        do {
+            return try object.optionalString(name)
+        } catch {
+            throw fail(name, "a string or null")
         }
     }
 
     func int64(_ name: StaticString) throws -> Int64 {
-        guard case .int(let number)? = try object.value(name) else { throw fail(name, "an integer") }
+        guard let number = try? object.optionalInt64(name) else { throw fail(name, "an integer") }
         return number
     }
 
