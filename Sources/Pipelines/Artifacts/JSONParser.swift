@@ -547,10 +547,23 @@ private struct JSONParser {
     /// Moves past a string, checking its escapes and, when it has non-ASCII bytes, its UTF-8; returns whether it has
     /// escapes and whether all its bytes are ASCII.
     @discardableResult
+    @inline(__always)
     mutating func skipString() throws -> (escaped: Bool, ascii: Bool) {
         index += 1
         let start = index
         var highBits: UInt8 = 0
+        // Most strings are plain ASCII: ended by the first byte that needs a look, a quote.
+        skipPlainStringBytes(&highBits)
+        if index < bytes.count, bytes[index] == UInt8(ascii: "\""), highBits < 0x80 {
+            index += 1
+            return (false, true)
+        }
+        return try skipRestOfString(from: start, highBits: highBits)
+    }
+
+    /// ``skipString()`` from where its plain bytes end: escapes, non-ASCII bytes, errors.
+    private mutating func skipRestOfString(from start: Int, highBits: UInt8) throws -> (escaped: Bool, ascii: Bool) {
+        var highBits = highBits
         var escaped = false
         while index < bytes.count {
             skipPlainStringBytes(&highBits)
