@@ -115,8 +115,10 @@ public enum LineageEventType: String, Sendable, Hashable, CaseIterable {
     }
 }
 
-/// What an event says, by type.
-public enum LineageEventBody<Artifact: Sendable>: Sendable {
+/// What an event says, by type. Indirect: a body is a reference to its payload, so that copying an event (into a
+/// record, out of an array) retains one box instead of every string and artifact it holds (`record-probe`: 6 % of a
+/// tracker's instructions per run, 1.4 % of the materializer's per record).
+public indirect enum LineageEventBody<Artifact: Sendable>: Sendable {
     /// The run began. `configuration` is the resolved capture configuration (``CaptureConfiguration/knobs``);
     /// `input` is `nil` when artifacts are not captured; `traceparent` is the request's header as it came, and
     /// `traceparentError` says why it was ignored when it is malformed; `span` is the span the run ran in, when traced;
