@@ -54,9 +54,13 @@ struct JSONAndEventCodecTests {
             try JSONValue(parsing: Array(#" {"a" : [ 1 , 2.5e3 , "\u00e9\ud83d\ude00\/" ] } "#.utf8)) == [
                 "a": [1, 2500.0, "é😀/"]
             ])  // Integers are Int64 up to its bounds, doubles beyond them.
-        let integers = "[9223372036854775807,-9223372036854775808,9223372036854775808,-9223372036854775809,-0,7,1e2]"
+        let integers =
+            "[9223372036854775807,-9223372036854775808,9223372036854775808,-9223372036854775809,-0,7,1e2,"
+            + "0,10,999999999999999999,1000000000000000000,5.0]"
         let expected: JSONValue = [
-            .int(.max), .int(.min), .double(0x1p63), .double(-0x1p63), 0, 7, 100.0,
+            .int(.max), .int(.min), .double(0x1p63), .double(-0x1p63), 0, 7, 100.0, 0, 10,
+            .int(999_999_999_999_999_999),
+            .int(1_000_000_000_000_000_000), 5.0,
         ]
         #expect(try JSONValue(parsing: Array(integers.utf8)) == expected)
         try RawJSONObject.withObject(Array(#"{"n":\#(integers)}"#.utf8)) { object throws in
