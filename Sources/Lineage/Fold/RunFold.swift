@@ -41,8 +41,6 @@ final class RunFold {
                 partition: 0, firstOffset: offset, terminalOffset: nil, terminalRank: 0, events: 0))
     }
 
-    var pipeline: String { run.pipeline }
-
     /// The `ts` of the run's `run_started`, if the fold saw it.
     var startTimestamp: Int64? { run.startedMicros }
 
