@@ -87,6 +87,30 @@ struct CaptureModeTests {
         #expect(tracker.log.isEmpty)
     }
 
+    /// A run its sample leaves out runs memory-only (no run id, no events, the label MEMORY); one it takes is tracked
+    /// whole. Exactly the runs whose ids ``CaptureConfiguration/tracks(runID:)`` takes.
+    @Test func aSampleRateTracksExactlyTheRunsItsHashTakes() async throws {
+        var sampled = CaptureConfiguration.realtime
+        sampled.sampleRate = 0.5
+        let tracker = RecordingTracker()
+        let runner = PipelineRunner(tracker: tracker)
+        var taken: Set<String> = []
+        for index in 0..<200 {
+            let runID = "run-\(index)"
+            let result = await runner.run(textStats, input, options: RunOptions(capture: sampled, runID: runID))
+            #expect(try result.outcome.get() == expectedOutput)
+            if sampled.tracks(runID: runID) {
+                taken.insert(runID)
+                #expect(result.runID == runID && result.capture.label == "REALTIME")
+            } else {
+                #expect(result.runID == nil && result.capture.label == "MEMORY")
+            }
+        }
+        #expect((50...150).contains(taken.count), "\(taken.count)")
+        #expect(Set(tracker.events.map(\.runID)) == taken)
+        for runID in taken { #expect(tracker.events(ofRun: runID).last?.type == .runCompleted) }
+    }
+
     @Test func memoryOnlyStepsSeeNoRunContext() async throws {
         let probe = Step("probe") { (_: Int) in RunContext.current == nil }
         let pipeline = Pipeline("probe") { (value: Int) in try await probe(value) }

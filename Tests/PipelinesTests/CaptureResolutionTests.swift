@@ -40,6 +40,39 @@ struct CaptureResolutionTests {
         #expect(custom.summary.hasPrefix("CUSTOM (runs=on, persistence=durable, wait_for_tracking=false"))
     }
 
+    @Test func aSampleRateIsAKnobOfEverySource() throws {
+        let mapping = #"{"mode": "REALTIME", "sample_rate": 0.25}"#
+        #expect(try CaptureConfiguration.parse(mapping, source: .commandLine).sampleRate == 0.25)
+        #expect(try RunConfiguration(yaml: "capture:\n  mode: BATCH\n  sample_rate: 0.5").capture?.sampleRate == 0.5)
+        let fromEnvironment = try ResolvedCapture.resolve(environment: ["SLUICE_CAPTURE_MODE": mapping])
+        #expect(fromEnvironment.configuration.sampleRate == 0.25 && fromEnvironment.configuration.mode == .realtime)
+        #expect(try CaptureConfiguration.parse("{sample_rate: 0}", source: .code).sampleRate == 0)
+        #expect(try CaptureConfiguration.parse("{sample_rate: 1}", source: .code).sampleRate == 1)
+        #expect(CaptureConfiguration.realtime.sampleRate == 1)
+        #expect(
+            CaptureConfiguration.realtime.knobs.last.map { $0.name == "sample_rate" && $0.value == .double(1) } == true)
+        var code = CaptureConfiguration.batch
+        code.sampleRate = 0.1
+        #expect(try ResolvedCapture.resolve(code: code, environment: [:]).configuration.sampleRate == 0.1)
+    }
+
+    /// The choice is a function of the run id: the same every time, and about the rate's share of ids.
+    @Test func aSampleRateTracksAboutItsShareOfRunIDs() {
+        var sampled = CaptureConfiguration.realtime
+        sampled.sampleRate = 0.3
+        let ids = (0..<10_000).map { "0000" + String(UInt64($0) &* 0x9E37_79B9_7F4A_7C15, radix: 16) }
+        let tracked = ids.filter { sampled.tracks(runID: $0) }
+        // Binomial(10 000, 0.3): mean 3 000, standard deviation 46; six deviations either side.
+        #expect((2_725...3_275).contains(tracked.count), "\(tracked.count)")
+        #expect(ids.filter { sampled.tracks(runID: $0) } == tracked)
+        sampled.sampleRate = 0
+        #expect(!ids.contains { sampled.tracks(runID: $0) })
+        sampled.sampleRate = 1
+        #expect(ids.allSatisfy { sampled.tracks(runID: $0) })
+        // The documented hash (docs/capture.md), as Python computes it for this id.
+        #expect(CaptureConfiguration.sampleFraction(runID: "de667f317ab777f0f1ae317e776bd6f3") == 0x1.7d00ef3783ba8p-1)  // 0.7441477542177966
+    }
+
     @Test func precedenceIsCommandLineRunConfigCodeEnvironmentThenBatch() throws {
         let runConfig = try RunConfiguration(yaml: "capture: OFF")
         let environment = ["SLUICE_CAPTURE_MODE": "REALTIME", "SLUICE_SERVING_CAPTURE_DEFAULT": "CUSTOM"]
@@ -100,6 +133,12 @@ struct CaptureResolutionTests {
         ("{mode: REALTIME", ["does not parse"]),
         ("{1: BATCH}", ["key '1'"]),
         ("{runs: 2024-01-01}", ["runs \"2024-01-01\""]),
+        ("{sample_rate: 1.5}", ["sample_rate 1.5", "from 0 to 1"]),
+        ("{sample_rate: -0.1}", ["sample_rate -0.1"]),
+        ("{sample_rate: 2}", ["sample_rate 2"]),
+        ("{sample_rate: half}", ["sample_rate \"half\""]),
+        ("{sample_rate: .nan}", ["sample_rate"]),
+        ("{sample_rate: null}", ["sample_rate null"]),
     ]
 
     @Test(arguments: malformed)

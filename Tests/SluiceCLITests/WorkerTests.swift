@@ -291,6 +291,35 @@ struct WorkerTests {
         await cluster.stop()
     }
 
+    /// `sample_rate`: about that fraction of runs is tracked (binomial bounds), each answering with its run id and
+    /// its whole run on the lineage topic; the others answer as memory-only runs, and publish nothing.
+    @Test func aSampledCaptureTracksAboutItsRateOfRuns() async throws {
+        let cluster = try await ServingCluster.start()
+        let worker = try await cluster.startWorker(["--capture", #"{"mode": "REALTIME", "sample_rate": 0.25}"#])
+        let (status, responses) = try await cluster.call((0..<400).map { ["id": "s\($0)", "value": ["text": "a b"]] })
+        #expect(status == 0)
+        #expect(responses.count == 400)
+        var tracked: Set<String> = []
+        for response in responses {
+            let value = try #require(response["value"] as? [String: Any])
+            #expect(value["status"] as? String == "ok")
+            if let runID = value["run_id"] as? String {
+                tracked.insert(runID)
+                #expect(value["capture"] as? String == "REALTIME")
+            } else {
+                #expect(value["run_id"] is NSNull)
+                #expect(value["capture"] as? String == "MEMORY")
+            }
+        }
+        // Binomial(400, 0.25): mean 100, standard deviation 8.7; five deviations either side fail once in 2 million.
+        #expect((57...143).contains(tracked.count), "\(tracked.count) runs tracked of 400")
+        #expect(await worker.stop() == 0)
+        let records = try await cluster.read(cluster.lineage)
+        let published = Set(records.compactMap { ($0["value"] as? [String: Any])?["run_id"] as? String })
+        #expect(published == tracked)
+        await cluster.stop()
+    }
+
     /// `sluice call` against a stand-in worker that answers every request twice: one line per input, in input
     /// order, each its own response.
     @Test func sluiceCallPrintsOneResponsePerInputWhenAWorkerAnswersTwice() async throws {

@@ -44,6 +44,9 @@ public struct CaptureConfiguration: Sendable, Hashable {
     public var caching: Bool
     /// Artifact values up to this many bytes of canonical JSON travel inside events; larger ones by hash and size.
     public var inlineLimit: Int
+    /// The fraction of runs tracked as the rest of the configuration says, from 0 to 1; the others run memory-only.
+    /// Which runs is a function of the run id alone (``tracks(runID:)``), so a redelivered request decides the same.
+    public var sampleRate: Double
 
     /// The defaults of `mode`; CUSTOM starts from BATCH's.
     public init(mode: Mode) {
@@ -57,6 +60,7 @@ public struct CaptureConfiguration: Sendable, Hashable {
         logs = mode == .off ? .off : .all
         caching = mode != .off
         inlineLimit = 4096
+        sampleRate = 1
     }
 
     public static let batch = CaptureConfiguration(mode: .batch)
@@ -84,6 +88,24 @@ public struct CaptureConfiguration: Sendable, Hashable {
 
     /// The mode as recorded on runs and responses: `BATCH`, `REALTIME`, `OFF`, `CUSTOM`, or `MEMORY` for memory-only.
     public var label: String { isMemoryOnly ? "MEMORY" : mode.rawValue }
+
+    /// Whether the run `runID` is tracked at this ``sampleRate``: every run at 1, none at 0, and otherwise the runs
+    /// whose id hashes below the rate (docs/capture.md, "Sampled runs", gives the hash for other languages).
+    public func tracks(runID: String) -> Bool {
+        if sampleRate >= 1 { return true }
+        if sampleRate <= 0 { return false }
+        return Self.sampleFraction(runID: runID) < sampleRate
+    }
+
+    /// Where `runID` falls in [0, 1): FNV-1a (64 bits) of its UTF-8, mixed by SplitMix64's finalizer, top 53 bits.
+    public static func sampleFraction(runID: String) -> Double {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in runID.utf8 { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3 }
+        hash = (hash ^ (hash >> 30)) &* 0xbf58_476d_1ce4_e5b9
+        hash = (hash ^ (hash >> 27)) &* 0x94d0_49bb_1331_11eb
+        hash ^= hash >> 31
+        return Double(hash >> 11) * 0x1p-53
+    }
 }
 
 // MARK: - Knobs as text
@@ -92,7 +114,7 @@ extension CaptureConfiguration {
     /// The knobs a mapping may set, in the order they are printed.
     public static let knobNames = [
         "mode", "runs", "persistence", "wait_for_tracking", "flush_on_step_end", "artifacts", "metadata", "logs",
-        "caching", "inline_limit",
+        "caching", "inline_limit", "sample_rate",
     ]
 
     /// Every knob and its value, as recorded on runs and printed at start-up.
@@ -102,7 +124,7 @@ extension CaptureConfiguration {
             ("persistence", .string(persistence.rawValue)), ("wait_for_tracking", .bool(waitForTracking)),
             ("flush_on_step_end", .bool(flushOnStepEnd)), ("artifacts", .bool(artifacts)),
             ("metadata", .bool(metadata)), ("logs", .string(logs.rawValue)), ("caching", .bool(caching)),
-            ("inline_limit", .int(Int64(inlineLimit))),
+            ("inline_limit", .int(Int64(inlineLimit))), ("sample_rate", .double(sampleRate)),
         ]
     }
 
@@ -135,6 +157,7 @@ extension CaptureConfiguration {
         case .string(let text): text
         case .bool(let flag): String(flag)
         case .int(let number): String(number)
+        case .double(let number): String(number)
         default: "\(value)"
         }
     }

@@ -153,6 +153,19 @@ extension CaptureConfiguration {
                 }
                 configuration.inlineLimit = Int(bytes)
             }
+            if let rate = members["sample_rate"] {
+                let fraction: Double? =
+                    switch rate {
+                    case .double(let number): number
+                    case .int(let number): Double(number)
+                    default: nil
+                    }
+                guard let fraction, (0...1).contains(fraction) else {
+                    throw CaptureConfigurationError(
+                        message: "capture sample_rate \(rate.display) from \(from) is not a number from 0 to 1")
+                }
+                configuration.sampleRate = fraction
+            }
             return configuration
         default:
             throw CaptureConfigurationError(

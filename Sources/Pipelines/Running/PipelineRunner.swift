@@ -79,7 +79,8 @@ public struct PipelineRunner: Sendable {
 
     /// Runs `pipeline` on `input` with the capture configuration of `options` (else the pipeline's, else BATCH).
     ///
-    /// Memory-only runs bind no ``RunContext`` and report nothing. Tracked runs emit `run_started`, their steps'
+    /// Memory-only runs bind no ``RunContext`` and report nothing; so do the runs a ``CaptureConfiguration/sampleRate``
+    /// below 1 leaves out (their result's capture is memory-only). Tracked runs emit `run_started`, their steps'
     /// events and `run_completed` or `run_failed`; BATCH (`wait_for_tracking`) returns only after the tracker says
     /// every event is durable.
     ///
@@ -93,6 +94,15 @@ public struct PipelineRunner: Sendable {
         guard configuration.isMemoryOnly else {
             return await runTracked(pipeline, input, options: options, configuration: configuration, started: started)
         }
+        return await runInMemory(pipeline, input, capture: configuration, started: started)
+    }
+
+    /// A run that nothing tracks, reported with `capture`.
+    @inlinable
+    func runInMemory<Input, Output>(
+        _ pipeline: Pipeline<Input, Output>, _ input: Input, capture configuration: CaptureConfiguration,
+        started: Int64
+    ) async -> RunResult<Output> {
         let outcome: Result<Output, ErrorDetail>
         do {
             outcome = .success(try await pipeline.run(input))
@@ -104,13 +114,16 @@ public struct PipelineRunner: Sendable {
         )
     }
 
-    /// ``run(_:_:options:)`` of a tracked run.
+    /// ``run(_:_:options:)`` of a run its configuration tracks, unless its sample leaves it out.
     @usableFromInline
     func runTracked<Input, Output>(
         _ pipeline: Pipeline<Input, Output>, _ input: Input, options: RunOptions,
         configuration: CaptureConfiguration, started: Int64
     ) async -> RunResult<Output> {
         let runID = options.runID ?? Self.randomRunID()
+        guard configuration.tracks(runID: runID) else {
+            return await runInMemory(pipeline, input, capture: .memoryOnly, started: started)
+        }
         let run = RunRecorder(
             runID: runID, pipeline: pipeline.name, options: options, configuration: configuration, tracker: tracker,
             cache: cache, logger: logger, stepMetrics: stepMetrics, tracer: tracer)
