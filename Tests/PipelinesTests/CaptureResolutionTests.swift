@@ -56,7 +56,8 @@ struct CaptureResolutionTests {
         #expect(try ResolvedCapture.resolve(code: code, environment: [:]).configuration.sampleRate == 0.1)
     }
 
-    /// The choice is a function of the run id: the same every time, and about the rate's share of ids.
+    /// The choice is a function of the run id: the documented hash, the same in any process or language, taking about
+    /// the rate's share of ids.
     @Test func aSampleRateTracksAboutItsShareOfRunIDs() {
         var sampled = CaptureConfiguration.realtime
         sampled.sampleRate = 0.3
@@ -64,13 +65,12 @@ struct CaptureResolutionTests {
         let tracked = ids.filter { sampled.tracks(runID: $0) }
         // Binomial(10 000, 0.3): mean 3 000, standard deviation 46; six deviations either side.
         #expect((2_725...3_275).contains(tracked.count), "\(tracked.count)")
-        #expect(ids.filter { sampled.tracks(runID: $0) } == tracked)
         sampled.sampleRate = 0
         #expect(!ids.contains { sampled.tracks(runID: $0) })
         sampled.sampleRate = 1
         #expect(ids.allSatisfy { sampled.tracks(runID: $0) })
-        // The documented hash (docs/capture.md), as Python computes it for this id.
-        #expect(CaptureConfiguration.sampleFraction(runID: "de667f317ab777f0f1ae317e776bd6f3") == 0x1.7d00ef3783ba8p-1)  // 0.7441477542177966
+        // The documented hash (docs/capture.md), as Python computes it for this id: 0.7441477542177966.
+        #expect(CaptureConfiguration.sampleFraction(runID: "de667f317ab777f0f1ae317e776bd6f3") == 0x1.7d00ef3783ba8p-1)
     }
 
     @Test func precedenceIsCommandLineRunConfigCodeEnvironmentThenBatch() throws {
