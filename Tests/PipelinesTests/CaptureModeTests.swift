@@ -111,6 +111,100 @@ struct CaptureModeTests {
         for runID in taken { #expect(tracker.events(ofRun: runID).last?.type == .runCompleted) }
     }
 
+    /// `runs: errors`: a run that completes hands nothing to the tracker, waits for nothing and names no run; one that
+    /// fails hands over every event, and in BATCH its result waits for them.
+    @Test(arguments: ["BATCH", "REALTIME"])
+    func errorsOnlyKeepsExactlyTheFailedRuns(mode: String) async throws {
+        let capture = try CaptureConfiguration.parse(#"{"mode": "\#(mode)", "runs": "errors"}"#, source: .code)
+        let tracker = GatedTracker()
+        tracker.release()
+        let runner = PipelineRunner(tracker: tracker)
+        let ok = await runner.run(failingOnEmpty, Document(text: "a b"), options: RunOptions(capture: capture))
+        #expect(try ok.outcome.get() == Stats(tokens: 2, first: "a", last: "b"))
+        #expect(ok.runID == nil && ok.capture.label == mode)
+        #expect(tracker.log.isEmpty)
+
+        let failed = await runner.run(
+            failingOnEmpty, Document(text: ""), options: RunOptions(capture: capture, runID: "failed-run"))
+        #expect(failed.runID == "failed-run")
+        guard case .failure(let error) = failed.outcome else {
+            Issue.record("an empty document fails")
+            return
+        }
+        #expect(error.code == "step_failed" && error.step == "check")
+        let events = tracker.recorder.events
+        #expect(
+            shape(events) == [
+                "run_started", "step_started tokenize#1", "log tokenize#1", "step_completed tokenize#1",
+                "step_started check#1", "step_failed check#1", "run_failed",
+            ])
+        #expect(events.map(\.seq) == Array(0..<events.count))
+        #expect(events.allSatisfy { $0.runID == "failed-run" && $0.capture == mode })
+        // BATCH waited for the failed run's events (and for no other run); REALTIME waits for none.
+        #expect(tracker.log.filter { $0 == "flush" }.count == (mode == "BATCH" ? 1 : 0))
+    }
+
+    @Test func aFailedErrorsOnlyBatchRunReturnsOnlyAfterItsLineageIsDurable() async throws {
+        let capture = try CaptureConfiguration.parse("{mode: BATCH, runs: errors}", source: .code)
+        let tracker = GatedTracker()
+        let running = Task {
+            await PipelineRunner(tracker: tracker).run(
+                failingOnEmpty, Document(text: ""), options: RunOptions(capture: capture))
+        }
+        while tracker.waitingFlushes == 0 { await Task.yield() }
+        #expect(tracker.log.suffix(2) == ["run_failed", "flush"])
+        tracker.release()
+        let result = await running.value
+        guard case .failure(let error) = result.outcome else {
+            Issue.record("an empty document fails")
+            return
+        }
+        #expect(error.code == "step_failed" && result.runID != nil)
+    }
+
+    /// Steps never wait for their events where only failed runs are kept: those events wait for the run's end.
+    @Test func errorsOnlyIgnoresFlushOnStepEnd() async throws {
+        let capture = try CaptureConfiguration.parse(
+            "{mode: REALTIME, runs: errors, flush_on_step_end: true}", source: .code)
+        let tracker = GatedTracker()
+        let result = await PipelineRunner(tracker: tracker).run(
+            failingOnEmpty, Document(text: ""), options: RunOptions(capture: capture))
+        #expect(result.runID != nil)
+        #expect(!tracker.log.contains("flush") && tracker.log.last == "run_failed")
+    }
+
+    /// A run holds at most ``CaptureConfiguration/errorsOnlyEventLimit`` events: past it, the oldest but
+    /// `run_started` go, and a failed run's lineage says how many, numbered from 0 without gaps and ending with the
+    /// step that failed.
+    @Test func anErrorsOnlyRunHoldsABoundedNumberOfEvents() async throws {
+        let limit = CaptureConfiguration.errorsOnlyEventLimit
+        let increment = Step("increment") { (value: Int) in value + 1 }
+        let fail = Step("fail") { (_: Int) -> Int in throw Rejected() }
+        let calls = 3 * limit
+        let pipeline = Pipeline("long") { (start: Int) in
+            var value = start
+            for _ in 0..<calls { value = try await increment(value) }
+            return try await fail(value)
+        }
+        let capture = try CaptureConfiguration.parse("{mode: REALTIME, runs: errors}", source: .code)
+        let (_, events) = await track(pipeline, 0, capture: capture)
+        #expect(events.count <= limit)
+        #expect(events.map(\.seq) == Array(0..<events.count))
+        #expect(events.first?.type == .runStarted)
+        guard case .log(nil, .warning, let message) = events[1].body else {
+            Issue.record("no warning after run_started: \(shape(Array(events.prefix(3))))")
+            return
+        }
+        // Every emitted event is either kept or counted as dropped (the warning is the one added).
+        let emitted = 1 + 2 * calls + 2 + 1
+        let dropped = emitted - (events.count - 1)
+        #expect(message.contains("dropped \(dropped) earlier events") && message.contains("at most \(limit)"))
+        #expect(
+            shape(Array(events.suffix(4))) == [
+                "step_completed increment#\(calls)", "step_started fail#1", "step_failed fail#1", "run_failed",
+            ])
+    }
+
     @Test func memoryOnlyStepsSeeNoRunContext() async throws {
         let probe = Step("probe") { (_: Int) in RunContext.current == nil }
         let pipeline = Pipeline("probe") { (value: Int) in try await probe(value) }

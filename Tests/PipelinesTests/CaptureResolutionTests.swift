@@ -40,6 +40,26 @@ struct CaptureResolutionTests {
         #expect(custom.summary.hasPrefix("CUSTOM (runs=on, persistence=durable, wait_for_tracking=false"))
     }
 
+    /// `runs: errors` in any case and from any source; recorded as the word, neither memory-only nor flushing steps.
+    @Test func runsTakesErrorsForFailedRunsOnly() throws {
+        let errors = try CaptureConfiguration.parse("{mode: BATCH, runs: errors}", source: .commandLine)
+        #expect(errors.runs == .errors && errors.keepsFailedRunsOnly && !errors.isMemoryOnly)
+        #expect(errors.label == "BATCH" && errors.waitForTracking)
+        #expect(errors.summary.hasPrefix("BATCH (runs=errors, persistence=durable"))
+        #expect(errors.knobsObject["runs"] == "errors")
+        #expect(try CaptureConfiguration.parse(#"{"runs": "ERRORS"}"#, source: .code).runs == .errors)
+        let fromYAML = try RunConfiguration(yaml: "capture:\n  mode: REALTIME\n  runs: errors").capture
+        #expect(fromYAML?.runs == .errors && fromYAML?.mode == .realtime)
+        let flushing = try CaptureConfiguration.parse(
+            "{mode: REALTIME, runs: errors, flush_on_step_end: true}", source: .code)
+        #expect(flushing.flushOnStepEnd && !flushing.flushesEachStep)
+        // Memory persistence still wins: nothing is kept, failed or not.
+        let memory = try CaptureConfiguration.parse("{runs: errors, persistence: memory}", source: .code)
+        #expect(memory.isMemoryOnly && !memory.keepsFailedRunsOnly)
+        #expect(try CaptureConfiguration.parse("{runs: yes}", source: .code).runs == .on)
+        #expect(try CaptureConfiguration.parse("{runs: false}", source: .code).runs == .off)
+    }
+
     @Test func aSampleRateIsAKnobOfEverySource() throws {
         let mapping = #"{"mode": "REALTIME", "sample_rate": 0.25}"#
         #expect(try CaptureConfiguration.parse(mapping, source: .commandLine).sampleRate == 0.25)
@@ -119,7 +139,8 @@ struct CaptureResolutionTests {
         ("{mode: 3}", ["capture mode 3", "not a name"]),
         ("{mode: SLOW}", ["'SLOW'"]),
         ("{mode: REALTIME, runz: off}", ["'runz'", "is not one of mode, runs"]),
-        ("{runs: maybe}", ["runs \"maybe\"", "true, false, on, off, yes, no"]),
+        ("{runs: maybe}", ["runs \"maybe\"", "on, off, errors", "true, false, yes, no"]),
+        ("{runs: error}", ["runs \"error\""]),
         ("{runs: 1}", ["runs 1"]),
         ("{persistence: disk}", ["persistence \"disk\"", "durable, memory"]),
         ("{logs: some}", ["logs \"some\"", "all, errors, off"]),

@@ -32,6 +32,21 @@ let textStats = Pipeline("text-stats") { (document: Document) in
     try await summarize(count(tokenize(document)))
 }
 
+/// Rejects a document without words.
+let check = Step("check") { (tokens: [String]) in
+    guard !tokens.isEmpty else { throw EmptyDocument() }
+    return tokens
+}
+
+struct EmptyDocument: Error, CustomStringConvertible {
+    var description: String { "the document has no words" }
+}
+
+/// text-stats with a step that fails on an empty document.
+let failingOnEmpty = Pipeline("failing-on-empty") { (document: Document) in
+    try await summarize(check(tokenize(document)))
+}
+
 /// The (type, step run) of each event, for comparing sequences.
 func shape(_ events: [LineageEvent]) -> [String] {
     events.map { event in

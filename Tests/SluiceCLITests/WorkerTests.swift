@@ -320,6 +320,48 @@ struct WorkerTests {
         await cluster.stop()
     }
 
+    /// `runs: errors` in BATCH: exactly the failed runs are on the lineage topic, whole and ending with `run_failed`,
+    /// and answer with their run ids; the runs that succeed answer with `run_id` null and publish nothing.
+    @Test func anErrorsOnlyCapturePublishesExactlyTheFailedRuns() async throws {
+        let cluster = try await ServingCluster.start(pipeline: "digits")
+        let worker = try await cluster.startWorker(["--capture", #"{"mode": "BATCH", "runs": "errors"}"#])
+        // Every third image has a pixel out of range: `validate` fails the run with invalid_input.
+        let specs: [[String: Any]] = (0..<90).map { index in
+            let pixels = (0..<64).map { pixel in index % 3 == 0 && pixel == 7 ? 99 : (index + pixel) % 17 }
+            return ["id": "e\(index)", "value": ["pixels": pixels]]
+        }
+        let (status, responses) = try await cluster.call(specs)
+        #expect(status == 0)
+        #expect(responses.count == specs.count)
+        var failed: Set<String> = []
+        for response in responses {
+            let value = try #require(response["value"] as? [String: Any])
+            let index = try #require((response["id"] as? String).flatMap { Int($0.dropFirst()) })
+            #expect(value["capture"] as? String == "BATCH")
+            if index % 3 == 0 {
+                #expect(value["status"] as? String == "error")
+                #expect((value["error"] as? [String: Any])?["code"] as? String == "invalid_input", "\(value)")
+                failed.insert(try #require(value["run_id"] as? String))
+            } else {
+                #expect(value["status"] as? String == "ok", "\(value)")
+                #expect(value["run_id"] is NSNull)
+            }
+        }
+        #expect(failed.count == 30)
+        #expect(await worker.stop() == 0)
+        let records = try await cluster.read(cluster.lineage)
+        var lastEvents: [String: String] = [:]
+        for record in records {
+            let value = try #require(record["value"] as? [String: Any])
+            let runID = try #require(value["run_id"] as? String)
+            let events = try #require(value["events"] as? [[String: Any]])
+            lastEvents[runID] = events.last?["type"] as? String
+        }
+        #expect(Set(lastEvents.keys) == failed)
+        #expect(lastEvents.values.allSatisfy { $0 == "run_failed" }, "\(lastEvents)")
+        await cluster.stop()
+    }
+
     /// `sluice call` against a stand-in worker that answers every request twice: one line per input, in input
     /// order, each its own response.
     @Test func sluiceCallPrintsOneResponsePerInputWhenAWorkerAnswersTwice() async throws {

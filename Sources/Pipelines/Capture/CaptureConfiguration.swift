@@ -22,6 +22,17 @@ public struct CaptureConfiguration: Sendable, Hashable {
         case off
     }
 
+    /// Which runs are tracked.
+    public enum Runs: String, Sendable, Hashable, CaseIterable {
+        /// Every run.
+        case on
+        /// None: the run is memory-only.
+        case off
+        /// Only runs that fail: a run's events wait in memory and are published only if it fails (at most
+        /// ``CaptureConfiguration/errorsOnlyEventLimit`` of them).
+        case errors
+    }
+
     /// Where tracking goes. `memory` keeps nothing: the run is memory-only.
     public enum Persistence: String, Sendable, Hashable, CaseIterable {
         case durable
@@ -29,8 +40,8 @@ public struct CaptureConfiguration: Sendable, Hashable {
     }
 
     public var mode: Mode
-    /// Whether runs and step runs are tracked at all; `false` makes the run memory-only.
-    public var runs: Bool
+    /// Whether runs and step runs are tracked: every run, none (memory-only), or only those that fail.
+    public var runs: Runs
     public var persistence: Persistence
     /// Whether the response waits until every event of the run is acknowledged (BATCH).
     public var waitForTracking: Bool
@@ -51,7 +62,7 @@ public struct CaptureConfiguration: Sendable, Hashable {
     /// The defaults of `mode`; CUSTOM starts from BATCH's.
     public init(mode: Mode) {
         self.mode = mode
-        runs = true
+        runs = .on
         persistence = .durable
         waitForTracking = mode == .batch || mode == .custom
         flushOnStepEnd = false
@@ -69,7 +80,7 @@ public struct CaptureConfiguration: Sendable, Hashable {
     /// Nothing tracked, nothing published: REALTIME with `runs: off`.
     public static let memoryOnly: CaptureConfiguration = {
         var configuration = CaptureConfiguration(mode: .realtime)
-        configuration.runs = false
+        configuration.runs = .off
         return configuration
     }()
 
@@ -81,7 +92,18 @@ public struct CaptureConfiguration: Sendable, Hashable {
     }
 
     /// Nothing is tracked or published: `runs: off` or `persistence: memory`. No run id, no events, no caching.
-    public var isMemoryOnly: Bool { !runs || persistence == .memory }
+    public var isMemoryOnly: Bool { runs == .off || persistence == .memory }
+
+    /// A run's events wait in memory and are published only if the run fails (`runs: errors`).
+    public var keepsFailedRunsOnly: Bool { runs == .errors && persistence == .durable }
+
+    /// Whether each step waits for its events before the next one runs: `flush_on_step_end`, except where only
+    /// failed runs are kept, whose events wait for the run's end.
+    public var flushesEachStep: Bool { flushOnStepEnd && runs == .on && persistence == .durable }
+
+    /// The most events a run of ``keepsFailedRunsOnly`` holds, and so publishes; at the limit it drops its oldest
+    /// events but the first (docs/capture.md, "Errors-only runs").
+    public static let errorsOnlyEventLimit = 1024
 
     /// Whether steps that ask for caching are cached under this configuration.
     public var cachesSteps: Bool { caching && !isMemoryOnly }
@@ -120,7 +142,7 @@ extension CaptureConfiguration {
     /// Every knob and its value, as recorded on runs and printed at start-up.
     public var knobs: [(name: String, value: JSONValue)] {
         [
-            ("mode", .string(mode.rawValue)), ("runs", .string(runs ? "on" : "off")),
+            ("mode", .string(mode.rawValue)), ("runs", .string(runs.rawValue)),
             ("persistence", .string(persistence.rawValue)), ("wait_for_tracking", .bool(waitForTracking)),
             ("flush_on_step_end", .bool(flushOnStepEnd)), ("artifacts", .bool(artifacts)),
             ("metadata", .bool(metadata)), ("logs", .string(logs.rawValue)), ("caching", .bool(caching)),

@@ -127,7 +127,20 @@ extension CaptureConfiguration {
                     message: "capture key '\(key)' from \(from) is not one of \(knobNames.joined(separator: ", "))")
             }
             var configuration = CaptureConfiguration(mode: try members["mode"].map { try mode($0, from) } ?? .custom)
-            if let runs = members["runs"] { configuration.runs = try flag(runs, "runs", from) }
+            if let runs = members["runs"] {
+                switch runs {
+                case .string(let text) where text.lowercased() == CaptureConfiguration.Runs.errors.rawValue:
+                    configuration.runs = .errors
+                default:
+                    do {
+                        configuration.runs = try flag(runs, "runs", from) ? .on : .off
+                    } catch {
+                        throw CaptureConfigurationError(
+                            message: "capture runs \(runs.display) from \(from) is not one of on, off, errors "
+                                + "(or true, false, yes, no)")
+                    }
+                }
+            }
             if let persistence = members["persistence"] {
                 configuration.persistence = try choice(persistence, "persistence", from)
             }

@@ -36,7 +36,8 @@ public struct RunOptions: Sendable {
 
 /// What a run returned.
 public struct RunResult<Output: Sendable>: Sendable {
-    /// `nil` for a memory-only run, which is not tracked.
+    /// `nil` for a run that left no lineage: memory-only, left out by its sample, or completed where only failed runs
+    /// are kept.
     public let runID: String?
     public let capture: CaptureConfiguration
     /// The output, or why the run failed (``ErrorDetail``: `step_failed` with the step, a ``CodedError``'s code,
@@ -81,8 +82,8 @@ public struct PipelineRunner: Sendable {
     ///
     /// Memory-only runs bind no ``RunContext`` and report nothing; so do the runs a ``CaptureConfiguration/sampleRate``
     /// below 1 leaves out (their result's capture is memory-only). Tracked runs emit `run_started`, their steps'
-    /// events and `run_completed` or `run_failed`; BATCH (`wait_for_tracking`) returns only after the tracker says
-    /// every event is durable.
+    /// events and `run_completed` or `run_failed` (with `runs: errors`, only a failed run's events reach the tracker);
+    /// BATCH (`wait_for_tracking`) returns only after the tracker says every event it was given is durable.
     ///
     /// Inlinable, so that a memory-only run is compiled for the pipeline's own types where the pipeline is declared.
     @inlinable
@@ -156,8 +157,10 @@ public struct PipelineRunner: Sendable {
                 outcome = .failure(ErrorDetail(code: "internal", message: "the run's lineage is not durable: \(error)"))
             }
         }
+        // A run whose events were discarded (`runs: errors`, completed) left no lineage to name.
+        let keptRunID = configuration.keepsFailedRunsOnly && run.isDiscarded ? nil : runID
         return RunResult(
-            runID: runID, capture: configuration, outcome: outcome,
+            runID: keptRunID, capture: configuration, outcome: outcome,
             durationMicros: Timestamps.monotonicMicros() - started)
     }
 

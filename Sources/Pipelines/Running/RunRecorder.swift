@@ -5,8 +5,9 @@ import Tracing
 /// The state of one tracked run: numbers its events and step runs and reports the events to the tracker in order.
 ///
 /// A run whose capture waits for its lineage (BATCH, `flush_on_step_end`) holds its events until it waits, and then
-/// hands them over together, so that a tracker can publish them as one record; other runs hand each event over at
-/// once.
+/// hands them over together, so that a tracker can publish them as one record; a run that keeps its lineage only if
+/// it fails (`runs: errors`) holds them until its end and hands them over only then; other runs hand each event over
+/// at once.
 @usableFromInline final class RunRecorder: Sendable {
     let runID: String
     let pipeline: String
@@ -29,9 +30,13 @@ import Tracing
         var finished = false
         /// Events not yet handed to the tracker, when the run holds them until it flushes.
         var held: [PendingEvent] = []
+        /// Events a run that keeps only its failure dropped from `held` at its limit.
+        var dropped = 0
+        /// Set when a run that keeps only its failure completes: its events are gone and nothing waits for them.
+        var discarded = false
     }
 
-    /// Whether events wait in ``Counters/held`` for ``flush()``.
+    /// Whether events wait in ``Counters/held`` for ``flush()`` or for the run's end.
     private let holdsEvents: Bool
 
     private let counters: Mutex<Counters>
@@ -52,7 +57,8 @@ import Tracing
         self.tracer = tracer
         self.ledger = ArtifactLedger(inlineLimit: configuration.inlineLimit)
         self.label = configuration.label
-        holdsEvents = configuration.waitForTracking || configuration.flushOnStepEnd
+        holdsEvents =
+            configuration.waitForTracking || configuration.flushesEachStep || configuration.keepsFailedRunsOnly
         // Room for a typical run's steps and events at once, rather than growing from one by doubling.
         var counters = Counters()
         counters.invocations.reserveCapacity(8)
@@ -71,30 +77,70 @@ import Tracing
                 capture: label, attempt: attempt, body: body)
             counters.finished = event.type.isTerminal
             counters.seq += 1
-            if holdsEvents {
-                counters.held.append(event)
-                // A run that does not wait at its end (REALTIME with `flush_on_step_end`) hands its last events
-                // over at once.
-                if counters.finished && !configuration.waitForTracking {
-                    tracker.record(contentsOf: counters.held)
-                    counters.held.removeAll()
-                }
+            guard holdsEvents else { return tracker.record(event) }
+            if configuration.keepsFailedRunsOnly {
+                holdForFailure(event, in: &counters)
             } else {
-                tracker.record(event)
+                counters.held.append(event)
+            }
+            // A run that does not wait at its end (REALTIME with `flush_on_step_end`, or keeping only its failure)
+            // hands its last events over at once.
+            if counters.finished && !configuration.waitForTracking && !counters.held.isEmpty {
+                tracker.record(contentsOf: counters.held)
+                counters.held.removeAll()
             }
         }
     }
 
-    /// Hands the held events to the tracker and waits until every event of the run so far is durable.
+    /// Holds an event of a run that keeps only its failure: its completion discards the run's events; its failure
+    /// keeps them, numbered anew from 0 when the limit dropped some, after a warning that says how many.
+    private func holdForFailure(_ event: PendingEvent, in counters: inout Counters) {
+        switch event.type {
+        case .runCompleted:
+            counters.held.removeAll()
+            counters.discarded = true
+        case .runFailed:
+            counters.held.append(event)
+            guard counters.dropped > 0 else { return }
+            let limit = CaptureConfiguration.errorsOnlyEventLimit
+            // Dated as the oldest event kept after `run_started`, before which it stands.
+            var warning = counters.held[1]
+            warning.body = .log(
+                stepRun: nil, level: .warning,
+                message: "errors-only capture dropped \(counters.dropped) earlier events of this run: a run holds at "
+                    + "most \(limit)")
+            counters.held.insert(warning, at: 1)
+            for index in counters.held.indices { counters.held[index].seq = index }
+        default:
+            // At the limit (less room for `run_failed` and the warning) the oldest quarter goes, all but
+            // `run_started`: each event is moved a bounded number of times on average.
+            let limit = CaptureConfiguration.errorsOnlyEventLimit
+            if counters.held.count == limit - 2 {
+                let oldest = 1..<(1 + limit / 4)
+                counters.held.removeSubrange(oldest)
+                counters.dropped += oldest.count
+            }
+            counters.held.append(event)
+        }
+    }
+
+    /// Hands the held events to the tracker and waits until every event of the run so far is durable; returns at
+    /// once for a run whose events were discarded (`runs: errors` and the run completed).
     /// - Throws: what the tracker's flush throws.
     func flush() async throws {
-        counters.withLock { counters in
-            guard !counters.held.isEmpty else { return }
-            tracker.record(contentsOf: counters.held)
-            counters.held.removeAll()
+        let discarded = counters.withLock { counters in
+            if !counters.held.isEmpty {
+                tracker.record(contentsOf: counters.held)
+                counters.held.removeAll()
+            }
+            return counters.discarded
         }
+        guard !discarded else { return }
         try await tracker.flush(runID: runID)
     }
+
+    /// Whether the run's events were discarded: `runs: errors` and the run completed.
+    var isDiscarded: Bool { counters.withLock { $0.discarded } }
 
     /// The id of the next invocation of `step` in this run: `<step>#<n>`, from 1.
     func nextStepRun(of step: String) -> String {
@@ -121,7 +167,7 @@ import Tracing
 
     /// Waits for the tracker when the configuration makes each step wait for its events.
     func flushStepIfAsked(_ step: String) async throws {
-        guard configuration.flushOnStepEnd else { return }
+        guard configuration.flushesEachStep else { return }
         do {
             try await flush()
         } catch {

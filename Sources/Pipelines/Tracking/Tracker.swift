@@ -11,8 +11,8 @@ public protocol Tracker: Sendable {
     func record(_ event: PendingEvent)
 
     /// Takes events of one run, in `seq` order, that are ready together: a tracker that publishes records puts them
-    /// in one. The events of a run that is flushed (BATCH, `flush_on_step_end`) come this way. The same rules as
-    /// ``record(_:)``.
+    /// in one. The events of a run that is flushed (BATCH, `flush_on_step_end`) come this way, and those of a failed
+    /// run where only failed runs are kept (`runs: errors`). The same rules as ``record(_:)``.
     func record(contentsOf events: [PendingEvent])
 
     /// Returns when every event recorded with ``record(contentsOf:)`` so far for `runID` is durable (acknowledged by

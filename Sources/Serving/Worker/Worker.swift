@@ -229,7 +229,7 @@ public final class Worker: Service, Sendable {
     /// stay cheap.
     private var lanes: Int {
         let capture = configuration.capture
-        let waits = !capture.isMemoryOnly && (capture.waitForTracking || capture.flushOnStepEnd)
+        let waits = !capture.isMemoryOnly && capture.waitForTracking || capture.flushesEachStep
         return waits ? configuration.concurrency : min(configuration.concurrency, 64)
     }
 
