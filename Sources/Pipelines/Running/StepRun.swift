@@ -8,10 +8,65 @@ extension RunRecorder {
     @usableFromInline func runStep<Output: Codable & Sendable>(
         _ step: StepDescription, inputs: [any Codable & Sendable], invoke: () async throws -> Output
     ) async throws -> Output {
+        try await inStepRun(of: step) { identity in try await runStep(step, identity, inputs: inputs, invoke: invoke) }
+    }
+
+    /// Runs one call of a batched step as a step run of this run: `step_started` when the call joins a batch, a
+    /// `step_failed` (retrying) and `step_started` for each failed attempt of the batch that is tried again, the
+    /// batch's size as the step run's metadata (`batch_size`), then `step_completed` with this run's own output, or
+    /// `step_failed`.
+    @usableFromInline func runBatchedStep<Item: Sendable, Output: Codable & Sendable>(
+        _ step: StepDescription, inputs: [any Codable & Sendable], item: Item, batcher: StepBatcher<Item, Output>
+    ) async throws -> Output {
+        try await inStepRun(of: step) { identity in
+            let stepRun = identity.id
+            let inputArtifacts = inputs.enumerated().compactMap { index, value in
+                artifact("\(stepRun)/in\(index)", .consumed, value)
+            }
+            emit(.stepStarted(step: identity, attempt: 1, inputs: inputArtifacts))
+            let outcome = await batcher.submit(item) { [self] attempt, error, micros in
+                let failure = error as? StepError ?? StepError(step: step.name, stepRun: stepRun, underlying: error)
+                stepMetrics.record(pipeline: pipeline, step: step.name, completed: false, micros: micros)
+                emit(
+                    .stepFailed(
+                        step: identity, attempt: attempt, durationMicros: micros,
+                        error: ErrorDetail(code: failure.code, message: failure.message), retrying: true))
+                emit(.stepStarted(step: identity, attempt: attempt + 1, inputs: inputArtifacts))
+            }
+            let micros = outcome.micros
+            if configuration.metadata {
+                emit(.metadata(stepRun: stepRun, values: ["batch_size": .int(Int64(outcome.batchSize))]))
+            }
+            switch outcome.output {
+            case .success(let output):
+                stepMetrics.record(pipeline: pipeline, step: step.name, completed: true, micros: micros)
+                emit(
+                    .stepCompleted(
+                        step: identity, attempt: outcome.attempt, durationMicros: micros,
+                        output: artifact("\(stepRun)/out", .produced, output)))
+                try await flushStepIfAsked(step.name)
+                return output
+            case .failure(let error):
+                let failure = error as? StepError ?? StepError(step: step.name, stepRun: stepRun, underlying: error)
+                stepMetrics.record(pipeline: pipeline, step: step.name, completed: false, micros: micros)
+                emit(
+                    .stepFailed(
+                        step: identity, attempt: outcome.attempt, durationMicros: micros,
+                        error: ErrorDetail(code: failure.code, message: failure.message), retrying: false))
+                try? await flushStepIfAsked(step.name)
+                throw failure
+            }
+        }
+    }
+
+    /// Runs `body` as the next step run of `step`: with a tracer, inside a span named after the step, a child of the
+    /// current one, whose id the step run's events carry.
+    private func inStepRun<Output>(
+        of step: StepDescription, _ body: (StepRunID) async throws -> Output
+    ) async throws -> Output {
         let stepRun = nextStepRun(of: step.name)
         guard let tracer else {
-            return try await runStep(
-                step, StepRunID(step: step.name, id: stepRun, version: step.version), inputs: inputs, invoke: invoke)
+            return try await body(StepRunID(step: step.name, id: stepRun, version: step.version))
         }
         let span = tracer.startSpan(step.name, context: ServiceContext.current ?? .topLevel, ofKind: .internal)
         defer { span.end() }
@@ -22,9 +77,7 @@ extension RunRecorder {
             step: step.name, id: stepRun, version: step.version,
             spanID: SpanIDs(of: span.context, tracer: tracer)?.spanID)
         do {
-            return try await ServiceContext.withValue(span.context) {
-                try await runStep(step, identity, inputs: inputs, invoke: invoke)
-            }
+            return try await ServiceContext.withValue(span.context) { try await body(identity) }
         } catch {
             span.recordError(error)
             span.setStatus(SpanStatus(code: .error, message: ErrorDetail(describing: error).message))
