@@ -5,7 +5,7 @@ import Pipelines
 /// Real inference: handwritten digits (8×8 images, pixels 0…16) classified by a multinomial logistic regression
 /// trained with scikit-learn (`Examples/digits/train.py`; the weights are `Resources/digits-model.json`, embedded in
 /// the binary). Steps: `validate → normalize → predict → explain`, where `explain` takes the normalized image and the
-/// prediction (fan-in).
+/// prediction (fan-in), and `predict` is batched: concurrent runs share one matrix-matrix product.
 public enum Digits {
     /// An image: 64 pixel intensities, row by row, each 0…16.
     public struct Image: Codable, Sendable, Hashable {
@@ -54,6 +54,8 @@ public enum Digits {
         public let biases: [Double]
         /// Accuracy on the 20% of the data set held out from training.
         public let accuracy: Double
+        /// `weights` as one row-major matrix, classes × pixels.
+        private let matrix: [Double]
 
         /// The model committed with the examples.
         public static let bundled: Model = {
@@ -87,8 +89,45 @@ public enum Digits {
             weights = try rows.map { try numbers($0) }
             biases = try numbers(tree["biases"])
             self.accuracy = try number(accuracy)
+            matrix = weights.flatMap { $0 }
             guard classes.count == weights.count, classes.count == biases.count, weights.allSatisfy({ $0.count == 64 })
             else { throw ModelFileError(description: "the model file's shapes do not match 64 pixels") }
+        }
+
+        /// The predictions for a batch of normalized images (64 values in 0…1 each): one matrix-matrix product of the
+        /// images and the weights, plus the biases, then a softmax per image.
+        /// - Throws: ``InvalidImage`` when an image does not have 64 values.
+        public func predict(_ images: [[Double]]) throws -> [Prediction] {
+            let pixels = 64
+            if let bad = images.first(where: { $0.count != pixels }) {
+                throw InvalidImage(description: "an image has 64 pixels, this one \(bad.count)")
+            }
+            // The images as one row-major matrix, images × pixels, beside the weights' classes × pixels.
+            let batch = images.flatMap { $0 }
+            var scores = [Double](repeating: 0, count: images.count * classes.count)
+            batch.withUnsafeBufferPointer { batch in
+                matrix.withUnsafeBufferPointer { matrix in
+                    for image in images.indices {
+                        for row in classes.indices {
+                            // Summed in pixel order from the bias, as scikit-learn's probabilities were checked.
+                            var score = biases[row]
+                            for pixel in 0..<pixels {
+                                score += matrix[row * pixels + pixel] * batch[image * pixels + pixel]
+                            }
+                            scores[image * classes.count + row] = score
+                        }
+                    }
+                }
+            }
+            return images.indices.map { image in
+                let row = scores[(image * classes.count)..<((image + 1) * classes.count)]
+                let top = row.max() ?? 0
+                let exponentials = row.map { exp($0 - top) }
+                let total = exponentials.reduce(0, +)
+                let probabilities = exponentials.map { $0 / total }
+                let best = probabilities.indices.max { probabilities[$0] < probabilities[$1] } ?? 0
+                return Prediction(digit: classes[best], probability: probabilities[best], probabilities: probabilities)
+            }
         }
     }
 
@@ -112,20 +151,22 @@ public enum Digits {
             ($0, Counter(label: "digits_predictions_total", dimensions: [("digit", "\($0)")]))
         })
 
-    public static let predict = Step("predict", version: 1) { (pixels: [Double]) in
-        let model = Model.bundled
-        let scores = zip(model.weights, model.biases).map { row, bias in
-            zip(row, pixels).reduce(bias) { $0 + $1.0 * $1.1 }
-        }
-        let top = scores.max() ?? 0
-        let exponentials = scores.map { exp($0 - top) }
-        let total = exponentials.reduce(0, +)
-        let probabilities = exponentials.map { $0 / total }
-        let best = probabilities.indices.max { probabilities[$0] < probabilities[$1] } ?? 0
-        RunContext.current?.addMetadata(["model_accuracy": .double(model.accuracy)])
+    /// How `predict` gathers the images of concurrent runs: up to 64 in one product, the first waiting at most 1 ms.
+    public static let batching = BatchPolicy(maxSize: 64, maxWait: .milliseconds(1))
+
+    /// The model on a batch of images, the predictions of concurrent runs gathered into one matrix-matrix product.
+    public static let predict = Step("predict", version: 1, batch: batching) { (images: [[Double]]) in
+        let batch = try Model.bundled.predict(images)
         // A step's own metric, through swift-metrics: `sluice worker` exports it beside its own on GET /metrics.
-        predictions[model.classes[best]]?.increment()
-        return Prediction(digit: model.classes[best], probability: probabilities[best], probabilities: probabilities)
+        for prediction in batch { predictions[prediction.digit]?.increment() }
+        return batch
+    }
+
+    /// The same model on one image at a time: what `digits-unbatched` calls, to compare with batching.
+    public static let predictOne = Step("predict", version: 1) { (pixels: [Double]) in
+        let prediction = try Model.bundled.predict([pixels])[0]
+        predictions[prediction.digit]?.increment()
+        return prediction
     }
 
     public static let explain = Step("explain") { (pixels: [Double], prediction: Prediction) in
@@ -142,6 +183,14 @@ public enum Digits {
 
     public static let pipeline = Pipeline("digits") { (image: Image) in
         let pixels = try await normalize(validate(image))
+        RunContext.current?.addRunMetadata(["model_accuracy": .double(Model.bundled.accuracy)])
         return try await explain(pixels, predict(pixels))
+    }
+
+    /// `digits` with `predict` called on one image at a time: the baseline of the batching benchmark.
+    public static let unbatched = Pipeline("digits-unbatched") { (image: Image) in
+        let pixels = try await normalize(validate(image))
+        RunContext.current?.addRunMetadata(["model_accuracy": .double(Model.bundled.accuracy)])
+        return try await explain(pixels, predictOne(pixels))
     }
 }

@@ -76,5 +76,7 @@ public enum TextStats {
 
 /// The example pipelines, by name: what `sluice` serves when no other pipelines are registered.
 public enum ExamplePipelines {
-    public static let all: [AnyPipeline] = [AnyPipeline(TextStats.pipeline), AnyPipeline(Digits.pipeline)]
+    public static let all: [AnyPipeline] = [
+        AnyPipeline(TextStats.pipeline), AnyPipeline(Digits.pipeline), AnyPipeline(Digits.unbatched),
+    ]
 }

@@ -31,6 +31,38 @@ struct ExamplesTests {
         #expect(Digits.Model.bundled.accuracy > 0.9)
     }
 
+    /// Concurrent runs share `predict`'s batches and each gets its own image's answer: the unbatched pipeline's, with
+    /// the batch's size in its step run's metadata.
+    @Test func batchedDigitsAnswersEachRunAsUnbatchedDigitsDoes() async throws {
+        try #require(Self.samples.count == 20)
+        let tracker = RecordingTracker()
+        let runner = PipelineRunner(tracker: tracker)
+        let answers = await withTaskGroup(of: (Int, Result<Digits.Answer, ErrorDetail>).self) { group in
+            for (index, sample) in Self.samples.enumerated() {
+                group.addTask {
+                    let result = await runner.run(
+                        Digits.pipeline, Digits.Image(pixels: sample.pixels),
+                        options: RunOptions(capture: .realtime, runID: "d\(index)"))
+                    return (index, result.outcome)
+                }
+            }
+            var answers: [Int: Result<Digits.Answer, ErrorDetail>] = [:]
+            for await (index, outcome) in group { answers[index] = outcome }
+            return answers
+        }
+        var batchSizes: [Int] = []
+        for (index, sample) in Self.samples.enumerated() {
+            let unbatched = try await Digits.unbatched.run(Digits.Image(pixels: sample.pixels))
+            #expect(try answers[index]?.get() == unbatched)
+            for event in tracker.events(ofRun: "d\(index)") {
+                if case .metadata("predict#1", let values) = event.body, case .int(let size)? = values["batch_size"] {
+                    batchSizes.append(Int(size))
+                }
+            }
+        }
+        #expect(batchSizes.count == 20 && batchSizes.allSatisfy { (1...20).contains($0) }, "\(batchSizes)")
+    }
+
     @Test func digitsRejectsImagesThatAreNotImages() async throws {
         let tracker = RecordingTracker()
         let runner = PipelineRunner(tracker: tracker)

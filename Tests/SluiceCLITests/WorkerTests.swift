@@ -362,6 +362,45 @@ struct WorkerTests {
         await cluster.stop()
     }
 
+    /// `digits` under load: 400 requests at once, `predict` batched across concurrent runs. Every request gets its own
+    /// image's answer, and the lineage records each run's step run of `predict` with its batch's size, some above 1.
+    @Test func batchedDigitsAnswersEveryRequestUnderLoad() async throws {
+        let samples = try #require(
+            try JSONSerialization.jsonObject(
+                with: Data(
+                    contentsOf: URL(fileURLWithPath: #filePath).appendingPathComponent(
+                        "../../../Examples/digits/samples.json"
+                    )
+                    .standardized)) as? [[String: Any]])
+        let cluster = try await ServingCluster.start(pipeline: "digits")
+        let worker = try await cluster.startWorker(["--capture", "REALTIME"])
+        let specs: [[String: Any]] = (0..<400).map { index in
+            ["id": "b\(index)", "value": ["pixels": samples[index % samples.count]["pixels"]!]]
+        }
+        let (status, responses) = try await cluster.call(specs)
+        #expect(status == 0 && responses.count == specs.count)
+        for response in responses {
+            let index = try #require((response["id"] as? String).flatMap { Int($0.dropFirst()) })
+            let value = try #require(response["value"] as? [String: Any])
+            let output = try #require(value["output"] as? [String: Any], "\(value)")
+            let probabilities = try #require(output["probabilities"] as? [Double])
+            let expected = try #require(samples[index % samples.count]["probabilities"] as? [Double])
+            #expect(zip(probabilities, expected).allSatisfy { abs($0 - $1) < 1e-9 }, "request \(index)")
+        }
+        #expect(await worker.stop() == 0)
+        var batchSizes: [Int] = []
+        for record in try await cluster.read(cluster.lineage) {
+            let events = try #require((record["value"] as? [String: Any])?["events"] as? [[String: Any]])
+            for event in events
+            where event["type"] as? String == "metadata" && event["step_run"] as? String == "predict#1" {
+                if let size = (event["values"] as? [String: Any])?["batch_size"] as? Int { batchSizes.append(size) }
+            }
+        }
+        #expect(batchSizes.count == specs.count)
+        #expect(batchSizes.allSatisfy { (1...64).contains($0) } && batchSizes.contains { $0 > 1 }, "\(batchSizes)")
+        await cluster.stop()
+    }
+
     /// `sluice call` against a stand-in worker that answers every request twice: one line per input, in input
     /// order, each its own response.
     @Test func sluiceCallPrintsOneResponsePerInputWhenAWorkerAnswersTwice() async throws {
