@@ -1,5 +1,5 @@
-# Sourced by the measurement scripts (worker-ab.sh, thread-costs.sh, allocations.sh): one `sluice worker` serving
-# text-stats on a fresh copy of the referee's embedded broker, with the referee's `sat` flags (its "throughput"
+# Sourced by the measurement scripts (worker-ab.sh, thread-costs.sh, allocations.sh, batching-benchmark.sh): one
+# `sluice worker` serving PIPELINE (default text-stats) on a fresh copy of the referee's embedded broker, with the referee's `sat` flags (its "throughput"
 # profile, or "latency": linger.ms=0). Sourcing it sets BENCH (the referee's copy, default /tmp/bench) and W (the
 # load generator's window, default 8192, the referee's `sat`) unless set, makes a directory WORK and removes it, and
 # stops what was started, on exit. `referee_start` sets BROKER, WORKER (their pids) and BOOTSTRAP; `referee_stop` ends
@@ -26,7 +26,7 @@ referee_start() {
   BROKER=$!
   for _ in $(seq 1 50); do [ -s "$work/broker.out" ] && break; sleep 0.1; done
   BOOTSTRAP=$(head -1 "$work/broker.out")
-  "$@" worker --brokers "$BOOTSTRAP" --pipeline text-stats --group "referee-$RANDOM" \
+  "$@" worker --brokers "$BOOTSTRAP" --pipeline "${PIPELINE:-text-stats}" --group "referee-$RANDOM" \
     --requests-topic bench.requests --responses-topic bench.responses --lineage-topic bench.lineage \
     --capture "$capture" --http "127.0.0.1:$port" --kafka fetch.wait.max.ms=1 --kafka fetch.min.bytes=1 \
     --kafka socket.nagle.disable=true --kafka max.in.flight=5 --kafka linger.ms=$linger ${WORKER_ARGS:-} \

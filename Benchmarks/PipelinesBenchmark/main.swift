@@ -1,7 +1,8 @@
 // The runner's own overhead per step, in process: `swift run -c release pipelines-benchmark`.
 // `pipelines-benchmark --records N` measures only what a tracker does with N runs' events (one lineage record per
 // run); `--critical-path N` only a REALTIME run's critical path and a request's work, memory-only and REALTIME, N runs
-// a round: loops to `perf record` on their own. Instruction counts, for callgrind: `record-probe`.
+// a round: loops to `perf record` on their own; `--batching LANES` the digits pipeline with `predict` batched and not,
+// LANES runs at a time. Instruction counts, for callgrind: `record-probe`.
 //
 // Each figure is the median of several rounds of many runs of a 3-step pipeline whose steps do almost nothing, so
 // what is measured is the runner and the tracking on the critical path, not the work. docs/benchmarks.md has the
@@ -202,7 +203,42 @@ func measureCriticalPath(runs count: Int) async {
     _ = await measureRequestWork(runner, capture: .realtime)
 }
 
-if CommandLine.arguments.contains("--critical-path"), let count = Int(CommandLine.arguments.last ?? "") {
+/// `digits` (predict batched) and `digits-unbatched`, memory-only, in process: `lanes` runs in flight at once, as a
+/// worker's lanes, `runs` in all. Prints the wall-clock and CPU nanoseconds per run of each (the median of `rounds`).
+func measureBatching(lanes: Int, runs: Int) async {
+    let image = Digits.Image(pixels: (0..<64).map { Double(($0 * 7) % 17) })
+    func cpuNanoseconds() -> Double {
+        var time = timespec()
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &time)
+        return Double(time.tv_sec) * 1e9 + Double(time.tv_nsec)
+    }
+    for (name, pipeline) in [("digits", Digits.pipeline), ("digits-unbatched", Digits.unbatched)] {
+        var wall: [Double] = []
+        var cpu: [Double] = []
+        for _ in 0..<rounds {
+            let clock = ContinuousClock()
+            let started = clock.now
+            let cpuStarted = cpuNanoseconds()
+            await withTaskGroup(of: Void.self) { group in
+                for index in 0..<runs {
+                    if index >= lanes { await group.next() }
+                    group.addTask { _ = try? await pipeline.run(image) }
+                }
+            }
+            wall.append(nanoseconds(started.duration(to: clock.now)) / Double(runs))
+            cpu.append((cpuNanoseconds() - cpuStarted) / Double(runs))
+        }
+        print(
+            "\(name), \(lanes) at a time".padding(toLength: 44, withPad: " ", startingAt: 0),
+            String(format: "%9.0f ns/run wall %9.0f ns/run CPU", wall.sorted()[rounds / 2], cpu.sorted()[rounds / 2]))
+    }
+}
+
+if let flag = CommandLine.arguments.firstIndex(of: "--batching"), flag + 1 < CommandLine.arguments.count,
+    let lanes = Int(CommandLine.arguments[flag + 1])
+{
+    await measureBatching(lanes: lanes, runs: 20_000)
+} else if CommandLine.arguments.contains("--critical-path"), let count = Int(CommandLine.arguments.last ?? "") {
     await measureCriticalPath(runs: count)
 } else if let flag = CommandLine.arguments.firstIndex(of: "--records"),
     let count = Int(CommandLine.arguments.last ?? ""),

@@ -9,6 +9,42 @@ final class BatchLog: Sendable {
     func record(_ size: Int) { sizes.withLock { $0.append(size) } }
 }
 
+/// Suspends callers until `count` of them have arrived, then lets them all go.
+actor Barrier {
+    private let count: Int
+    private var waiting: [CheckedContinuation<Void, Never>] = []
+
+    init(count: Int) {
+        self.count = count
+    }
+
+    func arrive() async {
+        await withCheckedContinuation { continuation in
+            waiting.append(continuation)
+            guard waiting.count == count else { return }
+            for waiter in waiting { waiter.resume() }
+            waiting.removeAll()
+        }
+    }
+}
+
+/// Suspends callers until it is opened.
+actor Gate {
+    private var open = false
+    private var waiting: [CheckedContinuation<Void, Never>] = []
+
+    func pass() async {
+        if open { return }
+        await withCheckedContinuation { waiting.append($0) }
+    }
+
+    func openUp() {
+        open = true
+        for waiter in waiting { waiter.resume() }
+        waiting.removeAll()
+    }
+}
+
 @Suite("Batched steps")
 struct BatchedStepTests {
     /// Runs `pipeline` on each input concurrently, in one runner, and returns the results in input order.
@@ -40,7 +76,12 @@ struct BatchedStepTests {
             #expect(RunContext.current == nil)
             return values.map { $0 * $0 }
         }
-        let pipeline = Pipeline("squares") { (value: Int) in try await square(value) }
+        // Every run is in progress before any reaches the step, so that none of them makes a batch of fewer.
+        let barrier = Barrier(count: 8)
+        let pipeline = Pipeline("squares") { (value: Int) in
+            await barrier.arrive()
+            return try await square(value)
+        }
         let tracker = RecordingTracker()
         let results = await runConcurrently(pipeline, Array(0..<8), capture: .batch, tracker: tracker)
         #expect(try results.map { try $0.outcome.get() } == (0..<8).map { $0 * $0 })
@@ -62,17 +103,75 @@ struct BatchedStepTests {
         }
     }
 
-    /// A batch that does not fill is called `maxWait` after its first call.
-    @Test func aBatchThatDoesNotFillRunsAfterItsWait() async throws {
+    /// A batch that holds every run in progress waits for no other: three runs, room for a thousand, an hour's wait.
+    @Test func aBatchOfEveryRunInProgressRunsAtOnce() async throws {
+        let log = BatchLog()
+        let double = Step("double", batch: .init(maxSize: 1000, maxWait: .seconds(3600))) { (values: [Int]) in
+            log.record(values.count)
+            return values.map { $0 * 2 }
+        }
+        let barrier = Barrier(count: 3)
+        let pipeline = Pipeline("doubles") { (value: Int) in
+            await barrier.arrive()
+            return try await double(value)
+        }
+        let results = Task {
+            await runConcurrently(pipeline, [1, 2, 3], capture: .memoryOnly, tracker: RecordingTracker())
+        }
+        // A liveness bound, not a speed one: the batch must not wait for its hour.
+        let timeout = Task { try await Task.sleep(for: .seconds(60)) }
+        let finished = Task {
+            let values = await results.value
+            timeout.cancel()
+            return values
+        }
+        if case .success = await timeout.result {
+            Issue.record("the batch waited for its timer though every run in progress was in it")
+            results.cancel()
+            return
+        }
+        #expect(try await finished.value.map { try $0.outcome.get() } == [2, 4, 6])
+        #expect(log.batches == [3])
+    }
+
+    /// A batch that neither fills nor holds every run in progress is called `maxWait` after its first call.
+    @Test func aBatchThatAnotherRunCouldJoinRunsAfterItsWait() async throws {
         let log = BatchLog()
         let double = Step("double", batch: .init(maxSize: 1000, maxWait: .milliseconds(20))) { (values: [Int]) in
             log.record(values.count)
             return values.map { $0 * 2 }
         }
-        let pipeline = Pipeline("doubles") { (value: Int) in try await double(value) }
-        let results = await runConcurrently(pipeline, [1, 2, 3], capture: .memoryOnly, tracker: RecordingTracker())
-        #expect(try results.map { try $0.outcome.get() } == [2, 4, 6])
-        #expect(log.batches.reduce(0, +) == 3 && log.batches.count <= 3)
+        let gate = Gate()
+        let pipeline = Pipeline("doubles") { (value: Int) in
+            // The second run waits until the first has its answer: the first's batch cannot fill.
+            if value == 2 { await gate.pass() }
+            let doubled = try await double(value)
+            if value == 1 { await gate.openUp() }
+            return doubled
+        }
+        let results = await runConcurrently(pipeline, [1, 2], capture: .memoryOnly, tracker: RecordingTracker())
+        #expect(try results.map { try $0.outcome.get() } == [2, 4])
+        #expect(log.batches == [1, 1])
+    }
+
+    /// A batch completed by a call whose task is cancelled does not see that cancellation: it runs on its own.
+    @Test func aCancelledCallDoesNotCancelItsBatch() async throws {
+        let sawCancellation = Mutex<[Bool]>([])
+        let negate = Step("negate", batch: .init(maxSize: 2, maxWait: .seconds(3600))) { (values: [Int]) in
+            sawCancellation.withLock { $0.append(Task.isCancelled) }
+            return values.map { -$0 }
+        }
+        let gate = Gate()
+        let first = Task { try await negate(1) }
+        let second = Task {
+            await gate.pass()
+            return try await negate(2)
+        }
+        second.cancel()
+        await gate.openUp()
+        #expect(try await first.value == -1)
+        #expect(try await second.value == -2)
+        #expect(sawCancellation.withLock { $0 } == [false])
     }
 
     /// A step with several inputs takes one array per input; outside a run it is called like any step.
@@ -97,7 +196,11 @@ struct BatchedStepTests {
             if attempt == 1 { throw Rejected() }
             return values.map { $0 + 1 }
         }
-        let pipeline = Pipeline("flaky") { (value: Int) in try await flaky(value) }
+        let barrier = Barrier(count: 3)
+        let pipeline = Pipeline("flaky") { (value: Int) in
+            await barrier.arrive()
+            return try await flaky(value)
+        }
         let tracker = RecordingTracker()
         let results = await runConcurrently(pipeline, [1, 2, 3], capture: .realtime, tracker: tracker)
         #expect(try results.map { try $0.outcome.get() } == [2, 3, 4])
@@ -127,7 +230,11 @@ struct BatchedStepTests {
             if throwing { throw Rejected() }
             return [values[0]]
         }
-        let pipeline = Pipeline("broken") { (value: Int) in try await broken(value) }
+        let barrier = Barrier(count: 2)
+        let pipeline = Pipeline("broken") { (value: Int) in
+            await barrier.arrive()
+            return try await broken(value)
+        }
         let tracker = RecordingTracker()
         let results = await runConcurrently(pipeline, [1, 2], capture: .batch, tracker: tracker)
         for (index, result) in results.enumerated() {

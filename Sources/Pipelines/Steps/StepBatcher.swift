@@ -1,4 +1,5 @@
 import Synchronization
+import Tracing
 
 /// How a batched step gathers concurrent calls into one call of its body.
 ///
@@ -42,8 +43,10 @@ struct BatchOutputCountMismatch: Error, CustomStringConvertible {
 /// Gathers the calls of one batched step into batches and calls the step's body once per batch, with the step's
 /// retry policy applied to the whole batch.
 ///
-/// A batch runs in a task of its own, outside every run, so that cancelling one run does not cancel its batch and no
-/// run's context leaks into the body. Several batches may run at once.
+/// A batch is called when it is full, when every run in progress in the process is waiting in it (no other run could
+/// join it: ``RunsInProgress``), or `maxWait` after its first call, whichever comes first. The call that completes a
+/// batch runs it in its own task (outside its run's context, which the body does not see); a batch that its timer
+/// ends, or whose last call's task is cancelled, runs in a task of its own. Several batches may run at once.
 @usableFromInline final class StepBatcher<Item: Sendable, Output: Sendable>: Sendable {
     /// Told that attempt `attempt` of the caller's batch failed with the error after `micros` (the first attempt's
     /// counted from when the call joined), and that the batch is tried again.
@@ -53,8 +56,14 @@ struct BatchOutputCountMismatch: Error, CustomStringConvertible {
         let item: Item
         /// When the call joined its batch (``Timestamps/monotonicMicros()``).
         let joined: Int64
-        let continuation: CheckedContinuation<BatchOutcome<Output>, Never>
+        let continuation: CheckedContinuation<Turn, Never>
         let observer: RetryObserver?
+    }
+
+    /// What a call is handed when it resumes: its outcome, or the batch it completed, to run.
+    private enum Turn {
+        case outcome(BatchOutcome<Output>)
+        case lead([Call])
     }
 
     /// The batch being gathered; `generation` tells the timer of an earlier batch that its batch has gone.
@@ -65,15 +74,17 @@ struct BatchOutputCountMismatch: Error, CustomStringConvertible {
         /// What to do after a call joined, outside the lock.
         enum Action {
             case none
-            /// The call opened a batch: start its timer.
+            /// The call opened a batch that waits for others: start its timer.
             case startTimer(generation: UInt64)
-            /// The batch is full: run it.
+            /// The call completed the batch: run it.
             case run([Call])
         }
 
-        mutating func join(_ call: Call, maxSize: Int) -> Action {
+        /// Adds `call`; the batch is complete at `maxSize` calls, or when it holds every one of `inProgress` runs
+        /// (0: not counted).
+        mutating func join(_ call: Call, maxSize: Int, inProgress: Int) -> Action {
             pending.append(call)
-            if pending.count >= maxSize { return .run(take()) }
+            if pending.count >= maxSize || (inProgress > 0 && pending.count >= inProgress) { return .run(take()) }
             return pending.count == 1 ? .startTimer(generation: generation) : .none
         }
 
@@ -104,15 +115,17 @@ struct BatchOutputCountMismatch: Error, CustomStringConvertible {
         self.policy = policy
         self.retry = retry
         self.body = body
+        RunsInProgress.startCounting()
     }
 
     /// Adds `item` to the batch being gathered and returns what its batch gave it.
     /// - Parameter observer: told of each failed attempt of the batch that is tried again.
     @usableFromInline func submit(_ item: Item, observer: RetryObserver?) async -> BatchOutcome<Output> {
-        await withCheckedContinuation { continuation in
+        let inProgress = RunsInProgress.count
+        let turn = await withCheckedContinuation { continuation in
             let call = Call(
                 item: item, joined: Timestamps.monotonicMicros(), continuation: continuation, observer: observer)
-            switch state.withLock({ $0.join(call, maxSize: policy.maxSize) }) {
+            switch state.withLock({ $0.join(call, maxSize: policy.maxSize, inProgress: inProgress) }) {
             case .none:
                 break
             case .startTimer(let generation):
@@ -120,57 +133,91 @@ struct BatchOutputCountMismatch: Error, CustomStringConvertible {
                 Task.detached {
                     if wait > .zero { try? await Task.sleep(for: wait) }
                     guard let batch = self.state.withLock({ $0.expire(generation) }) else { return }
-                    await self.run(batch)
+                    await self.run(batch, ledByLast: false)
                 }
+            case .run(let batch) where Task.isCancelled:
+                // Its task's cancellation is not the batch's.
+                Task.detached { await self.run(batch, ledByLast: false) }
             case .run(let batch):
-                Task.detached { await self.run(batch) }
+                continuation.resume(returning: .lead(batch))
+            }
+        }
+        switch turn {
+        case .outcome(let outcome):
+            return outcome
+        case .lead(let batch):
+            // Outside the caller's run: the body serves every run of the batch.
+            return await RunContext.$current.withValue(nil) {
+                await ServiceContext.withValue(.topLevel) { await run(batch, ledByLast: true) }
             }
         }
     }
 
-    /// Calls the body on the batch, tried again as the retry policy says, and hands each call its outcome.
-    private func run(_ batch: [Call]) async {
+    /// Calls the body on the batch, tried again as the retry policy says, and hands each call its outcome, and returns
+    /// the last call's; when the batch's last call runs it (`ledByLast`), that call's outcome is not handed over.
+    @discardableResult
+    private func run(_ batch: [Call], ledByLast: Bool) async -> BatchOutcome<Output> {
         let items = batch.map(\.item)
         var attempt = 1
         // When the attempt started, for calls past their first attempt.
         var started = Timestamps.monotonicMicros()
         func micros(_ call: Call, now: Int64) -> Int64 { now - (attempt == 1 ? call.joined : started) }
+        func finish(_ outputs: Result<[Output], any Error>) -> BatchOutcome<Output> {
+            let now = Timestamps.monotonicMicros()
+            func outcome(_ index: Int) -> BatchOutcome<Output> {
+                BatchOutcome(
+                    output: outputs.map { $0[index] }, batchSize: batch.count, attempt: attempt,
+                    micros: micros(batch[index], now: now))
+            }
+            for index in batch.indices.dropLast() {
+                batch[index].continuation.resume(returning: .outcome(outcome(index)))
+            }
+            let last = outcome(batch.count - 1)
+            if !ledByLast { batch[batch.count - 1].continuation.resume(returning: .outcome(last)) }
+            return last
+        }
         while true {
-            let output: Result<[Output], any Error>
             do {
                 let outputs = try await body(items)
                 guard outputs.count == batch.count else {
                     throw BatchOutputCountMismatch(step: name, inputs: batch.count, outputs: outputs.count)
                 }
-                output = .success(outputs)
+                return finish(.success(outputs))
             } catch {
-                output = .failure(error)
-            }
-            let now = Timestamps.monotonicMicros()
-            switch output {
-            case .success(let outputs):
-                for (call, output) in zip(batch, outputs) {
-                    call.continuation.resume(
-                        returning: BatchOutcome(
-                            output: .success(output), batchSize: batch.count, attempt: attempt,
-                            micros: micros(call, now: now)))
-                }
-                return
-            case .failure(let error) where !retry.retries(after: attempt):
-                for call in batch {
-                    call.continuation.resume(
-                        returning: BatchOutcome(
-                            output: .failure(error), batchSize: batch.count, attempt: attempt,
-                            micros: micros(call, now: now)))
-                }
-                return
-            case .failure(let error):
+                guard retry.retries(after: attempt) else { return finish(.failure(error)) }
+                let now = Timestamps.monotonicMicros()
                 for call in batch { call.observer?(attempt, error, micros(call, now: now)) }
                 await retry.wait(after: attempt)
                 attempt += 1
                 started = Timestamps.monotonicMicros()
             }
         }
+    }
+}
+
+/// How many runs are in progress in the process (tracked runs and ``Pipeline/run(_:)``), counted once a batched step
+/// exists: a batch that holds as many calls as there are runs in progress waits for no other.
+@usableFromInline enum RunsInProgress {
+    private static let counting = Atomic<Bool>(false)
+    private static let running = Atomic<Int>(0)
+
+    static func startCounting() {
+        counting.store(true, ordering: .relaxed)
+    }
+
+    /// The runs in progress, or 0 when they are not counted.
+    static var count: Int { running.load(ordering: .relaxed) }
+
+    /// Counts a run that starts, if runs are counted; returns whether it did, for ``end()``.
+    @usableFromInline static func begin() -> Bool {
+        guard counting.load(ordering: .relaxed) else { return false }
+        running.add(1, ordering: .relaxed)
+        return true
+    }
+
+    /// A run that ``begin()`` counted has ended.
+    @usableFromInline static func end() {
+        running.subtract(1, ordering: .relaxed)
     }
 }
 
