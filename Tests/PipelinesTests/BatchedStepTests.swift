@@ -1,31 +1,13 @@
-import Pipelines
 import Synchronization
 import Testing
+
+@testable import Pipelines
 
 /// Counts the calls of a batched step's body and the sizes of their batches.
 final class BatchLog: Sendable {
     private let sizes = Mutex<[Int]>([])
     var batches: [Int] { sizes.withLock { $0 } }
     func record(_ size: Int) { sizes.withLock { $0.append(size) } }
-}
-
-/// Suspends callers until `count` of them have arrived, then lets them all go.
-actor Barrier {
-    private let count: Int
-    private var waiting: [CheckedContinuation<Void, Never>] = []
-
-    init(count: Int) {
-        self.count = count
-    }
-
-    func arrive() async {
-        await withCheckedContinuation { continuation in
-            waiting.append(continuation)
-            guard waiting.count == count else { return }
-            for waiter in waiting { waiter.resume() }
-            waiting.removeAll()
-        }
-    }
 }
 
 /// Suspends callers until it is opened.
@@ -67,25 +49,71 @@ struct BatchedStepTests {
         }
     }
 
-    /// Eight concurrent runs, batches of four: two calls of the body, each run its own output and its own step run
-    /// with `batch_size` 4 in its metadata.
-    @Test func concurrentRunsAreGatheredIntoFullBatches() async throws {
+    /// The batcher's state: a call to an idle step runs at once, calls behind a running batch gather until they fill
+    /// it, their timer expires or the running batch ends; a timer of a batch that has gone finds nothing.
+    @Test func gatheringRunsAtOnceWhenIdleAndGathersBehindARunningBatch() {
+        var gathering = BatchGathering<Int>()
+        guard case .run([1]) = gathering.join(1, maxSize: 3) else {
+            Issue.record("an idle step waited")
+            return
+        }
+        guard case .startTimer(let first) = gathering.join(2, maxSize: 3) else {
+            Issue.record("no timer")
+            return
+        }
+        guard case .none = gathering.join(3, maxSize: 3) else {
+            Issue.record("a second timer")
+            return
+        }
+        guard case .run([2, 3, 4]) = gathering.join(4, maxSize: 3) else {
+            Issue.record("a full batch waited")
+            return
+        }
+        #expect(gathering.running == 2 && gathering.expire(first) == nil)
+        guard case .startTimer(let second) = gathering.join(5, maxSize: 3) else {
+            Issue.record("no timer")
+            return
+        }
+        #expect(gathering.finish() == [5])
+        #expect(gathering.expire(second) == nil && gathering.running == 2)
+        #expect(gathering.finish() == nil && gathering.finish() == nil && gathering.running == 0)
+        guard case .run([6]) = gathering.join(6, maxSize: 3) else {
+            Issue.record("an idle step waited")
+            return
+        }
+        guard case .startTimer(let third) = gathering.join(7, maxSize: 3) else {
+            Issue.record("no timer")
+            return
+        }
+        #expect(gathering.expire(third) == [7] && gathering.running == 2 && gathering.pending.isEmpty)
+    }
+
+    /// Eight concurrent runs behind a running batch, batches of four: two calls of the body, each run its own output
+    /// and its own step run with `batch_size` 4 in its metadata.
+    @Test func runsBehindARunningBatchAreGatheredIntoFullBatches() async throws {
         let log = BatchLog()
-        let square = Step("square", batch: .init(maxSize: 4, maxWait: .seconds(30))) { (values: [Int]) in
+        let occupied = Gate()
+        let release = Gate()
+        let square = Step("square", batch: .init(maxSize: 4, maxWait: .seconds(3600))) { (values: [Int]) in
             log.record(values.count)
             #expect(RunContext.current == nil)
+            // Every batch runs until all eight runs have been in one, so that each gathers behind a running one.
+            if values == [-1] { await occupied.openUp() }
+            if log.batches.dropFirst().reduce(0, +) == 8 {
+                await release.openUp()
+            } else {
+                await release.pass()
+            }
             return values.map { $0 * $0 }
         }
-        // Every run is in progress before any reaches the step, so that none of them makes a batch of fewer.
-        let barrier = Barrier(count: 8)
-        let pipeline = Pipeline("squares") { (value: Int) in
-            await barrier.arrive()
-            return try await square(value)
-        }
+        let occupying = Task { try await square(-1) }
+        await occupied.pass()
+        let pipeline = Pipeline("squares") { (value: Int) in try await square(value) }
         let tracker = RecordingTracker()
         let results = await runConcurrently(pipeline, Array(0..<8), capture: .batch, tracker: tracker)
+        #expect(try await occupying.value == 1)
         #expect(try results.map { try $0.outcome.get() } == (0..<8).map { $0 * $0 })
-        #expect(log.batches == [4, 4])
+        #expect(log.batches == [1, 4, 4])
         for index in 0..<8 {
             let events = tracker.events(ofRun: "r\(index)")
             #expect(
@@ -103,74 +131,64 @@ struct BatchedStepTests {
         }
     }
 
-    /// A batch that holds every run in progress waits for no other: three runs, room for a thousand, an hour's wait.
-    @Test func aBatchOfEveryRunInProgressRunsAtOnce() async throws {
+    /// Calls that gathered behind a running batch run as one when it ends.
+    @Test func theBatchGatheredBehindARunningOneRunsWhenItEnds() async throws {
         let log = BatchLog()
+        let occupied = Gate()
+        let release = Gate()
         let double = Step("double", batch: .init(maxSize: 1000, maxWait: .seconds(3600))) { (values: [Int]) in
             log.record(values.count)
+            if values == [-1] {
+                await occupied.openUp()
+                await release.pass()
+            }
             return values.map { $0 * 2 }
         }
-        let barrier = Barrier(count: 3)
-        let pipeline = Pipeline("doubles") { (value: Int) in
-            await barrier.arrive()
-            return try await double(value)
-        }
-        let results = Task {
-            await runConcurrently(pipeline, [1, 2, 3], capture: .memoryOnly, tracker: RecordingTracker())
-        }
-        // A liveness bound, not a speed one: the batch must not wait for its hour.
-        let timeout = Task { try await Task.sleep(for: .seconds(60)) }
-        let finished = Task {
-            let values = await results.value
-            timeout.cancel()
-            return values
-        }
-        if case .success = await timeout.result {
-            Issue.record("the batch waited for its timer though every run in progress was in it")
-            results.cancel()
-            return
-        }
-        #expect(try await finished.value.map { try $0.outcome.get() } == [2, 4, 6])
-        #expect(log.batches == [3])
+        let occupying = Task { try await double(-1) }
+        await occupied.pass()
+        async let first = double(1)
+        async let second = double(2)
+        async let third = double(3)
+        let batcher = try #require(double.batcher)
+        while batcher.pendingCalls < 3 { await Task.yield() }
+        await release.openUp()
+        #expect(try await [first, second, third] == [2, 4, 6])
+        #expect(try await occupying.value == -2)
+        #expect(log.batches == [1, 3])
     }
 
-    /// A batch that neither fills nor holds every run in progress is called `maxWait` after its first call.
-    @Test func aBatchThatAnotherRunCouldJoinRunsAfterItsWait() async throws {
-        let log = BatchLog()
+    /// A call behind a batch that does not end runs `maxWait` after it joined, beside it.
+    @Test func aCallBehindARunningBatchRunsAfterItsWait() async throws {
+        let occupied = Gate()
+        let release = Gate()
         let double = Step("double", batch: .init(maxSize: 1000, maxWait: .milliseconds(20))) { (values: [Int]) in
-            log.record(values.count)
+            if values == [-1] {
+                await occupied.openUp()
+                await release.pass()
+            } else {
+                await release.openUp()
+            }
             return values.map { $0 * 2 }
         }
-        let gate = Gate()
-        let pipeline = Pipeline("doubles") { (value: Int) in
-            // The second run waits until the first has its answer: the first's batch cannot fill.
-            if value == 2 { await gate.pass() }
-            let doubled = try await double(value)
-            if value == 1 { await gate.openUp() }
-            return doubled
-        }
-        let results = await runConcurrently(pipeline, [1, 2], capture: .memoryOnly, tracker: RecordingTracker())
-        #expect(try results.map { try $0.outcome.get() } == [2, 4])
-        #expect(log.batches == [1, 1])
+        let occupying = Task { try await double(-1) }
+        await occupied.pass()
+        // The running batch ends only once this call's batch has run: without its timer, neither would.
+        #expect(try await double(5) == 10)
+        #expect(try await occupying.value == -2)
     }
 
-    /// A batch completed by a call whose task is cancelled does not see that cancellation: it runs on its own.
+    /// A batch started by a call whose task is cancelled does not see that cancellation: it runs on its own.
     @Test func aCancelledCallDoesNotCancelItsBatch() async throws {
         let sawCancellation = Mutex<[Bool]>([])
         let negate = Step("negate", batch: .init(maxSize: 2, maxWait: .seconds(3600))) { (values: [Int]) in
             sawCancellation.withLock { $0.append(Task.isCancelled) }
             return values.map { -$0 }
         }
-        let gate = Gate()
-        let first = Task { try await negate(1) }
-        let second = Task {
-            await gate.pass()
+        let call = Task {
+            withUnsafeCurrentTask { $0?.cancel() }
             return try await negate(2)
         }
-        second.cancel()
-        await gate.openUp()
-        #expect(try await first.value == -1)
-        #expect(try await second.value == -2)
+        #expect(try await call.value == -2)
         #expect(sawCancellation.withLock { $0 } == [false])
     }
 
@@ -187,22 +205,30 @@ struct BatchedStepTests {
     /// A failed attempt is retried as a batch: each run records the failed attempt and the one that succeeded.
     @Test func aRetryRetriesTheWholeBatch() async throws {
         let attempts = Mutex(0)
-        let flaky = Step("flaky", batch: .init(maxSize: 3, maxWait: .seconds(30)), retry: .attempts(2)) {
+        let occupied = Gate()
+        let release = Gate()
+        let flaky = Step("flaky", batch: .init(maxSize: 3, maxWait: .seconds(3600)), retry: .attempts(2)) {
             (values: [Int]) in
+            if values == [-1] {
+                await occupied.openUp()
+                await release.pass()
+                return [0]
+            }
             let attempt = attempts.withLock { count in
                 count += 1
                 return count
             }
             if attempt == 1 { throw Rejected() }
+            await release.openUp()
             return values.map { $0 + 1 }
         }
-        let barrier = Barrier(count: 3)
-        let pipeline = Pipeline("flaky") { (value: Int) in
-            await barrier.arrive()
-            return try await flaky(value)
-        }
+        // A batch runs, so that the three runs gather into the next one.
+        let occupying = Task { try await flaky(-1) }
+        await occupied.pass()
+        let pipeline = Pipeline("flaky") { (value: Int) in try await flaky(value) }
         let tracker = RecordingTracker()
         let results = await runConcurrently(pipeline, [1, 2, 3], capture: .realtime, tracker: tracker)
+        #expect(try await occupying.value == 0)
         #expect(try results.map { try $0.outcome.get() } == [2, 3, 4])
         #expect(attempts.withLock { $0 } == 2)
         for index in 0..<3 {
@@ -226,17 +252,25 @@ struct BatchedStepTests {
     /// outputs is such a failure.
     @Test(arguments: [true, false])
     func aFailedBatchFailsEveryRunOfIt(throwing: Bool) async throws {
-        let broken = Step("broken", batch: .init(maxSize: 2, maxWait: .seconds(30))) { (values: [Int]) in
+        let occupied = Gate()
+        let release = Gate()
+        let broken = Step("broken", batch: .init(maxSize: 2, maxWait: .seconds(3600))) { (values: [Int]) in
+            if values == [-1] {
+                await occupied.openUp()
+                await release.pass()
+                return [0]
+            }
+            await release.openUp()
             if throwing { throw Rejected() }
             return [values[0]]
         }
-        let barrier = Barrier(count: 2)
-        let pipeline = Pipeline("broken") { (value: Int) in
-            await barrier.arrive()
-            return try await broken(value)
-        }
+        // A batch runs, so that the two runs gather into the next one.
+        let occupying = Task { try await broken(-1) }
+        await occupied.pass()
+        let pipeline = Pipeline("broken") { (value: Int) in try await broken(value) }
         let tracker = RecordingTracker()
         let results = await runConcurrently(pipeline, [1, 2], capture: .batch, tracker: tracker)
+        #expect(try await occupying.value == 0)
         for (index, result) in results.enumerated() {
             guard case .failure(let error) = result.outcome else {
                 Issue.record("run \(index) of a failed batch succeeded")

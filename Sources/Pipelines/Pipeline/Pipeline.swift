@@ -28,8 +28,6 @@ public struct Pipeline<Input: Codable & Sendable, Output: Codable & Sendable>: S
     /// Runs the pipeline in process without tracking anything, as memory-only does.
     /// - Throws: ``StepError`` when a step fails, or what the body threw.
     public func run(_ input: Input) async throws -> Output {
-        let counted = RunsInProgress.begin()
-        defer { if counted { RunsInProgress.end() } }
         // Inside a tracked run (a pipeline run from a step), steps must not join that run.
         if RunContext.current == nil { return try await body(input) }
         return try await RunContext.$current.withValue(nil) { try await body(input) }

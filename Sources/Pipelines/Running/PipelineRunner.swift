@@ -125,8 +125,6 @@ public struct PipelineRunner: Sendable {
         guard configuration.tracks(runID: runID) else {
             return await runInMemory(pipeline, input, capture: .memoryOnly, started: started)
         }
-        let counted = RunsInProgress.begin()
-        defer { if counted { RunsInProgress.end() } }
         let run = RunRecorder(
             runID: runID, pipeline: pipeline.name, options: options, configuration: configuration, tracker: tracker,
             cache: cache, logger: logger, stepMetrics: stepMetrics, tracer: tracer)

@@ -3,12 +3,14 @@ import Tracing
 
 /// How a batched step gathers concurrent calls into one call of its body.
 ///
-/// A batch is called when it holds `maxSize` inputs, or `maxWait` after its first input arrived, whichever comes
-/// first. See docs/capture.md, "Batched steps".
+/// A call to an idle step runs at once; calls that arrive while a batch runs gather into the next one, which runs when
+/// that batch ends, when it holds `maxSize` calls, or `maxWait` after its first call, whichever comes first. See
+/// docs/capture.md, "Batched steps".
 public struct BatchPolicy: Sendable, Hashable {
     /// The most inputs in one call, at least 1.
     public var maxSize: Int
-    /// The longest the first input of a batch waits for others, at least zero.
+    /// The longest the first call of a batch waits while another batch runs, at least zero: past it, the two run at
+    /// once.
     public var maxWait: Duration
 
     public init(maxSize: Int, maxWait: Duration = .milliseconds(2)) {
@@ -40,13 +42,59 @@ struct BatchOutputCountMismatch: Error, CustomStringConvertible {
     }
 }
 
+/// The calls of a batched step waiting for their batch, and how many batches run: the batcher's state, whose
+/// transitions say what to do outside its lock.
+struct BatchGathering<Call> {
+    private(set) var pending: [Call] = []
+    private(set) var running = 0
+    /// Tells the timer of an earlier batch that its batch has gone.
+    private(set) var generation: UInt64 = 0
+
+    /// What to do after a call joined.
+    enum Action {
+        case none
+        /// The call opened a batch that waits for the running one: start its timer.
+        case startTimer(generation: UInt64)
+        /// Run the batch.
+        case run([Call])
+    }
+
+    /// Adds `call`: the batch runs at once when no other runs or when it holds `maxSize` calls.
+    mutating func join(_ call: Call, maxSize: Int) -> Action {
+        pending.append(call)
+        if running == 0 || pending.count >= maxSize { return .run(take()) }
+        return pending.count == 1 ? .startTimer(generation: generation) : .none
+    }
+
+    /// The batch of `timer`'s generation, to run beside the others, if it is still gathering.
+    mutating func expire(_ timer: UInt64) -> [Call]? {
+        guard timer == generation, !pending.isEmpty else { return nil }
+        return take()
+    }
+
+    /// A batch ended: the one gathered meanwhile, if any, runs next.
+    mutating func finish() -> [Call]? {
+        running -= 1
+        guard !pending.isEmpty else { return nil }
+        return take()
+    }
+
+    private mutating func take() -> [Call] {
+        generation &+= 1
+        running += 1
+        defer { pending = [] }
+        return pending
+    }
+}
+
 /// Gathers the calls of one batched step into batches and calls the step's body once per batch, with the step's
 /// retry policy applied to the whole batch.
 ///
-/// A batch is called when it is full, when every run in progress in the process is waiting in it (no other run could
-/// join it: ``RunsInProgress``), or `maxWait` after its first call, whichever comes first. The call that completes a
-/// batch runs it in its own task (outside its run's context, which the body does not see); a batch that its timer
-/// ends, or whose last call's task is cancelled, runs in a task of its own. Several batches may run at once.
+/// Work-conserving: a call to an idle step runs at once, as a batch of one; calls that arrive while a batch runs gather
+/// and run together when it ends (or when full, or `maxWait` after the first of them, beside it). The longer the body
+/// takes, the larger the batches grow. The call that starts a batch runs it in its own task, outside its run's context
+/// (which the body does not see); a batch that follows another, that its timer starts, or whose call's task is
+/// cancelled runs in a task of its own.
 @usableFromInline final class StepBatcher<Item: Sendable, Output: Sendable>: Sendable {
     /// Told that attempt `attempt` of the caller's batch failed with the error after `micros` (the first attempt's
     /// counted from when the call joined), and that the batch is tried again.
@@ -66,46 +114,11 @@ struct BatchOutputCountMismatch: Error, CustomStringConvertible {
         case lead([Call])
     }
 
-    /// The batch being gathered; `generation` tells the timer of an earlier batch that its batch has gone.
-    private struct State {
-        var pending: [Call] = []
-        var generation: UInt64 = 0
-
-        /// What to do after a call joined, outside the lock.
-        enum Action {
-            case none
-            /// The call opened a batch that waits for others: start its timer.
-            case startTimer(generation: UInt64)
-            /// The call completed the batch: run it.
-            case run([Call])
-        }
-
-        /// Adds `call`; the batch is complete at `maxSize` calls, or when it holds every one of `inProgress` runs
-        /// (0: not counted).
-        mutating func join(_ call: Call, maxSize: Int, inProgress: Int) -> Action {
-            pending.append(call)
-            if pending.count >= maxSize || (inProgress > 0 && pending.count >= inProgress) { return .run(take()) }
-            return pending.count == 1 ? .startTimer(generation: generation) : .none
-        }
-
-        /// The batch of `timer`'s generation, if it is still gathering.
-        mutating func expire(_ timer: UInt64) -> [Call]? {
-            guard timer == generation, !pending.isEmpty else { return nil }
-            return take()
-        }
-
-        private mutating func take() -> [Call] {
-            generation &+= 1
-            defer { pending = [] }
-            return pending
-        }
-    }
-
     let name: String
     let policy: BatchPolicy
     let retry: RetryPolicy
     private let body: @Sendable ([Item]) async throws -> [Output]
-    private let state = Mutex(State())
+    private let state = Mutex(BatchGathering<Call>())
 
     init(
         name: String, policy: BatchPolicy, retry: RetryPolicy,
@@ -115,17 +128,18 @@ struct BatchOutputCountMismatch: Error, CustomStringConvertible {
         self.policy = policy
         self.retry = retry
         self.body = body
-        RunsInProgress.startCounting()
     }
+
+    /// How many calls wait for a batch to start.
+    var pendingCalls: Int { state.withLock { $0.pending.count } }
 
     /// Adds `item` to the batch being gathered and returns what its batch gave it.
     /// - Parameter observer: told of each failed attempt of the batch that is tried again.
     @usableFromInline func submit(_ item: Item, observer: RetryObserver?) async -> BatchOutcome<Output> {
-        let inProgress = RunsInProgress.count
         let turn = await withCheckedContinuation { continuation in
             let call = Call(
                 item: item, joined: Timestamps.monotonicMicros(), continuation: continuation, observer: observer)
-            switch state.withLock({ $0.join(call, maxSize: policy.maxSize, inProgress: inProgress) }) {
+            switch state.withLock({ $0.join(call, maxSize: policy.maxSize) }) {
             case .none:
                 break
             case .startTimer(let generation):
@@ -153,10 +167,20 @@ struct BatchOutputCountMismatch: Error, CustomStringConvertible {
         }
     }
 
-    /// Calls the body on the batch, tried again as the retry policy says, and hands each call its outcome, and returns
-    /// the last call's; when the batch's last call runs it (`ledByLast`), that call's outcome is not handed over.
+    /// Calls the body on the batch, tried again as the retry policy says, hands each call its outcome and returns the
+    /// last call's (when the batch's last call runs it, `ledByLast`, that call's outcome is not handed over); then
+    /// starts the batch gathered meanwhile.
     @discardableResult
     private func run(_ batch: [Call], ledByLast: Bool) async -> BatchOutcome<Output> {
+        let outcome = await call(batch, ledByLast: ledByLast)
+        if let next = state.withLock({ $0.finish() }) {
+            Task.detached { await self.run(next, ledByLast: false) }
+        }
+        return outcome
+    }
+
+    /// The body on `batch`, with retries: see ``run(_:ledByLast:)``.
+    private func call(_ batch: [Call], ledByLast: Bool) async -> BatchOutcome<Output> {
         let items = batch.map(\.item)
         var attempt = 1
         // When the attempt started, for calls past their first attempt.
@@ -192,32 +216,6 @@ struct BatchOutputCountMismatch: Error, CustomStringConvertible {
                 started = Timestamps.monotonicMicros()
             }
         }
-    }
-}
-
-/// How many runs are in progress in the process (tracked runs and ``Pipeline/run(_:)``), counted once a batched step
-/// exists: a batch that holds as many calls as there are runs in progress waits for no other.
-@usableFromInline enum RunsInProgress {
-    private static let counting = Atomic<Bool>(false)
-    private static let running = Atomic<Int>(0)
-
-    static func startCounting() {
-        counting.store(true, ordering: .relaxed)
-    }
-
-    /// The runs in progress, or 0 when they are not counted.
-    static var count: Int { running.load(ordering: .relaxed) }
-
-    /// Counts a run that starts, if runs are counted; returns whether it did, for ``end()``.
-    @usableFromInline static func begin() -> Bool {
-        guard counting.load(ordering: .relaxed) else { return false }
-        running.add(1, ordering: .relaxed)
-        return true
-    }
-
-    /// A run that ``begin()`` counted has ended.
-    @usableFromInline static func end() {
-        running.subtract(1, ordering: .relaxed)
     }
 }
 
