@@ -57,6 +57,7 @@ public struct Step<each Input: Codable & Sendable, Output: Codable & Sendable>: 
     ///   - batch: how many calls a batch holds at most and how long its first call waits for others.
     ///   - retry: how often a batch is tried, and the wait between tries; every call of the batch waits for it.
     ///   - body: the step's work on a batch.
+    @inlinable
     public init(
         _ name: String, version: Int = 1, batch: BatchPolicy, retry: RetryPolicy = .none,
         _ body: @escaping @Sendable (repeat [each Input]) async throws -> [Output]

@@ -22,36 +22,52 @@ public struct BatchPolicy: Sendable, Hashable {
 /// What one call of a batched step got from its batch.
 @usableFromInline struct BatchOutcome<Output: Sendable>: Sendable {
     /// The call's own output, or what the batch's last attempt threw.
-    let output: Result<Output, any Error>
+    @usableFromInline let output: Result<Output, any Error>
     /// How many calls the batch held.
-    let batchSize: Int
+    @usableFromInline let batchSize: Int
     /// Which attempt of the batch gave `output`, from 1.
-    let attempt: Int
+    @usableFromInline let attempt: Int
     /// How long that attempt took for this call, in microseconds: the first from when the call joined its batch.
-    let micros: Int64
+    @usableFromInline let micros: Int64
+
+    @inlinable init(output: Result<Output, any Error>, batchSize: Int, attempt: Int, micros: Int64) {
+        self.output = output
+        self.batchSize = batchSize
+        self.attempt = attempt
+        self.micros = micros
+    }
 }
 
 /// A batched step's body returned a different number of outputs than it was given inputs.
-struct BatchOutputCountMismatch: Error, CustomStringConvertible {
+@usableFromInline struct BatchOutputCountMismatch: Error, CustomStringConvertible {
     let step: String
     let inputs: Int
     let outputs: Int
 
-    var description: String {
+    @usableFromInline init(step: String, inputs: Int, outputs: Int) {
+        self.step = step
+        self.inputs = inputs
+        self.outputs = outputs
+    }
+
+    @usableFromInline var description: String {
         "the batched step '\(step)' returned \(outputs) outputs for \(inputs) inputs"
     }
 }
 
 /// The calls of a batched step waiting for their batch, and how many batches run: the batcher's state, whose
-/// transitions say what to do outside its lock.
-struct BatchGathering<Call> {
-    private(set) var pending: [Call] = []
-    private(set) var running = 0
+/// transitions say what to do outside its lock. Inlinable, as is the batcher, so that both are compiled for the
+/// step's own types where the step is declared.
+@usableFromInline struct BatchGathering<Call: Sendable>: Sendable {
+    @usableFromInline private(set) var pending: [Call] = []
+    @usableFromInline private(set) var running = 0
     /// Tells the timer of an earlier batch that its batch has gone.
-    private(set) var generation: UInt64 = 0
+    @usableFromInline private(set) var generation: UInt64 = 0
+
+    @inlinable init() {}
 
     /// What to do after a call joined.
-    enum Action {
+    @usableFromInline enum Action: Sendable {
         case none
         /// The call opened a batch that waits for the running one: start its timer.
         case startTimer(generation: UInt64)
@@ -60,26 +76,26 @@ struct BatchGathering<Call> {
     }
 
     /// Adds `call`: the batch runs at once when no other runs or when it holds `maxSize` calls.
-    mutating func join(_ call: Call, maxSize: Int) -> Action {
+    @inlinable mutating func join(_ call: Call, maxSize: Int) -> Action {
         pending.append(call)
         if running == 0 || pending.count >= maxSize { return .run(take()) }
         return pending.count == 1 ? .startTimer(generation: generation) : .none
     }
 
     /// The batch of `timer`'s generation, to run beside the others, if it is still gathering.
-    mutating func expire(_ timer: UInt64) -> [Call]? {
+    @inlinable mutating func expire(_ timer: UInt64) -> [Call]? {
         guard timer == generation, !pending.isEmpty else { return nil }
         return take()
     }
 
     /// A batch ended: the one gathered meanwhile, if any, runs next.
-    mutating func finish() -> [Call]? {
+    @inlinable mutating func finish() -> [Call]? {
         running -= 1
         guard !pending.isEmpty else { return nil }
         return take()
     }
 
-    private mutating func take() -> [Call] {
+    @inlinable mutating func take() -> [Call] {
         generation &+= 1
         running += 1
         defer { pending = [] }
@@ -100,27 +116,36 @@ struct BatchGathering<Call> {
     /// counted from when the call joined), and that the batch is tried again.
     @usableFromInline typealias RetryObserver = @Sendable (_ attempt: Int, _ error: any Error, _ micros: Int64) -> Void
 
-    private struct Call {
-        let item: Item
+    @usableFromInline struct Call: Sendable {
+        @usableFromInline let item: Item
         /// When the call joined its batch (``Timestamps/monotonicMicros()``).
-        let joined: Int64
-        let continuation: CheckedContinuation<Turn, Never>
-        let observer: RetryObserver?
+        @usableFromInline let joined: Int64
+        @usableFromInline let continuation: CheckedContinuation<Turn, Never>
+        @usableFromInline let observer: RetryObserver?
+
+        @inlinable init(
+            item: Item, joined: Int64, continuation: CheckedContinuation<Turn, Never>, observer: RetryObserver?
+        ) {
+            self.item = item
+            self.joined = joined
+            self.continuation = continuation
+            self.observer = observer
+        }
     }
 
     /// What a call is handed when it resumes: its outcome, or the batch it completed, to run.
-    private enum Turn {
+    @usableFromInline enum Turn: Sendable {
         case outcome(BatchOutcome<Output>)
         case lead([Call])
     }
 
-    let name: String
-    let policy: BatchPolicy
-    let retry: RetryPolicy
-    private let body: @Sendable ([Item]) async throws -> [Output]
-    private let state = Mutex(BatchGathering<Call>())
+    @usableFromInline let name: String
+    @usableFromInline let policy: BatchPolicy
+    @usableFromInline let retry: RetryPolicy
+    @usableFromInline let body: @Sendable ([Item]) async throws -> [Output]
+    @usableFromInline let state = Mutex(BatchGathering<Call>())
 
-    init(
+    @inlinable init(
         name: String, policy: BatchPolicy, retry: RetryPolicy,
         body: @escaping @Sendable ([Item]) async throws -> [Output]
     ) {
@@ -135,7 +160,7 @@ struct BatchGathering<Call> {
 
     /// Adds `item` to the batch being gathered and returns what its batch gave it.
     /// - Parameter observer: told of each failed attempt of the batch that is tried again.
-    @usableFromInline func submit(_ item: Item, observer: RetryObserver?) async -> BatchOutcome<Output> {
+    @inlinable func submit(_ item: Item, observer: RetryObserver?) async -> BatchOutcome<Output> {
         let turn = await withCheckedContinuation { continuation in
             let call = Call(
                 item: item, joined: Timestamps.monotonicMicros(), continuation: continuation, observer: observer)
@@ -170,8 +195,8 @@ struct BatchGathering<Call> {
     /// Calls the body on the batch, tried again as the retry policy says, hands each call its outcome and returns the
     /// last call's (when the batch's last call runs it, `ledByLast`, that call's outcome is not handed over); then
     /// starts the batch gathered meanwhile.
-    @discardableResult
-    private func run(_ batch: [Call], ledByLast: Bool) async -> BatchOutcome<Output> {
+    @inlinable @discardableResult
+    func run(_ batch: [Call], ledByLast: Bool) async -> BatchOutcome<Output> {
         let outcome = await call(batch, ledByLast: ledByLast)
         if let next = state.withLock({ $0.finish() }) {
             Task.detached { await self.run(next, ledByLast: false) }
@@ -180,8 +205,8 @@ struct BatchGathering<Call> {
     }
 
     /// The body on `batch`, with retries: see ``run(_:ledByLast:)``.
-    private func call(_ batch: [Call], ledByLast: Bool) async -> BatchOutcome<Output> {
-        let items = batch.map(\.item)
+    @inlinable func call(_ batch: [Call], ledByLast: Bool) async -> BatchOutcome<Output> {
+        let items = batch.map { $0.item }
         var attempt = 1
         // When the attempt started, for calls past their first attempt.
         var started = Timestamps.monotonicMicros()
@@ -220,7 +245,7 @@ struct BatchGathering<Call> {
 }
 
 /// The rows of a batch as one array per input: what a batched step's body takes.
-func columns<each Input>(_ rows: [(repeat each Input)]) -> (repeat [each Input]) {
+@inlinable func columns<each Input>(_ rows: [(repeat each Input)]) -> (repeat [each Input]) {
     let columns = (repeat Column<each Input>(capacity: rows.count))
     for row in rows {
         repeat (each columns).values.append(each row)
@@ -229,10 +254,10 @@ func columns<each Input>(_ rows: [(repeat each Input)]) -> (repeat [each Input])
 }
 
 /// One input's values across a batch, filled in place.
-final class Column<Value> {
-    var values: [Value] = []
+@usableFromInline final class Column<Value> {
+    @usableFromInline var values: [Value] = []
 
-    init(capacity: Int) {
+    @inlinable init(capacity: Int) {
         values.reserveCapacity(capacity)
     }
 }
