@@ -51,41 +51,29 @@ struct BatchedStepTests {
 
     /// The batcher's state: a call to an idle step runs at once, calls behind a running batch gather until they fill
     /// it, their timer expires or the running batch ends; a timer of a batch that has gone finds nothing.
-    @Test func gatheringRunsAtOnceWhenIdleAndGathersBehindARunningBatch() {
+    @Test func gatheringRunsAtOnceWhenIdleAndGathersBehindARunningBatch() throws {
+        /// The batch an action runs, if it runs one.
+        func batch(_ action: BatchGathering<Int>.Action) -> [Int]? {
+            if case .run(let calls) = action { calls } else { nil }
+        }
+        /// The generation of the timer an action starts, if it starts one.
+        func timer(_ action: BatchGathering<Int>.Action) -> UInt64? {
+            if case .startTimer(let generation) = action { generation } else { nil }
+        }
         var gathering = BatchGathering<Int>()
-        guard case .run([1]) = gathering.join(1, maxSize: 3) else {
-            Issue.record("an idle step waited")
-            return
-        }
-        guard case .startTimer(let first) = gathering.join(2, maxSize: 3) else {
-            Issue.record("no timer")
-            return
-        }
-        guard case .none = gathering.join(3, maxSize: 3) else {
-            Issue.record("a second timer")
-            return
-        }
-        guard case .run([2, 3, 4]) = gathering.join(4, maxSize: 3) else {
-            Issue.record("a full batch waited")
-            return
-        }
+        #expect(batch(gathering.join(1, maxSize: 3)) == [1], "an idle step runs a call at once")
+        let first = try #require(timer(gathering.join(2, maxSize: 3)), "a call behind a running batch starts a timer")
+        let third = gathering.join(3, maxSize: 3)
+        #expect(batch(third) == nil && timer(third) == nil, "the second call of a batch starts no timer")
+        #expect(batch(gathering.join(4, maxSize: 3)) == [2, 3, 4], "a full batch runs at once")
         #expect(gathering.running == 2 && gathering.expire(first) == nil)
-        guard case .startTimer(let second) = gathering.join(5, maxSize: 3) else {
-            Issue.record("no timer")
-            return
-        }
+        let second = try #require(timer(gathering.join(5, maxSize: 3)))
         #expect(gathering.finish() == [5])
         #expect(gathering.expire(second) == nil && gathering.running == 2)
         #expect(gathering.finish() == nil && gathering.finish() == nil && gathering.running == 0)
-        guard case .run([6]) = gathering.join(6, maxSize: 3) else {
-            Issue.record("an idle step waited")
-            return
-        }
-        guard case .startTimer(let third) = gathering.join(7, maxSize: 3) else {
-            Issue.record("no timer")
-            return
-        }
-        #expect(gathering.expire(third) == [7] && gathering.running == 2 && gathering.pending.isEmpty)
+        #expect(batch(gathering.join(6, maxSize: 3)) == [6])
+        let last = try #require(timer(gathering.join(7, maxSize: 3)))
+        #expect(gathering.expire(last) == [7] && gathering.running == 2 && gathering.pending.isEmpty)
     }
 
     /// Eight concurrent runs behind a running batch, batches of four: two calls of the body, each run its own output

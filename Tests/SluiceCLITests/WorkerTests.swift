@@ -365,13 +365,7 @@ struct WorkerTests {
     /// `digits` under load: 400 requests at once, `predict` batched across concurrent runs. Every request gets its own
     /// image's answer, and the lineage records each run's step run of `predict` with its batch's size, some above 1.
     @Test func batchedDigitsAnswersEveryRequestUnderLoad() async throws {
-        let samples = try #require(
-            try JSONSerialization.jsonObject(
-                with: Data(
-                    contentsOf: URL(fileURLWithPath: #filePath).appendingPathComponent(
-                        "../../../Examples/digits/samples.json"
-                    )
-                    .standardized)) as? [[String: Any]])
+        let samples = try digitsSamples()
         let cluster = try await ServingCluster.start(pipeline: "digits")
         let worker = try await cluster.startWorker(["--capture", "REALTIME"])
         let specs: [[String: Any]] = (0..<400).map { index in
@@ -449,13 +443,7 @@ struct WorkerTests {
 
     /// `digits` counts its predictions with swift-metrics; they are on the worker's `/metrics` beside its own series.
     @Test func metricsCountRequestsStepsLagAndAStepsOwnCounter() async throws {
-        let samples = try #require(
-            try JSONSerialization.jsonObject(
-                with: Data(
-                    contentsOf: URL(fileURLWithPath: #filePath).appendingPathComponent(
-                        "../../../Examples/digits/samples.json"
-                    )
-                    .standardized)) as? [[String: Any]])
+        let samples = try digitsSamples()
         let cluster = try await ServingCluster.start(pipeline: "digits")
         let worker = try await cluster.startWorker(["--capture", "REALTIME"])
         let specs: [[String: Any]] = samples.enumerated().map {
@@ -700,4 +688,11 @@ struct WorkerFleetTests {
         #expect(committed.values.reduce(0, +) == servedByDraining.count, "\(committed)")
         await cluster.stop()
     }
+}
+
+/// The digits example's samples (`Examples/digits/samples.json`): `pixels`, `label` and scikit-learn's `probabilities`.
+func digitsSamples(filePath: String = #filePath) throws -> [[String: Any]] {
+    let url = URL(fileURLWithPath: filePath).appendingPathComponent("../../../Examples/digits/samples.json")
+        .standardized
+    return try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [[String: Any]])
 }

@@ -25,34 +25,20 @@ extension RunRecorder {
             }
             emit(.stepStarted(step: identity, attempt: 1, inputs: inputArtifacts))
             let outcome = await batcher.submit(item) { [self] attempt, error, micros in
-                let failure = error as? StepError ?? StepError(step: step.name, stepRun: stepRun, underlying: error)
-                stepMetrics.record(pipeline: pipeline, step: step.name, completed: false, micros: micros)
-                emit(
-                    .stepFailed(
-                        step: identity, attempt: attempt, durationMicros: micros,
-                        error: ErrorDetail(code: failure.code, message: failure.message), retrying: true))
+                _ = recordFailure(error, of: step, identity, attempt: attempt, micros: micros, retrying: true)
                 emit(.stepStarted(step: identity, attempt: attempt + 1, inputs: inputArtifacts))
             }
-            let micros = outcome.micros
             if configuration.metadata {
                 emit(.metadata(stepRun: stepRun, values: ["batch_size": .int(Int64(outcome.batchSize))]))
             }
             switch outcome.output {
             case .success(let output):
-                stepMetrics.record(pipeline: pipeline, step: step.name, completed: true, micros: micros)
-                emit(
-                    .stepCompleted(
-                        step: identity, attempt: outcome.attempt, durationMicros: micros,
-                        output: artifact("\(stepRun)/out", .produced, output)))
+                recordCompletion(output, of: step, identity, attempt: outcome.attempt, micros: outcome.micros)
                 try await flushStepIfAsked(step.name)
                 return output
             case .failure(let error):
-                let failure = error as? StepError ?? StepError(step: step.name, stepRun: stepRun, underlying: error)
-                stepMetrics.record(pipeline: pipeline, step: step.name, completed: false, micros: micros)
-                emit(
-                    .stepFailed(
-                        step: identity, attempt: outcome.attempt, durationMicros: micros,
-                        error: ErrorDetail(code: failure.code, message: failure.message), retrying: false))
+                let failure = recordFailure(
+                    error, of: step, identity, attempt: outcome.attempt, micros: outcome.micros, retrying: false)
                 try? await flushStepIfAsked(step.name)
                 throw failure
             }
@@ -116,16 +102,11 @@ extension RunRecorder {
                 // A step this one called could not make its lineage durable: the run fails with that, untried again.
                 throw notDurable
             } catch {
-                // A step that failed because a step it called failed reports that step's failure.
-                let failure = error as? StepError ?? StepError(step: step.name, stepRun: stepRun, underlying: error)
                 // A cancelled run is not tried again.
                 let retrying = !Task.isCancelled && step.retry.retries(after: attempt)
-                let micros = Timestamps.monotonicMicros() - started
-                stepMetrics.record(pipeline: pipeline, step: step.name, completed: false, micros: micros)
-                emit(
-                    .stepFailed(
-                        step: identity, attempt: attempt, durationMicros: micros,
-                        error: ErrorDetail(code: failure.code, message: failure.message), retrying: retrying))
+                let failure = recordFailure(
+                    error, of: step, identity, attempt: attempt, micros: Timestamps.monotonicMicros() - started,
+                    retrying: retrying)
                 guard retrying else {
                     // The step's failure is what the run reports, even if waiting for its events fails too.
                     try? await flushStepIfAsked(step.name)
@@ -135,12 +116,8 @@ extension RunRecorder {
                 attempt += 1
                 continue
             }
-            let micros = Timestamps.monotonicMicros() - started
-            stepMetrics.record(pipeline: pipeline, step: step.name, completed: true, micros: micros)
-            emit(
-                .stepCompleted(
-                    step: identity, attempt: attempt, durationMicros: micros,
-                    output: artifact("\(stepRun)/out", .produced, output)))
+            recordCompletion(
+                output, of: step, identity, attempt: attempt, micros: Timestamps.monotonicMicros() - started)
             if let cacheKey {
                 cache.store(
                     cacheKey, StepCache.Entry(output: output, source: CachedStepRun(runID: runID, stepRun: stepRun)))
@@ -149,6 +126,32 @@ extension RunRecorder {
             try await flushStepIfAsked(step.name)
             return output
         }
+    }
+
+    /// Records a completed attempt of a step run: its duration and `step_completed` with the output.
+    private func recordCompletion<Output: Codable & Sendable>(
+        _ output: Output, of step: StepDescription, _ identity: StepRunID, attempt: Int, micros: Int64
+    ) {
+        stepMetrics.record(pipeline: pipeline, step: step.name, completed: true, micros: micros)
+        emit(
+            .stepCompleted(
+                step: identity, attempt: attempt, durationMicros: micros,
+                output: artifact("\(identity.id)/out", .produced, output)))
+    }
+
+    /// Records a failed attempt of a step run: its duration and `step_failed`. Returns the failure as the step
+    /// reports it: a step that failed because a step it called failed reports that step's failure.
+    private func recordFailure(
+        _ error: any Error, of step: StepDescription, _ identity: StepRunID, attempt: Int, micros: Int64,
+        retrying: Bool
+    ) -> StepError {
+        let failure = error as? StepError ?? StepError(step: step.name, stepRun: identity.id, underlying: error)
+        stepMetrics.record(pipeline: pipeline, step: step.name, completed: false, micros: micros)
+        emit(
+            .stepFailed(
+                step: identity, attempt: attempt, durationMicros: micros,
+                error: ErrorDetail(code: failure.code, message: failure.message), retrying: retrying))
+        return failure
     }
 
     /// `<step>@<version>:<sha256 of the inputs' canonical JSON>`, or `nil` when an input cannot be encoded.

@@ -54,7 +54,7 @@ public struct Step<each Input: Codable & Sendable, Output: Codable & Sendable>: 
     /// - Parameters:
     ///   - name: the step's name.
     ///   - version: recorded on its step runs.
-    ///   - batch: how many calls a batch holds at most and how long its first call waits for others.
+    ///   - batch: how many calls a batch holds at most, and how long a call waits behind a running batch.
     ///   - retry: how often a batch is tried, and the wait between tries; every call of the batch waits for it.
     ///   - body: the step's work on a batch.
     @inlinable
