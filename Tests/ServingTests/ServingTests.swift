@@ -36,6 +36,29 @@ struct ProtocolTests {
         #expect(bad.headerError?.contains("sluice-reply-to is not UTF-8") == true)
     }
 
+    /// `sluice-reply-partition` as decimal digits (Sluice's clients) or 4 bytes big-endian (Spring's
+    /// `ReplyingKafkaTemplate`); anything else is a header error that names the value.
+    @Test func replyPartitionsAreDecimalOrFourBytesBigEndian() {
+        func partition(_ value: [UInt8]) -> (Int32?, String?) {
+            let request = Request(message(headers: [KafkaHeader("sluice-reply-partition", value)]))
+            return (request.replyPartition, request.headerError)
+        }
+        #expect(Request(message(headers: [])).replyPartition == nil)
+        #expect(partition(Array("3".utf8)) == (3, nil))
+        #expect(partition(Array(" 12 ".utf8)) == (12, nil))
+        #expect(partition(Array("0007".utf8)) == (7, nil))
+        #expect(partition([0, 0, 1, 2]) == (258, nil))
+        #expect(partition([0, 0, 0, 0]) == (0, nil))
+        for bad: [UInt8] in [
+            Array("-1".utf8), Array("three".utf8), [], [0xFF, 0xFF, 0xFF, 0xFF], [0, 1], Array("99999999999".utf8),
+        ] {
+            let (number, error) = partition(bad)
+            #expect(number == nil, "\(bad)")
+            #expect(
+                error?.contains("sluice-reply-partition") == true && error?.contains("not a partition number") == true)
+        }
+    }
+
     @Test func runIDsFollowTheDocumentedFormula() {
         // docs/protocol.md: SHA-256 of "sluice-run-v1", topic, partition and offset joined by NUL, first 32 hex
         // digits; the expected value is Python's hashlib over those bytes.

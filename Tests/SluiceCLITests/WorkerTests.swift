@@ -395,6 +395,42 @@ struct WorkerTests {
         await cluster.stop()
     }
 
+    /// `sluice-reply-partition`: each response goes to the partition its request names, whatever its key; one that
+    /// names a partition the topic does not have is answered `internal` on the responses topic, and one that is not a
+    /// number `invalid_input`.
+    @Test func responsesGoToTheReplyPartitionTheRequestNames() async throws {
+        let cluster = try await ServingCluster.start()
+        let worker = try await cluster.startWorker()
+        var specs: [[String: Any]] = (0..<12).map { index in
+            [
+                "id": "p\(index)", "value": ["text": "a b"], "key": "key-\(index)",
+                "headers": ["sluice-reply-partition": String(index % 4)],
+            ]
+        }
+        specs.append(["id": "missing", "value": ["text": "a b"], "headers": ["sluice-reply-partition": "99"]])
+        specs.append(["id": "malformed", "value": ["text": "a b"], "headers": ["sluice-reply-partition": "two"]])
+        let (status, responses) = try await cluster.call(specs)
+        #expect(status == 0)
+        #expect(responses.count == specs.count)
+        for response in responses {
+            let id = try #require(response["id"] as? String)
+            let value = try #require(response["value"] as? [String: Any])
+            let error = value["error"] as? [String: Any]
+            switch id {
+            case "missing":
+                #expect(error?["code"] as? String == "internal", "\(value)")
+                #expect((error?["message"] as? String)?.contains("partition 99") == true, "\(value)")
+            case "malformed":
+                #expect(error?["code"] as? String == "invalid_input", "\(value)")
+            default:
+                #expect(value["status"] as? String == "ok", "\(value)")
+                #expect(response["partition"] as? Int == Int(id.dropFirst())! % 4, "\(id)")
+            }
+        }
+        #expect(await worker.stop() == 0)
+        await cluster.stop()
+    }
+
     /// `sluice call` against a stand-in worker that answers every request twice: one line per input, in input
     /// order, each its own response.
     @Test func sluiceCallPrintsOneResponsePerInputWhenAWorkerAnswersTwice() async throws {

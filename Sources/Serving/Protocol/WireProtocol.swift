@@ -8,6 +8,8 @@ public enum WireProtocol {
     public enum Header {
         public static let requestID = "sluice-request-id"
         public static let replyTo = "sluice-reply-to"
+        /// The partition of the reply topic to answer on, a decimal number: a client reads only its own.
+        public static let replyPartition = "sluice-reply-partition"
         public static let deadline = "sluice-deadline"
         public static let traceparent = "traceparent"
         public static let status = "sluice-status"
@@ -68,6 +70,8 @@ public struct Request: Sendable {
     public let requestID: String
     /// The `sluice-reply-to` header, if given (not yet checked against the allowed topics).
     public let replyTo: String?
+    /// The `sluice-reply-partition` header, if given: the partition of the reply topic to answer on.
+    public let replyPartition: Int32?
     /// `sluice-deadline` in epoch milliseconds, if given.
     public let deadlineMilliseconds: Int64?
     /// The `traceparent` header, if given, as it came.
@@ -93,6 +97,16 @@ public struct Request: Sendable {
             text(WireProtocol.Header.requestID).flatMap { $0.isEmpty ? nil : $0 }
             ?? "\(message.topic)/\(message.partition)/\(message.offset)"
         replyTo = text(WireProtocol.Header.replyTo).flatMap { $0.isEmpty ? nil : $0 }
+        if let bytes = headers.value(named: WireProtocol.Header.replyPartition) {
+            replyPartition = Self.partition(bytes)
+            if replyPartition == nil {
+                problems.append(
+                    "header \(WireProtocol.Header.replyPartition) '\(String(decoding: bytes, as: UTF8.self))' is not a "
+                        + "partition number (decimal digits, or 4 bytes big-endian)")
+            }
+        } else {
+            replyPartition = nil
+        }
         if let deadline = text(WireProtocol.Header.deadline) {
             if let milliseconds = Int64(deadline.trimmingWhitespace), milliseconds >= 0 {
                 deadlineMilliseconds = milliseconds
@@ -106,6 +120,17 @@ public struct Request: Sendable {
         traceparent = text(WireProtocol.Header.traceparent)
         traceparentError = traceparent.flatMap(Self.traceparentError)
         headerError = problems.isEmpty ? nil : problems.joined(separator: "; ")
+    }
+
+    /// A reply partition as decimal digits (`"3"`, what Sluice's clients send), or as a 4-byte big-endian integer
+    /// (what Spring's `ReplyingKafkaTemplate` writes for `KafkaHeaders.REPLY_PARTITION`); `nil` for anything else or a
+    /// negative number.
+    static func partition(_ bytes: [UInt8]) -> Int32? {
+        let text = String(decoding: bytes, as: UTF8.self).trimmingWhitespace
+        if !text.isEmpty, text.utf8.allSatisfy({ (0x30...0x39).contains($0) }) { return Int32(text) }
+        guard bytes.count == 4 else { return nil }
+        let number = bytes.reduce(Int32(0)) { $0 << 8 | Int32($1) }
+        return number >= 0 ? number : nil
     }
 
     /// Why `traceparent` is not W3C trace context, or `nil` when it is.
@@ -199,14 +224,15 @@ public struct Response: Sendable {
         return writer.bytes
     }
 
-    /// The response as a message to `topic`, keyed like its request.
-    public func message(topic: String, key: [UInt8]?) -> OutgoingMessage {
+    /// The response as a message to `topic` (to `partition`, if given, else where its key puts it), keyed like its
+    /// request.
+    public func message(topic: String, partition: Int32? = nil, key: [UInt8]?) -> OutgoingMessage {
         var headers = [
             KafkaHeader(WireProtocol.Header.requestID, requestID),
             KafkaHeader(WireProtocol.Header.status, error == nil ? Self.okBytes : Self.errorBytes),
         ]
         if let traceparent { headers.append(KafkaHeader(WireProtocol.Header.traceparent, traceparent)) }
-        return OutgoingMessage(topic: topic, key: key, value: json(), headers: headers)
+        return OutgoingMessage(topic: topic, partition: partition, key: key, value: json(), headers: headers)
     }
 
     /// The `sluice-status` header's two values, made once.

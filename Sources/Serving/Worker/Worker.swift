@@ -349,7 +349,10 @@ public final class Worker: Service, Sendable {
     /// `traceparent`; `span`, when tracing, learns the run and the outcome.
     private func respond(to request: Request, started: Int64, traceparent: String?, span: (any Span)?) async {
         let message = request.message
+        // Where the response goes: the responses topic, or the request's reply-to topic and partition once the
+        // request's headers are found usable.
         var replyTopic = configuration.responsesTopic
+        var replyPartition: Int32?
         var response: Response
         var failure: ErrorDetail?
 
@@ -369,18 +372,22 @@ public final class Worker: Service, Sendable {
                     + configuration.allowedReplyPrefixes.map { "'\($0)'" }.joined(separator: ", ") + ")")
         } else if let deadline = request.deadlineMilliseconds, Timestamps.wallMicros() / 1000 > deadline {
             replyTopic = request.replyTo ?? replyTopic
+            replyPartition = request.replyPartition
             response = reject(
                 WireProtocol.ErrorCode.deadlineExceeded, "the deadline \(deadline) passed before the request ran")
         } else if let value = message.value, value.count > configuration.maxPayloadBytes {
             replyTopic = request.replyTo ?? replyTopic
+            replyPartition = request.replyPartition
             response = reject(
                 WireProtocol.ErrorCode.payloadTooLarge,
                 "the request is \(value.count) bytes; this worker accepts at most \(configuration.maxPayloadBytes)")
         } else if message.value == nil {
             replyTopic = request.replyTo ?? replyTopic
+            replyPartition = request.replyPartition
             response = reject(WireProtocol.ErrorCode.invalidInput, "the request has no value (a tombstone)")
         } else {
             replyTopic = request.replyTo ?? replyTopic
+            replyPartition = request.replyPartition
             let result = await configuration.pipeline.run(
                 json: message.value ?? [], runner: runner,
                 options: RunOptions(
@@ -416,8 +423,10 @@ public final class Worker: Service, Sendable {
         // with the others of its delivery round, so no task waits for it; a failed delivery takes the slow path below.
         if failure == nil {
             let topic = replyTopic
+            let partition = replyPartition
             do {
-                try await producer.send(response.message(topic: topic, key: message.key)) { [self, response] result in
+                try await producer.send(response.message(topic: topic, partition: partition, key: message.key)) {
+                    [self, response] result in
                     if case .success = result {
                         let acknowledgement = Acknowledged(
                             partition: message.topicPartition, offset: message.offset, code: response.error?.code,
@@ -426,7 +435,9 @@ public final class Worker: Service, Sendable {
                         return
                     }
                     Task {
-                        await deliverSlowly(response, to: topic, request: request, deadLetter: nil, started: started)
+                        await deliverSlowly(
+                            response, to: topic, partition: partition, request: request, deadLetter: nil,
+                            started: started)
                     }
                 }
                 return
@@ -434,18 +445,23 @@ public final class Worker: Service, Sendable {
                 // Not enqueued (too large, unknown topic, ...): the slow path tries again and says why.
             }
         }
-        await deliverSlowly(response, to: replyTopic, request: request, deadLetter: failure, started: started)
+        await deliverSlowly(
+            response, to: replyTopic, partition: replyPartition, request: request, deadLetter: failure,
+            started: started)
     }
 
     // MARK: - Delivering
 
-    /// Delivers with ``deliver(_:to:request:deadLetter:)`` and finishes the request (taken at `started`) with the
-    /// code of the response delivered; when the worker stops first, only frees its slot (the request is served again
-    /// after a restart).
+    /// Delivers with ``deliver(_:to:partition:request:deadLetter:)`` and finishes the request (taken at `started`)
+    /// with the code of the response delivered; when the worker stops first, only frees its slot (the request is
+    /// served again after a restart).
     private func deliverSlowly(
-        _ response: Response, to replyTopic: String, request: Request, deadLetter: ErrorDetail?, started: Int64
+        _ response: Response, to replyTopic: String, partition replyPartition: Int32?, request: Request,
+        deadLetter: ErrorDetail?, started: Int64
     ) async {
-        if let delivered = await deliver(response, to: replyTopic, request: request, deadLetter: deadLetter) {
+        if let delivered = await deliver(
+            response, to: replyTopic, partition: replyPartition, request: request, deadLetter: deadLetter)
+        {
             finish([
                 Acknowledged(
                     partition: request.message.topicPartition, offset: request.message.offset,
@@ -482,16 +498,19 @@ public final class Worker: Service, Sendable {
     /// try is logged; the health turns `stalled` after ``WorkerConfiguration/deliveryStallLimit``). Errors that
     /// retrying cannot cure end the tries, each logged once and counted: a copy too large for the broker is sent
     /// again within ``DeadLetter/refusedCopyBudget``, else the request goes without a copy. A response its reply-to
-    /// topic does not take (refused or failed) goes to the responses topic as an `internal` error; any other
-    /// refused response is replaced once by an `internal` error naming the cause. A request that ran fine and is
+    /// topic does not take (refused or failed), or its reply partition refuses (one that does not exist), goes to the
+    /// responses topic, partitioned by its key, as an `internal` error; any other refused response is replaced once
+    /// by an `internal` error naming the cause. A request that ran fine and is
     /// answered `internal` so gets a dead-letter copy. When even the `internal` error is refused, the request is
     /// given up as answered, so that its offset is stored and nothing waits for it.
     /// - Returns: the response delivered (or given up), or `nil` when the worker stopped first.
     private func deliver(
-        _ response: Response, to replyTopic: String, request: Request, deadLetter: ErrorDetail?
+        _ response: Response, to replyTopic: String, partition replyPartition: Int32?, request: Request,
+        deadLetter: ErrorDetail?
     ) async -> Response? {
         var response = response
         var topic = replyTopic
+        var partition = replyPartition
         var deadLetter = deadLetter
         var copyBudget = recordLimit
         var replaced = false
@@ -538,7 +557,7 @@ public final class Worker: Service, Sendable {
                     continue
                 }
             }
-            let outcome = await send(response.message(topic: topic, key: request.message.key))
+            let outcome = await send(response.message(topic: topic, partition: partition, key: request.message.key))
             let detail: ErrorDetail
             switch outcome {
             case .acknowledged:
@@ -548,13 +567,14 @@ public final class Worker: Service, Sendable {
                 continue
             case .refused(let error), .failed(let error):
                 if case .refused = outcome { metrics.recordRefusal(record: "response", code: error.code.name) }
-                if topic != configuration.responsesTopic {
-                    logger().error(
-                        "response to \(request.requestID) not delivered to reply-to topic \(topic): \(error)")
+                if topic != configuration.responsesTopic || partition != nil {
+                    let destination = "reply-to topic '\(topic)'" + (partition.map { " partition \($0)" } ?? "")
+                    logger().error("response to \(request.requestID) not delivered to \(destination): \(error)")
                     detail = ErrorDetail(
                         code: WireProtocol.ErrorCode.internal,
-                        message: "the response could not be delivered to reply-to topic '\(topic)': \(error)")
+                        message: "the response could not be delivered to \(destination): \(error)")
                     topic = configuration.responsesTopic
+                    partition = nil
                 } else if !replaced {
                     logger().error("response to \(request.requestID) refused, answering internal: \(error)")
                     detail = ErrorDetail(

@@ -6,7 +6,7 @@ sent as is; or "parts": [[string, count], ...], the strings repeated and joined,
 `sluice-reply-to: RESPONSES` (unless the spec's headers say otherwise), then reads RESPONSES until every id has a
 response or TIMEOUT seconds pass, and then on to the end of every partition after a settling second, so that a
 duplicate produced after the first answer is seen too. Prints one JSON line per response received, duplicates
-included, in arrival order: {"id", "headers", "value" (the parsed response), "key", "timestamp"}; then exits 0 if
+included, in arrival order: {"id", "headers", "value" (the parsed response), "key", "timestamp", "partition"}; then exits 0 if
 every request was answered, 1 otherwise.
 
 usage: python3 request_reply.py BOOTSTRAP REQUESTS RESPONSES [TIMEOUT]
@@ -61,7 +61,7 @@ def take(message):
     seen.add(headers.get("sluice-request-id"))
     print(json.dumps({"id": headers.get("sluice-request-id"), "headers": headers, "value": body,
                       "key": message.key().decode() if message.key() else None,
-                      "timestamp": message.timestamp()[1]}), flush=True)
+                      "timestamp": message.timestamp()[1], "partition": message.partition()}), flush=True)
 
 
 deadline = time.monotonic() + timeout

@@ -3,6 +3,7 @@
 SLUICE_BIN names the `sluice` executable (Sluice's tests set it). Run: python3 -m unittest discover clients/python/tests
 """
 
+import asyncio
 import json
 import os
 import subprocess
@@ -16,7 +17,8 @@ from concurrent.futures import wait
 from confluent_kafka import Producer
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from sluice_client import SluiceClient, SluiceError, SluiceTimeout  # noqa: E402
+from sluice_client import (  # noqa: E402
+    AsyncSluiceClient, SluiceClient, SluiceDeliveryError, SluiceError, SluiceTimeout)
 
 SLUICE = os.environ.get("SLUICE_BIN", "sluice")
 processes = []
@@ -106,7 +108,7 @@ class ClientTests(unittest.TestCase):
         duplicate = {"request_id": "python-duplicate", "pipeline": "text-stats", "status": "ok",
                      "output": {"tokens": 1, "first": "once", "last": "once"}, "error": None, "run_id": None,
                      "capture": "BATCH", "duration_ms": 0}
-        producer.produce("text-stats.responses", json.dumps(duplicate).encode(),
+        producer.produce("text-stats.responses", json.dumps(duplicate).encode(), partition=self.client.reply_partition,
                          headers=[("sluice-request-id", "python-duplicate"), ("sluice-status", "ok")])
         producer.flush(10)
         deadline = time.monotonic() + 30
@@ -120,6 +122,38 @@ class ClientTests(unittest.TestCase):
         self.assertEqual(waiting.result(60).output["tokens"], 1)
 
 
+    def test_each_client_reads_only_the_reply_partition_it_names(self):
+        # Requests with different keys land on different partitions of the requests topic; every response comes
+        # back on this client's reply partition, the only one it reads.
+        with SluiceClient(brokers, "text-stats", reply_partition=2, timeout=60) as client:
+            self.assertEqual(client.reply_partition, 2)
+            futures = [client.submit({"text": "x " * index}, key=f"key-{index}") for index in range(1, 9)]
+            self.assertEqual([future.result(60).output["tokens"] for future in futures], list(range(1, 9)))
+        self.assertIn(self.client.reply_partition, range(4))
+        with self.assertRaises(SluiceError) as raised:
+            SluiceClient(brokers, "text-stats", reply_partition=4)
+        self.assertEqual(raised.exception.code, "unknown_partition")
+
+
+class AsyncTests(unittest.TestCase):
+    def test_asyncio_calls_run_side_by_side(self):
+        async def main():
+            async with AsyncSluiceClient(brokers, "text-stats", timeout=60) as client:
+                outputs = await asyncio.gather(*(client.call({"text": "w " * index}) for index in range(1, 21)))
+                with self.assertRaises(SluiceError) as raised:
+                    await client.call({"text": 42})
+                return outputs, raised.exception.code
+
+        outputs, code = asyncio.run(main())
+        self.assertEqual([output["tokens"] for output in outputs], list(range(1, 21)))
+        self.assertEqual(code, "invalid_input")
+
+    def test_an_unstarted_client_says_so(self):
+        with self.assertRaises(SluiceError) as raised:
+            AsyncSluiceClient(brokers, "text-stats").submit({"text": "a"})
+        self.assertEqual(raised.exception.code, "not_started")
+
+
 class TimeoutTests(unittest.TestCase):
     def test_no_worker_means_a_timeout(self):
         with SluiceClient(brokers, "idle", timeout=1) as client:
@@ -129,10 +163,34 @@ class TimeoutTests(unittest.TestCase):
             self.assertGreaterEqual(time.monotonic() - started, 1)
             self.assertEqual(raised.exception.code, "timeout")
 
+    def test_a_request_kafka_does_not_take_fails_at_once(self):
+        # A broker of its own, stopped once the client is connected: the request cannot be delivered, and the call
+        # fails when librdkafka gives it up (message.timeout.ms), long before the call's own timeout.
+        own = start(["broker", "--topic", "gone.requests:1", "--topic", "gone.responses:1"])
+        address = own.stdout.readline().decode().strip()
+        client = SluiceClient(address, "gone", timeout=120, config={"message.timeout.ms": 2000, "log_level": 0})
+        own.terminate()
+        own.wait(30)
+        started = time.monotonic()
+        with self.assertRaises(SluiceDeliveryError) as raised:
+            client.call({"text": "lost"})
+        self.assertLess(time.monotonic() - started, 60)
+        self.assertEqual(raised.exception.code, "delivery_failed")
+        client.close()
+
     def test_a_missing_reply_topic_is_refused(self):
         with self.assertRaises(SluiceError) as raised:
             SluiceClient(brokers, "no-such-pipeline")
         self.assertEqual(raised.exception.code, "unknown_topic")
+
+
+class TypingTests(unittest.TestCase):
+    def test_the_package_type_checks_strictly(self):
+        package = os.path.join(os.path.dirname(__file__), "..", "sluice_client")
+        self.assertTrue(os.path.exists(os.path.join(package, "py.typed")))
+        checked = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-incremental", package],
+                                 capture_output=True, text=True, timeout=300)
+        self.assertEqual(checked.returncode, 0, checked.stdout + checked.stderr)
 
 
 if __name__ == "__main__":
