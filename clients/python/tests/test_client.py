@@ -184,13 +184,31 @@ class TimeoutTests(unittest.TestCase):
         self.assertEqual(raised.exception.code, "unknown_topic")
 
 
-class TypingTests(unittest.TestCase):
+class PackageTests(unittest.TestCase):
+    project = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+
     def test_the_package_type_checks_strictly(self):
-        package = os.path.join(os.path.dirname(__file__), "..", "sluice_client")
-        self.assertTrue(os.path.exists(os.path.join(package, "py.typed")))
+        package = os.path.join(self.project, "sluice_client")
         checked = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-incremental", package],
                                  capture_output=True, text=True, timeout=300)
         self.assertEqual(checked.returncode, 0, checked.stdout + checked.stderr)
+
+    def test_pip_installs_it_with_its_type_marker(self):
+        # Into a directory of its own, then imported from outside the repository: what `pip install ./clients/python`
+        # gives a user (confluent-kafka, its one dependency, is already installed here).
+        with tempfile.TemporaryDirectory() as directory:
+            target = os.path.join(directory, "site")
+            installed = subprocess.run(
+                [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", target, self.project],
+                capture_output=True, text=True, timeout=300)
+            self.assertEqual(installed.returncode, 0, installed.stdout + installed.stderr)
+            found = subprocess.run(
+                [sys.executable, "-c", "import os, sluice_client; print(os.path.dirname(sluice_client.__file__))"],
+                capture_output=True, text=True, cwd=directory, env=dict(os.environ, PYTHONPATH=target), timeout=60,
+                check=True)
+            location = found.stdout.strip()
+            self.assertEqual(location, os.path.join(target, "sluice_client"))
+            self.assertTrue(os.path.exists(os.path.join(location, "py.typed")))
 
 
 if __name__ == "__main__":
