@@ -6,6 +6,7 @@ SLUICE_BIN names the `sluice` executable (Sluice's tests set it). Run: python3 -
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -197,9 +198,12 @@ class PackageTests(unittest.TestCase):
         # Into a directory of its own, then imported from outside the repository: what `pip install ./clients/python`
         # gives a user (confluent-kafka, its one dependency, is already installed here).
         with tempfile.TemporaryDirectory() as directory:
+            # Built from a copy: pip builds in place, and the repository stays as it is.
+            project = shutil.copytree(self.project, os.path.join(directory, "project"),
+                                      ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", "tests"))
             target = os.path.join(directory, "site")
             installed = subprocess.run(
-                [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", target, self.project],
+                [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", target, project],
                 capture_output=True, text=True, timeout=300)
             self.assertEqual(installed.returncode, 0, installed.stdout + installed.stderr)
             found = subprocess.run(
