@@ -349,10 +349,12 @@ public final class Worker: Service, Sendable {
     /// `traceparent`; `span`, when tracing, learns the run and the outcome.
     private func respond(to request: Request, started: Int64, traceparent: String?, span: (any Span)?) async {
         let message = request.message
-        // Where the response goes: the responses topic, or the request's reply-to topic and partition once the
-        // request's headers are found usable.
-        var replyTopic = configuration.responsesTopic
-        var replyPartition: Int32?
+        // Where the response goes: the request's reply-to topic and partition when its headers are usable, else the
+        // responses topic.
+        let replyToAllowed = request.replyTo.map(configuration.allowsReply(to:)) ?? true
+        let honoursHeaders = request.headerError == nil && replyToAllowed
+        let replyTopic = honoursHeaders ? request.replyTo ?? configuration.responsesTopic : configuration.responsesTopic
+        let replyPartition = honoursHeaders ? request.replyPartition : nil
         var response: Response
         var failure: ErrorDetail?
 
@@ -365,29 +367,21 @@ public final class Worker: Service, Sendable {
 
         if let problem = request.headerError {
             response = reject(WireProtocol.ErrorCode.invalidInput, problem)
-        } else if let replyTo = request.replyTo, !configuration.allowsReply(to: replyTo) {
+        } else if !replyToAllowed, let replyTo = request.replyTo {
             response = reject(
                 WireProtocol.ErrorCode.replyToNotAllowed,
                 "reply-to topic '\(replyTo)' is not allowed (allowed: topics starting with "
                     + configuration.allowedReplyPrefixes.map { "'\($0)'" }.joined(separator: ", ") + ")")
         } else if let deadline = request.deadlineMilliseconds, Timestamps.wallMicros() / 1000 > deadline {
-            replyTopic = request.replyTo ?? replyTopic
-            replyPartition = request.replyPartition
             response = reject(
                 WireProtocol.ErrorCode.deadlineExceeded, "the deadline \(deadline) passed before the request ran")
         } else if let value = message.value, value.count > configuration.maxPayloadBytes {
-            replyTopic = request.replyTo ?? replyTopic
-            replyPartition = request.replyPartition
             response = reject(
                 WireProtocol.ErrorCode.payloadTooLarge,
                 "the request is \(value.count) bytes; this worker accepts at most \(configuration.maxPayloadBytes)")
         } else if message.value == nil {
-            replyTopic = request.replyTo ?? replyTopic
-            replyPartition = request.replyPartition
             response = reject(WireProtocol.ErrorCode.invalidInput, "the request has no value (a tombstone)")
         } else {
-            replyTopic = request.replyTo ?? replyTopic
-            replyPartition = request.replyPartition
             let result = await configuration.pipeline.run(
                 json: message.value ?? [], runner: runner,
                 options: RunOptions(
