@@ -43,8 +43,9 @@ struct CallCommand: AsyncParsableCommand {
 
     func run() async throws {
         let client = try PipelineClient(
-            kafka: self.client.settings(), pipeline: self.client.pipeline, requestsTopic: self.client.requestsTopic,
-            responsesTopic: self.client.responsesTopic, logger: Logger(label: "sluice.call"))
+            kafka: self.client.settings(), pipeline: self.client.pipeline, responsesTopic: self.client.responsesTopic,
+            logger: Logger(label: "sluice.call"))
+        let requestsTopic = self.client.requestsTopic ?? WireProtocol.requestsTopic(self.client.pipeline)
         var inputs: [String] = []
         if let data {
             inputs = [data]
@@ -60,7 +61,7 @@ struct CallCommand: AsyncParsableCommand {
         while next < inputs.count {
             let chunk = inputs[next..<min(inputs.count, next + window)]
             next += chunk.count
-            let results = await withTaskGroup(of: (Int, Result<Response, any Error>).self) { group in
+            let results = await withTaskGroup(of: (Int, Result<ResponseMessage, any Error>).self) { group in
                 for (index, input) in chunk.enumerated() {
                     group.addTask {
                         do {
@@ -68,7 +69,7 @@ struct CallCommand: AsyncParsableCommand {
                                 index,
                                 .success(
                                     try await client.call(
-                                        Array(input.utf8), deadline: deadline, timeout: timeout,
+                                        Array(input.utf8), to: requestsTopic, deadline: deadline, timeout: timeout,
                                         traceparent: traceparent))
                             )
                         } catch {
@@ -76,15 +77,15 @@ struct CallCommand: AsyncParsableCommand {
                         }
                     }
                 }
-                var results = [Result<Response, any Error>?](repeating: nil, count: chunk.count)
+                var results = [Result<ResponseMessage, any Error>?](repeating: nil, count: chunk.count)
                 for await (index, result) in group { results[index] = result }
                 return results
             }
             for result in results {
                 switch result {
                 case .success(let response)?:
-                    if response.error != nil { failed = true }
-                    print(String(decoding: response.json(), as: UTF8.self))
+                    if response.isError { failed = true }
+                    print(String(decoding: response.value, as: UTF8.self))
                 case .failure(let error)?:
                     failed = true
                     var writer = JSONWriter()

@@ -75,6 +75,31 @@ struct ConnectionOptions: ParsableArguments {
         }
     }
 
+    /// Refuses to start when a topic of `needed` is not among `existing`, naming it, unless `create`: then creates the
+    /// missing ones with `partitions` partitions (the embedded broker, which cannot, creates them on first use).
+    /// - Throws: ``UnavailableError`` naming the missing topics, or why they could not be created.
+    func ensureTopics(
+        _ needed: [String], existing: Set<String>, create: Bool, partitions: Int, logger: Logger
+    ) async throws {
+        let missing = needed.filter { !existing.contains($0) }
+        guard !missing.isEmpty else { return }
+        guard create else {
+            throw UnavailableError(
+                "topic(s) \(missing.joined(separator: ", ")) do not exist on \(bootstrapServers): create them, or pass --create-topics"
+            )
+        }
+        do {
+            let admin = try KafkaAdmin(configuration: configuration(), logger: logger)
+            try await admin.createTopics(
+                missing.map { NewTopic($0, partitions: partitions) }, ifNotExists: true, timeout: .seconds(10))
+            logger.info("created topic(s) \(missing.joined(separator: ", ")) with \(partitions) partitions")
+        } catch let error as KafkaError where error.code == .timedOut {
+            // The embedded broker has no CreateTopics; it creates a topic on first use instead.
+            logger.warning(
+                "the cluster did not create \(missing.joined(separator: ", ")) (\(error)); relying on auto-creation")
+        }
+    }
+
     /// The properties of the environment, then of `--kafka-config`, then of `--kafka`, each over the one before, with
     /// `bootstrap.servers`.
     /// - Throws: a `ValidationError` naming a property librdkafka refuses and where it came from.

@@ -11,7 +11,7 @@ public struct SluiceCommand: AsyncParsableCommand {
         version: "sluice \(version) (librdkafka \(KafkaConfiguration.librdkafkaVersion))",
         subcommands: [
             BrokerCommand.self, TopicsCommand.self, WorkerCommand.self, MaterializeCommand.self, RunsCommand.self,
-            CallCommand.self, BenchCommand.self, RunCommand.self,
+            GatewayCommand.self, CallCommand.self, BenchCommand.self, RunCommand.self,
         ]
     )
 

@@ -25,6 +25,20 @@ enum StatusServer {
         guard let address else { return nil }
         let (host, port) = try parse(address)
         let router = Router()
+        addRoutes(to: router, health: health, metrics: metrics)
+        return Application(
+            router: router, configuration: ApplicationConfiguration(address: .hostname(host, port: port)),
+            onServerRunning: { channel in
+                logger.info("health and metrics on http://\(address): port \(channel.localAddress?.port ?? port)")
+            },
+            logger: logger)
+    }
+
+    /// Adds `GET /health`, `GET /ready` and `GET /metrics` to `router` (see ``healthAndMetrics(address:logger:health:metrics:)``).
+    static func addRoutes(
+        to router: Router<BasicRequestContext>, health: @escaping @Sendable (inout JSONWriter) -> Probes,
+        metrics: @escaping @Sendable () -> String
+    ) {
         @Sendable func probe(_ passes: (Probes) -> Bool) -> Response {
             var body = JSONWriter()
             var probes = Probes(live: false, ready: false)
@@ -42,12 +56,6 @@ enum StatusServer {
                 status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                 body: ResponseBody(byteBuffer: ByteBuffer(string: metrics())))
         }
-        return Application(
-            router: router, configuration: ApplicationConfiguration(address: .hostname(host, port: port)),
-            onServerRunning: { channel in
-                logger.info("health and metrics on http://\(address): port \(channel.localAddress?.port ?? port)")
-            },
-            logger: logger)
     }
 
     /// `HOST:PORT`, the host an IPv4 address, a name, or an IPv6 address in brackets (`[::1]:8080`); an empty host

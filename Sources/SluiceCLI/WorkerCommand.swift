@@ -97,7 +97,7 @@ struct WorkerCommand: AsyncParsableCommand {
         if let requestsTopic { configuration.requestsTopic = requestsTopic }
         if let responsesTopic {
             configuration.responsesTopic = responsesTopic
-            configuration.allowedReplyPrefixes = [responsesTopic]
+            configuration.allowedReplyPrefixes = [responsesTopic, WireProtocol.gatewayRepliesTopic]
         }
         if let deadLetterTopic { configuration.deadLetterTopic = deadLetterTopic }
         if let lineageTopic { configuration.lineageTopic = lineageTopic }
@@ -108,7 +108,7 @@ struct WorkerCommand: AsyncParsableCommand {
         configuration.deliveryStallLimit = .milliseconds(Int(deliveryStallSeconds * 1000))
         if let name { configuration.name = name }
 
-        try await checkTopics(configuration, settings: settings, logger: logger)
+        try await checkTopics(configuration, logger: logger)
         let captureLabel = configuration.capture.label
         // A signal from here on stops the worker gracefully, even one that comes while it starts.
         let signals = await ServiceRunner.trapTerminationSignals()
@@ -142,11 +142,7 @@ struct WorkerCommand: AsyncParsableCommand {
     }
 
     /// Refuses to start when a topic the worker uses is missing, naming it, unless `--create-topics`.
-    private func checkTopics(
-        _ configuration: WorkerConfiguration, settings: KafkaConfiguration, logger: Logger
-    )
-        async throws
-    {
+    private func checkTopics(_ configuration: WorkerConfiguration, logger: Logger) async throws {
         var needed = [configuration.requestsTopic, configuration.responsesTopic]
         if !configuration.capture.isMemoryOnly { needed.append(configuration.lineageTopic) }
         let existing = try await connection.existingTopics(logger: logger)
@@ -159,22 +155,7 @@ struct WorkerCommand: AsyncParsableCommand {
         if createTopics, !existing.contains(configuration.deadLetterTopic) {
             needed.append(configuration.deadLetterTopic)
         }
-        let missing = needed.filter { !existing.contains($0) }
-        guard !missing.isEmpty else { return }
-        guard createTopics else {
-            throw UnavailableError(
-                "topic(s) \(missing.joined(separator: ", ")) do not exist on \(connection.bootstrapServers): create them, or pass --create-topics"
-            )
-        }
-        do {
-            let admin = try KafkaAdmin(configuration: settings, logger: logger)
-            try await admin.createTopics(
-                missing.map { NewTopic($0, partitions: partitions) }, ifNotExists: true, timeout: .seconds(10))
-            logger.info("created topic(s) \(missing.joined(separator: ", ")) with \(partitions) partitions")
-        } catch let error as KafkaError where error.code == .timedOut {
-            // The embedded broker has no CreateTopics; it creates a topic on first use instead.
-            logger.warning(
-                "the cluster did not create \(missing.joined(separator: ", ")) (\(error)); relying on auto-creation")
-        }
+        try await connection.ensureTopics(
+            needed, existing: existing, create: createTopics, partitions: partitions, logger: logger)
     }
 }

@@ -172,7 +172,13 @@ struct ClientTests {
         let client = try PipelineClient(kafka: settings, pipeline: "echo", logger: quiet)
         let answers = try await withThrowingTaskGroup(of: (Int, Response).self) { group in
             for index in 0..<20 {
-                group.addTask { (index, try await client.call(Array("[\(index)]".utf8), timeout: .seconds(60))) }
+                group.addTask {
+                    (
+                        index,
+                        try await client.call(Array("[\(index)]".utf8), to: "echo.requests", timeout: .seconds(60))
+                            .response()
+                    )
+                }
             }
             var answers: [Int: Response] = [:]
             for try await (index, response) in group { answers[index] = response }
@@ -180,9 +186,10 @@ struct ClientTests {
         }
         #expect(answers.count == 20)
         for (index, response) in answers { #expect(response.output == Array("[\(index)]".utf8)) }
-        #expect(try await eventuallyTrue { client.duplicatesDropped == 20 })
+        #expect(try await eventuallyTrue { client.dropped.duplicates == 20 })
         await #expect(throws: PipelineClient.Timeout.self) {
-            _ = try await client.call(Array("1".utf8), requestID: "nobody-answers", timeout: .milliseconds(1))
+            _ = try await client.call(
+                Array("1".utf8), to: "echo.requests", requestID: "nobody-answers", timeout: .milliseconds(1))
         }
         echo.cancel()
         await client.close()
@@ -234,12 +241,14 @@ struct LineageWaitTests {
         let serving = Task { try await worker.run() }
         let client = try PipelineClient(kafka: settings, pipeline: "shout", logger: quiet)
 
-        let warmUp = try await client.call(Array(#""warm""#.utf8), timeout: .seconds(60))
+        let warmUp = try await client.call(Array(#""warm""#.utf8), to: "shout.requests", timeout: .seconds(60))
+            .response()
         #expect(warmUp.output == Array(#""WARM""#.utf8))
         #expect(try await eventually { lineageAcknowledged(worker) == Shout.eventsPerRun })
 
         try cluster.setRoundTripTime(broker: 2, milliseconds: 3000)
-        let response = try await client.call(Array(#""late""#.utf8), timeout: .seconds(60))
+        let response = try await client.call(Array(#""late""#.utf8), to: "shout.requests", timeout: .seconds(60))
+            .response()
         let acknowledged = lineageAcknowledged(worker) - Shout.eventsPerRun
         #expect(response.output == Array(#""LATE""#.utf8) && response.capture == mode.label)
         #expect(acknowledged == acknowledgedAtResponse)
@@ -291,11 +300,15 @@ struct DeliveryStallTests {
         let worker = try Worker(configuration: configuration, logger: quiet)
         let serving = Task { try await worker.run() }
         let client = try PipelineClient(kafka: settings, pipeline: "shout", logger: quiet)
-        #expect(try await client.call(Array(#""warm""#.utf8), timeout: .seconds(60)).output == Array(#""WARM""#.utf8))
+        #expect(
+            try await client.call(Array(#""warm""#.utf8), to: "shout.requests", timeout: .seconds(60)).response().output
+                == Array(#""WARM""#.utf8))
         #expect(worker.health.status == .serving && worker.health.isLive)
 
         try cluster.setBrokerDown(2)
-        let call = Task { try await client.call(Array(#""later""#.utf8), timeout: .seconds(60)) }
+        let call = Task {
+            try await client.call(Array(#""later""#.utf8), to: "shout.requests", timeout: .seconds(60)).response()
+        }
         var stalled = false
         for _ in 0..<300 where !stalled {
             stalled = worker.health.status == .stalled

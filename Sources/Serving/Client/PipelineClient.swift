@@ -1,94 +1,197 @@
-import DequeModule
 import Kafka
 import Logging
 import Pipelines
 import Synchronization
 
-/// Calls a pipeline over Kafka: produces requests with a request id and a reply-to topic, reads the responses
-/// topic, and hands each response to its caller by request id.
+/// Calls pipelines over Kafka: produces requests with a request id and a reply-to topic, reads that topic, and hands
+/// each response to its caller by request id.
 ///
-/// A response for an id nobody waits for (another client's, or a second delivery after a worker crash) is dropped,
-/// so each call gets exactly one response. The client reads the responses topic in a consumer group of its own from
-/// the start of the topic's retention, skipping what was produced before it started: fine for the embedded broker
-/// and moderate topics; with long retention give each client a reply-to topic of its own (docs/protocol.md).
+/// Where responses come back is ``Replies``: the whole of one topic, in a consumer group of the client's own (`sluice
+/// call`), or the partitions a consumer group shares out among its clients, each request naming one of them in
+/// `sluice-reply-partition` (`sluice gateway`: many gateways on one reply topic, each reading its own responses only).
+///
+/// A response for an id nobody waits for (another client's, a second delivery after a worker crash, or one that came
+/// after its call gave up) is dropped and counted (``dropped``), so each call gets exactly one response. Memory is
+/// bounded: at most `maxWaiting` calls wait at once (one more is refused with ``Refused``).
+///
+/// The client reads its reply partitions from the group's committed offsets, or from the start of their retention when
+/// there are none, skipping what was produced before it started: fine for the embedded broker and moderate topics;
+/// with long retention give each pipeline's callers a reply-to topic of their own (docs/protocol.md).
 public final class PipelineClient: Sendable {
+    /// Where the client reads its responses.
+    public enum Replies: Sendable {
+        /// Every partition of the topic, in a consumer group of this client's own. Requests name no partition.
+        case topic(String)
+        /// The partitions of the topic that the consumer group `group` gives this client; each request names one of
+        /// them in `sluice-reply-partition`. Clients of one group split the topic's partitions: a topic needs at
+        /// least as many partitions as the group has clients.
+        case sharedTopic(String, group: String)
+
+        /// The topic requests name in `sluice-reply-to`.
+        public var topic: String {
+            switch self {
+            case .topic(let topic), .sharedTopic(let topic, _): topic
+            }
+        }
+    }
+
     /// Why a call did not get a response.
     public struct Timeout: Error, CustomStringConvertible {
         public let requestID: String
         public var description: String { "no response to request \(requestID) in time" }
     }
 
-    private struct State {
-        var waiting: [String: ResponsePromise] = [:]
-        var answered: Set<String> = []
-        var answeredOrder: Deque<String> = []
-        var duplicates = 0
+    /// Why a call was refused, or ended without its response before its timeout.
+    public struct Refused: Error, CustomStringConvertible {
+        public enum Reason: Sendable, Equatable {
+            /// The client reads no partition of its shared reply topic yet (it is joining its group, or the group has
+            /// more clients than the topic has partitions).
+            case noReplyPartition
+            /// `maxWaiting` calls wait already.
+            case tooManyWaiting(Int)
+            /// A call with the same request id waits already.
+            case duplicateRequestID
+            /// The group moved the call's reply partition to another client while the call waited: its response
+            /// goes there.
+            case replyPartitionMoved
+            /// The client is closing.
+            case closed
+        }
+
+        public let requestID: String
+        public let reason: Reason
+
+        public var description: String {
+            switch reason {
+            case .noReplyPartition: "no reply partition is assigned to this client yet"
+            case .tooManyWaiting(let limit): "\(limit) calls wait for their responses already"
+            case .duplicateRequestID: "a call with request id \(requestID) is waiting already"
+            case .replyPartitionMoved: "the reply partition of request \(requestID) moved to another client"
+            case .closed: "the client is closing"
+            }
+        }
     }
 
-    public let requestsTopic: String
-    public let responsesTopic: String
+    /// The responses dropped since the client started, by why (see ``PipelineClient``).
+    public struct Dropped: Sendable, Equatable {
+        /// Second responses to answered requests.
+        public var duplicates: Int
+        /// Responses that came after their call gave up.
+        public var late: Int
+        /// Responses to requests this client did not send, or older than what it remembers.
+        public var unmatched: Int
+
+        public init(duplicates: Int = 0, late: Int = 0, unmatched: Int = 0) {
+            self.duplicates = duplicates
+            self.late = late
+            self.unmatched = unmatched
+        }
+    }
+
+    private typealias State = ReplyCorrelation<ResponsePromise>
+
+    public let replies: Replies
     private let producer: KafkaProducer
     private let consumer: KafkaConsumer
     private let startedMilliseconds: Int64
-    private let state = Mutex(State())
+    private let state: LockedState
     private let reader = Mutex<Task<Void, Never>?>(nil)
 
     /// - Parameters:
     ///   - kafka: librdkafka properties, with `bootstrap.servers`.
-    ///   - pipeline: the pipeline's name, for the default topics.
+    ///   - replies: where responses come back.
+    ///   - maxWaiting: calls that may wait for their responses at once.
     /// - Throws: ``KafkaError`` when a client cannot be created.
-    public init(
-        kafka: KafkaConfiguration, pipeline: String, requestsTopic: String? = nil, responsesTopic: String? = nil,
-        logger: Logger
-    ) throws {
-        self.requestsTopic = requestsTopic ?? WireProtocol.requestsTopic(pipeline)
-        self.responsesTopic = responsesTopic ?? WireProtocol.responsesTopic(pipeline)
+    public init(kafka: KafkaConfiguration, replies: Replies, maxWaiting: Int = 100_000, logger: Logger) throws {
+        self.replies = replies
         startedMilliseconds = Timestamps.wallMicros() / 1000
         producer = try KafkaProducer(configuration: kafka, logger: logger)
         var settings = kafka
-        var generator = SystemRandomNumberGenerator()
-        try settings.set("group.id", "sluice.client.\(String(generator.next() as UInt64, radix: 36))")
         try settings.set("auto.offset.reset", "earliest")
-        consumer = try KafkaConsumer(configuration: settings, topics: [self.responsesTopic], logger: logger)
+        let state: LockedState
+        switch replies {
+        case .topic(let topic):
+            var generator = SystemRandomNumberGenerator()
+            try settings.set("group.id", "sluice.client.\(String(generator.next() as UInt64, radix: 36))")
+            state = LockedState(State(sharesTopic: false, maxWaiting: maxWaiting))
+            consumer = try KafkaConsumer(configuration: settings, topics: [topic], logger: logger)
+        case .sharedTopic(let topic, let group):
+            try settings.set("group.id", group)
+            state = LockedState(State(sharesTopic: true, maxWaiting: maxWaiting))
+            let handler = RebalanceHandler(
+                partitionsAssigned: { added in
+                    state.withLock { $0.assign(added.filter { $0.topic == topic }.map(\.partition)) }
+                },
+                partitionsRevoked: { removed, _ in
+                    let stranded = state.withLock { $0.revoke(removed.filter { $0.topic == topic }.map(\.partition)) }
+                    for (id, waiter) in stranded {
+                        waiter.fulfil(.failure(Refused(requestID: id, reason: .replyPartitionMoved)))
+                    }
+                })
+            consumer = try KafkaConsumer(
+                configuration: settings, topics: [topic], rebalanceHandler: handler, logger: logger)
+        }
+        self.state = state
         let task = Task { [self] in await read() }
         reader.withLock { $0 = task }
     }
 
-    /// Responses dropped because their request had been answered already.
-    public var duplicatesDropped: Int { state.withLock { $0.duplicates } }
+    /// Calls `pipeline`'s workers on its default topics: requests on `<pipeline>.requests`, responses on
+    /// `<pipeline>.responses` (or the topics given).
+    /// - Throws: ``KafkaError`` when a client cannot be created.
+    public convenience init(
+        kafka: KafkaConfiguration, pipeline: String, responsesTopic: String? = nil, logger: Logger
+    ) throws {
+        try self.init(
+            kafka: kafka, replies: .topic(responsesTopic ?? WireProtocol.responsesTopic(pipeline)), logger: logger)
+    }
 
-    /// Sends one request and waits for its response.
+    /// The responses dropped so far, by why.
+    public var dropped: Dropped {
+        let counts = state.withLock { $0.dropped }
+        return Dropped(duplicates: counts.duplicates, late: counts.late, unmatched: counts.unmatched)
+    }
+
+    /// Calls waiting for their responses now.
+    public var waitingCount: Int { state.withLock { $0.waitingCount } }
+
+    /// Whether the client can call: it reads its whole reply topic, or the group gave it a partition of it.
+    public var hasReplyPartition: Bool { state.withLock { $0.partitions.map { !$0.isEmpty } ?? true } }
+
+    /// The partitions of a shared reply topic the group gives this client now (empty for ``Replies/topic(_:)``).
+    public var replyPartitions: [Int32] { state.withLock { $0.partitions ?? [] } }
+
+    /// How long since the consumer's poll thread last went round its loop (see
+    /// ``KafkaConsumer/timeSinceLastPoll``).
+    public var timeSinceLastPoll: Duration { consumer.timeSinceLastPoll }
+
+    /// Sends one request to `requestsTopic` and waits for its response.
     /// - Parameters:
     ///   - input: the pipeline's input as JSON.
     ///   - requestID: the correlation id; a random one by default.
     ///   - deadline: how long the request may wait before a worker runs it (sent as `sluice-deadline`).
     ///   - timeout: how long to wait for the response.
     ///   - traceparent: the W3C trace context the request's span is a child of (sent as `traceparent`); the
-    ///     response's ``Response/traceparent`` is the one the worker answers with.
-    /// - Throws: ``Timeout``, or ``KafkaError`` when the request cannot be produced.
+    ///     response's ``ResponseMessage/traceparent`` is the one the worker answers with.
+    /// - Throws: ``Timeout``; ``Refused``; ``KafkaError`` when the request cannot be produced.
     public func call(
-        _ input: [UInt8], requestID: String? = nil, key: [UInt8]? = nil, deadline: Duration? = nil,
-        timeout: Duration = .seconds(30), traceparent: String? = nil
-    ) async throws -> Response {
-        var generator = SystemRandomNumberGenerator()
-        let id =
-            requestID ?? String(generator.next() as UInt64, radix: 16) + String(generator.next() as UInt64, radix: 16)
-        var headers = [
-            KafkaHeader(WireProtocol.Header.requestID, id), KafkaHeader(WireProtocol.Header.replyTo, responsesTopic),
-        ]
-        if let deadline {
-            let milliseconds =
-                Timestamps.wallMicros() / 1000 + deadline.components.seconds * 1000
-                + deadline.components.attoseconds / 1_000_000_000_000_000
-            headers.append(KafkaHeader(WireProtocol.Header.deadline, String(milliseconds)))
-        }
-        if let traceparent { headers.append(KafkaHeader(WireProtocol.Header.traceparent, traceparent)) }
+        _ input: [UInt8], to requestsTopic: String, requestID: String? = nil, key: [UInt8]? = nil,
+        deadline: Duration? = nil, timeout: Duration = .seconds(30), traceparent: String? = nil
+    ) async throws -> ResponseMessage {
+        let id = requestID ?? Self.randomRequestID()
         // Registered before the request is produced, so that no response can come before its waiter.
         let promise = ResponsePromise()
-        state.withLock { $0.waiting[id] = promise }
-        defer { state.withLock { _ = $0.waiting.removeValue(forKey: id) } }
+        let partition: Int32?
+        switch state.withLock({ $0.register(id, waiter: promise) }) {
+        case .waiting(let chosen): partition = chosen
+        case .refused(let reason): throw Refused(requestID: id, reason: reason)
+        }
+        defer { state.withLock { $0.giveUp(id) } }
+        var headers = Self.headers(requestID: id, deadline: deadline, traceparent: traceparent)
+        headers.append(KafkaHeader(WireProtocol.Header.replyTo, replies.topic))
+        if let partition { headers.append(KafkaHeader(WireProtocol.Header.replyPartition, String(partition))) }
         _ = try await producer.send(OutgoingMessage(topic: requestsTopic, key: key, value: input, headers: headers))
-        return try await withThrowingTaskGroup(of: Response.self) { group in
+        return try await withThrowingTaskGroup(of: ResponseMessage.self) { group in
             group.addTask { try await promise.value }
             group.addTask {
                 try await Task.sleep(for: timeout)
@@ -99,37 +202,113 @@ public final class PipelineClient: Sendable {
         }
     }
 
+    /// Sends one request to `requestsTopic` without waiting for its response: the request names no reply-to topic, so
+    /// it is answered on the pipeline's responses topic. Returns once Kafka has acknowledged the request.
+    /// - Returns: the request id.
+    /// - Throws: ``KafkaError`` when the request cannot be produced.
+    @discardableResult
+    public func send(
+        _ input: [UInt8], to requestsTopic: String, requestID: String? = nil, key: [UInt8]? = nil,
+        deadline: Duration? = nil, traceparent: String? = nil
+    ) async throws -> String {
+        let id = requestID ?? Self.randomRequestID()
+        let headers = Self.headers(requestID: id, deadline: deadline, traceparent: traceparent)
+        _ = try await producer.send(OutgoingMessage(topic: requestsTopic, key: key, value: input, headers: headers))
+        return id
+    }
+
+    /// Stops reading responses and ends every call still waiting with ``Refused`` (`closed`).
     public func close() async {
         reader.withLock { $0 }?.cancel()
         await consumer.close()
         await producer.close()
-        let orphans = state.withLock { state in
-            defer { state.waiting.removeAll() }
-            return state.waiting
+        for (id, waiter) in state.withLock({ $0.removeAll() }) {
+            waiter.fulfil(.failure(Refused(requestID: id, reason: .closed)))
         }
-        for (id, waiter) in orphans { waiter.fulfil(.failure(Timeout(requestID: id))) }
+    }
+
+    private static func randomRequestID() -> String {
+        var generator = SystemRandomNumberGenerator()
+        return String(generator.next() as UInt64, radix: 16) + String(generator.next() as UInt64, radix: 16)
+    }
+
+    private static func headers(requestID: String, deadline: Duration?, traceparent: String?) -> [KafkaHeader] {
+        var headers = [KafkaHeader(WireProtocol.Header.requestID, requestID)]
+        if let deadline {
+            let milliseconds =
+                Timestamps.wallMicros() / 1000 + deadline.components.seconds * 1000
+                + deadline.components.attoseconds / 1_000_000_000_000_000
+            headers.append(KafkaHeader(WireProtocol.Header.deadline, String(milliseconds)))
+        }
+        if let traceparent { headers.append(KafkaHeader(WireProtocol.Header.traceparent, traceparent)) }
+        return headers
     }
 
     private func read() async {
-        for await message in consumer.messages {
-            if let time = message.timestampMilliseconds, time < startedMilliseconds - 1000 { continue }
-            guard let value = message.value, var response = try? Response(json: value) else { continue }
-            response.traceparent = message.headers.string(named: WireProtocol.Header.traceparent)
-            let waiter = state.withLock { state -> ResponsePromise? in
-                if state.answered.contains(response.requestID) {
-                    state.duplicates += 1
-                    return nil
+        let storesOffsets: Bool
+        if case .sharedTopic = replies { storesOffsets = true } else { storesOffsets = false }
+        while true {
+            let batch = await consumer.nextBatch(limit: 256)
+            guard !batch.isEmpty else { return }
+            var nextOffsets: [TopicPartition: Int64] = [:]
+            for message in batch {
+                nextOffsets[message.topicPartition] = message.offset + 1
+                if let time = message.timestampMilliseconds, time < startedMilliseconds - 1000 { continue }
+                guard let response = ResponseMessage(message) else { continue }
+                if case .deliver(let waiter) = state.withLock({ $0.resolve(response.requestID) }) {
+                    waiter.fulfil(.success(response))
                 }
-                guard let waiter = state.waiting.removeValue(forKey: response.requestID) else { return nil }
-                state.answered.insert(response.requestID)
-                state.answeredOrder.append(response.requestID)
-                if state.answeredOrder.count > 100_000 {
-                    state.answered.remove(state.answeredOrder.removeFirst())
-                }
-                return waiter
             }
-            waiter?.fulfil(.success(response))
+            // A client that takes over a shared partition starts after what its group has read.
+            if storesOffsets { try? consumer.storeOffsets(nextOffsets) }
         }
+    }
+}
+
+/// A response as it came from Kafka: its value unparsed, with what its headers say.
+public struct ResponseMessage: Sendable {
+    public let requestID: String
+    /// Whether the response is an error (`sluice-status: error`).
+    public let isError: Bool
+    /// The response object of docs/protocol.md, as the worker wrote it.
+    public let value: [UInt8]
+    /// The response's `traceparent` header: the worker's span of the request.
+    public let traceparent: String?
+
+    /// Reads `message`'s headers, or its value when it lacks them; `nil` when it is no response.
+    init?(_ message: KafkaMessage) {
+        guard let value = message.value else { return nil }
+        self.value = value
+        traceparent = message.headers.string(named: WireProtocol.Header.traceparent)
+        if let id = message.headers.string(named: WireProtocol.Header.requestID),
+            let status = message.headers.string(named: WireProtocol.Header.status)
+        {
+            requestID = id
+            isError = status != "ok"
+        } else {
+            guard let response = try? Response(json: value) else { return nil }
+            requestID = response.requestID
+            isError = response.error != nil
+        }
+    }
+
+    /// The response, parsed.
+    /// - Throws: ``ResponseDecodingError`` when the value does not follow docs/protocol.md.
+    public func response() throws -> Response {
+        var response = try Response(json: value)
+        response.traceparent = traceparent
+        return response
+    }
+}
+
+/// The client's state behind its lock, shared with the consumer's rebalance hooks.
+private final class LockedState: Sendable {
+    private let mutex: Mutex<ReplyCorrelation<ResponsePromise>>
+
+    init(_ state: ReplyCorrelation<ResponsePromise>) { mutex = Mutex(state) }
+
+    func withLock<T: Sendable>(_ body: (inout ReplyCorrelation<ResponsePromise>) -> T) -> T {
+        mutex.withLock { body(&$0) }
     }
 }
 
@@ -137,14 +316,14 @@ public final class PipelineClient: Sendable {
 private final class ResponsePromise: Sendable {
     private enum State {
         case pending
-        case waiting(CheckedContinuation<Response, any Error>)
-        case done(Result<Response, any Error>)
+        case waiting(CheckedContinuation<ResponseMessage, any Error>)
+        case done(Result<ResponseMessage, any Error>)
     }
 
     private let state = Mutex(State.pending)
 
-    func fulfil(_ result: Result<Response, any Error>) {
-        let waiter = state.withLock { state -> CheckedContinuation<Response, any Error>? in
+    func fulfil(_ result: Result<ResponseMessage, any Error>) {
+        let waiter = state.withLock { state -> CheckedContinuation<ResponseMessage, any Error>? in
             switch state {
             case .pending:
                 state = .done(result)
@@ -159,11 +338,11 @@ private final class ResponsePromise: Sendable {
         waiter?.resume(with: result)
     }
 
-    var value: Response {
+    var value: ResponseMessage {
         get async throws {
             try await withTaskCancellationHandler {
                 try await withCheckedThrowingContinuation { continuation in
-                    let done = state.withLock { state -> Result<Response, any Error>? in
+                    let done = state.withLock { state -> Result<ResponseMessage, any Error>? in
                         if case .done(let result) = state { return result }
                         state = .waiting(continuation)
                         return nil

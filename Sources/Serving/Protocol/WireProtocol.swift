@@ -47,6 +47,8 @@ public enum WireProtocol {
     public static func responsesTopic(_ pipeline: String) -> String { "\(pipeline).responses" }
     public static func deadLetterTopic(_ pipeline: String) -> String { "\(pipeline).dlq" }
     public static let lineageTopic = "sluice.lineage"
+    /// Where `sluice gateway`s read their responses by default, each its own partitions: every worker answers there.
+    public static let gatewayRepliesTopic = "sluice.gateway.replies"
 
     /// The run of a request message: the same for a redelivery of the same message, different for a new message.
     /// 32 hexadecimal digits of SHA-256 over the topic, partition and offset.
@@ -202,10 +204,11 @@ public struct Response: Sendable {
             durationMicros: durationMicros)
     }
 
-    /// The response object of docs/protocol.md: the one writer of it, for responses and for the results `sluice run`
-    /// prints (whose runs have no request: `request_id` is then `null`).
+    /// The response object of docs/protocol.md: the one writer of it, for responses, for the results `sluice run`
+    /// prints (whose runs have no request: `request_id` is then `null`) and for the errors `sluice gateway` answers
+    /// itself (no worker ran the request: `capture` is then `null`).
     public static func json(
-        requestID: String?, pipeline: String, output: [UInt8]?, error: ErrorDetail?, runID: String?, capture: String,
+        requestID: String?, pipeline: String?, output: [UInt8]?, error: ErrorDetail?, runID: String?, capture: String?,
         durationMicros: Int64
     ) -> [UInt8] {
         var writer = JSONWriter(capacity: 256 + (output?.count ?? 0))

@@ -25,7 +25,7 @@ public struct WorkerConfiguration: Sendable {
     /// Request values larger than this get `payload_too_large`.
     public var maxPayloadBytes = 1 << 20
     /// Reply-to topics a request may name: these topics and the topics that start with one of them. Default: the
-    /// responses topic.
+    /// responses topic and `sluice gateway`'s reply topic (``WireProtocol/gatewayRepliesTopic``).
     public var allowedReplyPrefixes: [String]
     /// How long a revoke or a stop waits for requests in flight before giving them up.
     public var drainTimeout: Duration = .seconds(30)
@@ -55,7 +55,7 @@ public struct WorkerConfiguration: Sendable {
         responsesTopic = WireProtocol.responsesTopic(pipeline.name)
         deadLetterTopic = WireProtocol.deadLetterTopic(pipeline.name)
         lineageTopic = WireProtocol.lineageTopic
-        allowedReplyPrefixes = [responsesTopic]
+        allowedReplyPrefixes = [responsesTopic, WireProtocol.gatewayRepliesTopic]
     }
 
     /// `<host name>:<process id>`.
