@@ -4,6 +4,7 @@ SWIFT ?= swift
 ifeq ($(CI),true)
 SWIFT_FLAGS += -Xswiftc -warnings-as-errors
 endif
+PYTHON_TEST_PACKAGES := confluent-kafka duckdb pandas jsonschema mypy openapi-spec-validator schemathesis
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps build release test demo chaos check-deploy clean
@@ -12,17 +13,19 @@ all: build
 
 # librdkafka (Debian's librdkafka-dev 2.0.2), jemalloc (the allocator `sluice` links), SQLite (the store's index) and
 # pkg-config for the build; Python's confluent-kafka, the foreign client the tests talk to the broker with, DuckDB
-# and pandas, with which the tests read the store as its users do, and mypy, which checks the Python client's types.
+# and pandas, with which the tests read the store as its users do, mypy, which checks the Python client's types, and
+# openapi-spec-validator and schemathesis, which check the gateway's OpenAPI document and fuzz it.
 deps:
 	@{ pkg-config --exists rdkafka && pkg-config --exists jemalloc && pkg-config --exists sqlite3; } 2>/dev/null || { \
 		echo "installing librdkafka-dev, libjemalloc-dev, libsqlite3-dev and pkg-config"; \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq librdkafka-dev libjemalloc-dev libsqlite3-dev \
 			pkg-config >/dev/null; }
-	@python3 -c 'import confluent_kafka, duckdb, pandas, jsonschema, mypy' 2>/dev/null || { \
-		echo "installing confluent-kafka, duckdb, pandas, jsonschema and mypy (pip)"; \
-		python3 -m pip install -q confluent-kafka duckdb pandas jsonschema mypy 2>/dev/null || \
-		python3 -m pip install -q --break-system-packages confluent-kafka duckdb pandas jsonschema mypy; }
+	@python3 -c 'import confluent_kafka, duckdb, pandas, jsonschema, mypy, openapi_spec_validator, schemathesis' \
+		2>/dev/null || { \
+		echo "installing confluent-kafka, duckdb, pandas, jsonschema, mypy, openapi-spec-validator and schemathesis (pip)"; \
+		python3 -m pip install -q $(PYTHON_TEST_PACKAGES) 2>/dev/null || \
+		python3 -m pip install -q --break-system-packages $(PYTHON_TEST_PACKAGES); }
 
 build: deps
 	$(SWIFT) build $(SWIFT_FLAGS)

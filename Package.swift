@@ -173,6 +173,9 @@ let package = Package(
             name: "SluiceCLITests",
             dependencies: [
                 "Kafka", "SystemSupport", "SluiceCLI", .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             exclude: ["python", "openlineage"],

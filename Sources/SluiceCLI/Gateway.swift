@@ -145,7 +145,7 @@ final class Gateway: Sendable {
         var headers: HTTPFields = [.contentType: "application/json", Header.requestID: message.requestID]
         if let traceparent = message.traceparent { headers[Header.traceparent] = traceparent }
         if wait != nil { headers[Header.preferenceApplied] = "wait=\(timeout.components.seconds)" }
-        let status = message.isError ? Self.status(ofError: message) : .ok
+        let status = message.isError ? Self.status(ofErrorCode: (try? message.response())?.error?.code) : .ok
         return Response(status: status, headers: headers, body: Self.jsonBody(message.value))
     }
 
@@ -177,9 +177,10 @@ final class Gateway: Sendable {
 
     /// The HTTP status of an error response, by its code: 400 `invalid_input`, 413 `payload_too_large`, 504
     /// `deadline_exceeded`, 500 `internal` and `reply_to_not_allowed` (the fleet's fault), 502 for the rest
-    /// (`step_failed` and the codes steps choose: the pipeline failed).
-    static func status(ofError message: ResponseMessage) -> HTTPResponse.Status {
-        guard let code = (try? message.response())?.error?.code else { return .badGateway }
+    /// (`step_failed` and the codes steps choose: the pipeline failed; `nil`, a response that does not follow
+    /// docs/protocol.md).
+    static func status(ofErrorCode code: String?) -> HTTPResponse.Status {
+        guard let code else { return .badGateway }
         switch code {
         case WireProtocol.ErrorCode.invalidInput: return .badRequest
         case WireProtocol.ErrorCode.payloadTooLarge: return .contentTooLarge

@@ -14,13 +14,17 @@ struct ServingCluster {
     var deadLetters: String { "\(pipeline).dlq" }
     let lineage = "sluice.lineage"
 
+    /// - Parameter gatewayReplyPartitions: when given, also creates `sluice gateway`'s reply topic with as many
+    ///   partitions.
     static func start(
-        pipeline: String = "text-stats", partitions: Int = 4, deadLetterPartitions: Int = 2
+        pipeline: String = "text-stats", partitions: Int = 4, deadLetterPartitions: Int = 2,
+        gatewayReplyPartitions: Int? = nil
     ) async throws -> ServingCluster {
-        let broker = try await BrokerProcess.start([
-            "--topic", "\(pipeline).requests:\(partitions)", "--topic", "\(pipeline).responses:\(partitions)",
-            "--topic", "\(pipeline).dlq:\(deadLetterPartitions)", "--topic", "sluice.lineage:4",
-        ])
+        let broker = try await BrokerProcess.start(
+            [
+                "--topic", "\(pipeline).requests:\(partitions)", "--topic", "\(pipeline).responses:\(partitions)",
+                "--topic", "\(pipeline).dlq:\(deadLetterPartitions)", "--topic", "sluice.lineage:4",
+            ] + (gatewayReplyPartitions.map { ["--topic", "sluice.gateway.replies:\($0)"] } ?? []))
         return ServingCluster(broker: broker, pipeline: pipeline)
     }
 
@@ -41,6 +45,21 @@ struct ServingCluster {
             try await worker.waitUntil { $0.assignedPartitions > 0 }
         }
         return worker
+    }
+
+    /// Starts `sluice gateway` on a port of its own and waits until it reads a reply partition (`/health`), at most
+    /// 60 s.
+    func startGateway(_ arguments: [String] = []) async throws -> ServiceProcess {
+        let process = try ChildProcess(
+            sluiceExecutable,
+            [
+                "gateway", "--brokers", bootstrap, "--http", "127.0.0.1:0",
+                "--kafka", "session.timeout.ms=6000", "--kafka", "heartbeat.interval.ms=200",
+                "--kafka", "fetch.wait.max.ms=10", "--kafka", "linger.ms=1", "--kafka", "socket.nagle.disable=true",
+            ] + arguments)
+        let gateway = try await ServiceProcess(process: process)
+        try await gateway.waitUntilObject { $0["status"] as? String == "serving" }
+        return gateway
     }
 
     /// Starts `sluice materialize` into `store` and waits until it owns partitions, at most 60 s.
