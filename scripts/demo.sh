@@ -2,7 +2,8 @@
 # The demo: real inference over Kafka on the embedded broker. Starts `sluice broker`, then for each of three capture
 # modes a `sluice worker` serving the `digits` pipeline; sends 20 handwritten digits with `sluice call`, prints the
 # answers, and shows what each mode published to the lineage topic; then `sluice materialize` folds that topic into a
-# store, and `sluice runs` lists the runs and shows one as a DAG. Stops everything it started, by PID. Fails (exit 1)
+# store, and `sluice runs` lists the runs and shows one as a DAG; last, `sluice gateway` answers a curl call through a
+# worker. Stops everything it started, by PID. Fails (exit 1)
 # when a step does not do what it shows: an answer missing or mostly wrong, lineage that a mode should (not) have
 # published, runs missing from the store.
 set -euo pipefail
@@ -12,14 +13,16 @@ out=$(mktemp -d)
 broker_pid=""
 worker_pid=""
 materializer_pid=""
+gateway_pid=""
 cleanup() {
-  for pid in $worker_pid $materializer_pid $broker_pid; do kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+  for pid in $gateway_pid $worker_pid $materializer_pid $broker_pid; do kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
   [ -n "${KEEP:-}" ] && echo "kept $out" || rm -rf "$out"
 }
 trap cleanup EXIT
 
 echo "== the embedded broker (librdkafka's mock cluster on 127.0.0.1) with the digits topics"
 "$SLUICE" broker --topic digits.requests:4 --topic digits.responses:4 --topic digits.dlq:2 --topic sluice.lineage:4 \
+  --topic sluice.gateway.replies:2 \
   >"$out/broker.out" 2>"$out/broker.err" &
 broker_pid=$!
 for _ in $(seq 1 100); do [ -s "$out/broker.out" ] && break; sleep 0.1; done
@@ -118,6 +121,36 @@ run_id=$("$SLUICE" runs --store "$out/store" list --limit 1 | awk 'NR == 2 { pri
 echo
 echo "== sluice runs show $run_id"
 "$SLUICE" runs --store "$out/store" show "$run_id" | sed 's/^/   /'
+echo
+echo "== sluice gateway: the same workers over HTTP (a memory-only worker, so the store above stays as it is)"
+"$SLUICE" worker --brokers "$brokers" --pipeline digits --capture MEMORY --http 127.0.0.1:0 \
+  --kafka session.timeout.ms=6000 --kafka heartbeat.interval.ms=500 \
+  --kafka fetch.wait.max.ms=10 --kafka linger.ms=1 >"$out/worker.out" 2>"$out/worker-gateway.err" &
+worker_pid=$!
+"$SLUICE" gateway --brokers "$brokers" --http 127.0.0.1:0 --kafka session.timeout.ms=6000 \
+  --kafka heartbeat.interval.ms=500 --kafka fetch.wait.max.ms=10 --kafka linger.ms=1 2>"$out/gateway.err" &
+gateway_pid=$!
+port=""
+for _ in $(seq 1 600); do  # at most 60 s: the port it listens on, then its reply partitions
+  port=${port:-$(sed -n 's/.*gateway, health and metrics on .* port \([0-9]*\).*/\1/p' "$out/gateway.err" | head -1)}
+  [ -n "$port" ] && curl -s "127.0.0.1:$port/ready" | grep -q '"serving"' && break
+  sleep 0.1
+done
+[ -n "$port" ] || { echo "the gateway did not start:"; cat "$out/gateway.err"; exit 1; }
+head -1 "$out/inputs.jsonl" >"$out/image.json"
+echo "   curl -d @image.json http://127.0.0.1:$port/v1/pipelines/digits/invoke"
+curl -s -w '\n%{http_code}\n' --max-time 60 -d @"$out/image.json" "http://127.0.0.1:$port/v1/pipelines/digits/invoke" \
+  >"$out/http-answer.txt"
+python3 - "$out/http-answer.txt" "$out/labels.json" <<'PY'
+import json, sys
+body, status = open(sys.argv[1]).read().strip().rsplit("\n", 1)
+answer, label = json.loads(body), json.load(open(sys.argv[2]))[0]
+print(f"   HTTP {status}: {body[:150]}…")
+if status != "200" or answer["status"] != "ok":
+    sys.exit(f"expected HTTP 200 and an ok response, got {status}: {body}")
+print(f"   true {label}  answered {answer['output']['digit']}  (capture {answer['capture']}, request {answer['request_id']})")
+PY
+kill -TERM "$gateway_pid" "$worker_pid"; wait "$gateway_pid" "$worker_pid"; gateway_pid="" worker_pid=""
 echo
 echo "== stopping the broker"
 kill -TERM "$broker_pid"; wait "$broker_pid"; broker_pid=""

@@ -208,12 +208,11 @@ final class Gateway: Sendable {
     /// -d` sends) whose body is JSON.
     static func checkContentType(_ header: String?) throws {
         guard let header else { return }
-        let type =
-            header.split(separator: ";", maxSplits: 1).first.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
-        let lowered = type.lowercased()
+        // The media type: what comes before any parameter, without spaces, in lower case.
+        let type = String(header.prefix { $0 != ";" }.filter { $0 != " " && $0 != "\t" }).lowercased()
         guard
-            lowered == "application/json" || (lowered.hasPrefix("application/") && lowered.hasSuffix("+json"))
-                || lowered == "application/x-www-form-urlencoded"
+            type == "application/json" || (type.hasPrefix("application/") && type.hasSuffix("+json"))
+                || type == "application/x-www-form-urlencoded"
         else {
             throw Refusal(
                 status: .unsupportedMediaType, code: "unsupported_media_type",

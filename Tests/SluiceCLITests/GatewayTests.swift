@@ -135,7 +135,11 @@ struct GatewayTests {
         let deadline = try #require(responder.deadlines.last)
         #expect(abs(deadline - slow.sentMilliseconds - 1000) < 1000)
 
+        // SIGTERM while a call waits: the gateway answers it before it exits.
+        let inFlight = Task { try await gateway.post(invoke, #"{"code": null, "delay_ms": 1500}"#) }
+        try await gateway.waitUntilObject { $0["waiting"] as? Int == 1 }
         #expect(await gateway.stop() == 0)
+        #expect(try await inFlight.value.status == 200)
         await responder.stop()
         #expect(await cluster.broker.stop() == 0)
     }

@@ -47,6 +47,8 @@ sed 's/containerPort: 8080/containerPort: eighty/' deploy/k8s/worker.yaml >"$scr
 must_fail manifest "$scratch/worker.yaml"
 sed 's/terminationGracePeriodSeconds/terminationGracePeriod/' deploy/k8s/materializer.yaml >"$scratch/materializer.yaml"
 must_fail manifest "$scratch/materializer.yaml"
+sed 's/averageUtilization: 70/averageUtilisation: 70/' deploy/k8s/gateway.yaml >"$scratch/gateway.yaml"
+must_fail manifest "$scratch/gateway.yaml"
 sed '/consumerGroup:/d' deploy/k8s/keda-scaledobject.yaml >"$scratch/keda-scaledobject.yaml"
 must_fail manifest "$scratch/keda-scaledobject.yaml"
 sed 's/stabilizationWindowSeconds/stabilisationWindowSeconds/' deploy/k8s/keda-scaledobject.yaml \

@@ -190,7 +190,10 @@ public final class PipelineClient: Sendable {
         var headers = Self.headers(requestID: id, deadline: deadline, traceparent: traceparent)
         headers.append(KafkaHeader(WireProtocol.Header.replyTo, replies.topic))
         if let partition { headers.append(KafkaHeader(WireProtocol.Header.replyPartition, String(partition))) }
-        _ = try await producer.send(OutgoingMessage(topic: requestsTopic, key: key, value: input, headers: headers))
+        // The response, not the delivery report, ends the wait: a request Kafka refuses fails it.
+        try await producer.send(OutgoingMessage(topic: requestsTopic, key: key, value: input, headers: headers)) {
+            if case .failure(let error) = $0 { promise.fulfil(.failure(error)) }
+        }
         return try await withThrowingTaskGroup(of: ResponseMessage.self) { group in
             group.addTask { try await promise.value }
             group.addTask {
