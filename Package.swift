@@ -43,7 +43,11 @@ let package = Package(
         ),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         .target(name: "CSystemSupport"),
-        .target(name: "SystemSupport", dependencies: ["CSystemSupport"], swiftSettings: upcoming),
+        .target(
+            name: "SystemSupport",
+            dependencies: ["CSystemSupport", .product(name: "HeapModule", package: "swift-collections")],
+            swiftSettings: upcoming
+        ),
         .target(
             name: "Kafka",
             dependencies: [
@@ -163,7 +167,7 @@ let package = Package(
         .testTarget(
             name: "ServingTests",
             dependencies: [
-                "Serving", "Kafka", "Pipelines", .product(name: "Logging", package: "swift-log"),
+                "Serving", "Kafka", "Pipelines", "SystemSupport", .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ],

@@ -239,7 +239,7 @@ final class Gateway: Sendable {
                 message: "the body is empty: send the pipeline's input as JSON")
         }
         do {
-            _ = try JSONValue(parsing: bytes)
+            try JSONValue.check(bytes)
         } catch {
             throw Refusal(
                 status: .badRequest, code: WireProtocol.ErrorCode.invalidInput,

@@ -11,13 +11,13 @@ import Synchronization
 /// - `sluice_gateway_dropped_responses_total{reason}`: responses dropped, `late` (after their call timed out),
 ///   `duplicate` or `unmatched` (another gateway's).
 final class GatewayMetrics: Sendable {
-    private struct CallKey: Hashable {
-        var pipeline: String
-        var status: Int
+    /// A pipeline's series, made on its first call.
+    private struct Series {
+        var duration: Timer
+        var calls: [Int: Counter] = [:]
     }
 
-    private let calls = Mutex<[CallKey: Counter]>([:])
-    private let durations = Mutex<[String: Timer]>([:])
+    private let series = Mutex<[String: Series]>([:])
     private let waiting = Gauge(label: "sluice_gateway_waiting_calls")
     private let replyPartitions = Gauge(label: "sluice_gateway_reply_partitions")
     private let late = Counter(label: "sluice_gateway_dropped_responses_total", dimensions: [("reason", "late")])
@@ -30,21 +30,24 @@ final class GatewayMetrics: Sendable {
 
     /// Counts one call answered with `status` after `duration`.
     func record(pipeline: String, status: Int, duration: Duration) {
-        let key = CallKey(pipeline: pipeline, status: status)
-        let counter = calls.withLock { counters in
-            if let counter = counters[key] { return counter }
-            let counter = Counter(
-                label: "sluice_gateway_calls_total", dimensions: [("pipeline", pipeline), ("status", String(status))])
-            counters[key] = counter
-            return counter
+        let (counter, timer) = series.withLock { series in
+            var entry =
+                series[pipeline]
+                ?? Series(
+                    duration: Timer(label: "sluice_gateway_call_duration_seconds", dimensions: [("pipeline", pipeline)])
+                )
+            let counter =
+                entry.calls[status]
+                ?? Counter(
+                    label: "sluice_gateway_calls_total",
+                    dimensions: [("pipeline", pipeline), ("status", String(status))])
+            if entry.calls[status] == nil {
+                entry.calls[status] = counter
+                series[pipeline] = entry
+            }
+            return (counter, entry.duration)
         }
         counter.increment()
-        let timer = durations.withLock { timers in
-            if let timer = timers[pipeline] { return timer }
-            let timer = Timer(label: "sluice_gateway_call_duration_seconds", dimensions: [("pipeline", pipeline)])
-            timers[pipeline] = timer
-            return timer
-        }
         timer.recordNanoseconds(
             duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000)
     }

@@ -74,6 +74,13 @@ struct JSONAndEventCodecTests {
     ])
     func parserRefusesMalformedJSON(text: String) {
         #expect(throws: JSONParseError.self) { try JSONValue(parsing: Array(text.utf8)) }
+        #expect(throws: JSONParseError.self) { try JSONValue.check(Array(text.utf8)) }
+    }
+
+    @Test(arguments: ["1", " \"text\" ", "null", "[1, {\"a\": [true, -2.5e3]}]", "{\"text\": \"a b\"}"])
+    func theCheckTakesWhatTheParserTakes(text: String) throws {
+        _ = try JSONValue(parsing: Array(text.utf8))
+        try JSONValue.check(Array(text.utf8))
     }
 
     @Test func aRawObjectReadsWhatTheParserReads() throws {

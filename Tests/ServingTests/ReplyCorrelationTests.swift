@@ -6,8 +6,8 @@ import Testing
 struct ReplyCorrelationTests {
     @Test func aResponseGoesToItsCallOnceAndLaterOnesAreCountedByWhy() {
         var state = ReplyCorrelation<Int>(sharesTopic: false, maxWaiting: 10)
-        #expect(state.register("a", waiter: 1) == .waiting(partition: nil))
-        #expect(state.register("b", waiter: 2) == .waiting(partition: nil))
+        #expect(state.register("a", waiter: 1) == .waiting(partition: nil, token: 1))
+        #expect(state.register("b", waiter: 2) == .waiting(partition: nil, token: 2))
         guard case .deliver(1) = state.resolve("a") else {
             Issue.record("a's response did not go to its call")
             return
@@ -31,15 +31,15 @@ struct ReplyCorrelationTests {
 
     @Test func callsBeyondTheLimitOrWithAWaitingIDAreRefused() {
         var state = ReplyCorrelation<Int>(sharesTopic: false, maxWaiting: 2)
-        #expect(state.register("a", waiter: 1) == .waiting(partition: nil))
+        #expect(state.register("a", waiter: 1) == .waiting(partition: nil, token: 1))
         #expect(state.register("a", waiter: 2) == .refused(.duplicateRequestID))
-        #expect(state.register("b", waiter: 3) == .waiting(partition: nil))
+        #expect(state.register("b", waiter: 3) == .waiting(partition: nil, token: 2))
         #expect(state.register("c", waiter: 4) == .refused(.tooManyWaiting(2)))
         _ = state.resolve("a")
-        #expect(state.register("c", waiter: 4) == .waiting(partition: nil))
+        #expect(state.register("c", waiter: 4) == .waiting(partition: nil, token: 3))
         // An id answered before may be used again.
         _ = state.resolve("b")
-        #expect(state.register("a", waiter: 5) == .waiting(partition: nil))
+        #expect(state.register("a", waiter: 5) == .waiting(partition: nil, token: 4))
     }
 
     @Test func aSharedTopicsPartitionsAreNamedInTurnAndARevokeEndsTheCallsOnThem() {
@@ -50,7 +50,7 @@ struct ReplyCorrelationTests {
         #expect(state.partitions == [1, 3])
         var named: [Int32] = []
         for index in 0..<4 {
-            guard case .waiting(let partition?) = state.register("call-\(index)", waiter: index) else {
+            guard case .waiting(let partition?, _) = state.register("call-\(index)", waiter: index) else {
                 Issue.record("call-\(index) named no partition")
                 return
             }
@@ -70,6 +70,24 @@ struct ReplyCorrelationTests {
         }
         _ = state.revoke([1])
         #expect(state.register("after", waiter: 9) == .refused(.noReplyPartition))
+    }
+
+    @Test func aCallsTokenTimesItOutUnlessItEndedFirst() {
+        var state = ReplyCorrelation<Int>(sharesTopic: false, maxWaiting: 10)
+        guard case .waiting(_, let slow) = state.register("slow", waiter: 1),
+            case .waiting(_, let quick) = state.register("quick", waiter: 2)
+        else {
+            Issue.record("a call could not wait")
+            return
+        }
+        _ = state.resolve("quick")
+        let expired = state.expire([quick, slow, 999])
+        #expect(expired.map(\.id) == ["slow"] && expired.map(\.waiter) == [1])
+        #expect(state.waitingCount == 0 && state.expire([slow]).isEmpty)
+        guard case .late = state.resolve("slow") else {
+            Issue.record("a response after the timeout was not late")
+            return
+        }
     }
 
     @Test func theFinishedIDsRememberedAreBounded() {

@@ -23,6 +23,15 @@ extension JSONValue {
     }
 }
 
+extension JSONValue {
+    /// Checks that `bytes` are one JSON value as ``init(parsing:)`` reads them (same grammar, numbers and nesting
+    /// limit), without making the value: for readers that pass JSON on.
+    /// - Throws: ``JSONParseError``.
+    public static func check(_ bytes: [UInt8]) throws {
+        _ = try JSONTape(bytes)
+    }
+}
+
 /// A JSON object whose members are located but not parsed: a member's value is parsed only when it is asked for.
 /// For readers that know the shape they expect (lineage events, the store's lines) and need neither a dictionary per
 /// object nor the members they skip. The whole document is checked and located in one pass (``JSONTape``) when it is

@@ -2,6 +2,7 @@ import Kafka
 import Logging
 import Pipelines
 import Synchronization
+import SystemSupport
 
 /// Calls pipelines over Kafka: produces requests with a request id and a reply-to topic, reads that topic, and hands
 /// each response to its caller by request id.
@@ -95,13 +96,16 @@ public final class PipelineClient: Sendable {
     private let consumer: KafkaConsumer
     private let startedMilliseconds: Int64
     private let state: LockedState
+    /// Where each call's timeout is filed (one thread for all of them).
+    private let timeouts: DeadlineScheduler
     private let reader = Mutex<Task<Void, Never>?>(nil)
 
     /// - Parameters:
     ///   - kafka: librdkafka properties, with `bootstrap.servers`.
     ///   - replies: where responses come back.
     ///   - maxWaiting: calls that may wait for their responses at once.
-    /// - Throws: ``KafkaError`` when a client cannot be created.
+    /// - Throws: ``KafkaError`` when a client cannot be created; `ThreadStartError` when the system refuses the
+    ///   thread that times calls out.
     public init(kafka: KafkaConfiguration, replies: Replies, maxWaiting: Int = 100_000, logger: Logger) throws {
         self.replies = replies
         startedMilliseconds = Timestamps.wallMicros() / 1000
@@ -132,6 +136,11 @@ public final class PipelineClient: Sendable {
                 configuration: settings, topics: [topic], rebalanceHandler: handler, logger: logger)
         }
         self.state = state
+        timeouts = try DeadlineScheduler(name: "sluice-timeouts") { tokens in
+            for (id, waiter) in state.withLock({ $0.expire(tokens) }) {
+                waiter.fulfil(.failure(Timeout(requestID: id)))
+            }
+        }
         let task = Task { [self] in await read() }
         reader.withLock { $0 = task }
     }
@@ -183,7 +192,9 @@ public final class PipelineClient: Sendable {
         let promise = ResponsePromise()
         let partition: Int32?
         switch state.withLock({ $0.register(id, waiter: promise) }) {
-        case .waiting(let chosen): partition = chosen
+        case .waiting(let chosen, let token):
+            partition = chosen
+            timeouts.schedule(token, after: timeout)
         case .refused(let reason): throw Refused(requestID: id, reason: reason)
         }
         defer { state.withLock { $0.giveUp(id) } }
@@ -194,15 +205,7 @@ public final class PipelineClient: Sendable {
         try await producer.send(OutgoingMessage(topic: requestsTopic, key: key, value: input, headers: headers)) {
             if case .failure(let error) = $0 { promise.fulfil(.failure(error)) }
         }
-        return try await withThrowingTaskGroup(of: ResponseMessage.self) { group in
-            group.addTask { try await promise.value }
-            group.addTask {
-                try await Task.sleep(for: timeout)
-                throw Timeout(requestID: id)
-            }
-            defer { group.cancelAll() }
-            return try await group.next()!
-        }
+        return try await promise.value
     }
 
     /// Sends one request to `requestsTopic` without waiting for its response: the request names no reply-to topic, so
@@ -223,6 +226,7 @@ public final class PipelineClient: Sendable {
     /// Stops reading responses and ends every call still waiting with ``Refused`` (`closed`).
     public func close() async {
         reader.withLock { $0 }?.cancel()
+        timeouts.stop()
         await consumer.close()
         await producer.close()
         for (id, waiter) in state.withLock({ $0.removeAll() }) {

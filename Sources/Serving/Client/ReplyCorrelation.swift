@@ -28,8 +28,9 @@ struct ReplyCorrelation<Waiter: Sendable>: Sendable {
 
     /// Whether a call may wait for its response.
     enum Registration: Equatable, Sendable {
-        /// It waits; its request names `partition` of the reply topic (`nil`: none).
-        case waiting(partition: Int32?)
+        /// It waits; its request names `partition` of the reply topic (`nil`: none); `token` names its wait for
+        /// ``expire(_:)``.
+        case waiting(partition: Int32?, token: UInt64)
         /// It cannot wait, for `reason`.
         case refused(PipelineClient.Refused.Reason)
     }
@@ -44,11 +45,15 @@ struct ReplyCorrelation<Waiter: Sendable>: Sendable {
     private struct Waiting: Sendable {
         var waiter: Waiter
         var partition: Int32?
+        var token: UInt64
     }
 
     let maxWaiting: Int
     let finishedCapacity: Int
     private var waiting: [String: Waiting] = [:]
+    /// The request id of each waiting call, by its token.
+    private var waitingByToken: [UInt64: String] = [:]
+    private var lastToken: UInt64 = 0
     private var finished: [String: Fate] = [:]
     private var finishedOrder: Deque<String> = []
     /// The reply partitions this client reads and names in its requests, sorted; `nil` when it reads the whole topic
@@ -78,13 +83,16 @@ struct ReplyCorrelation<Waiter: Sendable>: Sendable {
             nextPartition = (nextPartition + 1) % partitions.count
             partition = partitions[nextPartition]
         }
-        waiting[id] = Waiting(waiter: waiter, partition: partition)
-        return .waiting(partition: partition)
+        lastToken += 1
+        waiting[id] = Waiting(waiter: waiter, partition: partition, token: lastToken)
+        waitingByToken[lastToken] = id
+        return .waiting(partition: partition, token: lastToken)
     }
 
     /// Takes a response to `id`.
     mutating func resolve(_ id: String) -> Delivery {
         if let call = waiting.removeValue(forKey: id) {
+            waitingByToken.removeValue(forKey: call.token)
             remember(id, .answered)
             return .deliver(call.waiter)
         }
@@ -104,8 +112,19 @@ struct ReplyCorrelation<Waiter: Sendable>: Sendable {
     /// Ends the wait of the call for `id` without a response (it timed out, was cancelled, or its request could not
     /// be sent): a response that still comes counts as late.
     mutating func giveUp(_ id: String) {
-        guard waiting.removeValue(forKey: id) != nil else { return }
+        guard let call = waiting.removeValue(forKey: id) else { return }
+        waitingByToken.removeValue(forKey: call.token)
         remember(id, .timedOut)
+    }
+
+    /// Ends the waits named by `tokens` (their timeouts passed); a token whose call ended already is ignored.
+    /// - Returns: the calls to tell they timed out.
+    mutating func expire(_ tokens: [UInt64]) -> [(id: String, waiter: Waiter)] {
+        tokens.compactMap { token in
+            guard let id = waitingByToken[token], let call = waiting[id] else { return nil }
+            giveUp(id)
+            return (id, call.waiter)
+        }
     }
 
     /// Adds `added` to the partitions the client reads.
@@ -128,7 +147,10 @@ struct ReplyCorrelation<Waiter: Sendable>: Sendable {
 
     /// Ends every wait (the client closes).
     mutating func removeAll() -> [(id: String, waiter: Waiter)] {
-        defer { waiting.removeAll() }
+        defer {
+            waiting.removeAll()
+            waitingByToken.removeAll()
+        }
         return waiting.map { ($0.key, $0.value.waiter) }
     }
 
