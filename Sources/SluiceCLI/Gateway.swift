@@ -104,7 +104,7 @@ final class Gateway: Sendable {
                 response = try await accept(body, pipeline: name, to: requestsTopic, id: id, traceparent: traceparent)
             } else {
                 response = try await call(
-                    body, pipeline: name, to: requestsTopic, id: id, traceparent: traceparent, wait: preferences.wait)
+                    body, to: requestsTopic, id: id, traceparent: traceparent, wait: preferences.wait)
             }
         } catch let refusal as Refusal {
             response = Self.errorResponse(refusal, requestID: requestID, pipeline: name, since: started)
@@ -119,7 +119,7 @@ final class Gateway: Sendable {
 
     /// Sends the request and answers the worker's response.
     private func call(
-        _ body: [UInt8], pipeline: String, to requestsTopic: String, id: String, traceparent: String?, wait: Int?
+        _ body: [UInt8], to requestsTopic: String, id: String, traceparent: String?, wait: Int?
     ) async throws -> Response {
         let timeout = wait.map { min(.seconds($0), limits.maxTimeout) } ?? limits.timeout
         let message: ResponseMessage

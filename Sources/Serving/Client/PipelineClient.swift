@@ -191,13 +191,14 @@ public final class PipelineClient: Sendable {
         // Registered before the request is produced, so that no response can come before its waiter.
         let promise = ResponsePromise()
         let partition: Int32?
+        let token: UInt64
         switch state.withLock({ $0.register(id, waiter: promise) }) {
-        case .waiting(let chosen, let token):
-            partition = chosen
+        case .waiting(let chosen, let filed):
+            (partition, token) = (chosen, filed)
             timeouts.schedule(token, after: timeout)
         case .refused(let reason): throw Refused(requestID: id, reason: reason)
         }
-        defer { state.withLock { $0.giveUp(id) } }
+        defer { state.withLock { $0.giveUp(token) } }
         var headers = Self.headers(requestID: id, deadline: deadline, traceparent: traceparent)
         headers.append(KafkaHeader(WireProtocol.Header.replyTo, replies.topic))
         if let partition { headers.append(KafkaHeader(WireProtocol.Header.replyPartition, String(partition))) }
@@ -226,7 +227,7 @@ public final class PipelineClient: Sendable {
     /// Stops reading responses and ends every call still waiting with ``Refused`` (`closed`).
     public func close() async {
         reader.withLock { $0 }?.cancel()
-        timeouts.stop()
+        _ = try? await DedicatedThread.run(name: "sluice-tstop") { [timeouts] in timeouts.stop() }
         await consumer.close()
         await producer.close()
         for (id, waiter) in state.withLock({ $0.removeAll() }) {

@@ -109,11 +109,11 @@ struct ReplyCorrelation<Waiter: Sendable>: Sendable {
         }
     }
 
-    /// Ends the wait of the call for `id` without a response (it timed out, was cancelled, or its request could not
-    /// be sent): a response that still comes counts as late.
-    mutating func giveUp(_ id: String) {
-        guard let call = waiting.removeValue(forKey: id) else { return }
-        waitingByToken.removeValue(forKey: call.token)
+    /// Ends the wait named by `token`, if it still waits, without a response (it timed out, was cancelled, or its
+    /// request could not be sent): a response that still comes counts as late.
+    mutating func giveUp(_ token: UInt64) {
+        guard let id = waitingByToken.removeValue(forKey: token) else { return }
+        waiting.removeValue(forKey: id)
         remember(id, .timedOut)
     }
 
@@ -122,7 +122,7 @@ struct ReplyCorrelation<Waiter: Sendable>: Sendable {
     mutating func expire(_ tokens: [UInt64]) -> [(id: String, waiter: Waiter)] {
         tokens.compactMap { token in
             guard let id = waitingByToken[token], let call = waiting[id] else { return nil }
-            giveUp(id)
+            giveUp(token)
             return (id, call.waiter)
         }
     }
@@ -141,7 +141,7 @@ struct ReplyCorrelation<Waiter: Sendable>: Sendable {
         guard let current = partitions else { return [] }
         partitions = current.filter { !removed.contains($0) }
         let stranded = waiting.filter { _, call in call.partition.map(removed.contains) ?? false }
-        for id in stranded.keys { giveUp(id) }
+        for call in stranded.values { giveUp(call.token) }
         return stranded.map { ($0.key, $0.value.waiter) }
     }
 
