@@ -48,7 +48,7 @@ final class Gateway: Sendable {
     private let logger: Logger
 
     init(
-        client: PipelineClient, directory: PipelineDirectory, limits: Limits, servedPipelines: [String],
+        client: PipelineClient, directory: PipelineDirectory, limits: Limits, servedPipelines: [GatewayOpenAPI.Served],
         metrics: GatewayMetrics, logger: Logger
     ) {
         self.client = client

@@ -93,7 +93,12 @@ struct GatewayCommand: AsyncParsableCommand {
             limits: Gateway.Limits(
                 timeout: .milliseconds(Int(timeout * 1000)), maxTimeout: .milliseconds(Int(maxTimeout * 1000)),
                 maxBodyBytes: maxBodyBytes),
-            servedPipelines: pipelines, metrics: GatewayMetrics(), logger: logger)
+            servedPipelines: pipelines.map { name in
+                // A pipeline of this executable has its input's schema; another's input is any JSON value here.
+                GatewayOpenAPI.Served(
+                    name: name, inputSchema: PipelineRegistry.pipelines.first { $0.name == name }?.inputSchema)
+            },
+            metrics: GatewayMetrics(), logger: logger)
         let router = gateway.router()
         StatusServer.addRoutes(
             to: router,

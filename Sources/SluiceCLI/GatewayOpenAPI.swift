@@ -1,40 +1,78 @@
 import Foundation
+import Pipelines
 
 /// The OpenAPI 3.1 document of `sluice gateway`, served at `GET /openapi.json`.
 enum GatewayOpenAPI {
-    /// The document; `pipelines`, when given, are the only values of the path's `name`.
-    static func document(pipelines: [String], maxBodyBytes: Int) -> String {
-        let names =
-            pipelines.isEmpty
-            ? #"{"type": "string", "pattern": "^[A-Za-z0-9._-]{1,200}$"}"#
-            : #"{"type": "string", "enum": ["# + pipelines.map { "\"\($0)\"" }.joined(separator: ", ") + "]}"
-        return template.replacingOccurrences(of: "NAME_SCHEMA", with: names)
+    /// A pipeline the document describes: its name and, when this executable has it, its input's JSON Schema.
+    struct Served {
+        var name: String
+        var inputSchema: JSONValue?
+    }
+
+    /// The document: one operation per pipeline of `pipelines` (the body's schema their input's, where known), or,
+    /// when none is given, one for any pipeline name (the body any JSON value).
+    static func document(pipelines: [Served], maxBodyBytes: Int) -> String {
+        let operations: [String]
+        if pipelines.isEmpty {
+            operations = [
+                invoke(
+                    path: "/v1/pipelines/{name}/invoke", operationID: "invoke",
+                    nameParameter: #"{"type": "string", "pattern": "^[A-Za-z0-9._-]{1,200}$"}"#, inputSchema: nil)
+            ]
+        } else {
+            operations = pipelines.map { pipeline in
+                invoke(
+                    path: "/v1/pipelines/\(pipeline.name)/invoke", operationID: "invoke-\(pipeline.name)",
+                    nameParameter: nil, inputSchema: pipeline.inputSchema)
+            }
+        }
+        return template.replacingOccurrences(of: "INVOKE_PATHS", with: operations.joined(separator: ",\n") + ",")
             .replacingOccurrences(of: "MAX_BODY_BYTES", with: String(maxBodyBytes))
     }
 
-    private static let template = #"""
-        {
-          "openapi": "3.1.0",
-          "info": {
-            "title": "Sluice gateway",
-            "version": "1",
-            "description": "Calls Sluice pipelines over HTTP: each call becomes a request on the pipeline's Kafka requests topic, served by the pipeline's workers. Bodies are the pipeline's input as JSON, at most MAX_BODY_BYTES bytes. Every answer but 202 and the probes is the response object of the wire protocol; an error the gateway answers itself has capture null."
-          },
-          "paths": {
-            "/v1/pipelines/{name}/invoke": {
+    /// The path item of one invoke operation.
+    private static func invoke(
+        path: String, operationID: String, nameParameter: String?, inputSchema: JSONValue?
+    )
+        -> String
+    {
+        var schema = "{}"
+        if let inputSchema {
+            var writer = JSONWriter()
+            writer.value(inputSchema)
+            schema = String(decoding: writer.bytes, as: UTF8.self)
+        }
+        return invokeTemplate.replacingOccurrences(of: "PATH", with: path)
+            .replacingOccurrences(of: "OPERATION_ID", with: operationID)
+            .replacingOccurrences(
+                of: "NAME_PARAMETER",
+                with: nameParameter.map {
+                    #"{"name": "name", "in": "path", "required": true, "description": "The pipeline.", "schema": "# + $0
+                        + "}, "
+                } ?? ""
+            )
+            .replacingOccurrences(of: "BODY_SCHEMA", with: schema)
+            .replacingOccurrences(
+                of: "BODY_DESCRIPTION",
+                with: inputSchema == nil
+                    ? "The pipeline's input: any JSON value here; its workers check its type (400 when it is not)."
+                    : "The pipeline's input.")
+    }
+
+    private static let invokeTemplate = #"""
+        "PATH": {
               "post": {
-                "operationId": "invoke",
+                "operationId": "OPERATION_ID",
                 "summary": "Run a pipeline on one input and answer its response",
                 "parameters": [
-                  {"name": "name", "in": "path", "required": true, "description": "The pipeline.", "schema": NAME_SCHEMA},
-                  {"name": "sluice-request-id", "in": "header", "required": false, "description": "The request id (default: a random one), echoed in the response.", "schema": {"type": "string", "pattern": "^[!-~]{1,256}$"}},
+                  NAME_PARAMETER{"name": "sluice-request-id", "in": "header", "required": false, "description": "The request id (default: a random one), echoed in the response.", "schema": {"type": "string", "pattern": "^[!-~]{1,256}$"}},
                   {"name": "traceparent", "in": "header", "required": false, "description": "W3C trace context: the worker's span of the request is its child.", "schema": {"type": "string"}},
                   {"name": "Prefer", "in": "header", "required": false, "description": "RFC 7240: respond-async answers 202 at once (the response goes to the pipeline's responses topic); wait=N waits N seconds for the response (at most the gateway's --max-timeout).", "schema": {"type": "string"}}
                 ],
                 "requestBody": {
                   "required": true,
-                  "description": "The pipeline's input.",
-                  "content": {"application/json": {"schema": {}}}
+                  "description": "BODY_DESCRIPTION",
+                  "content": {"application/json": {"schema": BODY_SCHEMA}}
                 },
                 "responses": {
                   "200": {"$ref": "#/components/responses/Answer"},
@@ -54,7 +92,19 @@ enum GatewayOpenAPI {
                   "504": {"$ref": "#/components/responses/Error"}
                 }
               }
-            },
+            }
+        """#
+
+    private static let template = #"""
+        {
+          "openapi": "3.1.0",
+          "info": {
+            "title": "Sluice gateway",
+            "version": "1",
+            "description": "Calls Sluice pipelines over HTTP: each call becomes a request on the pipeline's Kafka requests topic, served by the pipeline's workers. Bodies are the pipeline's input as JSON, at most MAX_BODY_BYTES bytes. Every answer but 202 and the probes is the response object of the wire protocol; an error the gateway answers itself has capture null."
+          },
+          "paths": {
+            INVOKE_PATHS
             "/health": {
               "get": {
                 "operationId": "health",

@@ -144,6 +144,33 @@ struct GatewayTests {
         #expect(await cluster.broker.stop() == 0)
     }
 
+    /// A client that sends half a request is cut off after the idle timeout, bytes that are not HTTP get 400 or a
+    /// closed connection, a caller that hangs up leaves nothing behind; the gateway serves on.
+    @Test func misbehavingClientsAreCutOffAndTheGatewayServesOn() async throws {
+        let cluster = try await ServingCluster.start(gatewayReplyPartitions: 2)
+        let worker = try await cluster.startWorker(["--capture", "MEMORY"])
+        let gateway = try await cluster.startGateway(["--idle-timeout", "1"])
+        let clients = try ChildProcess(
+            "/usr/bin/env", ["python3", pythonScript("slow_http_clients.py"), String(gateway.port), "1"])
+        let output = try await clients.readRest()
+        #expect(await clients.wait(timeout: .seconds(60)) == 0, "\(clients.standardError)")
+        let result = try #require(try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any])
+        let half = try #require(result["half_request"] as? [String: Any])
+        #expect(half["closed"] as? Bool == true, "\(half)")
+        let garbage = try #require(result["garbage"] as? [String: Any])
+        let statusLine = garbage["status_line"] as? String ?? ""
+        #expect(statusLine.isEmpty || statusLine.hasPrefix("HTTP/1.1 400"), "\(garbage)")
+        #expect(garbage["closed"] as? Bool == true)
+
+        let after = try await gateway.post("/v1/pipelines/text-stats/invoke", #"{"text": "still here"}"#)
+        #expect(after.status == 200 && (after.json["output"] as? [String: Any])?["tokens"] as? Int == 2)
+        try await gateway.waitUntilObject { $0["waiting"] as? Int == 0 }
+        #expect(gateway.process.isRunning)
+        #expect(await gateway.stop() == 0)
+        #expect(await worker.stop() == 0)
+        #expect(await cluster.broker.stop() == 0)
+    }
+
     /// Two gateways in one group split the reply topic's partitions: each reads only its own responses (none
     /// unmatched), and when one stops the other takes its partitions and goes on.
     @Test func twoGatewaysShareTheReplyTopic() async throws {
@@ -184,8 +211,9 @@ struct GatewayTests {
         #expect(await cluster.broker.stop() == 0)
     }
 
-    /// `/openapi.json` is a valid OpenAPI 3.1 document (openapi-spec-validator), and schemathesis's generated calls
-    /// against it, through a worker, get only statuses and bodies it declares, and never a 5xx.
+    /// `/openapi.json` is a valid OpenAPI 3.1 document (openapi-spec-validator) with text-stats' input schema, and
+    /// schemathesis's generated calls against it, through a worker, get only statuses and bodies it declares, 2xx for
+    /// bodies that follow the schema, and never a 5xx.
     @Test func theOpenAPIDocumentValidatesAndSurvivesSchemathesis() async throws {
         let cluster = try await ServingCluster.start(gatewayReplyPartitions: 2)
         let worker = try await cluster.startWorker(["--capture", "MEMORY"])
@@ -196,6 +224,11 @@ struct GatewayTests {
         let status = await check.wait(timeout: .seconds(600))
         #expect(status == 0, "\(output.suffix(4000))\n\(check.standardError.suffix(2000))")
         #expect(output.contains("the document is valid OpenAPI 3.1"))
+        // text-stats is a pipeline of this executable: its operation's body is its input's schema.
+        #expect(
+            output.contains(
+                #"/v1/pipelines/text-stats/invoke takes {"properties": {"text": {"type": "string"}}, "required": ["text"], "type": "object"}"#
+            ))
         #expect(try await gateway.httpStatus("/health").status == 200)
         #expect(await gateway.stop() == 0)
         #expect(await worker.stop() == 0)
