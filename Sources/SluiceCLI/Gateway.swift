@@ -109,6 +109,7 @@ final class Gateway: Sendable {
         } catch let refusal as Refusal {
             response = Self.errorResponse(refusal, requestID: requestID, pipeline: name, since: started)
         } catch {
+            logger.error("call of \(name) failed: \(error)", metadata: ["request_id": .string(requestID ?? "")])
             response = Self.errorResponse(
                 Refusal(status: .internalServerError, code: WireProtocol.ErrorCode.internal, message: "\(error)"),
                 requestID: requestID, pipeline: name, since: started)
@@ -192,10 +193,7 @@ final class Gateway: Sendable {
 
     /// The call's request id: its `sluice-request-id` header, or a new one.
     static func requestID(_ header: String?) throws -> String {
-        guard let header else {
-            var generator = SystemRandomNumberGenerator()
-            return String(generator.next() as UInt64, radix: 16) + String(generator.next() as UInt64, radix: 16)
-        }
+        guard let header else { return PipelineClient.newRequestID() }
         guard (1...256).contains(header.utf8.count), header.utf8.allSatisfy({ (0x21...0x7E).contains($0) }) else {
             throw Refusal(
                 status: .badRequest, code: WireProtocol.ErrorCode.invalidInput,

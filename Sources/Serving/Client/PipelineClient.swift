@@ -187,7 +187,7 @@ public final class PipelineClient: Sendable {
         _ input: [UInt8], to requestsTopic: String, requestID: String? = nil, key: [UInt8]? = nil,
         deadline: Duration? = nil, timeout: Duration = .seconds(30), traceparent: String? = nil
     ) async throws -> ResponseMessage {
-        let id = requestID ?? Self.randomRequestID()
+        let id = requestID ?? Self.newRequestID()
         // Registered before the request is produced, so that no response can come before its waiter.
         let promise = ResponsePromise()
         let partition: Int32?
@@ -218,7 +218,7 @@ public final class PipelineClient: Sendable {
         _ input: [UInt8], to requestsTopic: String, requestID: String? = nil, key: [UInt8]? = nil,
         deadline: Duration? = nil, traceparent: String? = nil
     ) async throws -> String {
-        let id = requestID ?? Self.randomRequestID()
+        let id = requestID ?? Self.newRequestID()
         let headers = Self.headers(requestID: id, deadline: deadline, traceparent: traceparent)
         _ = try await producer.send(OutgoingMessage(topic: requestsTopic, key: key, value: input, headers: headers))
         return id
@@ -235,7 +235,8 @@ public final class PipelineClient: Sendable {
         }
     }
 
-    private static func randomRequestID() -> String {
+    /// A random request id: 128 bits in hexadecimal.
+    public static func newRequestID() -> String {
         var generator = SystemRandomNumberGenerator()
         return String(generator.next() as UInt64, radix: 16) + String(generator.next() as UInt64, radix: 16)
     }
