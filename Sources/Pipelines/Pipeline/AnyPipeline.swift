@@ -7,8 +7,11 @@ public struct AnyPipeline: Sendable {
     /// The Swift names of the input and output types, for help and errors.
     public let inputType: String
     public let outputType: String
-    /// The JSON Schema of the input (``InputSchema``): what callers may send.
-    public let inputSchema: JSONValue
+    /// The JSON Schema of the input (``InputSchema``): what callers may send. Found when asked, not when the pipeline
+    /// is registered: the probe runs the input type's `init(from:)`.
+    public var inputSchema: JSONValue { schemaOfInput() }
+    @usableFromInline
+    let schemaOfInput: @Sendable () -> JSONValue
     @usableFromInline
     let runJSON: @Sendable (_ input: [UInt8], PipelineRunner, RunOptions) async -> RunResult<[UInt8]>
 
@@ -20,7 +23,7 @@ public struct AnyPipeline: Sendable {
         capture = pipeline.capture
         inputType = String(describing: Input.self)
         outputType = String(describing: Output.self)
-        inputSchema = InputSchema.of(Input.self)
+        schemaOfInput = { InputSchema.of(Input.self) }
         runJSON = { bytes, runner, options in
             let input: Input
             do {
