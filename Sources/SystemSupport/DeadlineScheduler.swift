@@ -63,11 +63,13 @@ public final class DeadlineScheduler: @unchecked Sendable {
         if earliest { pthread_cond_signal(condition) }
     }
 
-    /// Ends the thread; tokens still filed never expire. Call it once, not from `expire`.
+    /// Ends the thread; tokens still filed never expire. Not from `expire`; a second call does nothing.
     public func stop() {
         pthread_mutex_lock(mutex)
+        let first = !stopped
         stopped = true
         pthread_mutex_unlock(mutex)
+        guard first else { return }
         pthread_cond_signal(condition)
         thread?.join()
     }

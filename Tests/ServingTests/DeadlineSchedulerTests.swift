@@ -31,6 +31,7 @@ struct DeadlineSchedulerTests {
         scheduler.schedule(2, after: .seconds(3600))
         try await Task.sleep(for: .milliseconds(200))
         scheduler.stop()
+        scheduler.stop()
         #expect(count.withLock { $0 } == 1)
     }
 }
