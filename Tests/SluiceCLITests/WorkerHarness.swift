@@ -28,6 +28,13 @@ struct ServingCluster {
         return ServingCluster(broker: broker, pipeline: pipeline)
     }
 
+    /// The librdkafka flags of the workers and gateways the tests start: short group timings (the embedded broker's
+    /// joins take `session.timeout.ms` - 1 s) and quick fetches and sends.
+    static let servingKafkaFlags = [
+        "--kafka", "session.timeout.ms=6000", "--kafka", "heartbeat.interval.ms=200", "--kafka", "fetch.wait.max.ms=10",
+        "--kafka", "linger.ms=1", "--kafka", "socket.nagle.disable=true",
+    ]
+
     /// Starts a worker (`environment` added to the test's own) and waits until it owns partitions (`/health`), at most
     /// 60 s.
     func startWorker(
@@ -37,9 +44,7 @@ struct ServingCluster {
             sluiceExecutable,
             [
                 "worker", "--brokers", bootstrap, "--pipeline", pipeline, "--http", "127.0.0.1:0",
-                "--kafka", "session.timeout.ms=6000", "--kafka", "heartbeat.interval.ms=200",
-                "--kafka", "fetch.wait.max.ms=10", "--kafka", "linger.ms=1", "--kafka", "socket.nagle.disable=true",
-            ] + arguments, environment: environment)
+            ] + Self.servingKafkaFlags + arguments, environment: environment)
         let worker = try await ServiceProcess(process: process)
         if waitForPartitions {
             try await worker.waitUntil { $0.assignedPartitions > 0 }
@@ -54,9 +59,7 @@ struct ServingCluster {
             sluiceExecutable,
             [
                 "gateway", "--brokers", bootstrap, "--http", "127.0.0.1:0",
-                "--kafka", "session.timeout.ms=6000", "--kafka", "heartbeat.interval.ms=200",
-                "--kafka", "fetch.wait.max.ms=10", "--kafka", "linger.ms=1", "--kafka", "socket.nagle.disable=true",
-            ] + arguments)
+            ] + Self.servingKafkaFlags + arguments)
         let gateway = try await ServiceProcess(process: process)
         try await gateway.waitUntilObject { $0["status"] as? String == "serving" }
         return gateway
