@@ -60,6 +60,17 @@ public final class KafkaProducer: Sendable {
         try client.produceBlocking(message, onDelivery: onDelivery)
     }
 
+    /// ``send(_:onDelivery:)`` for a caller that must neither suspend nor block, such as an event loop: when
+    /// librdkafka's queue is full it throws rather than waits.
+    /// - Throws: ``KafkaError`` if the record cannot be enqueued (``KafkaError/Code/queueFull`` when the queue is full);
+    ///   `onDelivery` is then not called.
+    public func sendNow(
+        _ message: OutgoingMessage,
+        onDelivery: @escaping @Sendable (Result<DeliveryReport, KafkaError>) -> Void
+    ) throws {
+        try client.produceNow(message, onDelivery: onDelivery)
+    }
+
     /// Sets what runs after each round of delivery reports, once their handlers ran, on the thread that served them:
     /// a caller whose handlers gather what was delivered finishes it there together (one lock, one offset store)
     /// instead of once per record. Replaces the previous one.

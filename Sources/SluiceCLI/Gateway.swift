@@ -40,6 +40,46 @@ final class Gateway: Sendable {
         static let preferenceApplied = HTTPField.Name("Preference-Applied")!
     }
 
+    /// What the gateway answers a call: the status, the headers and the response object.
+    struct Answer: Sendable {
+        var status: HTTPResponse.Status
+        var headers: HTTPFields
+        /// The JSON object, with a newline after it (for terminals).
+        var body: ByteBuffer
+
+        init(status: HTTPResponse.Status, headers: HTTPFields, json: [UInt8]) {
+            self.status = status
+            self.headers = headers
+            var buffer = ByteBuffer()
+            buffer.reserveCapacity(json.count + 1)
+            buffer.writeBytes(json)
+            buffer.writeInteger(UInt8(ascii: "\n"))
+            body = buffer
+        }
+
+        /// The answer as Hummingbird's response, for the routes Hummingbird serves.
+        var response: Response { Response(status: status, headers: headers, body: ResponseBody(byteBuffer: body)) }
+    }
+
+    /// A call of `POST /v1/pipelines/{name}/invoke` whose head the gateway took: its body is read next.
+    struct Invocation: Sendable {
+        let pipeline: String
+        let requestID: String
+        let preferences: Preferences
+        let traceparent: String?
+        let started: ContinuousClock.Instant
+    }
+
+    /// What the head of a call decides.
+    enum Admission: Sendable {
+        /// Read the body, then ``Gateway/invoke(_:body:answer:)``.
+        case invoke(Invocation)
+        /// Answer `answer` once the body has been read (and ignored).
+        case refuse(Answer)
+        /// Answer `answer` at once, and close the connection rather than read a body larger than the gateway takes.
+        case refuseAndClose(Answer)
+    }
+
     private let client: PipelineClient
     private let directory: PipelineDirectory
     private let limits: Limits
@@ -60,13 +100,14 @@ final class Gateway: Sendable {
             string: GatewayOpenAPI.document(pipelines: servedPipelines, maxBodyBytes: limits.maxBodyBytes))
     }
 
-    /// The gateway's routes, with every error answered as a response object.
+    /// The largest body a call may have.
+    var maxBodyBytes: Int { limits.maxBodyBytes }
+
+    /// The routes Hummingbird serves (the invoke route is ``GatewayHTTPHandler``'s), with every error answered as a
+    /// response object.
     func router() -> Router<BasicRequestContext> {
         let router = Router()
         router.add(middleware: ErrorBodyMiddleware())
-        router.post("/v1/pipelines/:name/invoke") { request, context in
-            await self.invoke(request, pipeline: context.parameters.get("name") ?? "")
-        }
         router.get("/openapi.json") { _, _ in
             Response(
                 status: .ok, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: self.openAPI))
@@ -77,103 +118,197 @@ final class Gateway: Sendable {
     /// Sets the gauges and counters that follow the client's state (see ``GatewayMetrics``).
     func refreshMetrics() { metrics.refresh(client) }
 
-    /// Answers one call of `pipeline`.
-    private func invoke(_ request: Request, pipeline name: String) async -> Response {
+    /// The pipeline a request calls when it is `POST /v1/pipelines/{name}/invoke` (any query ignored).
+    static func invokedPipeline(_ request: HTTPRequest) -> String? {
+        guard request.method == .post, let path = request.path else { return nil }
+        let prefix = "/v1/pipelines/".utf8
+        let suffix = "/invoke".utf8
+        var bytes = path.utf8[...]
+        if let query = bytes.firstIndex(of: UInt8(ascii: "?")) { bytes = bytes[..<query] }
+        guard bytes.count > prefix.count + suffix.count, bytes.starts(with: prefix),
+            bytes.reversed().starts(with: suffix.reversed())
+        else { return nil }
+        let name = bytes.dropFirst(prefix.count).dropLast(suffix.count)
+        guard !name.contains(UInt8(ascii: "/")) else { return nil }
+        return String(Substring(name))
+    }
+
+    /// Checks a call's head: its request id, its content type and its declared length.
+    func admit(_ head: HTTPRequest, pipeline name: String) -> Admission {
         let started = ContinuousClock.now
         var requestID: String?
-        var served: String?
-        let response: Response
         do {
-            let id = try Self.requestID(request.headers[Header.requestID])
+            let id = try Self.requestID(head.headerFields[Header.requestID])
             requestID = id
-            let requestsTopic: String
-            switch await directory.lookup(name) {
-            case .found(let topic):
-                requestsTopic = topic
-                served = name
-            case .notFound(let why):
-                throw Refusal(status: .notFound, code: "unknown_pipeline", message: why)
-            case .unavailable(let why):
-                throw Refusal(status: .serviceUnavailable, code: "unavailable", message: why, retryAfter: 1)
+            try Self.checkContentType(head.headerFields[.contentType])
+            if let length = head.headerFields[.contentLength].flatMap({ Int($0) }), length > limits.maxBodyBytes {
+                return .refuseAndClose(refuse(tooLarge, requestID: id, pipeline: name, since: started))
             }
-            try Self.checkContentType(request.headers[.contentType])
-            let body = try await Self.body(of: request, limit: limits.maxBodyBytes)
-            let preferences = Preferences(request.headers[values: Header.prefer])
-            let traceparent = request.headers[Header.traceparent]
-            if preferences.respondAsync {
-                response = try await accept(body, pipeline: name, to: requestsTopic, id: id, traceparent: traceparent)
+            return .invoke(
+                Invocation(
+                    pipeline: name, requestID: id, preferences: Preferences(head.headerFields[values: Header.prefer]),
+                    traceparent: head.headerFields[Header.traceparent], started: started))
+        } catch let refusal as Refusal {
+            return .refuse(refuse(refusal, requestID: requestID, pipeline: name, since: started))
+        } catch {
+            return .refuse(refuse(internalError(error), requestID: requestID, pipeline: name, since: started))
+        }
+    }
+
+    /// The answer to a call whose body grew larger than the gateway takes.
+    func refuseBodyTooLarge(_ invocation: Invocation) -> Answer {
+        refuse(tooLarge, requestID: invocation.requestID, pipeline: invocation.pipeline, since: invocation.started)
+    }
+
+    /// Answers a call whose body has been read: sends the request and hands `answer` the worker's response (or the
+    /// refusal), once, on whichever thread has it. Never suspends or blocks, unless the pipeline's name needs the
+    /// cluster's topics listed (then it goes on in a task).
+    func invoke(_ invocation: Invocation, body: ByteBuffer, answer: @escaping @Sendable (Answer) -> Void) {
+        if let lookup = directory.lookupNow(invocation.pipeline) {
+            invoke(invocation, body: body, lookup: lookup, answer: answer)
+        } else {
+            Task {
+                let lookup = await directory.lookup(invocation.pipeline)
+                invoke(invocation, body: body, lookup: lookup, answer: answer)
+            }
+        }
+    }
+
+    private func invoke(
+        _ invocation: Invocation, body: ByteBuffer, lookup: PipelineDirectory.Lookup,
+        answer: @escaping @Sendable (Answer) -> Void
+    ) {
+        let served: String
+        let requestsTopic: String
+        switch lookup {
+        case .found(let topic):
+            (served, requestsTopic) = (invocation.pipeline, topic)
+        case .notFound(let why):
+            return answer(reject(Refusal(status: .notFound, code: "unknown_pipeline", message: why), invocation))
+        case .unavailable(let why):
+            return answer(
+                reject(
+                    Refusal(status: .serviceUnavailable, code: "unavailable", message: why, retryAfter: 1), invocation))
+        }
+        let answered: @Sendable (Answer) -> Void = { [metrics] response in
+            metrics.record(pipeline: served, status: response.status.code, duration: .now - invocation.started)
+            answer(response)
+        }
+        do {
+            let input = try Self.input(body)
+            if invocation.preferences.respondAsync {
+                try accept(input, to: requestsTopic, invocation, answer: answered)
             } else {
-                response = try await call(
-                    body, to: requestsTopic, id: id, traceparent: traceparent, wait: preferences.wait)
+                try call(input, to: requestsTopic, invocation, answer: answered)
             }
         } catch let refusal as Refusal {
-            response = Self.errorResponse(refusal, requestID: requestID, pipeline: name, since: started)
-        } catch {
-            logger.error("call of \(name) failed: \(error)", metadata: ["request_id": .string(requestID ?? "")])
-            response = Self.errorResponse(
-                Refusal(status: .internalServerError, code: WireProtocol.ErrorCode.internal, message: "\(error)"),
-                requestID: requestID, pipeline: name, since: started)
-        }
-        metrics.record(pipeline: served ?? "", status: response.status.code, duration: .now - started)
-        return response
-    }
-
-    /// Sends the request and answers the worker's response.
-    private func call(
-        _ body: [UInt8], to requestsTopic: String, id: String, traceparent: String?, wait: Int?
-    ) async throws -> Response {
-        let timeout = wait.map { min(.seconds($0), limits.maxTimeout) } ?? limits.timeout
-        let message: ResponseMessage
-        do {
-            message = try await client.call(
-                body, to: requestsTopic, requestID: id, deadline: timeout, timeout: timeout, traceparent: traceparent)
-        } catch let error as PipelineClient.Timeout {
-            throw Refusal(
-                status: .gatewayTimeout, code: "timeout",
-                message: "\(error) (\(timeout)); the request's deadline has passed too, so no worker starts it now")
+            answered(refusal.answer(invocation))
         } catch let error as PipelineClient.Refused {
-            switch error.reason {
-            case .duplicateRequestID:
-                throw Refusal(status: .conflict, code: "duplicate_request_id", message: "\(error)")
-            case .noReplyPartition, .tooManyWaiting, .replyPartitionMoved, .closed:
-                throw Refusal(status: .serviceUnavailable, code: "unavailable", message: "\(error)", retryAfter: 1)
-            }
+            answered(Self.refusal(error).answer(invocation))
         } catch let error as KafkaError {
-            throw Refusal(
-                status: .serviceUnavailable, code: "unavailable", message: "the request was not sent: \(error)",
-                retryAfter: 1)
+            answered(Self.notSent(error).answer(invocation))
+        } catch {
+            answered(internalError(error).answer(invocation))
         }
-        var headers: HTTPFields = [.contentType: "application/json", Header.requestID: message.requestID]
-        if let traceparent = message.traceparent { headers[Header.traceparent] = traceparent }
-        if wait != nil { headers[Header.preferenceApplied] = "wait=\(timeout.components.seconds)" }
-        let status = message.isError ? Self.status(ofErrorCode: (try? message.response())?.error?.code) : .ok
-        return Response(status: status, headers: headers, body: Self.jsonBody(message.value))
     }
 
-    /// Sends the request without waiting for its response (which goes to the pipeline's responses topic): 202.
+    /// Sends the request; `answer` gets the worker's response.
+    private func call(
+        _ input: [UInt8], to requestsTopic: String, _ invocation: Invocation,
+        answer: @escaping @Sendable (Answer) -> Void
+    ) throws {
+        let wait = invocation.preferences.wait
+        let timeout = wait.map { min(.seconds($0), limits.maxTimeout) } ?? limits.timeout
+        try client.call(
+            input, to: requestsTopic, requestID: invocation.requestID, deadline: timeout, timeout: timeout,
+            traceparent: invocation.traceparent
+        ) { [self] result in
+            let message: ResponseMessage
+            switch result {
+            case .success(let response): message = response
+            case .failure(let error as PipelineClient.Timeout):
+                return answer(
+                    Refusal(
+                        status: .gatewayTimeout, code: "timeout",
+                        message:
+                            "\(error) (\(timeout)); the request's deadline has passed too, so no worker starts it now"
+                    ).answer(invocation))
+            case .failure(let error as PipelineClient.Refused): return answer(Self.refusal(error).answer(invocation))
+            case .failure(let error as KafkaError): return answer(Self.notSent(error).answer(invocation))
+            case .failure(let error): return answer(internalError(error).answer(invocation))
+            }
+            var headers: HTTPFields = [.contentType: "application/json", Header.requestID: message.requestID]
+            if let traceparent = message.traceparent { headers[Header.traceparent] = traceparent }
+            if wait != nil { headers[Header.preferenceApplied] = "wait=\(timeout.components.seconds)" }
+            let status = message.isError ? Self.status(ofErrorCode: (try? message.response())?.error?.code) : .ok
+            answer(Answer(status: status, headers: headers, json: message.value))
+        }
+    }
+
+    /// Sends the request without waiting for its response (which goes to the pipeline's responses topic); `answer`
+    /// gets 202 once Kafka has acknowledged it.
     private func accept(
-        _ body: [UInt8], pipeline: String, to requestsTopic: String, id: String, traceparent: String?
-    ) async throws -> Response {
-        do {
-            try await client.send(body, to: requestsTopic, requestID: id, traceparent: traceparent)
-        } catch {
-            throw Refusal(
-                status: .serviceUnavailable, code: "unavailable", message: "the request was not sent: \(error)",
-                retryAfter: 1)
+        _ input: [UInt8], to requestsTopic: String, _ invocation: Invocation,
+        answer: @escaping @Sendable (Answer) -> Void
+    ) throws {
+        let id = invocation.requestID
+        try client.send(input, to: requestsTopic, requestID: id, traceparent: invocation.traceparent) { result in
+            if case .failure(let error) = result { return answer(Self.notSent(error).answer(invocation)) }
+            var writer = JSONWriter()
+            writer.object { out in
+                out.field("request_id", id)
+                out.field("pipeline", invocation.pipeline)
+                out.field("status", "accepted")
+                out.field("responses_topic", WireProtocol.responsesTopic(invocation.pipeline))
+            }
+            answer(
+                Answer(
+                    status: .accepted,
+                    headers: [
+                        .contentType: "application/json", Header.requestID: id,
+                        Header.preferenceApplied: "respond-async",
+                    ],
+                    json: writer.bytes))
         }
-        var writer = JSONWriter()
-        writer.object { out in
-            out.field("request_id", id)
-            out.field("pipeline", pipeline)
-            out.field("status", "accepted")
-            out.field("responses_topic", WireProtocol.responsesTopic(pipeline))
+    }
+
+    private var tooLarge: Refusal {
+        Refusal(
+            status: .contentTooLarge, code: WireProtocol.ErrorCode.payloadTooLarge,
+            message: "the body is larger than \(limits.maxBodyBytes) bytes, the most this gateway accepts")
+    }
+
+    private static func refusal(_ error: PipelineClient.Refused) -> Refusal {
+        switch error.reason {
+        case .duplicateRequestID:
+            Refusal(status: .conflict, code: "duplicate_request_id", message: "\(error)")
+        case .noReplyPartition, .tooManyWaiting, .replyPartitionMoved, .closed:
+            Refusal(status: .serviceUnavailable, code: "unavailable", message: "\(error)", retryAfter: 1)
         }
-        return Response(
-            status: .accepted,
-            headers: [
-                .contentType: "application/json", Header.requestID: id, Header.preferenceApplied: "respond-async",
-            ],
-            body: Self.jsonBody(writer.bytes))
+    }
+
+    private static func notSent(_ error: KafkaError) -> Refusal {
+        Refusal(
+            status: .serviceUnavailable, code: "unavailable", message: "the request was not sent: \(error)",
+            retryAfter: 1)
+    }
+
+    private func internalError(_ error: any Error) -> Refusal {
+        logger.error("call failed: \(error)")
+        return Refusal(status: .internalServerError, code: WireProtocol.ErrorCode.internal, message: "\(error)")
+    }
+
+    /// A refusal of a call whose pipeline was not found, counted under no pipeline.
+    private func reject(_ refusal: Refusal, _ invocation: Invocation) -> Answer {
+        refuse(refusal, requestID: invocation.requestID, pipeline: invocation.pipeline, since: invocation.started)
+    }
+
+    /// A refusal's answer, counted under no pipeline (its name may be anything a caller sent).
+    private func refuse(
+        _ refusal: Refusal, requestID: String?, pipeline: String, since started: ContinuousClock.Instant
+    ) -> Answer {
+        metrics.record(pipeline: "", status: refusal.status.code, duration: .now - started)
+        return Self.errorAnswer(refusal, requestID: requestID, pipeline: pipeline, since: started)
     }
 
     /// The HTTP status of an error response, by its code: 400 `invalid_input`, 413 `payload_too_large`, 504
@@ -205,7 +340,7 @@ final class Gateway: Sendable {
     /// Accepts JSON: `application/json`, a `+json` type, no type, or `application/x-www-form-urlencoded` (what `curl
     /// -d` sends) whose body is JSON.
     static func checkContentType(_ header: String?) throws {
-        guard let header else { return }
+        guard let header, header != "application/json" else { return }
         // The media type: what comes before any parameter, without spaces, in lower case.
         let type = String(header.prefix { $0 != ";" }.filter { $0 != " " && $0 != "\t" }).lowercased()
         guard
@@ -218,19 +353,9 @@ final class Gateway: Sendable {
         }
     }
 
-    /// The request's body, checked to be one JSON value. One that says it is too large is refused before it is read.
-    private static func body(of request: Request, limit: Int) async throws -> [UInt8] {
-        let tooLarge = Refusal(
-            status: .contentTooLarge, code: WireProtocol.ErrorCode.payloadTooLarge,
-            message: "the body is larger than \(limit) bytes, the most this gateway accepts")
-        if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > limit { throw tooLarge }
-        let buffer: ByteBuffer
-        do {
-            buffer = try await request.body.collect(upTo: limit)
-        } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
-            throw tooLarge
-        }
-        let bytes = Array(buffer.readableBytesView)
+    /// The call's body, checked to be one JSON value.
+    private static func input(_ body: ByteBuffer) throws -> [UInt8] {
+        let bytes = Array(body.readableBytesView)
         guard !bytes.isEmpty else {
             throw Refusal(
                 status: .badRequest, code: WireProtocol.ErrorCode.invalidInput,
@@ -247,9 +372,9 @@ final class Gateway: Sendable {
     }
 
     /// A refusal as a response object with its error.
-    static func errorResponse(
+    static func errorAnswer(
         _ refusal: Refusal, requestID: String?, pipeline: String?, since started: ContinuousClock.Instant
-    ) -> Response {
+    ) -> Answer {
         let elapsed = (ContinuousClock.now - started).components
         let bytes = Serving.Response.json(
             requestID: requestID, pipeline: pipeline, output: nil,
@@ -259,21 +384,20 @@ final class Gateway: Sendable {
         if let requestID { headers[Header.requestID] = requestID }
         if let retryAfter = refusal.retryAfter { headers[.retryAfter] = String(retryAfter) }
         if let allow = refusal.allow { headers[.allow] = allow }
-        return Response(status: refusal.status, headers: headers, body: jsonBody(bytes))
+        return Answer(status: refusal.status, headers: headers, json: bytes)
     }
+}
 
-    /// A JSON value as a body, with a newline after it (for terminals).
-    private static func jsonBody(_ json: [UInt8]) -> ResponseBody {
-        var buffer = ByteBuffer()
-        buffer.reserveCapacity(json.count + 1)
-        buffer.writeBytes(json)
-        buffer.writeInteger(UInt8(ascii: "\n"))
-        return ResponseBody(byteBuffer: buffer)
+extension Gateway.Refusal {
+    /// The refusal of an admitted call.
+    func answer(_ invocation: Gateway.Invocation) -> Gateway.Answer {
+        Gateway.errorAnswer(
+            self, requestID: invocation.requestID, pipeline: invocation.pipeline, since: invocation.started)
     }
 }
 
 /// What a call's `Prefer` headers (RFC 7240) ask for: `respond-async`, and `wait=N` (seconds). Others are ignored.
-struct Preferences: Equatable {
+struct Preferences: Equatable, Sendable {
     var respondAsync = false
     var wait: Int?
 
@@ -320,8 +444,9 @@ private struct ErrorBodyMiddleware<Context: RequestContext>: RouterMiddleware {
             } else if error.status == .notFound {
                 refusal.message = "no route \(request.method) \(request.uri.path)"
             }
-            return Gateway.errorResponse(
-                refusal, requestID: request.headers[Gateway.Header.requestID], pipeline: nil, since: started)
+            return Gateway.errorAnswer(
+                refusal, requestID: request.headers[Gateway.Header.requestID], pipeline: nil, since: started
+            ).response
         }
     }
 

@@ -118,7 +118,7 @@ struct GatewayCommand: AsyncParsableCommand {
         let address = http
         let server = Application(
             router: router,
-            server: .http1(configuration: .init(idleTimeout: .milliseconds(Int64(idleTimeout * 1000)))),
+            server: .gateway(gateway, configuration: .init(idleTimeout: .milliseconds(Int64(idleTimeout * 1000)))),
             configuration: ApplicationConfiguration(address: .hostname(host, port: port), serverName: "sluice"),
             onServerRunning: { channel in
                 logger.info(

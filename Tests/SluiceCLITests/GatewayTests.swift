@@ -145,7 +145,8 @@ struct GatewayTests {
     }
 
     /// A client that sends half a request is cut off after the idle timeout, bytes that are not HTTP get 400 or a
-    /// closed connection, a caller that hangs up leaves nothing behind; the gateway serves on.
+    /// closed connection, a caller that hangs up leaves nothing behind, pipelined requests are answered in order and
+    /// `Expect: 100-continue` is honoured; the gateway serves on.
     @Test func misbehavingClientsAreCutOffAndTheGatewayServesOn() async throws {
         let cluster = try await ServingCluster.start(gatewayReplyPartitions: 2)
         let worker = try await cluster.startWorker(["--capture", "MEMORY"])
@@ -161,6 +162,15 @@ struct GatewayTests {
         let statusLine = garbage["status_line"] as? String ?? ""
         #expect(statusLine.isEmpty || statusLine.hasPrefix("HTTP/1.1 400"), "\(garbage)")
         #expect(garbage["closed"] as? Bool == true)
+        // Pipelined calls and another route, answered in order; the call that said `Connection: close` is answered,
+        // then the connection closes.
+        let pipelined = try #require(result["pipelined"] as? [String: Any])
+        #expect(pipelined["statuses"] as? [Int] == [200, 200, 200, 200, 200], "\(pipelined)")
+        #expect((pipelined["tokens"] as? [Any])?.map { $0 as? Int } == [1, 2, nil, 3, 5], "\(pipelined)")
+        #expect(pipelined["health"] as? String == "serving")
+        #expect(pipelined["last_connection"] as? String == "close" && pipelined["closed"] as? Bool == true)
+        let patient = try #require(result["continue"] as? [String: Any])
+        #expect(patient["interim"] as? Int == 100 && patient["status"] as? Int == 200 && patient["tokens"] as? Int == 2)
 
         let after = try await gateway.post("/v1/pipelines/text-stats/invoke", #"{"text": "still here"}"#)
         #expect(after.status == 200 && (after.json["output"] as? [String: Any])?["tokens"] as? Int == 2)

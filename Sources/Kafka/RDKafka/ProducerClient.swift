@@ -102,6 +102,17 @@ final class ProducerClient: RDKafkaClient, @unchecked Sendable {
         }
     }
 
+    /// ``produce(_:onDelivery:)`` for a caller that must neither suspend nor block (an event loop).
+    /// - Throws: ``KafkaError`` if the record cannot be enqueued, ``KafkaError/Code/queueFull`` when librdkafka's queue
+    ///   is full; `onDelivery` is then not called.
+    func produceNow(_ message: OutgoingMessage, onDelivery: @escaping DeliveryHandler) throws {
+        let token = Unmanaged.passRetained(DeliveryToken(onDelivery)).toOpaque()
+        if try enqueue(message, token: token) != nil {
+            _ = Unmanaged<DeliveryToken>.fromOpaque(token).takeRetainedValue()
+            throw KafkaError(RD_KAFKA_RESP_ERR__QUEUE_FULL, "producing to \(message.topic)")
+        }
+    }
+
     /// Tries to enqueue: `nil` when enqueued, or the poll round after which to try again when the queue is full.
     /// - Throws: ``KafkaError`` for any other refusal; the token is then released.
     private func enqueue(_ message: OutgoingMessage, token: UnsafeMutableRawPointer) throws -> UInt64? {

@@ -65,28 +65,46 @@ public final class PipelineDirectory: Sendable {
 
     /// Whether `name` is a pipeline that can be called, and its requests topic.
     public func lookup(_ name: String) async -> Lookup {
-        guard Self.isPipelineName(name) else {
-            return .notFound("'\(name)' is not a pipeline name (letters, digits, '.', '_' and '-', at most 200)")
-        }
-        if let allowed, !allowed.contains(name) { return .notFound("this gateway does not serve pipeline '\(name)'") }
-        let topic = WireProtocol.requestsTopic(name)
         for _ in 0..<2 {
-            let decision = state.withLock {
-                $0.decide(topic, now: .now, knownLifetime: knownLifetime, interval: listingInterval)
-            }
-            switch decision {
-            case .found:
-                return .found(requestsTopic: topic)
-            case .notFound:
-                return notFound(name, topic)
-            case .wait(let listing):
-                await listing.value
-            case .list:
-                await list().value
+            switch step(name) {
+            case .answer(let lookup): return lookup
+            case .listing(let listing): await listing.value
             }
         }
+        let topic = WireProtocol.requestsTopic(name)
         if let error = state.withLock({ $0.listingError }) { return .unavailable(error) }
         return state.withLock { $0.topics.contains(topic) } ? .found(requestsTopic: topic) : notFound(name, topic)
+    }
+
+    /// ``lookup(_:)`` for a caller that must not wait: `nil` when the answer needs the cluster's topics listed (the
+    /// listing starts; ``lookup(_:)`` waits for it).
+    public func lookupNow(_ name: String) -> Lookup? {
+        if case .answer(let lookup) = step(name) { return lookup }
+        return nil
+    }
+
+    private enum Step {
+        case answer(Lookup)
+        /// The answer comes once `listing` has listed the cluster's topics.
+        case listing(Task<Void, Never>)
+    }
+
+    private func step(_ name: String) -> Step {
+        guard Self.isPipelineName(name) else {
+            return .answer(
+                .notFound("'\(name)' is not a pipeline name (letters, digits, '.', '_' and '-', at most 200)"))
+        }
+        if let allowed, !allowed.contains(name) {
+            return .answer(.notFound("this gateway does not serve pipeline '\(name)'"))
+        }
+        let topic = WireProtocol.requestsTopic(name)
+        switch state.withLock({ $0.decide(topic, now: .now, knownLifetime: knownLifetime, interval: listingInterval) })
+        {
+        case .found: return .answer(.found(requestsTopic: topic))
+        case .notFound: return .answer(notFound(name, topic))
+        case .wait(let listing): return .listing(listing)
+        case .list: return .listing(list())
+        }
     }
 
     private func notFound(_ name: String, _ topic: String) -> Lookup {

@@ -111,10 +111,12 @@ struct ReplyCorrelation<Waiter: Sendable>: Sendable {
 
     /// Ends the wait named by `token`, if it still waits, without a response (it timed out, was cancelled, or its
     /// request could not be sent): a response that still comes counts as late.
-    mutating func giveUp(_ token: UInt64) {
-        guard let id = waitingByToken.removeValue(forKey: token) else { return }
-        waiting.removeValue(forKey: id)
+    /// - Returns: the call's waiter, when it still waited.
+    @discardableResult
+    mutating func giveUp(_ token: UInt64) -> Waiter? {
+        guard let id = waitingByToken.removeValue(forKey: token) else { return nil }
         remember(id, .timedOut)
+        return waiting.removeValue(forKey: id)?.waiter
     }
 
     /// Ends the waits named by `tokens` (their timeouts passed); a token whose call ended already is ignored.

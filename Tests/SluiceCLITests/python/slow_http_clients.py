@@ -1,6 +1,8 @@
-"""Misbehaving HTTP clients against a gateway: one that sends half a request and stops (the gateway must close the
-connection after its idle timeout), one that sends bytes that are not HTTP (the gateway must answer 400 or close),
-and one that closes the connection while its call waits. Prints one JSON object: what happened to each.
+"""Raw-socket HTTP clients against a gateway: one that sends half a request and stops (the gateway must close the
+connection after its idle timeout), one that sends bytes that are not HTTP (the gateway must answer 400 or close), one
+that closes the connection while its call waits, one that pipelines calls and another route in one write (answered in
+order, the last with `Connection: close`), and one that waits for `100 Continue` before its body. Prints one JSON
+object: what happened to each.
 
 usage: python3 slow_http_clients.py PORT IDLE_TIMEOUT_SECONDS
 """
@@ -46,4 +48,66 @@ gone.sendall(b"POST /v1/pipelines/text-stats/invoke HTTP/1.1\r\nHost: x\r\nConte
              b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
 gone.close()
 result["gone"] = {"sent": True}
+
+def read_responses(connection, count, limit):
+    """Reads `count` responses (each with Content-Length; a 1xx has no body); returns [(status, headers, body)]."""
+    connection.settimeout(limit)
+    data, responses = b"", []
+    while len(responses) < count:
+        while b"\r\n\r\n" not in data:
+            chunk = connection.recv(65536)
+            if not chunk:
+                return responses
+            data += chunk
+        head, data = data.split(b"\r\n\r\n", 1)
+        lines = head.decode().split("\r\n")
+        status = int(lines[0].split(" ")[1])
+        headers = {name.lower(): value.strip() for name, value in (line.split(":", 1) for line in lines[1:])}
+        length = int(headers.get("content-length", "0"))
+        while len(data) < length:
+            chunk = connection.recv(65536)
+            if not chunk:
+                return responses
+            data += chunk
+        body, data = data[:length], data[length:]
+        responses.append((status, headers, body.decode()))
+    return responses
+
+def call(text, extra=b""):
+    body = json.dumps({"text": text}).encode()
+    return (b"POST /v1/pipelines/text-stats/invoke HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + extra
+            + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+# Pipelined: two calls, another route, a call with a chunked body and one that closes, all in one write.
+chunked = json.dumps({"text": "four five six"}).encode()
+pipelined = socket.create_connection(("127.0.0.1", port))
+pipelined.sendall(
+    call("one") + call("two three") + b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+    + b"POST /v1/pipelines/text-stats/invoke HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    + b"%x\r\n" % 5 + chunked[:5] + b"\r\n" + b"%x\r\n" % (len(chunked) - 5) + chunked[5:] + b"\r\n0\r\n\r\n"
+    + call("a b c d e", b"Connection: close\r\n"))
+answers = read_responses(pipelined, 5, 30)
+data, closed, _ = read_until_closed(pipelined, 10)
+result["pipelined"] = {
+    "statuses": [status for status, _, _ in answers],
+    "tokens": [json.loads(body).get("output", {}).get("tokens") if "tokens" in body else None
+               for _, _, body in answers],
+    "health": json.loads(answers[2][2]).get("status") if len(answers) > 2 else None,
+    "last_connection": answers[-1][1].get("connection") if answers else None,
+    "closed": closed and data == b"",
+}
+
+# Expect: 100-continue: the body goes only after the gateway said to.
+patient = socket.create_connection(("127.0.0.1", port))
+body = json.dumps({"text": "after continue"}).encode()
+patient.sendall(b"POST /v1/pipelines/text-stats/invoke HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Expect: 100-continue\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n")
+interim = read_responses(patient, 1, 10)
+patient.sendall(body)
+final = read_responses(patient, 1, 30)
+result["continue"] = {
+    "interim": interim[0][0] if interim else None,
+    "status": final[0][0] if final else None,
+    "tokens": json.loads(final[0][2])["output"]["tokens"] if final and final[0][0] == 200 else None,
+}
 print(json.dumps(result))
