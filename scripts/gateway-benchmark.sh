@@ -8,8 +8,12 @@
 #   apt-get install wrk
 #   SLUICE=.build/release/sluice scripts/gateway-benchmark.sh
 #
+# Then TOGETHER rounds of one call at a time on both paths at once, on one broker and worker: wrk -c1 through the
+# gateway beside `sluice bench --window 1`, so that both see the same broker (the embedded broker's round trip varies
+# by ±1 ms from one start to the next, more than the gateway adds).
+#
 # Environment: SLUICE (default .build/release/sluice), REPS (default 3), WINDOWS (default "1 64 1024"), CAPTURE
-# (default MEMORY), DURATION (seconds per run, default 10).
+# (default MEMORY), DURATION (seconds per run, default 10), TOGETHER (default 3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SLUICE=$(realpath "${SLUICE:-.build/release/sluice}")
@@ -17,6 +21,7 @@ REPS=${REPS:-3}
 WINDOWS=${WINDOWS:-"1 64 1024"}
 CAPTURE=${CAPTURE:-MEMORY}
 DURATION=${DURATION:-10}
+TOGETHER=${TOGETHER:-3}
 PORT=18280
 WORK=$(mktemp -d)
 BROKER="" WORKER="" GATEWAY=""
@@ -69,17 +74,8 @@ print(f"{path:7} window {window:5} rep {rep}: {rate:8.0f} calls/s, p50 {p50:7.2f
 ' "$@" "$(getconf CLK_TCK)"
 }
 
-for rep in $(seq 1 "$REPS"); do
-  for window in $WINDOWS; do
-    start gateway
-    # Warm-up, not measured: the gateway's first look-up of the pipeline and its producer's first metadata request.
-    wrk -t1 -c"$window" -d2s -s "$WORK/post.lua" "http://127.0.0.1:$PORT/v1/pipelines/text-stats/invoke" >/dev/null 2>&1 || true
-    gateway_before=$(ticks "$GATEWAY") worker_before=$(ticks "$WORKER")
-    wrk -t1 -c"$window" -d"${DURATION}s" --latency -s "$WORK/post.lua" \
-      "http://127.0.0.1:$PORT/v1/pipelines/text-stats/invoke" >"$WORK/wrk.out" 2>&1 || true
-    gateway_ticks=$(($(ticks "$GATEWAY") - gateway_before)) worker_ticks=$(($(ticks "$WORKER") - worker_before))
-    stop_all
-    read -r rate p50 p99 calls errors < <(python3 -c '
+wrk_figures() {  # wrk_figures FILE: calls/s, p50 and p99 (ms), calls, errors
+  python3 -c '
 import re, sys
 text = open(sys.argv[1]).read()
 def ms(label):
@@ -91,7 +87,28 @@ non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
 errors = sum(int(n) for n in socket.groups()) if socket else 0
 errors += int(non2xx.group(1)) if non2xx else 0
 print(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1), ms("50%"), ms("99%"), calls, errors)
-' "$WORK/wrk.out")
+' "$1"
+}
+
+bench_figures() {  # bench_figures FILE: calls/s, p50 and p99 (ms), calls, errors
+  python3 -c '
+import json, sys
+r = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+print(r["responses_per_second"], r["p50_ms"], r["p99_ms"], r["answered"], r["errors"] + r["missing"])
+' "$1"
+}
+
+for rep in $(seq 1 "$REPS"); do
+  for window in $WINDOWS; do
+    start gateway
+    # Warm-up, not measured: the gateway's first look-up of the pipeline and its producer's first metadata request.
+    wrk -t1 -c"$window" -d2s -s "$WORK/post.lua" "http://127.0.0.1:$PORT/v1/pipelines/text-stats/invoke" >/dev/null 2>&1 || true
+    gateway_before=$(ticks "$GATEWAY") worker_before=$(ticks "$WORKER")
+    wrk -t1 -c"$window" -d"${DURATION}s" --latency -s "$WORK/post.lua" \
+      "http://127.0.0.1:$PORT/v1/pipelines/text-stats/invoke" >"$WORK/wrk.out" 2>&1 || true
+    gateway_ticks=$(($(ticks "$GATEWAY") - gateway_before)) worker_ticks=$(($(ticks "$WORKER") - worker_before))
+    stop_all
+    read -r rate p50 p99 calls errors < <(wrk_figures "$WORK/wrk.out")
     report gateway "$window" "$rep" "$rate" "$p50" "$p99" "$gateway_ticks" "$worker_ticks" "$calls" "$errors"
 
     start kafka
@@ -105,11 +122,30 @@ print(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1), ms("50%"), ms("99%"
     wait "$bench" || true
     worker_ticks=$(($(ticks "$WORKER") - worker_before))
     stop_all
-    read -r rate p50 p99 calls errors < <(python3 -c '
-import json, sys
-r = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
-print(r["responses_per_second"], r["p50_ms"], r["p99_ms"], r["answered"], r["errors"] + r["missing"])
-' "$WORK/bench.out")
+    read -r rate p50 p99 calls errors < <(bench_figures "$WORK/bench.out")
     report kafka "$window" "$rep" "$rate" "$p50" "$p99" "$bench_ticks" "$worker_ticks" "$calls" "$errors"
   done
+done
+
+for round in $(seq 1 "$TOGETHER"); do
+  start gateway
+  wrk -t1 -c1 -d2s -s "$WORK/post.lua" "http://127.0.0.1:$PORT/v1/pipelines/text-stats/invoke" >/dev/null 2>&1 || true
+  wrk -t1 -c1 -d"${DURATION}s" --latency -s "$WORK/post.lua" \
+    "http://127.0.0.1:$PORT/v1/pipelines/text-stats/invoke" >"$WORK/wrk.out" 2>&1 &
+  wrk_pid=$!
+  "$SLUICE" bench --brokers "$BOOTSTRAP" --pipeline text-stats --window 1 --requests 10000000 --seconds "$DURATION" \
+    --timeout 30 --kafka fetch.wait.max.ms=1 --kafka fetch.min.bytes=1 --kafka socket.nagle.disable=true \
+    --kafka linger.ms=1 >"$WORK/bench.out" 2>/dev/null || true
+  wait "$wrk_pid" || true
+  stop_all
+  read -r gateway_rate gateway_p50 gateway_p99 _ gateway_errors < <(wrk_figures "$WORK/wrk.out")
+  read -r kafka_rate kafka_p50 kafka_p99 _ kafka_errors < <(bench_figures "$WORK/bench.out")
+  python3 -c '
+import sys
+r, g, gp50, gp99, ge, k, kp50, kp99, ke = sys.argv[1:]
+print(f"together window 1 round {r}: gateway {float(g):.0f} calls/s p50 {float(gp50):.2f} ms p99 {float(gp99):.2f} ms "
+      f"(errors {ge}), kafka {float(k):.0f} calls/s p50 {float(kp50):.2f} ms p99 {float(kp99):.2f} ms (errors {ke}): "
+      f"added p50 {float(gp50) - float(kp50):+.2f} ms")
+' "$round" "$gateway_rate" "$gateway_p50" "$gateway_p99" "$gateway_errors" "$kafka_rate" "$kafka_p50" "$kafka_p99" \
+    "$kafka_errors"
 done
