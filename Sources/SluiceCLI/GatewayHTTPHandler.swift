@@ -91,13 +91,18 @@ final class GatewayHTTPHandler: ChannelDuplexHandler, RemovableChannelHandler {
         switch (part, current) {
         case (.head(let head), _):
             let keepAlive = !(head.headerFields[.connection]?.lowercased().contains("close") ?? false)
+            let expectsContinue = head.headerFields[.expect]?.lowercased() == "100-continue"
             switch gateway.admit(head, pipeline: pipeline) {
             case .invoke(let invocation):
                 current = .reading(
                     invocation, body: context.channel.allocator.buffer(capacity: 0), keepAlive: keepAlive)
-                if head.headerFields[.expect]?.lowercased() == "100-continue" {
+                if expectsContinue {
                     context.writeAndFlush(wrapOutboundOut(.head(HTTPResponse(status: .continue))), promise: nil)
                 }
+            case .refuse(let answer) where expectsContinue:
+                // The caller waits to be told to send its body: told no instead, it may send it or not, so the
+                // connection closes after the answer.
+                respond(answer, keepAlive: false, context: context)
             case .refuse(let answer):
                 current = .refused(answer, keepAlive: keepAlive)
             case .refuseAndClose(let answer):

@@ -171,6 +171,7 @@ struct GatewayTests {
         #expect(pipelined["last_connection"] as? String == "close" && pipelined["closed"] as? Bool == true)
         let patient = try #require(result["continue"] as? [String: Any])
         #expect(patient["interim"] as? Int == 100 && patient["status"] as? Int == 200 && patient["tokens"] as? Int == 2)
+        #expect(patient["refused_status"] as? Int == 415 && patient["refused_closed"] as? Bool == true, "\(patient)")
 
         let after = try await gateway.post("/v1/pipelines/text-stats/invoke", #"{"text": "still here"}"#)
         #expect(after.status == 200 && (after.json["output"] as? [String: Any])?["tokens"] as? Int == 2)

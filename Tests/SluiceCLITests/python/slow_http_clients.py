@@ -1,8 +1,8 @@
 """Raw-socket HTTP clients against a gateway: one that sends half a request and stops (the gateway must close the
 connection after its idle timeout), one that sends bytes that are not HTTP (the gateway must answer 400 or close), one
 that closes the connection while its call waits, one that pipelines calls and another route in one write (answered in
-order, the last with `Connection: close`), and one that waits for `100 Continue` before its body. Prints one JSON
-object: what happened to each.
+order, the last with `Connection: close`), one that waits for `100 Continue` before its body and one that is refused
+instead. Prints one JSON object: what happened to each.
 
 usage: python3 slow_http_clients.py PORT IDLE_TIMEOUT_SECONDS
 """
@@ -105,9 +105,17 @@ patient.sendall(b"POST /v1/pipelines/text-stats/invoke HTTP/1.1\r\nHost: x\r\nCo
 interim = read_responses(patient, 1, 10)
 patient.sendall(body)
 final = read_responses(patient, 1, 30)
+# Expect: 100-continue with a content type the gateway refuses: the refusal comes before the body, then the close.
+refused = socket.create_connection(("127.0.0.1", port))
+refused.sendall(b"POST /v1/pipelines/text-stats/invoke HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
+                b"Expect: 100-continue\r\nContent-Length: 100\r\n\r\n")
+refusal = read_responses(refused, 1, 10)
+data, closed, _ = read_until_closed(refused, 10)
 result["continue"] = {
     "interim": interim[0][0] if interim else None,
     "status": final[0][0] if final else None,
     "tokens": json.loads(final[0][2])["output"]["tokens"] if final and final[0][0] == 200 else None,
+    "refused_status": refusal[0][0] if refusal else None,
+    "refused_closed": closed,
 }
 print(json.dumps(result))
