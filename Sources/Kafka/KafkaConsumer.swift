@@ -24,6 +24,11 @@ public final class KafkaConsumer: Sendable {
     ///   - topics: the topics to subscribe to.
     ///   - bufferCapacity: records held for the reader before partitions are paused.
     ///   - rebalanceHandler: hooks run when the group moves partitions (see ``RebalanceHandler``).
+    ///   - onMessages: when given, each poll round's records go to it on the poll thread, in order per partition,
+    ///     instead of to ``messages`` and ``nextBatch(limit:)`` (which then get none). For a reader that only hands
+    ///     records on, without the hop to a task: it must be short and never block, as the poll thread also serves
+    ///     rebalances.
+    ///   - storesHandledOffsets: with `onMessages`, whether the records' offsets are stored when it returns.
     ///   - logger: receives librdkafka's log lines.
     ///   - onError: called with client-level and consume errors, and with a commit the coordinator refused when
     ///     partitions were revoked (their next owner then re-reads what was stored since the last commit), on
@@ -35,6 +40,8 @@ public final class KafkaConsumer: Sendable {
         topics: [String],
         bufferCapacity: Int = 1024,
         rebalanceHandler: RebalanceHandler = RebalanceHandler(),
+        onMessages: (@Sendable ([KafkaMessage]) -> Void)? = nil,
+        storesHandledOffsets: Bool = true,
         logger: Logger = Logger(label: "sluice.kafka.consumer"),
         onError: @escaping @Sendable (KafkaError) -> Void = { _ in }
     ) throws {
@@ -45,7 +52,9 @@ public final class KafkaConsumer: Sendable {
         }
         client = try ConsumerClient(
             configuration: configuration, source: .topics(topics), capacity: bufferCapacity,
-            rebalanceHandler: rebalanceHandler, logger: logger, onError: onError)
+            rebalanceHandler: rebalanceHandler,
+            handler: onMessages.map { .init(storesOffsets: storesHandledOffsets, handle: $0) },
+            logger: logger, onError: onError)
     }
 
     /// Creates a consumer of fixed `partitions`: no group membership and no rebalancing; each partition starts at the

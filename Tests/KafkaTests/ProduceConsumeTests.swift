@@ -42,6 +42,44 @@ struct ProduceConsumeTests {
         }
     }
 
+    /// With `onMessages` the records go to the handler on the poll thread, in order per partition, none to the
+    /// sequence, and the offsets of what it handled are stored: a consumer of the same group after it starts at
+    /// the end.
+    @Test func aHandlerOnThePollThreadTakesTheRecordsAndTheirOffsetsAreStored() async throws {
+        let test = try TestCluster()
+        let topic = try test.topic("handled", partitions: 2)
+        let producer = try KafkaProducer(configuration: test.producerConfiguration(), logger: testLogger)
+        for index in 0..<40 {
+            _ = try await producer.send(
+                OutgoingMessage(topic: topic, partition: Int32(index % 2), key: nil, value: "\(index)".bytes))
+        }
+        let (handled, arrivals) = AsyncStream.makeStream(of: [KafkaMessage].self)
+        let consumer = try KafkaConsumer(
+            configuration: test.consumerConfiguration(group: "handled"), topics: [topic],
+            onMessages: { arrivals.yield($0) }, logger: testLogger)
+        var records: [KafkaMessage] = []
+        for await batch in handled {
+            records += batch
+            if records.count >= 40 { break }
+        }
+        #expect(records.count == 40)
+        for partition: Int32 in [0, 1] {
+            #expect(records.filter { $0.partition == partition }.map(\.offset) == Array(0..<20))
+        }
+        // The sequence gets nothing: it ends when the consumer closes.
+        let sequence = Task { await consumer.nextBatch(limit: 10) }
+        await consumer.close()
+        #expect(await sequence.value.isEmpty)
+
+        _ = try await producer.send(OutgoingMessage(topic: topic, partition: 0, key: nil, value: "after".bytes))
+        await producer.close()
+        let next = try KafkaConsumer(
+            configuration: test.consumerConfiguration(group: "handled"), topics: [topic], logger: testLogger)
+        let after = await next.nextBatch(limit: 10)
+        #expect(after.map(\.value) == ["after".bytes] && after.first?.offset == 20)
+        await next.close()
+    }
+
     @Test func highWatermarksAreWhatTheLastFetchSaw() async throws {
         let test = try TestCluster()
         let topic = try test.topic("watermarks", partitions: 2)

@@ -26,6 +26,13 @@ final class ConsumerClient: RDKafkaClient, @unchecked Sendable {
     static let pauseAfter: DispatchTimeInterval = .milliseconds(500)
 
     let capacity: Int
+    /// Takes each poll round's records on the poll thread instead of the buffer (see ``KafkaConsumer``).
+    struct Handler {
+        var storesOffsets: Bool
+        var handle: @Sendable ([KafkaMessage]) -> Void
+    }
+
+    private let handler: Handler?
     private let rebalanceHandler: RebalanceHandler
     private let state: Mutex<ConsumerStateMachine<Reader>>
     /// Signalled by the reader when it takes the buffer down to half while the poll thread waits for room.
@@ -64,7 +71,8 @@ final class ConsumerClient: RDKafkaClient, @unchecked Sendable {
 
     init(
         configuration: KafkaConfiguration, source: Source, capacity: Int, rebalanceHandler: RebalanceHandler,
-        logger: Logger, onError: @escaping @Sendable (KafkaError) -> Void
+        handler: Handler? = nil, logger: Logger,
+        onError: @escaping @Sendable (KafkaError) -> Void
     ) throws {
         let machine = ConsumerStateMachine<Reader>(capacity: capacity)
         if case .topics = source, Self.stickyAssignorAbortsOnDestroy {
@@ -73,6 +81,7 @@ final class ConsumerClient: RDKafkaClient, @unchecked Sendable {
             destroyAbortsUnlessAssigned = false
         }
         self.capacity = machine.capacity
+        self.handler = handler
         state = Mutex(machine)
         self.rebalanceHandler = rebalanceHandler
         try super.init(type: RD_KAFKA_CONSUMER, configuration: configuration, logger: logger, onError: onError) {
@@ -116,6 +125,10 @@ final class ConsumerClient: RDKafkaClient, @unchecked Sendable {
             if waitForRoom() { continue }
             // Blocks until a record or event; rd_kafka_queue_yield wakes it for a stop or a resume.
             guard let first = rd_kafka_consumer_poll(handle, 1000) else { continue }
+            if let handler {
+                hand(first, batch: &batch, &decoder, to: handler)
+                continue
+            }
             accept(first, &decoder)
             // Take what else is ready without waiting, up to the room left in the buffer.
             let room = min(batch.count, state.withLock { $0.roomLeft })
@@ -128,6 +141,41 @@ final class ConsumerClient: RDKafkaClient, @unchecked Sendable {
     }
 
     private func accept(_ native: UnsafeMutablePointer<rd_kafka_message_t>, _ decoder: inout MessageDecoder) {
+        guard let message = take(native, &decoder) else { return }
+        state.withLock { $0.arrived(message) }?.resume(returning: message)
+    }
+
+    /// Hands `first` and the records ready behind it to `handler`, then stores their offsets if it says so: a record
+    /// the handler returned from is done.
+    private func hand(
+        _ first: UnsafeMutablePointer<rd_kafka_message_t>, batch: inout [UnsafeMutablePointer<rd_kafka_message_t>?],
+        _ decoder: inout MessageDecoder, to handler: Handler
+    ) {
+        var messages: [KafkaMessage] = []
+        if let message = take(first, &decoder) { messages.append(message) }
+        let count = batch.withUnsafeMutableBufferPointer {
+            rd_kafka_consume_batch_queue(queue, 0, $0.baseAddress, $0.count)
+        }
+        for index in 0..<max(0, count) {
+            if let message = take(batch[index]!, &decoder) { messages.append(message) }
+        }
+        guard !messages.isEmpty else { return }
+        handler.handle(messages)
+        guard handler.storesOffsets else { return }
+        var next: [TopicPartition: Int64] = [:]
+        for message in messages { next[message.topicPartition] = message.offset + 1 }
+        do {
+            try storeOffsets(next.map { ($0.key, $0.value) })
+        } catch {
+            // A partition revoked meanwhile: its next owner reads from the last commit.
+            logger.debug("\(error)")
+        }
+    }
+
+    /// Decodes a record and releases librdkafka's; `nil` (logged, and passed to `onError`) for a consume error.
+    private func take(
+        _ native: UnsafeMutablePointer<rd_kafka_message_t>, _ decoder: inout MessageDecoder
+    ) -> KafkaMessage? {
         defer { rd_kafka_message_destroy(native) }
         let err = native.pointee.err
         guard err == RD_KAFKA_RESP_ERR_NO_ERROR else {
@@ -136,10 +184,9 @@ final class ConsumerClient: RDKafkaClient, @unchecked Sendable {
                 logger.warning("\(error)")
                 onError(error)
             }
-            return
+            return nil
         }
-        let message = decoder.decode(native)
-        state.withLock { $0.arrived(message) }?.resume(returning: message)
+        return decoder.decode(native)
     }
 
     /// While the buffer is full (and the partitions not yet paused for it), waits for the reader to take it down to

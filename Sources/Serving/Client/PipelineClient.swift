@@ -94,11 +94,9 @@ public final class PipelineClient: Sendable {
     public let replies: Replies
     private let producer: KafkaProducer
     private let consumer: KafkaConsumer
-    private let startedMilliseconds: Int64
     private let state: LockedState
     /// Where each call's timeout is filed (one thread for all of them).
     private let timeouts: DeadlineScheduler
-    private let reader = Mutex<Task<Void, Never>?>(nil)
 
     /// - Parameters:
     ///   - kafka: librdkafka properties, with `bootstrap.servers`.
@@ -108,7 +106,7 @@ public final class PipelineClient: Sendable {
     ///   thread that times calls out.
     public init(kafka: KafkaConfiguration, replies: Replies, maxWaiting: Int = 100_000, logger: Logger) throws {
         self.replies = replies
-        startedMilliseconds = Timestamps.wallMicros() / 1000
+        let started = Timestamps.wallMicros() / 1000
         producer = try KafkaProducer(configuration: kafka, logger: logger)
         var settings = kafka
         try settings.set("auto.offset.reset", "earliest")
@@ -118,7 +116,10 @@ public final class PipelineClient: Sendable {
             var generator = SystemRandomNumberGenerator()
             try settings.set("group.id", "sluice.client.\(String(generator.next() as UInt64, radix: 36))")
             state = LockedState(State(sharesTopic: false, maxWaiting: maxWaiting))
-            consumer = try KafkaConsumer(configuration: settings, topics: [topic], logger: logger)
+            consumer = try KafkaConsumer(
+                configuration: settings, topics: [topic],
+                onMessages: { Self.receive($0, state: state, since: started) }, storesHandledOffsets: false,
+                logger: logger)
         case .sharedTopic(let topic, let group):
             try settings.set("group.id", group)
             state = LockedState(State(sharesTopic: true, maxWaiting: maxWaiting))
@@ -132,8 +133,11 @@ public final class PipelineClient: Sendable {
                         waiter.fulfil(.failure(Refused(requestID: id, reason: .replyPartitionMoved)))
                     }
                 })
+            // Offsets are stored as responses are read: a client that takes over a shared partition starts after
+            // what its group has read.
             consumer = try KafkaConsumer(
-                configuration: settings, topics: [topic], rebalanceHandler: handler, logger: logger)
+                configuration: settings, topics: [topic], rebalanceHandler: handler,
+                onMessages: { Self.receive($0, state: state, since: started) }, logger: logger)
         }
         self.state = state
         timeouts = try DeadlineScheduler(name: "sluice-timeouts") { tokens in
@@ -141,8 +145,6 @@ public final class PipelineClient: Sendable {
                 waiter.fulfil(.failure(Timeout(requestID: id)))
             }
         }
-        let task = Task { [self] in await read() }
-        reader.withLock { $0 = task }
     }
 
     /// Calls `pipeline`'s workers on its default topics: requests on `<pipeline>.requests`, responses on
@@ -208,7 +210,7 @@ public final class PipelineClient: Sendable {
 
     /// ``call(_:to:requestID:key:deadline:timeout:traceparent:)`` for a caller that must neither suspend nor block
     /// (an event loop): produces the request now and hands its outcome to `completion`, exactly once, on the thread
-    /// that has it (the client's reader, its timer thread or the producer's poll thread): a ``ResponseMessage``, or
+    /// that has it (the consumer's poll thread, the client's timer thread or the producer's poll thread): a ``ResponseMessage``, or
     /// ``Timeout``, ``Refused`` (the reply partition moved, the client closed) or the ``KafkaError`` that failed the
     /// request's delivery.
     /// - Returns: the call's token, for ``cancel(_:)``.
@@ -274,7 +276,6 @@ public final class PipelineClient: Sendable {
 
     /// Stops reading responses and ends every call still waiting with ``Refused`` (`closed`).
     public func close() async {
-        reader.withLock { $0 }?.cancel()
         _ = try? await DedicatedThread.run(name: "sluice-tstop") { [timeouts] in timeouts.stop() }
         await consumer.close()
         await producer.close()
@@ -312,23 +313,16 @@ public final class PipelineClient: Sendable {
         return headers
     }
 
-    private func read() async {
-        let storesOffsets: Bool
-        if case .sharedTopic = replies { storesOffsets = true } else { storesOffsets = false }
-        while true {
-            let batch = await consumer.nextBatch(limit: 256)
-            guard !batch.isEmpty else { return }
-            var nextOffsets: [TopicPartition: Int64] = [:]
-            for message in batch {
-                nextOffsets[message.topicPartition] = message.offset + 1
-                if let time = message.timestampMilliseconds, time < startedMilliseconds - 1000 { continue }
-                guard let response = ResponseMessage(message) else { continue }
-                if case .deliver(let waiter) = state.withLock({ $0.resolve(response.requestID) }) {
-                    waiter.fulfil(.success(response))
-                }
+    /// Hands each response of a poll round to its call, on the consumer's poll thread (no hop to a task): what the
+    /// call's completion does next (an event loop's `execute`, a continuation's resume) is as short. Responses
+    /// produced before the client started (more than a second before: clocks differ) are skipped.
+    private static func receive(_ batch: [KafkaMessage], state: LockedState, since started: Int64) {
+        for message in batch {
+            if let time = message.timestampMilliseconds, time < started - 1000 { continue }
+            guard let response = ResponseMessage(message) else { continue }
+            if case .deliver(let waiter) = state.withLock({ $0.resolve(response.requestID) }) {
+                waiter.fulfil(.success(response))
             }
-            // A client that takes over a shared partition starts after what its group has read.
-            if storesOffsets { try? consumer.storeOffsets(nextOffsets) }
         }
     }
 }
@@ -402,7 +396,7 @@ private final class LockedState: Sendable {
 }
 
 /// The one caller waiting for a response: its completion, called at most once whoever fulfils it first (the
-/// reader, the timer, a failed delivery, a cancellation, a revoke or the close).
+/// consumer's poll thread, the timer, a failed delivery, a cancellation, a revoke or the close).
 private final class ReplyWaiter: Sendable {
     private let completion: Mutex<(@Sendable (Result<ResponseMessage, any Error>) -> Void)?>
 
