@@ -62,8 +62,8 @@ public final class KafkaProducer: Sendable {
 
     /// ``send(_:onDelivery:)`` for a caller that must neither suspend nor block, such as an event loop: when
     /// librdkafka's queue is full it throws rather than waits.
-    /// - Throws: ``KafkaError`` if the record cannot be enqueued (``KafkaError/Code/queueFull`` when the queue is full);
-    ///   `onDelivery` is then not called.
+    /// - Throws: ``KafkaError`` if the record cannot be enqueued (``KafkaError/Code/queueFull`` when the queue is
+    ///   full); `onDelivery` is then not called.
     public func sendNow(
         _ message: OutgoingMessage,
         onDelivery: @escaping @Sendable (Result<DeliveryReport, KafkaError>) -> Void

@@ -210,9 +210,9 @@ public final class PipelineClient: Sendable {
 
     /// ``call(_:to:requestID:key:deadline:timeout:traceparent:)`` for a caller that must neither suspend nor block
     /// (an event loop): produces the request now and hands its outcome to `completion`, exactly once, on the thread
-    /// that has it (the consumer's poll thread, the client's timer thread or the producer's poll thread): a ``ResponseMessage``, or
-    /// ``Timeout``, ``Refused`` (the reply partition moved, the client closed) or the ``KafkaError`` that failed the
-    /// request's delivery.
+    /// that has it (the consumer's poll thread, the client's timer thread or the producer's poll thread): a
+    /// ``ResponseMessage``, or ``Timeout``, ``Refused`` (the reply partition moved, the client closed) or the
+    /// ``KafkaError`` that failed the request's delivery.
     /// - Returns: the call's token, for ``cancel(_:)``.
     /// - Throws: ``Refused`` and ``KafkaError`` (``KafkaError/Code/queueFull`` included) when the call does not start;
     ///   `completion` is then not called.
