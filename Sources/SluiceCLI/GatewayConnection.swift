@@ -3,7 +3,7 @@ import NIOHTTPTypes
 
 /// Whose turn it is on one HTTP/1.1 connection of the gateway: the gateway's own invoke path
 /// (``GatewayHTTPHandler``) or Hummingbird (every other route). One request is served at a time; the parts of requests
-/// pipelined behind it wait in order, and the connection reads no more meanwhile. Transitions return what to do.
+/// pipelined behind it wait in order, and while they wait the connection reads no more. Transitions return what to do.
 struct GatewayConnection {
     private enum Turn {
         /// No request is being served.
@@ -31,12 +31,6 @@ struct GatewayConnection {
     private var waiting: Deque<HTTPRequestPart> = []
     /// Whether a read was asked for while reading was paused.
     private var readPending = false
-
-    /// Whether the gateway serves the request being read now.
-    var isInvoking: Bool {
-        if case .invoking = turn { return true }
-        return false
-    }
 
     /// Takes a part read from the connection; `invokes` tells whether it is the head of a request for the gateway.
     mutating func read(_ part: HTTPRequestPart, invokes: Bool) -> ReadAction {

@@ -18,11 +18,9 @@ struct GatewayConnectionTests {
     @Test func aCallIsServedByTheGatewayAndAnotherRouteByHummingbird() {
         var connection = GatewayConnection()
         #expect(connection.read(invoke, invokes: true) == .invoke(invoke))
-        #expect(connection.isInvoking)
         #expect(connection.read(body, invokes: false) == .invoke(body))
         #expect(connection.read(.end(nil), invokes: false) == .invoke(.end(nil)))
         connection.answered()
-        #expect(!connection.isInvoking)
         #expect(connection.read(health, invokes: false) == .forward(health))
         #expect(connection.read(.end(nil), invokes: false) == .forward(.end(nil)))
         #expect(!connection.took { $0.wrote(.head(HTTPResponse(status: .ok))) })

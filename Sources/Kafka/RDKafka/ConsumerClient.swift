@@ -4,7 +4,8 @@ import Logging
 import Synchronization
 import SystemSupport
 
-/// A group consumer handle with its poll thread and a bounded buffer of records for the Swift side.
+/// A group consumer handle with its poll thread and a bounded buffer of records for the Swift side (or, given a
+/// ``Handler``, records handed to it on the poll thread, with no buffer).
 ///
 /// The poll thread blocks in `rd_kafka_consumer_poll` until a record or event arrives, copies records into the
 /// buffer and serves rebalances. When the buffer holds `capacity` records, the thread stops polling and waits for
