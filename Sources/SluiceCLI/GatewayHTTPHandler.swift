@@ -199,9 +199,9 @@ enum HTTPDate {
     }
 }
 
-/// Hummingbird's HTTP/1.1 channel with a ``GatewayHTTPHandler`` just before the request handling: the invoke path
-/// sees every request after Hummingbird's idle timeout and graceful shutdown handling (`HTTPConnectionStateHandler`),
-/// which so see its requests and answers too.
+/// Hummingbird's HTTP/1.1 channel with a ``GatewayHTTPHandler`` just before the request handling: the handler comes
+/// after Hummingbird's idle timeout and graceful shutdown handling (`HTTPConnectionStateHandler`), so that those see
+/// the gateway's own requests and answers too.
 struct GatewayChildChannel: ServerChildChannel {
     let http1: HTTP1Channel
     let gateway: Gateway
