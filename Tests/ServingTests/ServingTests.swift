@@ -151,6 +151,7 @@ struct ClientTests {
         let cluster = try MockCluster(logger: quiet)
         try cluster.createTopic("echo.requests", partitions: 2)
         try cluster.createTopic("echo.responses", partitions: 2)
+        try cluster.createTopic("silent.requests", partitions: 1)
         let settings = try KafkaConfiguration([
             "bootstrap.servers": cluster.bootstrapServers, "fetch.wait.max.ms": "10", "socket.nagle.disable": "true",
             "session.timeout.ms": "6000", "heartbeat.interval.ms": "200",
@@ -191,6 +192,14 @@ struct ClientTests {
             _ = try await client.call(
                 Array("1".utf8), to: "echo.requests", requestID: "nobody-answers", timeout: .milliseconds(1))
         }
+        // A call whose task is cancelled ends at once with CancellationError and waits no more.
+        let cancelled = Task {
+            try await client.call(Array("2".utf8), to: "silent.requests", timeout: .seconds(60))
+        }
+        #expect(try await eventuallyTrue { client.waitingCount == 1 })
+        cancelled.cancel()
+        await #expect(throws: CancellationError.self) { _ = try await cancelled.value }
+        #expect(client.waitingCount == 0)
         echo.cancel()
         await client.close()
         await requests.close()
