@@ -107,7 +107,7 @@ public final class PipelineClient: Sendable {
     public init(kafka: KafkaConfiguration, replies: Replies, maxWaiting: Int = 100_000, logger: Logger) throws {
         self.replies = replies
         let started = Timestamps.wallMicros() / 1000
-        producer = try KafkaProducer(configuration: kafka, logger: logger)
+        producer = try KafkaProducer(configuration: kafka, promptWhenIdle: true, logger: logger)
         var settings = kafka
         try settings.set("auto.offset.reset", "earliest")
         let state: LockedState
