@@ -5,12 +5,14 @@
 # requests in flight over Kafka. REPS rounds. Prints one line per run: path, window, calls/s, p50, p99, and the CPU
 # per call of the gateway (or of `sluice bench`, the Kafka client) and of the worker.
 #
-#   apt-get install wrk
+#   apt-get install wrk tcpdump
 #   SLUICE=.build/release/sluice scripts/gateway-benchmark.sh
 #
 # Then TOGETHER rounds of one call at a time on both paths at once, on one broker and worker: wrk -c1 through the
 # gateway beside `sluice bench --window 1`, so that both see the same broker (the embedded broker's round trip varies
-# by ±1 ms from one start to the next, more than the gateway adds).
+# by ±1 ms from one start to the next, more than the gateway adds). With tcpdump installed (and the right to capture),
+# each such round is also captured on the loopback device and scripts/gateway-hops.py prints what the gateway adds,
+# packet by packet, free of the broker's fetch cycle.
 #
 # Environment: SLUICE (default .build/release/sluice), REPS (default 3), WINDOWS (default "1 64 1024"), CAPTURE
 # (default MEMORY), DURATION (seconds per run, default 10), TOGETHER (default 3).
@@ -127,16 +129,40 @@ for rep in $(seq 1 "$REPS"); do
   done
 done
 
+# The local ports of each process's connections to the broker, as "PORT ROLE" lines for scripts/gateway-hops.py.
+roles() {  # roles BROKER_PORT GATEWAY_PID BENCH_PID
+  ss -tnpH | python3 -c '
+import re, sys
+broker, roles = sys.argv[1], {sys.argv[2]: "gateway", sys.argv[3]: "bench"}
+for line in sys.stdin:
+    fields, pid = line.split(), re.search(r"pid=(\d+)", line)
+    if pid and pid.group(1) in roles and fields[4].endswith(":" + broker):
+        print(fields[3].rsplit(":", 1)[1], roles[pid.group(1)])
+' "$@"
+}
+
 for round in $(seq 1 "$TOGETHER"); do
   start gateway
   wrk -t1 -c1 -d2s -s "$WORK/post.lua" "http://127.0.0.1:$PORT/v1/pipelines/text-stats/invoke" >/dev/null 2>&1 || true
+  capture=""
+  if command -v tcpdump >/dev/null; then
+    tcpdump -i lo -s 128 -w "$WORK/round.pcap" "tcp port ${BOOTSTRAP##*:} or tcp port $PORT" 2>/dev/null &
+    capture=$!
+    sleep 0.5
+  fi
   wrk -t1 -c1 -d"${DURATION}s" --latency -s "$WORK/post.lua" \
     "http://127.0.0.1:$PORT/v1/pipelines/text-stats/invoke" >"$WORK/wrk.out" 2>&1 &
   wrk_pid=$!
   "$SLUICE" bench --brokers "$BOOTSTRAP" --pipeline text-stats --window 1 --requests 10000000 --seconds "$DURATION" \
     --timeout 30 --kafka fetch.wait.max.ms=1 --kafka fetch.min.bytes=1 --kafka socket.nagle.disable=true \
-    --kafka linger.ms=1 >"$WORK/bench.out" 2>/dev/null || true
+    --kafka linger.ms=1 >"$WORK/bench.out" 2>/dev/null &
+  bench=$!
+  # The bench's producer connects with its first request, after it has joined its reply topic.
+  sleep "$((DURATION / 2))"
+  roles "${BOOTSTRAP##*:}" "$GATEWAY" "$bench" >"$WORK/roles.txt"
+  wait "$bench" || true
   wait "$wrk_pid" || true
+  if [ -n "$capture" ]; then kill "$capture"; wait "$capture" 2>/dev/null || true; fi
   stop_all
   read -r gateway_rate gateway_p50 gateway_p99 _ gateway_errors < <(wrk_figures "$WORK/wrk.out")
   read -r kafka_rate kafka_p50 kafka_p99 _ kafka_errors < <(bench_figures "$WORK/bench.out")
@@ -148,4 +174,7 @@ print(f"together window 1 round {r}: gateway {float(g):.0f} calls/s p50 {float(g
       f"added p50 {float(gp50) - float(kp50):+.2f} ms")
 ' "$round" "$gateway_rate" "$gateway_p50" "$gateway_p99" "$gateway_errors" "$kafka_rate" "$kafka_p50" "$kafka_p99" \
     "$kafka_errors"
+  if [ -n "$capture" ]; then
+    python3 scripts/gateway-hops.py "$WORK/round.pcap" "${BOOTSTRAP##*:}" "$PORT" "$WORK/roles.txt" || true
+  fi
 done

@@ -68,7 +68,9 @@ struct BenchCommand: AsyncParsableCommand {
                 load.received(id, ok: message.headers.string(named: WireProtocol.Header.status) == "ok")
             }
         }
-        let producer = try KafkaProducer(configuration: settings, logger: logger)
+        // Like every request-reply client of Sluice (PipelineClient), a request sent while few are in flight goes at
+        // once rather than after linger.ms.
+        let producer = try KafkaProducer(configuration: settings, promptWhenIdle: true, logger: logger)
         let value = Array(data.utf8)
         let started = ContinuousClock.now
         let sendUntil = started + .milliseconds(Int(seconds * 1000))
