@@ -52,6 +52,16 @@ public struct KafkaConfiguration: Sendable, Equatable {
     /// The value of `key`, if set.
     public subscript(key: String) -> String? { properties[key] }
 
+    /// The value librdkafka uses for `key`: the one set (under this name or an alias), else librdkafka's default.
+    public func effectiveValue(_ key: String) -> String? {
+        guard let conf = try? makeNative() else { return nil }
+        defer { rd_kafka_conf_destroy(conf) }
+        var buffer = [CChar](repeating: 0, count: 512)
+        var size = buffer.count
+        guard rd_kafka_conf_get(conf, key, &buffer, &size) == RD_KAFKA_CONF_OK else { return nil }
+        return String(errorBuffer: buffer)
+    }
+
     // MARK: - Native configuration
 
     /// A new `rd_kafka_conf_t` holding these properties; the caller owns it.

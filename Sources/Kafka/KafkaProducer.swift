@@ -1,11 +1,12 @@
+import Dispatch
 import Logging
 import Synchronization
 import SystemSupport
 
 /// Produces records to Kafka. Batching is librdkafka's (`linger.ms`, `batch.size`, ...).
 ///
-/// A producer made with `promptWhenIdle` sends a record at once while few are outstanding, instead of holding it
-/// `linger.ms` for others to batch with: one request at a time then waits for no timer, while under load records
+/// A producer made with `promptWhenIdle` sends a record at once when it is idle, instead of holding the record
+/// `linger.ms` for others to batch with: one request at a time then waits for no timer, while a busy sender's records
 /// batch as configured (docs/kafka-layer.md, "Prompt when idle").
 ///
 /// Delivery reports are served on a thread of the producer's own; ``send(_:)`` returns the report, and
@@ -14,16 +15,18 @@ import SystemSupport
 /// producer released without `close` purges the records still outstanding (their handlers get a `_PURGE_*` error).
 public final class KafkaProducer: Sendable {
     private let client: ProducerClient
-    /// A second handle with `linger.ms=0`, for records sent while it has fewer than ``promptLimit`` outstanding.
+    /// A second handle with `linger.ms=0`, for records sent while the producer is idle.
     private let prompt: ProducerClient?
+    /// When the last record was sent, in nanoseconds of the monotonic clock.
+    private let lastSent = Atomic<UInt64>(0)
 
     /// Creates a producer.
     /// - Parameters:
     ///   - configuration: librdkafka properties; `bootstrap.servers` at least.
-    ///   - promptWhenIdle: send a record at once while fewer than ``promptLimit`` records sent that way are
-    ///     outstanding (through a second handle with `linger.ms=0`, unless `linger.ms` is 0 already). Records may
-    ///     then overtake records sent before them, as between two producers: for records that need no order among
-    ///     themselves, like independent requests.
+    ///   - promptWhenIdle: send a record at once (through a second handle with `linger.ms=0`, unless `linger.ms` is 0
+    ///     already) when every record sent before has its delivery report and none was sent in the last millisecond.
+    ///     Records may then overtake records sent before them, as between two producers: for records that need no
+    ///     order among themselves, like independent requests.
     ///   - logger: receives librdkafka's log lines.
     ///   - onError: called on the poll thread with client-level errors (brokers unreachable, ...), which librdkafka
     ///     also retries on its own.
@@ -36,8 +39,8 @@ public final class KafkaProducer: Sendable {
         onError: @escaping @Sendable (KafkaError) -> Void = { _ in }
     ) throws {
         client = try ProducerClient(configuration: configuration, logger: logger, onError: onError)
-        let linger = configuration["linger.ms"] ?? configuration["queue.buffering.max.ms"]
-        guard promptWhenIdle, linger.flatMap({ Double($0) }) != 0 else {
+        let linger = configuration.effectiveValue("linger.ms").flatMap { Double($0) } ?? 0
+        guard promptWhenIdle, linger > 0 else {
             prompt = nil
             return
         }
@@ -56,16 +59,21 @@ public final class KafkaProducer: Sendable {
         prompt?.shutdown()
     }
 
-    /// Records the prompt handle carries at once; more go through the batching one. Measured (docs/benchmarks.md,
-    /// "Prompt when idle"): 1 left calls at a few hundred a second waiting out the linger, while 4 kept the throughput
-    /// of the batching handle under load.
-    public static let promptLimit = 4
-
-    /// The handle a record goes through: the prompt one while it has fewer than ``promptLimit`` records outstanding.
+    /// The handle a record goes through: the prompt one when the producer is idle, every record sent before having
+    /// its delivery report and none sent in the last ``idleNanoseconds``.
     private var lane: ProducerClient {
-        guard let prompt, prompt.outstanding < Self.promptLimit else { return client }
+        guard let prompt else { return client }
+        let now = DispatchTime.now().uptimeNanoseconds
+        let previous = lastSent.exchange(now, ordering: .relaxed)
+        guard now &- previous > Self.idleNanoseconds, prompt.outstanding == 0, client.outstanding == 0 else {
+            return client
+        }
         return prompt
     }
+
+    /// How long a producer with nothing outstanding must have sent nothing to count as idle: long enough that records
+    /// of a busy sender (thousands a second) never count, short enough that one call at a time always does.
+    static let idleNanoseconds: UInt64 = 1_000_000
 
     /// Produces `message` and returns where Kafka stored it.
     /// - Throws: ``KafkaError``: the record could not be enqueued, or its delivery failed (for example
