@@ -15,7 +15,9 @@
 # packet by packet, free of the broker's fetch cycle.
 #
 # Environment: SLUICE (default .build/release/sluice), REPS (default 3), WINDOWS (default "1 64 1024"), CAPTURE
-# (default MEMORY), DURATION (seconds per run, default 10), TOGETHER (default 3).
+# (default MEMORY), DURATION (seconds per run, default 10), TOGETHER (default 3), PATHS (default "gateway kafka": the
+# paths each rep runs), GATEWAY_LINGER (the gateway's linger.ms, default 1 as for the worker and `sluice bench`;
+# "default" for librdkafka's own).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SLUICE=$(realpath "${SLUICE:-.build/release/sluice}")
@@ -24,6 +26,8 @@ WINDOWS=${WINDOWS:-"1 64 1024"}
 CAPTURE=${CAPTURE:-MEMORY}
 DURATION=${DURATION:-10}
 TOGETHER=${TOGETHER:-3}
+PATHS=${PATHS:-"gateway kafka"}
+GATEWAY_LINGER=${GATEWAY_LINGER:-1}
 PORT=18280
 WORK=$(mktemp -d)
 BROKER="" WORKER="" GATEWAY=""
@@ -32,8 +36,10 @@ stop_all() {
   BROKER="" WORKER="" GATEWAY=""
 }
 trap 'stop_all; rm -rf "$WORK"' EXIT
-KAFKA=(--kafka fetch.wait.max.ms=1 --kafka fetch.min.bytes=1 --kafka socket.nagle.disable=true --kafka linger.ms=1
+KAFKA=(--kafka fetch.wait.max.ms=1 --kafka fetch.min.bytes=1 --kafka socket.nagle.disable=true
   --kafka session.timeout.ms=6000 --kafka heartbeat.interval.ms=200)
+GATEWAY_KAFKA=("${KAFKA[@]}")
+[ "$GATEWAY_LINGER" = default ] || GATEWAY_KAFKA+=(--kafka "linger.ms=$GATEWAY_LINGER")
 cat >"$WORK/post.lua" <<'LUA'
 wrk.method = "POST"
 wrk.body = '{"text": "the quick brown fox jumps over the lazy dog"}'
@@ -49,14 +55,14 @@ start() {
   for _ in $(seq 1 100); do [ -s "$WORK/broker.out" ] && break; sleep 0.1; done
   BOOTSTRAP=$(head -1 "$WORK/broker.out")
   "$SLUICE" worker --brokers "$BOOTSTRAP" --pipeline text-stats --capture "$CAPTURE" --http "127.0.0.1:$((PORT + 1))" \
-    "${KAFKA[@]}" >/dev/null 2>"$WORK/worker.err" &
+    "${KAFKA[@]}" --kafka linger.ms=1 >/dev/null 2>"$WORK/worker.err" &
   WORKER=$!
   for _ in $(seq 1 300); do
     curl -s --max-time 1 "http://127.0.0.1:$((PORT + 1))/health" | grep -q '"assigned_partitions" *: *8' && break
     sleep 0.1
   done
   if [ "$1" = gateway ]; then
-    "$SLUICE" gateway --brokers "$BOOTSTRAP" --http "127.0.0.1:$PORT" "${KAFKA[@]}" >/dev/null 2>"$WORK/gateway.err" &
+    "$SLUICE" gateway --brokers "$BOOTSTRAP" --http "127.0.0.1:$PORT" "${GATEWAY_KAFKA[@]}" >/dev/null 2>"$WORK/gateway.err" &
     GATEWAY=$!
     for _ in $(seq 1 300); do
       curl -s --max-time 1 "http://127.0.0.1:$PORT/ready" | grep -q serving && break
@@ -100,32 +106,38 @@ print(r["responses_per_second"], r["p50_ms"], r["p99_ms"], r["answered"], r["err
 ' "$1"
 }
 
+run_gateway() {  # run_gateway WINDOW REP
+  start gateway
+  # Warm-up, not measured: the gateway's first look-up of the pipeline and its producer's first metadata request.
+  wrk -t1 -c"$1" -d2s -s "$WORK/post.lua" "http://127.0.0.1:$PORT/v1/pipelines/text-stats/invoke" >/dev/null 2>&1 || true
+  gateway_before=$(ticks "$GATEWAY") worker_before=$(ticks "$WORKER")
+  wrk -t1 -c"$1" -d"${DURATION}s" --latency -s "$WORK/post.lua" \
+    "http://127.0.0.1:$PORT/v1/pipelines/text-stats/invoke" >"$WORK/wrk.out" 2>&1 || true
+  gateway_ticks=$(($(ticks "$GATEWAY") - gateway_before)) worker_ticks=$(($(ticks "$WORKER") - worker_before))
+  stop_all
+  read -r rate p50 p99 calls errors < <(wrk_figures "$WORK/wrk.out")
+  report gateway "$1" "$2" "$rate" "$p50" "$p99" "$gateway_ticks" "$worker_ticks" "$calls" "$errors"
+}
+
+run_kafka() {  # run_kafka WINDOW REP
+  start kafka
+  worker_before=$(ticks "$WORKER")
+  "$SLUICE" bench --brokers "$BOOTSTRAP" --pipeline text-stats --window "$1" --requests 10000000 \
+    --seconds "$DURATION" --timeout 30 --kafka fetch.wait.max.ms=1 --kafka fetch.min.bytes=1 \
+    --kafka socket.nagle.disable=true --kafka linger.ms=1 >"$WORK/bench.out" 2>/dev/null &
+  bench=$!
+  bench_ticks=0
+  while kill -0 "$bench" 2>/dev/null; do bench_ticks=$(ticks "$bench" 2>/dev/null || echo "$bench_ticks"); sleep 0.2; done
+  wait "$bench" || true
+  worker_ticks=$(($(ticks "$WORKER") - worker_before))
+  stop_all
+  read -r rate p50 p99 calls errors < <(bench_figures "$WORK/bench.out")
+  report kafka "$1" "$2" "$rate" "$p50" "$p99" "$bench_ticks" "$worker_ticks" "$calls" "$errors"
+}
+
 for rep in $(seq 1 "$REPS"); do
   for window in $WINDOWS; do
-    start gateway
-    # Warm-up, not measured: the gateway's first look-up of the pipeline and its producer's first metadata request.
-    wrk -t1 -c"$window" -d2s -s "$WORK/post.lua" "http://127.0.0.1:$PORT/v1/pipelines/text-stats/invoke" >/dev/null 2>&1 || true
-    gateway_before=$(ticks "$GATEWAY") worker_before=$(ticks "$WORKER")
-    wrk -t1 -c"$window" -d"${DURATION}s" --latency -s "$WORK/post.lua" \
-      "http://127.0.0.1:$PORT/v1/pipelines/text-stats/invoke" >"$WORK/wrk.out" 2>&1 || true
-    gateway_ticks=$(($(ticks "$GATEWAY") - gateway_before)) worker_ticks=$(($(ticks "$WORKER") - worker_before))
-    stop_all
-    read -r rate p50 p99 calls errors < <(wrk_figures "$WORK/wrk.out")
-    report gateway "$window" "$rep" "$rate" "$p50" "$p99" "$gateway_ticks" "$worker_ticks" "$calls" "$errors"
-
-    start kafka
-    worker_before=$(ticks "$WORKER")
-    "$SLUICE" bench --brokers "$BOOTSTRAP" --pipeline text-stats --window "$window" --requests 10000000 \
-      --seconds "$DURATION" --timeout 30 --kafka fetch.wait.max.ms=1 --kafka fetch.min.bytes=1 \
-      --kafka socket.nagle.disable=true --kafka linger.ms=1 >"$WORK/bench.out" 2>/dev/null &
-    bench=$!
-    bench_ticks=0
-    while kill -0 "$bench" 2>/dev/null; do bench_ticks=$(ticks "$bench" 2>/dev/null || echo "$bench_ticks"); sleep 0.2; done
-    wait "$bench" || true
-    worker_ticks=$(($(ticks "$WORKER") - worker_before))
-    stop_all
-    read -r rate p50 p99 calls errors < <(bench_figures "$WORK/bench.out")
-    report kafka "$window" "$rep" "$rate" "$p50" "$p99" "$bench_ticks" "$worker_ticks" "$calls" "$errors"
+    for path in $PATHS; do "run_$path" "$window" "$rep"; done
   done
 done
 
