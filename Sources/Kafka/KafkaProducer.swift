@@ -1,32 +1,28 @@
-import Dispatch
 import Logging
 import Synchronization
 import SystemSupport
 
 /// Produces records to Kafka. Batching is librdkafka's (`linger.ms`, `batch.size`, ...).
 ///
-/// A producer made with `promptWhenIdle` sends a record at once when it is idle, instead of holding the record
-/// `linger.ms` for others to batch with: one request at a time then waits for no timer, while a busy sender's records
-/// batch as configured (docs/kafka-layer.md, "Prompt when idle").
+/// A producer made with `promptLane` can send a record at once, instead of holding it `linger.ms` for others to batch
+/// with: a caller that knows it sends one request at a time (nothing else of its own in flight) passes `promptly`,
+/// while the records of a busy caller batch as configured (docs/kafka-layer.md, "Prompt when idle").
 ///
 /// Delivery reports are served on a thread of the producer's own; ``send(_:)`` returns the report, and
-/// ``send(_:onDelivery:)`` calls a handler on that thread without a hop through the cooperative pool.
+/// ``send(_:promptly:onDelivery:)`` calls a handler on that thread without a hop through the cooperative pool.
 /// Call ``close(timeout:)`` when done: it waits for outstanding records, then releases the thread and the handle. A
 /// producer released without `close` purges the records still outstanding (their handlers get a `_PURGE_*` error).
 public final class KafkaProducer: Sendable {
     private let client: ProducerClient
-    /// A second handle with `linger.ms=0`, for records sent while the producer is idle.
+    /// A second handle with `linger.ms=0`, for records sent `promptly`.
     private let prompt: ProducerClient?
-    /// When the last record was sent, in nanoseconds of the monotonic clock.
-    private let lastSent = Atomic<UInt64>(0)
 
     /// Creates a producer.
     /// - Parameters:
     ///   - configuration: librdkafka properties; `bootstrap.servers` at least.
-    ///   - promptWhenIdle: send a record at once (through a second handle with `linger.ms=0`, unless `linger.ms` is 0
-    ///     already) when every record sent before has its delivery report and none was sent in the last millisecond.
-    ///     Records may then overtake records sent before them, as between two producers: for records that need no
-    ///     order among themselves, like independent requests.
+    ///   - promptLane: keep a second handle with `linger.ms=0` (unless `linger.ms` is 0 already) for records sent
+    ///     `promptly`. Records may then overtake records sent before them, as between two producers: for records that
+    ///     need no order among themselves, like independent requests.
     ///   - logger: receives librdkafka's log lines.
     ///   - onError: called on the poll thread with client-level errors (brokers unreachable, ...), which librdkafka
     ///     also retries on its own.
@@ -34,13 +30,13 @@ public final class KafkaProducer: Sendable {
     ///   poll thread.
     public init(
         configuration: KafkaConfiguration,
-        promptWhenIdle: Bool = false,
+        promptLane: Bool = false,
         logger: Logger = Logger(label: "sluice.kafka.producer"),
         onError: @escaping @Sendable (KafkaError) -> Void = { _ in }
     ) throws {
         client = try ProducerClient(configuration: configuration, logger: logger, onError: onError)
         let linger = configuration.effectiveValue("linger.ms").flatMap { Double($0) } ?? 0
-        guard promptWhenIdle, linger > 0 else {
+        guard promptLane, linger > 0 else {
             prompt = nil
             return
         }
@@ -59,43 +55,36 @@ public final class KafkaProducer: Sendable {
         prompt?.shutdown()
     }
 
-    /// The handle a record goes through: the prompt one when the producer is idle, every record sent before having
-    /// its delivery report and none sent in the last ``idleNanoseconds``.
-    private var lane: ProducerClient {
-        guard let prompt else { return client }
-        let now = DispatchTime.now().uptimeNanoseconds
-        let previous = lastSent.exchange(now, ordering: .relaxed)
-        guard now &- previous > Self.idleNanoseconds, prompt.outstanding == 0, client.outstanding == 0 else {
-            return client
-        }
+    /// The handle a record goes through: the prompt one for a record sent `promptly` while that handle has nothing in
+    /// flight (librdkafka 2.0.2 with `linger.ms=0` can leave records behind for up to a second when many come at once).
+    private func lane(promptly: Bool) -> ProducerClient {
+        guard promptly, let prompt, prompt.outstanding == 0 else { return client }
         return prompt
     }
-
-    /// How long a producer with nothing outstanding must have sent nothing to count as idle: long enough that records
-    /// of a busy sender (thousands a second) never count, short enough that one call at a time always does.
-    static let idleNanoseconds: UInt64 = 1_000_000
 
     /// Produces `message` and returns where Kafka stored it.
     /// - Throws: ``KafkaError``: the record could not be enqueued, or its delivery failed (for example
     ///   ``KafkaError/Code/messageTimedOut``, or an error the broker returned).
     public func send(_ message: OutgoingMessage) async throws -> DeliveryReport {
         let outcome = DeliveryOutcome()
-        try await lane.produce(message) { outcome.fulfil($0) }
+        try await client.produce(message) { outcome.fulfil($0) }
         return try await outcome.value
     }
 
     /// Enqueues `message` and returns once librdkafka holds it; `onDelivery` is called exactly once with its
     /// delivery report.
+    /// - Parameter promptly: send it at once, without waiting out `linger.ms`, when the producer has a prompt lane
+    ///   that nothing else is using: for a caller that has nothing else in flight.
     /// - Important: `onDelivery` runs on the producer's poll thread: keep it short and never block in it.
     /// - Throws: ``KafkaError`` if the record cannot be enqueued; `onDelivery` is then not called.
     public func send(
-        _ message: OutgoingMessage,
+        _ message: OutgoingMessage, promptly: Bool = false,
         onDelivery: @escaping @Sendable (Result<DeliveryReport, KafkaError>) -> Void
     ) async throws {
-        try await lane.produce(message, onDelivery: onDelivery)
+        try await lane(promptly: promptly).produce(message, onDelivery: onDelivery)
     }
 
-    /// ``send(_:onDelivery:)`` for a thread of the caller's own (a ``DedicatedThread``): blocks that thread while
+    /// ``send(_:promptly:onDelivery:)`` for a thread of the caller's own (a ``DedicatedThread``): blocks that thread while
     /// librdkafka's queue is full, and never suspends.
     /// - Important: Never call it from Swift's cooperative pool or from a delivery handler.
     /// - Throws: ``KafkaError`` if the record cannot be enqueued; `onDelivery` is then not called.
@@ -103,24 +92,24 @@ public final class KafkaProducer: Sendable {
         _ message: OutgoingMessage,
         onDelivery: @escaping @Sendable (Result<DeliveryReport, KafkaError>) -> Void
     ) throws {
-        try lane.produceBlocking(message, onDelivery: onDelivery)
+        try client.produceBlocking(message, onDelivery: onDelivery)
     }
 
-    /// ``send(_:onDelivery:)`` for a caller that must neither suspend nor block, such as an event loop: when
+    /// ``send(_:promptly:onDelivery:)`` for a caller that must neither suspend nor block, such as an event loop: when
     /// librdkafka's queue is full it throws rather than waits.
     /// - Throws: ``KafkaError`` if the record cannot be enqueued (``KafkaError/Code/queueFull`` when the queue is
     ///   full); `onDelivery` is then not called.
     public func sendNow(
-        _ message: OutgoingMessage,
+        _ message: OutgoingMessage, promptly: Bool = false,
         onDelivery: @escaping @Sendable (Result<DeliveryReport, KafkaError>) -> Void
     ) throws {
-        try lane.produceNow(message, onDelivery: onDelivery)
+        try lane(promptly: promptly).produceNow(message, onDelivery: onDelivery)
     }
 
     /// Sets what runs after each round of delivery reports, once their handlers ran, on the thread that served them:
     /// a caller whose handlers gather what was delivered finishes it there together (one lock, one offset store)
     /// instead of once per record. Replaces the previous one.
-    /// - Important: Runs on the producer's poll thread (or a thread that flushes or closes it; with `promptWhenIdle`,
+    /// - Important: Runs on the producer's poll thread (or a thread that flushes or closes it; with `promptLane`,
     ///   on either handle's, possibly at the same time): keep it short and never block in it.
     public func onDeliveryRound(_ handler: @escaping @Sendable () -> Void) {
         client.onDeliveryRound(handler)

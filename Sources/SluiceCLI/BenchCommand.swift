@@ -68,9 +68,9 @@ struct BenchCommand: AsyncParsableCommand {
                 load.received(id, ok: message.headers.string(named: WireProtocol.Header.status) == "ok")
             }
         }
-        // Like every request-reply client of Sluice (PipelineClient), a request sent while few are in flight goes at
-        // once rather than after linger.ms.
-        let producer = try KafkaProducer(configuration: settings, promptWhenIdle: true, logger: logger)
+        // Like Sluice's request-reply client (PipelineClient), a request with no other in flight goes at once rather
+        // than after linger.ms.
+        let producer = try KafkaProducer(configuration: settings, promptLane: true, logger: logger)
         let value = Array(data.utf8)
         let started = ContinuousClock.now
         let sendUntil = started + .milliseconds(Int(seconds * 1000))
@@ -85,7 +85,7 @@ struct BenchCommand: AsyncParsableCommand {
                     headers: [
                         KafkaHeader(WireProtocol.Header.requestID, id),
                         KafkaHeader(WireProtocol.Header.replyTo, responsesTopic),
-                    ])
+                    ]), promptly: load.outstanding == 1
             ) { result in
                 if case .failure = result { load.failed(id) }
             }

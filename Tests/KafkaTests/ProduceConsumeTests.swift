@@ -144,7 +144,7 @@ struct ProduceConsumeTests {
     }
 
     /// What librdkafka uses for a property: the value set, under its name or an alias, else librdkafka's default (what
-    /// `promptWhenIdle` reads `linger.ms` from).
+    /// a producer with a prompt lane reads `linger.ms` from).
     @Test func theEffectiveValueOfAPropertyIsTheOneSetOrLibrdkafkasDefault() throws {
         #expect(try KafkaConfiguration().effectiveValue("linger.ms") == "5")
         #expect(try KafkaConfiguration(["linger.ms": "0.5"]).effectiveValue("linger.ms") == "0.5")
@@ -152,26 +152,38 @@ struct ProduceConsumeTests {
         #expect(try KafkaConfiguration().effectiveValue("no.such.property") == nil)
     }
 
-    /// With `promptWhenIdle`, a record sent while the producer is idle goes out at once, whatever `linger.ms` says; one
-    /// sent right after it (the producer busy) waits for `linger.ms`, as any batched record does.
-    @Test func aPromptProducerSendsAtOnceWhenIdleAndBatchesWhenBusy() async throws {
+    /// With a prompt lane, a record sent `promptly` goes out at once, whatever `linger.ms` says; one sent otherwise, or
+    /// promptly while the prompt lane still has a record in flight, waits for `linger.ms` as any batched record does.
+    @Test func aRecordSentPromptlyDoesNotWaitForTheLinger() async throws {
         let test = try TestCluster()
         let topic = try test.topic("prompt", partitions: 1)
         // A minute of linger: a record that waited for it would not be delivered while the test runs.
         let producer = try KafkaProducer(
-            configuration: test.producerConfiguration(["linger.ms": "60000"]), promptWhenIdle: true,
-            logger: testLogger)
-        let idle = Collector<Result<DeliveryReport, KafkaError>>()
-        let batched = Collector<Result<DeliveryReport, KafkaError>>()
-        try producer.sendNow(OutgoingMessage(topic: topic, value: "idle".bytes)) { idle.append($0) }
-        try producer.sendNow(OutgoingMessage(topic: topic, value: "batched".bytes)) { batched.append($0) }
-        #expect(await eventually(timeout: .seconds(20)) { idle.all.count == 1 && producer.outstanding == 1 })
-        #expect(try idle.all.first?.get().offset == 0)
-        #expect(batched.all.isEmpty)
+            configuration: test.producerConfiguration(["linger.ms": "60000"]), promptLane: true, logger: testLogger)
+        let reports = (0..<4).map { _ in Collector<Result<DeliveryReport, KafkaError>>() }
+        func send(_ index: Int, promptly: Bool) throws {
+            try producer.sendNow(OutgoingMessage(topic: topic, value: "\(index)".bytes), promptly: promptly) {
+                reports[index].append($0)
+            }
+        }
+        try send(0, promptly: false)
+        try send(1, promptly: true)
+        #expect(await eventually(timeout: .seconds(20)) { reports[1].all.count == 1 && producer.outstanding == 1 })
+        #expect(reports[0].all.isEmpty)
 
-        // A flush sends it without waiting out the linger.
+        // The broker answers a second after it is asked: the next prompt record is still in flight when the one after
+        // it is sent, which therefore batches.
+        try test.cluster.setRoundTripTime(broker: 1, milliseconds: 1000)
+        try send(2, promptly: true)
+        try send(3, promptly: true)
+        #expect(await eventually(timeout: .seconds(20)) { reports[2].all.count == 1 && producer.outstanding == 2 })
+        #expect(reports[0].all.isEmpty && reports[3].all.isEmpty)
+
+        // A flush sends the batched ones without waiting out the linger.
+        try test.cluster.setRoundTripTime(broker: 1, milliseconds: 0)
         try await producer.flush(timeout: .seconds(20))
-        #expect(try batched.all.first?.get().offset == 1)
+        let offsets = try reports.map { try #require(try $0.all.first?.get().offset) }
+        #expect(offsets[1] == 0 && offsets[2] == 1 && Set(offsets[0...3]) == [0, 1, 2, 3])
         #expect(producer.outstanding == 0)
         await producer.close()
     }

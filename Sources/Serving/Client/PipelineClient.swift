@@ -107,7 +107,7 @@ public final class PipelineClient: Sendable {
     public init(kafka: KafkaConfiguration, replies: Replies, maxWaiting: Int = 100_000, logger: Logger) throws {
         self.replies = replies
         let started = Timestamps.wallMicros() / 1000
-        producer = try KafkaProducer(configuration: kafka, promptWhenIdle: true, logger: logger)
+        producer = try KafkaProducer(configuration: kafka, promptLane: true, logger: logger)
         var settings = kafka
         try settings.set("auto.offset.reset", "earliest")
         let state: LockedState
@@ -227,7 +227,8 @@ public final class PipelineClient: Sendable {
         let waiter = ReplyWaiter(completion)
         let partition: Int32?
         let token: UInt64
-        switch state.withLock({ $0.register(id, waiter: waiter) }) {
+        let (registration, alone) = state.withLock { ($0.register(id, waiter: waiter), $0.waitingCount == 1) }
+        switch registration {
         case .waiting(let chosen, let filed): (partition, token) = (chosen, filed)
         case .refused(let reason): throw Refused(requestID: id, reason: reason)
         }
@@ -235,9 +236,11 @@ public final class PipelineClient: Sendable {
         headers.append(KafkaHeader(WireProtocol.Header.replyTo, replies.topic))
         if let partition { headers.append(KafkaHeader(WireProtocol.Header.replyPartition, String(partition))) }
         do {
-            // The response, not the delivery report, ends the wait: a request Kafka refuses fails it.
-            try producer.sendNow(OutgoingMessage(topic: requestsTopic, key: key, value: input, headers: headers)) {
-                [state] in
+            // The response, not the delivery report, ends the wait: a request Kafka refuses fails it. A call that no
+            // other call waits beside goes at once, not after linger.ms (docs/kafka-layer.md, "Prompt when idle").
+            try producer.sendNow(
+                OutgoingMessage(topic: requestsTopic, key: key, value: input, headers: headers), promptly: alone
+            ) { [state] in
                 if case .failure(let error) = $0 { state.withLock { $0.giveUp(token) }?.fulfil(.failure(error)) }
             }
         } catch {
