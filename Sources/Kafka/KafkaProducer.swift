@@ -56,7 +56,8 @@ public final class KafkaProducer: Sendable {
     }
 
     /// The handle a record goes through: the prompt one for a record sent `promptly` while that handle has nothing in
-    /// flight (librdkafka 2.0.2 with `linger.ms=0` can leave records behind for up to a second when many come at once).
+    /// flight, so that it never carries a stream (with `linger.ms=0` alone, 1024 calls at once had a p99 of half a
+    /// second: docs/benchmarks.md, "Prompt when idle").
     private func lane(promptly: Bool) -> ProducerClient {
         guard promptly, let prompt, prompt.outstanding == 0 else { return client }
         return prompt
@@ -84,8 +85,8 @@ public final class KafkaProducer: Sendable {
         try await lane(promptly: promptly).produce(message, onDelivery: onDelivery)
     }
 
-    /// ``send(_:promptly:onDelivery:)`` for a thread of the caller's own (a ``DedicatedThread``): blocks that thread while
-    /// librdkafka's queue is full, and never suspends.
+    /// ``send(_:promptly:onDelivery:)`` for a thread of the caller's own (a ``DedicatedThread``), never prompt:
+    /// blocks that thread while librdkafka's queue is full, and never suspends.
     /// - Important: Never call it from Swift's cooperative pool or from a delivery handler.
     /// - Throws: ``KafkaError`` if the record cannot be enqueued; `onDelivery` is then not called.
     public func sendBlocking(
