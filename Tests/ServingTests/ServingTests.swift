@@ -206,6 +206,51 @@ struct ClientTests {
         await replies.close()
     }
 
+    /// A call that no other call waits beside is sent at once, whatever the client's `linger.ms` says; a call beside
+    /// another waits for it, as batched requests do (docs/kafka-layer.md, "Prompt when idle").
+    @Test func aCallAloneDoesNotWaitForTheLinger() async throws {
+        let cluster = try MockCluster(logger: quiet)
+        try cluster.createTopic("echo.requests", partitions: 1)
+        try cluster.createTopic("echo.responses", partitions: 1)
+        try cluster.createTopic("silent.requests", partitions: 1)
+        let settings = try KafkaConfiguration([
+            "bootstrap.servers": cluster.bootstrapServers, "fetch.wait.max.ms": "10", "socket.nagle.disable": "true",
+            "session.timeout.ms": "6000", "heartbeat.interval.ms": "200",
+        ])
+        let requests = try KafkaConsumer(
+            configuration: settings.merging(["group.id": "echo", "auto.offset.reset": "earliest"]),
+            topics: ["echo.requests"], logger: quiet)
+        let replies = try KafkaProducer(configuration: settings.merging(["linger.ms": "1"]), logger: quiet)
+        let echo = Task {
+            for await message in requests.messages {
+                let request = Request(message)
+                let response = Response(
+                    requestID: request.requestID, pipeline: "echo", output: message.value, error: nil, runID: nil,
+                    capture: "MEMORY", durationMicros: 1)
+                _ = try? await replies.send(response.message(topic: request.replyTo ?? "", key: nil))
+            }
+        }
+        // A minute of linger: a request that waited for it would outlast every call's timeout here.
+        let client = try PipelineClient(
+            kafka: settings.merging(["linger.ms": "60000"]), pipeline: "echo", logger: quiet)
+        let alone = try await client.call(Array("[1]".utf8), to: "echo.requests", timeout: .seconds(20)).response()
+        #expect(alone.output == Array("[1]".utf8))
+
+        let waiting = Task { try await client.call(Array("2".utf8), to: "silent.requests", timeout: .seconds(60)) }
+        #expect(try await eventuallyTrue { client.waitingCount == 1 })
+        await #expect(throws: PipelineClient.Timeout.self) {
+            _ = try await client.call(Array("[3]".utf8), to: "echo.requests", timeout: .seconds(2))
+        }
+        waiting.cancel()
+        _ = try? await waiting.value
+        let aloneAgain = try await client.call(Array("[4]".utf8), to: "echo.requests", timeout: .seconds(20))
+        #expect(try aloneAgain.response().output == Array("[4]".utf8))
+        echo.cancel()
+        await client.close()
+        await requests.close()
+        await replies.close()
+    }
+
     private func eventuallyTrue(_ condition: () -> Bool) async throws -> Bool {
         for _ in 0..<500 {
             if condition() { return true }
