@@ -30,10 +30,12 @@ PATHS=${PATHS:-"gateway kafka"}
 GATEWAY_LINGER=${GATEWAY_LINGER:-1}
 PORT=18280
 WORK=$(mktemp -d)
-BROKER="" WORKER="" GATEWAY=""
+BROKER="" WORKER="" GATEWAY="" BENCH="" CAPTURE_PID=""
 stop_all() {
-  for pid in $GATEWAY $WORKER $BROKER; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
-  BROKER="" WORKER="" GATEWAY=""
+  for pid in $CAPTURE_PID $BENCH $GATEWAY $WORKER $BROKER; do
+    kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
+  done
+  BROKER="" WORKER="" GATEWAY="" BENCH="" CAPTURE_PID=""
 }
 trap 'stop_all; rm -rf "$WORK"' EXIT
 KAFKA=(--kafka fetch.wait.max.ms=1 --kafka fetch.min.bytes=1 --kafka socket.nagle.disable=true
@@ -119,16 +121,22 @@ run_gateway() {  # run_gateway WINDOW REP
   report gateway "$1" "$2" "$rate" "$p50" "$p99" "$gateway_ticks" "$worker_ticks" "$calls" "$errors"
 }
 
-run_kafka() {  # run_kafka WINDOW REP
-  start kafka
-  worker_before=$(ticks "$WORKER")
+# Starts `sluice bench` with WINDOW requests in flight for DURATION seconds, in the background (BENCH).
+start_bench() {  # start_bench WINDOW
   "$SLUICE" bench --brokers "$BOOTSTRAP" --pipeline text-stats --window "$1" --requests 10000000 \
     --seconds "$DURATION" --timeout 30 --kafka fetch.wait.max.ms=1 --kafka fetch.min.bytes=1 \
     --kafka socket.nagle.disable=true --kafka linger.ms=1 >"$WORK/bench.out" 2>/dev/null &
-  bench=$!
+  BENCH=$!
+}
+
+run_kafka() {  # run_kafka WINDOW REP
+  start kafka
+  worker_before=$(ticks "$WORKER")
+  start_bench "$1"
   bench_ticks=0
-  while kill -0 "$bench" 2>/dev/null; do bench_ticks=$(ticks "$bench" 2>/dev/null || echo "$bench_ticks"); sleep 0.2; done
-  wait "$bench" || true
+  while kill -0 "$BENCH" 2>/dev/null; do bench_ticks=$(ticks "$BENCH" 2>/dev/null || echo "$bench_ticks"); sleep 0.2; done
+  wait "$BENCH" || true
+  BENCH=""
   worker_ticks=$(($(ticks "$WORKER") - worker_before))
   stop_all
   read -r rate p50 p99 calls errors < <(bench_figures "$WORK/bench.out")
@@ -156,25 +164,23 @@ for line in sys.stdin:
 for round in $(seq 1 "$TOGETHER"); do
   start gateway
   wrk -t1 -c1 -d2s -s "$WORK/post.lua" "http://127.0.0.1:$PORT/v1/pipelines/text-stats/invoke" >/dev/null 2>&1 || true
-  capture=""
   if command -v tcpdump >/dev/null; then
     tcpdump -i lo -s 128 -w "$WORK/round.pcap" "tcp port ${BOOTSTRAP##*:} or tcp port $PORT" 2>/dev/null &
-    capture=$!
+    CAPTURE_PID=$!
     sleep 0.5
   fi
   wrk -t1 -c1 -d"${DURATION}s" --latency -s "$WORK/post.lua" \
     "http://127.0.0.1:$PORT/v1/pipelines/text-stats/invoke" >"$WORK/wrk.out" 2>&1 &
   wrk_pid=$!
-  "$SLUICE" bench --brokers "$BOOTSTRAP" --pipeline text-stats --window 1 --requests 10000000 --seconds "$DURATION" \
-    --timeout 30 --kafka fetch.wait.max.ms=1 --kafka fetch.min.bytes=1 --kafka socket.nagle.disable=true \
-    --kafka linger.ms=1 >"$WORK/bench.out" 2>/dev/null &
-  bench=$!
-  # The bench's producer connects with its first request, after it has joined its reply topic.
-  sleep "$((DURATION / 2))"
-  roles "${BOOTSTRAP##*:}" "$GATEWAY" "$bench" >"$WORK/roles.txt"
-  wait "$bench" || true
+  start_bench 1
+  # Connections are made as the clients need them (the bench's producer's with its first request): gathered while
+  # the bench runs.
+  while kill -0 "$BENCH" 2>/dev/null; do roles "${BOOTSTRAP##*:}" "$GATEWAY" "$BENCH"; sleep 1; done |
+    sort -u >"$WORK/roles.txt"
+  wait "$BENCH" || true
+  BENCH=""
   wait "$wrk_pid" || true
-  if [ -n "$capture" ]; then kill "$capture"; wait "$capture" 2>/dev/null || true; fi
+  captured=$CAPTURE_PID
   stop_all
   read -r gateway_rate gateway_p50 gateway_p99 _ gateway_errors < <(wrk_figures "$WORK/wrk.out")
   read -r kafka_rate kafka_p50 kafka_p99 _ kafka_errors < <(bench_figures "$WORK/bench.out")
@@ -186,7 +192,7 @@ print(f"together window 1 round {r}: gateway {float(g):.0f} calls/s p50 {float(g
       f"added p50 {float(gp50) - float(kp50):+.2f} ms")
 ' "$round" "$gateway_rate" "$gateway_p50" "$gateway_p99" "$gateway_errors" "$kafka_rate" "$kafka_p50" "$kafka_p99" \
     "$kafka_errors"
-  if [ -n "$capture" ]; then
+  if [ -n "$captured" ]; then
     python3 scripts/gateway-hops.py "$WORK/round.pcap" "${BOOTSTRAP##*:}" "$PORT" "$WORK/roles.txt" || true
   fi
 done
