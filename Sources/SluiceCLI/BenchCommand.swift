@@ -78,14 +78,14 @@ struct BenchCommand: AsyncParsableCommand {
         while sent < requests, ContinuousClock.now < sendUntil {
             await load.acquire()
             let id = "\(prefix)-\(sent)"
-            load.sending(id)
+            let inFlight = load.sending(id)
             try await producer.send(
                 OutgoingMessage(
                     topic: requestsTopic, value: value,
                     headers: [
                         KafkaHeader(WireProtocol.Header.requestID, id),
                         KafkaHeader(WireProtocol.Header.replyTo, responsesTopic),
-                    ]), promptly: load.outstanding == 1
+                    ]), promptly: inFlight == 1
             ) { result in
                 if case .failure = result { load.failed(id) }
             }
@@ -160,9 +160,14 @@ final class BenchLoad: Sendable {
         }
     }
 
-    func sending(_ id: String) {
+    /// Notes that request `id` is being sent.
+    /// - Returns: the requests in flight, this one included.
+    func sending(_ id: String) -> Int {
         let now = ContinuousClock.now
-        state.withLock { $0.sentAt[id] = now }
+        return state.withLock { state in
+            state.sentAt[id] = now
+            return state.sentAt.count
+        }
     }
 
     func failed(_ id: String) {
