@@ -148,29 +148,9 @@ struct ProtocolTests {
 @Suite("The request-reply client against an embedded cluster")
 struct ClientTests {
     @Test func responsesFindTheirCallersAndDuplicatesAreDropped() async throws {
-        let cluster = try MockCluster(logger: quiet)
-        try cluster.createTopic("echo.requests", partitions: 2)
-        try cluster.createTopic("echo.responses", partitions: 2)
-        try cluster.createTopic("silent.requests", partitions: 1)
-        let settings = try KafkaConfiguration([
-            "bootstrap.servers": cluster.bootstrapServers, "fetch.wait.max.ms": "10", "socket.nagle.disable": "true",
-            "session.timeout.ms": "6000", "heartbeat.interval.ms": "200",
-        ])
-        // A stand-in worker that answers every request twice, as a worker killed after producing would.
-        let requests = try KafkaConsumer(
-            configuration: settings.merging(["group.id": "echo", "auto.offset.reset": "earliest"]),
-            topics: ["echo.requests"], logger: quiet)
-        let replies = try KafkaProducer(configuration: settings, logger: quiet)
-        let echo = Task {
-            for await message in requests.messages {
-                let request = Request(message)
-                let response = Response(
-                    requestID: request.requestID, pipeline: "echo", output: message.value, error: nil, runID: nil,
-                    capture: "MEMORY", durationMicros: 1)
-                for _ in 0..<2 { _ = try? await replies.send(response.message(topic: request.replyTo ?? "", key: nil)) }
-            }
-        }
-        let client = try PipelineClient(kafka: settings, pipeline: "echo", logger: quiet)
+        // Every request answered twice, as by a worker killed after producing.
+        let echo = try EchoStandIn(partitions: 2, copies: 2)
+        let client = try PipelineClient(kafka: echo.settings, pipeline: "echo", logger: quiet)
         let answers = try await withThrowingTaskGroup(of: (Int, Response).self) { group in
             for index in 0..<20 {
                 group.addTask {
@@ -200,39 +180,17 @@ struct ClientTests {
         cancelled.cancel()
         await #expect(throws: CancellationError.self) { _ = try await cancelled.value }
         #expect(client.waitingCount == 0)
-        echo.cancel()
         await client.close()
-        await requests.close()
-        await replies.close()
+        await echo.stop()
     }
 
     /// A call that no other call waits beside is sent at once, whatever the client's `linger.ms` says; a call beside
     /// another waits for it, as batched requests do (docs/kafka-layer.md, "Prompt when idle").
     @Test func aCallAloneDoesNotWaitForTheLinger() async throws {
-        let cluster = try MockCluster(logger: quiet)
-        try cluster.createTopic("echo.requests", partitions: 1)
-        try cluster.createTopic("echo.responses", partitions: 1)
-        try cluster.createTopic("silent.requests", partitions: 1)
-        let settings = try KafkaConfiguration([
-            "bootstrap.servers": cluster.bootstrapServers, "fetch.wait.max.ms": "10", "socket.nagle.disable": "true",
-            "session.timeout.ms": "6000", "heartbeat.interval.ms": "200",
-        ])
-        let requests = try KafkaConsumer(
-            configuration: settings.merging(["group.id": "echo", "auto.offset.reset": "earliest"]),
-            topics: ["echo.requests"], logger: quiet)
-        let replies = try KafkaProducer(configuration: settings.merging(["linger.ms": "1"]), logger: quiet)
-        let echo = Task {
-            for await message in requests.messages {
-                let request = Request(message)
-                let response = Response(
-                    requestID: request.requestID, pipeline: "echo", output: message.value, error: nil, runID: nil,
-                    capture: "MEMORY", durationMicros: 1)
-                _ = try? await replies.send(response.message(topic: request.replyTo ?? "", key: nil))
-            }
-        }
+        let echo = try EchoStandIn(partitions: 1, copies: 1)
         // A minute of linger: a request that waited for it would outlast every call's timeout here.
         let client = try PipelineClient(
-            kafka: settings.merging(["linger.ms": "60000"]), pipeline: "echo", logger: quiet)
+            kafka: echo.settings.merging(["linger.ms": "60000"]), pipeline: "echo", logger: quiet)
         let alone = try await client.call(Array("[1]".utf8), to: "echo.requests", timeout: .seconds(20)).response()
         #expect(alone.output == Array("[1]".utf8))
 
@@ -245,10 +203,8 @@ struct ClientTests {
         _ = try? await waiting.value
         let aloneAgain = try await client.call(Array("[4]".utf8), to: "echo.requests", timeout: .seconds(20))
         #expect(try aloneAgain.response().output == Array("[4]".utf8))
-        echo.cancel()
         await client.close()
-        await requests.close()
-        await replies.close()
+        await echo.stop()
     }
 
     private func eventuallyTrue(_ condition: () -> Bool) async throws -> Bool {
@@ -257,6 +213,51 @@ struct ClientTests {
             try await Task.sleep(for: .milliseconds(20))
         }
         return condition()
+    }
+}
+
+/// A stand-in worker on an embedded cluster of its own, with the topics `echo.requests`, `echo.responses` and
+/// `silent.requests` (which nobody answers): it answers each echo request with its input, `copies` times.
+private struct EchoStandIn {
+    /// Kept alive as long as the stand-in.
+    private let cluster: MockCluster
+    /// Client settings for the cluster.
+    let settings: KafkaConfiguration
+    private let requests: KafkaConsumer
+    private let replies: KafkaProducer
+    private let answering: Task<Void, Never>
+
+    init(partitions: Int, copies: Int) throws {
+        cluster = try MockCluster(logger: quiet)
+        try cluster.createTopic("echo.requests", partitions: partitions)
+        try cluster.createTopic("echo.responses", partitions: partitions)
+        try cluster.createTopic("silent.requests", partitions: 1)
+        settings = try KafkaConfiguration([
+            "bootstrap.servers": cluster.bootstrapServers, "fetch.wait.max.ms": "10", "socket.nagle.disable": "true",
+            "session.timeout.ms": "6000", "heartbeat.interval.ms": "200",
+        ])
+        let requests = try KafkaConsumer(
+            configuration: settings.merging(["group.id": "echo", "auto.offset.reset": "earliest"]),
+            topics: ["echo.requests"], logger: quiet)
+        let replies = try KafkaProducer(configuration: settings.merging(["linger.ms": "1"]), logger: quiet)
+        answering = Task {
+            for await message in requests.messages {
+                let request = Request(message)
+                let response = Response(
+                    requestID: request.requestID, pipeline: "echo", output: message.value, error: nil, runID: nil,
+                    capture: "MEMORY", durationMicros: 1)
+                for _ in 0..<copies {
+                    _ = try? await replies.send(response.message(topic: request.replyTo ?? "", key: nil))
+                }
+            }
+        }
+        (self.requests, self.replies) = (requests, replies)
+    }
+
+    func stop() async {
+        answering.cancel()
+        await requests.close()
+        await replies.close()
     }
 }
 
